@@ -1,0 +1,442 @@
+//! One authenticated TCP connection: establishing it, and the task that reads it.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use tokio::io::{AsyncRead, AsyncReadExt, ReadHalf, WriteHalf};
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio_util::codec::Decoder;
+
+use crate::codec::{FRAME_HEADER_BYTES, FrameDecoder, FrameError, decode_message};
+use crate::config::{FaultConfig, TransportConfig};
+use crate::handshake::{
+    HANDSHAKE_FRAME_BYTES_MAX, HandshakeFailure, HandshakeSettings, Role, handshake,
+};
+use crate::metrics::{Counters, add};
+use crate::random::{self, SeededRng};
+use crate::{Incoming, Message, ServerId};
+
+/// Bytes the reader asks the socket for at least, per read.
+const READ_CHUNK_BYTES: usize = 64 * 1024;
+
+/// What every task of one transport shares.
+pub(crate) struct Context<M> {
+    pub(crate) config: TransportConfig,
+    pub(crate) counters: Arc<Counters>,
+    pub(crate) incoming: mpsc::Sender<Incoming<M>>,
+    /// Turns true (or its sender goes away) when the transport stops.
+    pub(crate) shutdown: watch::Receiver<bool>,
+}
+
+impl<M: Message> Context<M> {
+    pub(crate) fn handshake_timeout(&self) -> Duration {
+        Duration::from_millis(self.config.handshake_timeout_ms)
+    }
+
+    pub(crate) fn record_handshake_failure(&self, reason: HandshakeFailure, address: SocketAddr) {
+        add(&self.counters.handshake_failures[reason.index()], 1);
+        tracing::warn!(
+            server = self.config.server_id,
+            %address,
+            %reason,
+            "handshake refused; connection closed"
+        );
+    }
+
+    /// Hands an event to the node loop, waiting while its channel is full. False when the
+    /// transport is stopping or the node loop is gone.
+    pub(crate) async fn deliver(&self, event: Incoming<M>) -> bool {
+        let event = match self.incoming.try_send(event) {
+            Ok(()) => return true,
+            Err(mpsc::error::TrySendError::Closed(_)) => return false,
+            Err(mpsc::error::TrySendError::Full(event)) => event,
+        };
+        let mut shutdown = self.shutdown.clone();
+        tokio::select! {
+            biased;
+            _ = stopped(&mut shutdown) => false,
+            sent = self.incoming.send(event) => sent.is_ok(),
+        }
+    }
+}
+
+/// Resolves once the transport is told to stop.
+pub(crate) async fn stopped(shutdown: &mut watch::Receiver<bool>) {
+    loop {
+        if *shutdown.borrow_and_update() {
+            return;
+        }
+        if shutdown.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Reads frames from one half of a connection, keeping the bytes that arrived past the last
+/// complete frame.
+pub(crate) struct FrameReader<R> {
+    source: R,
+    buffer: BytesMut,
+    decoder: FrameDecoder,
+}
+
+impl<R: AsyncRead + Unpin> FrameReader<R> {
+    pub(crate) fn new(source: R, frame_size_bytes_max: usize) -> Self {
+        FrameReader {
+            source,
+            buffer: BytesMut::new(),
+            decoder: FrameDecoder::new(frame_size_bytes_max),
+        }
+    }
+
+    pub(crate) fn set_frame_size_bytes_max(&mut self, frame_size_bytes_max: usize) {
+        self.decoder.set_frame_size_bytes_max(frame_size_bytes_max);
+    }
+
+    /// The next frame already in the buffer, without reading the socket.
+    pub(crate) fn buffered_frame(&mut self) -> Result<Option<BytesMut>, FrameError> {
+        self.decoder.decode(&mut self.buffer)
+    }
+
+    /// Reads more bytes from the socket; `Ok(0)` is the end of the stream.
+    pub(crate) async fn fill(&mut self) -> std::io::Result<usize> {
+        if self.buffer.capacity() - self.buffer.len() < READ_CHUNK_BYTES {
+            self.buffer.reserve(READ_CHUNK_BYTES);
+        }
+        self.source.read_buf(&mut self.buffer).await
+    }
+
+    /// The next frame, reading the socket as needed; `Ok(None)` at the end of the stream.
+    pub(crate) async fn next_frame(&mut self) -> Result<Option<BytesMut>, FrameError> {
+        loop {
+            if let Some(frame) = self.buffered_frame()? {
+                return Ok(Some(frame));
+            }
+            if self.fill().await? == 0 {
+                return Ok(None);
+            }
+        }
+    }
+}
+
+/// An authenticated connection, owned by the task that writes to its peer. Dropping it stops its
+/// reader, which closes the socket.
+pub(crate) struct Connection {
+    pub(crate) peer: ServerId,
+    pub(crate) writer: WriteHalf<TcpStream>,
+    /// Resolves when the reader has stopped (end of stream, error, malformed frame).
+    pub(crate) reader_done: oneshot::Receiver<()>,
+    _stop_reader: oneshot::Sender<()>,
+}
+
+/// Whether the id a peer claims may talk to this server in this role.
+fn check_peer(
+    config: &TransportConfig,
+    role: Role,
+    expected: Option<ServerId>,
+    claimed: ServerId,
+) -> Result<(), HandshakeFailure> {
+    if claimed == config.server_id || !config.peers.contains_key(&claimed) {
+        return Err(HandshakeFailure::UnknownServer);
+    }
+    match role {
+        Role::Dialer if expected != Some(claimed) => Err(HandshakeFailure::UnexpectedServer),
+        // One connection per pair: only the lower id dials.
+        Role::Acceptor if claimed > config.server_id => Err(HandshakeFailure::WrongDirection),
+        _ => Ok(()),
+    }
+}
+
+/// Runs the handshake on `stream` and, if the peer is accepted, starts its reader task.
+pub(crate) async fn establish<M: Message>(
+    context: &Arc<Context<M>>,
+    stream: TcpStream,
+    role: Role,
+    expected: Option<ServerId>,
+) -> Result<Connection, HandshakeFailure> {
+    // Raft messages are latency-sensitive and the writer already batches, so Nagle only hurts.
+    // A failure here changes performance, not correctness.
+    let _ = stream.set_nodelay(true);
+    let (read_half, mut writer) = tokio::io::split(stream);
+    let mut reader = FrameReader::new(read_half, HANDSHAKE_FRAME_BYTES_MAX);
+    let config = &context.config;
+    let settings = HandshakeSettings {
+        server_id: config.server_id,
+        cluster_id: config.cluster_id,
+        cluster_secret: &config.cluster_secret,
+        role,
+        nonce: random::nonce()?,
+    };
+    let peer = handshake(&mut reader, &mut writer, &settings, |claimed| {
+        check_peer(config, role, expected, claimed)
+    })
+    .await?;
+    reader.set_frame_size_bytes_max(config.frame_size_bytes_max);
+    let (done_sender, reader_done) = oneshot::channel();
+    let (stop_reader, stop_receiver) = oneshot::channel();
+    let connection_number = context.counters.connections_established.load(
+        std::sync::atomic::Ordering::Relaxed,
+    );
+    let faults = FaultInjector::new(context.config.faults, peer, connection_number);
+    let read_loop = ReadLoop {
+        context: context.clone(),
+        peer,
+        reader,
+        faults,
+    };
+    tokio::spawn(read_loop.run(stop_receiver, done_sender));
+    add(&context.counters.connections_established, 1);
+    tracing::info!(server = config.server_id, peer, ?role, "connection established");
+    Ok(Connection {
+        peer,
+        writer,
+        reader_done,
+        _stop_reader: stop_reader,
+    })
+}
+
+/// Connects to `address` and runs the handshake as the dialer.
+pub(crate) async fn dial<M: Message>(
+    context: &Arc<Context<M>>,
+    address: SocketAddr,
+    peer: ServerId,
+) -> Result<Connection, DialError> {
+    let stream = TcpStream::connect(address)
+        .await
+        .map_err(DialError::Connect)?;
+    establish(context, stream, Role::Dialer, Some(peer))
+        .await
+        .map_err(DialError::Handshake)
+}
+
+/// Why a dial failed.
+#[derive(Debug)]
+pub(crate) enum DialError {
+    Connect(std::io::Error),
+    Handshake(HandshakeFailure),
+}
+
+/// The task that reads one connection and hands its messages to the node loop.
+struct ReadLoop<M> {
+    context: Arc<Context<M>>,
+    peer: ServerId,
+    reader: FrameReader<ReadHalf<TcpStream>>,
+    faults: FaultInjector,
+}
+
+impl<M: Message> ReadLoop<M> {
+    /// Runs until the stream ends, a frame is bad, the connection is dropped by its writer or
+    /// the transport stops. `_done` is dropped on return, which tells the writer.
+    async fn run(mut self, mut stop: oneshot::Receiver<()>, _done: oneshot::Sender<()>) {
+        let mut shutdown = self.context.shutdown.clone();
+        loop {
+            // Everything already buffered is handled before the socket is read again.
+            loop {
+                match self.reader.buffered_frame() {
+                    Ok(Some(payload)) => {
+                        if !self.handle_frame(payload).await {
+                            return;
+                        }
+                    }
+                    Ok(None) => break,
+                    Err(error) => return self.frame_error(error),
+                }
+            }
+            let filled = tokio::select! {
+                biased;
+                _ = stopped(&mut shutdown) => return,
+                _ = &mut stop => return,
+                filled = self.reader.fill() => filled,
+            };
+            match filled {
+                Ok(0) => return self.closed("the peer closed the connection"),
+                Ok(_) => {}
+                Err(error) => return self.closed(&error.to_string()),
+            }
+        }
+    }
+
+    /// Decodes one payload and delivers it (with faults applied). False ends the connection.
+    async fn handle_frame(&mut self, payload: BytesMut) -> bool {
+        let counters = &self.context.counters;
+        add(&counters.frames_received, 1);
+        add(
+            &counters.bytes_received,
+            (payload.len() + FRAME_HEADER_BYTES) as u64,
+        );
+        let message: M = match decode_message(&payload) {
+            Ok(message) => message,
+            Err(error) => {
+                add(&counters.frames_malformed, 1);
+                tracing::warn!(peer = self.peer, %error, "malformed frame; connection closed");
+                return false;
+            }
+        };
+        match self.faults.decide() {
+            FaultDecision::Deliver => self.deliver(message).await,
+            FaultDecision::Drop => {
+                add(&counters.faults_dropped, 1);
+                true
+            }
+            FaultDecision::Duplicate => {
+                add(&counters.faults_duplicated, 1);
+                // Decoding again gives the copy without asking messages to be `Clone`.
+                let copy: M = match decode_message(&payload) {
+                    Ok(copy) => copy,
+                    Err(_) => return false,
+                };
+                self.deliver(message).await && self.deliver(copy).await
+            }
+            FaultDecision::Delay(delay) => {
+                add(&counters.faults_delayed, 1);
+                let context = self.context.clone();
+                let event = Incoming::Message {
+                    from: self.peer,
+                    message,
+                };
+                tokio::spawn(deliver_later(context, delay, event));
+                true
+            }
+        }
+    }
+
+    async fn deliver(&self, message: M) -> bool {
+        let event = Incoming::Message {
+            from: self.peer,
+            message,
+        };
+        self.context.deliver(event).await
+    }
+
+    fn frame_error(&self, error: FrameError) {
+        if let FrameError::TooLarge { .. } = error {
+            add(&self.context.counters.frames_oversized, 1);
+            tracing::warn!(peer = self.peer, %error, "oversized frame; connection closed");
+        } else {
+            self.closed(&error.to_string());
+        }
+    }
+
+    fn closed(&self, reason: &str) {
+        tracing::info!(peer = self.peer, reason, "connection closed");
+    }
+}
+
+async fn deliver_later<M: Message>(context: Arc<Context<M>>, delay: Duration, event: Incoming<M>) {
+    let mut shutdown = context.shutdown.clone();
+    tokio::select! {
+        biased;
+        _ = stopped(&mut shutdown) => {}
+        _ = tokio::time::sleep(delay) => {
+            context.deliver(event).await;
+        }
+    }
+}
+
+/// What the fault hooks do with one received message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum FaultDecision {
+    Deliver,
+    Drop,
+    Duplicate,
+    Delay(Duration),
+}
+
+/// Draws fault decisions for one connection from a seeded generator.
+#[derive(Debug, Clone)]
+pub(crate) struct FaultInjector {
+    config: FaultConfig,
+    rng: SeededRng,
+}
+
+impl FaultInjector {
+    /// One stream of decisions per (seed, peer, connection), so that each replays on its own.
+    pub(crate) fn new(config: FaultConfig, peer: ServerId, connection_number: u64) -> Self {
+        let stream = peer.rotate_left(32) ^ connection_number;
+        FaultInjector {
+            config,
+            rng: SeededRng::new(config.seed ^ SeededRng::new(stream).next_u64()),
+        }
+    }
+
+    pub(crate) fn decide(&mut self) -> FaultDecision {
+        if !self.config.is_active() {
+            return FaultDecision::Deliver;
+        }
+        let draw = self.rng.up_to(999_999);
+        let drop_below = u64::from(self.config.drop_per_million);
+        let duplicate_below = drop_below + u64::from(self.config.duplicate_per_million);
+        let delay_below = duplicate_below + u64::from(self.config.delay_per_million);
+        if draw < drop_below {
+            FaultDecision::Drop
+        } else if draw < duplicate_below {
+            FaultDecision::Duplicate
+        } else if draw < delay_below {
+            let span = self.config.delay_ms_max - self.config.delay_ms_min;
+            let delay_ms = self.config.delay_ms_min + self.rng.up_to(span);
+            FaultDecision::Delay(Duration::from_millis(delay_ms))
+        } else {
+            FaultDecision::Deliver
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn no_faults_when_switched_off() {
+        let mut injector = FaultInjector::new(FaultConfig::default(), 2, 0);
+        assert!((0..1000).all(|_| injector.decide() == FaultDecision::Deliver));
+    }
+
+    #[test]
+    fn fault_rates_follow_the_config_and_replay() {
+        let config = FaultConfig {
+            seed: 11,
+            drop_per_million: 250_000,
+            duplicate_per_million: 250_000,
+            delay_per_million: 250_000,
+            delay_ms_min: 5,
+            delay_ms_max: 9,
+        };
+        let decisions = |connection| {
+            let mut injector = FaultInjector::new(config, 3, connection);
+            (0..4000).map(|_| injector.decide()).collect::<Vec<_>>()
+        };
+        let first = decisions(0);
+        assert_eq!(first, decisions(0));
+        assert_ne!(first, decisions(1));
+        let count = |wanted: fn(&FaultDecision) -> bool| first.iter().filter(|d| wanted(d)).count();
+        for kind_count in [
+            count(|d| *d == FaultDecision::Drop),
+            count(|d| *d == FaultDecision::Duplicate),
+            count(|d| matches!(d, FaultDecision::Delay(_))),
+            count(|d| *d == FaultDecision::Deliver),
+        ] {
+            assert!((800..1200).contains(&kind_count), "{kind_count}");
+        }
+        assert!(first.iter().all(|d| match d {
+            FaultDecision::Delay(delay) => (5..=9).contains(&delay.as_millis()),
+            _ => true,
+        }));
+    }
+
+    #[test]
+    fn the_lower_id_dials() {
+        let peers = [(1, "127.0.0.1:1".parse().unwrap()), (3, "127.0.0.1:3".parse().unwrap())];
+        let config = TransportConfig::new(2, 0, [0; 16], peers.into_iter().collect());
+        let accept = |claimed| check_peer(&config, Role::Acceptor, None, claimed);
+        assert_eq!(accept(1), Ok(()));
+        assert_eq!(accept(3), Err(HandshakeFailure::WrongDirection));
+        assert_eq!(accept(2), Err(HandshakeFailure::UnknownServer));
+        assert_eq!(accept(9), Err(HandshakeFailure::UnknownServer));
+        let dial = |claimed| check_peer(&config, Role::Dialer, Some(3), claimed);
+        assert_eq!(dial(3), Ok(()));
+        assert_eq!(dial(1), Err(HandshakeFailure::UnexpectedServer));
+    }
+}

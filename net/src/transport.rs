@@ -1,0 +1,487 @@
+//! The transport's tasks: one acceptor, one task per peer that owns the peer's queue and writes
+//! its connection, and one reader per connection (in [`crate::connection`]).
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use bytes::BytesMut;
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, watch};
+
+use crate::codec::encode_message;
+use crate::config::{ConfigError, TransportConfig};
+use crate::connection::{Connection, Context, DialError, dial, establish, stopped};
+use crate::handshake::{HandshakeFailure, Role};
+use crate::metrics::{Counters, Metrics, add};
+use crate::random::{self, SeededRng};
+use crate::{Incoming, Message, ServerId};
+
+/// A writer stops draining its queue into one write once the batch reaches this many bytes, so
+/// that one busy peer cannot make a write arbitrarily large.
+const WRITE_BATCH_BYTES_TARGET: usize = 256 * 1024;
+/// Accepted connections waiting for their peer task; a few at most, since only one is in use.
+const ACCEPTED_CAPACITY: usize = 2;
+/// Pause after a failed `accept` (for example out of file descriptors) before trying again.
+const ACCEPT_RETRY_MS: u64 = 50;
+
+/// Starts transports. See the crate documentation for an example.
+#[derive(Debug, Clone, Copy)]
+pub struct Transport;
+
+impl Transport {
+    /// Starts the transport of one server on `listener` and returns the handle to send with and
+    /// the channel of [`Incoming`] events for the node loop.
+    ///
+    /// It spawns its tasks on the current runtime (tokio, or madsim's under the simulator), so it
+    /// must be called from inside one. Peers with a higher id than this server are dialed at once;
+    /// peers with a lower id are expected to dial in.
+    pub fn start<M: Message>(
+        config: TransportConfig,
+        listener: TcpListener,
+    ) -> Result<(TransportHandle<M>, mpsc::Receiver<Incoming<M>>), ConfigError> {
+        config.validate()?;
+        let local_address = listener.local_addr().ok();
+        let (incoming_sender, incoming_receiver) = mpsc::channel(config.incoming_capacity);
+        let (shutdown_sender, shutdown_receiver) = watch::channel(false);
+        let counters = Arc::new(Counters::default());
+        let jitter_seed = config.jitter_seed.unwrap_or_else(random::seed);
+        let context = Arc::new(Context {
+            config,
+            counters: counters.clone(),
+            incoming: incoming_sender,
+            shutdown: shutdown_receiver,
+        });
+        let mut queues = HashMap::new();
+        let mut routes = HashMap::new();
+        for (&peer, &address) in &context.config.peers {
+            let (queue_sender, queue) = mpsc::channel(context.config.queue_capacity_per_peer);
+            queues.insert(peer, queue_sender);
+            let accepted = if peer < context.config.server_id {
+                let (route, accepted) = mpsc::channel(ACCEPTED_CAPACITY);
+                routes.insert(peer, route);
+                Some(accepted)
+            } else {
+                None
+            };
+            let task = PeerTask {
+                context: context.clone(),
+                peer,
+                address,
+                queue,
+                accepted,
+                shutdown: context.shutdown.clone(),
+                jitter: SeededRng::new(jitter_seed ^ peer),
+                reachable: None,
+                buffer: BytesMut::with_capacity(WRITE_BATCH_BYTES_TARGET),
+            };
+            tokio::spawn(task.run());
+        }
+        tokio::spawn(accept_loop(context.clone(), listener, Arc::new(routes)));
+        let shared = Shared {
+            server_id: context.config.server_id,
+            local_address,
+            queues,
+            counters,
+            stopping: AtomicBool::new(false),
+            shutdown: shutdown_sender,
+        };
+        let handle = TransportHandle {
+            shared: Arc::new(shared),
+        };
+        Ok((handle, incoming_receiver))
+    }
+}
+
+/// Why [`TransportHandle::send`] did not queue a message. Each case is counted; none is fatal,
+/// since Raft recovers from lost messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum SendError {
+    /// The destination is not a configured peer (or is this server itself).
+    #[error("server {0} is not a peer")]
+    UnknownPeer(ServerId),
+    /// The peer's queue is full (it is slow or unreachable); the message was dropped.
+    #[error("the queue to server {0} is full; message dropped")]
+    QueueFull(ServerId),
+    /// The transport has been shut down.
+    #[error("the transport is stopped")]
+    Stopped,
+}
+
+struct Shared<M> {
+    server_id: ServerId,
+    local_address: Option<SocketAddr>,
+    queues: HashMap<ServerId, mpsc::Sender<M>>,
+    counters: Arc<Counters>,
+    stopping: AtomicBool,
+    shutdown: watch::Sender<bool>,
+}
+
+/// The node loop's side of a transport: send messages, read counters, stop. Cheap to clone; the
+/// transport stops when [`TransportHandle::shutdown`] is called or the last clone is dropped.
+pub struct TransportHandle<M> {
+    shared: Arc<Shared<M>>,
+}
+
+impl<M> Clone for TransportHandle<M> {
+    fn clone(&self) -> Self {
+        TransportHandle {
+            shared: self.shared.clone(),
+        }
+    }
+}
+
+impl<M> std::fmt::Debug for TransportHandle<M> {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("TransportHandle")
+            .field("server_id", &self.shared.server_id)
+            .field("local_address", &self.shared.local_address)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<M: Message> TransportHandle<M> {
+    /// Queues `message` for server `to`. Never waits: when the queue is full the message is
+    /// dropped and counted, and the node loop carries on.
+    pub fn send(&self, to: ServerId, message: M) -> Result<(), SendError> {
+        let shared = &self.shared;
+        if shared.stopping.load(Ordering::Relaxed) {
+            return Err(SendError::Stopped);
+        }
+        let Some(queue) = shared.queues.get(&to) else {
+            add(&shared.counters.dropped_unknown_peer, 1);
+            return Err(SendError::UnknownPeer(to));
+        };
+        match queue.try_send(message) {
+            Ok(()) => Ok(()),
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                add(&shared.counters.dropped_queue_full, 1);
+                Err(SendError::QueueFull(to))
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => Err(SendError::Stopped),
+        }
+    }
+
+    /// A copy of the counters.
+    pub fn metrics(&self) -> Metrics {
+        self.shared.counters.snapshot()
+    }
+
+    /// This server's id.
+    pub fn server_id(&self) -> ServerId {
+        self.shared.server_id
+    }
+
+    /// The address the listener is bound to (useful after binding port 0).
+    pub fn local_address(&self) -> Option<SocketAddr> {
+        self.shared.local_address
+    }
+
+    /// Stops every task: the listener and all connections close, queued messages are dropped, and
+    /// later sends fail with [`SendError::Stopped`]. Tasks end at their next step, not within this
+    /// call.
+    pub fn shutdown(&self) {
+        self.shared.stopping.store(true, Ordering::Relaxed);
+        self.shared.shutdown.send_replace(true);
+    }
+}
+
+/// Accepts connections and runs each handshake in its own task, so that a slow or silent stranger
+/// does not hold up the others.
+async fn accept_loop<M: Message>(
+    context: Arc<Context<M>>,
+    listener: TcpListener,
+    routes: Arc<HashMap<ServerId, mpsc::Sender<Connection>>>,
+) {
+    let mut shutdown = context.shutdown.clone();
+    loop {
+        let accepted = tokio::select! {
+            biased;
+            _ = stopped(&mut shutdown) => return,
+            accepted = listener.accept() => accepted,
+        };
+        match accepted {
+            Ok((stream, address)) => {
+                tokio::spawn(accept_one(context.clone(), routes.clone(), stream, address));
+            }
+            Err(error) => {
+                tracing::warn!(%error, "accept failed");
+                tokio::select! {
+                    biased;
+                    _ = stopped(&mut shutdown) => return,
+                    _ = tokio::time::sleep(Duration::from_millis(ACCEPT_RETRY_MS)) => {}
+                }
+            }
+        }
+    }
+}
+
+async fn accept_one<M: Message>(
+    context: Arc<Context<M>>,
+    routes: Arc<HashMap<ServerId, mpsc::Sender<Connection>>>,
+    stream: TcpStream,
+    address: SocketAddr,
+) {
+    let mut shutdown = context.shutdown.clone();
+    let handshake = tokio::time::timeout(
+        context.handshake_timeout(),
+        establish(&context, stream, Role::Acceptor, None),
+    );
+    let result = tokio::select! {
+        biased;
+        _ = stopped(&mut shutdown) => return,
+        result = handshake => result,
+    };
+    let connection = match result {
+        Ok(Ok(connection)) => connection,
+        Ok(Err(reason)) => return context.record_handshake_failure(reason, address),
+        Err(_elapsed) => return context.record_handshake_failure(HandshakeFailure::Timeout, address),
+    };
+    // The handshake only accepts configured peers with a lower id, and each has a route.
+    let Some(route) = routes.get(&connection.peer) else {
+        return;
+    };
+    tokio::select! {
+        biased;
+        _ = stopped(&mut shutdown) => {}
+        _ = route.send(connection) => {}
+    }
+}
+
+/// How a connection's service ended.
+enum Outcome {
+    /// The transport is stopping.
+    Shutdown,
+    /// The connection failed or its reader stopped.
+    Closed,
+    /// The peer dialed again; the newer connection takes over.
+    Replaced(Connection),
+}
+
+/// Owns the queue to one peer and whichever connection currently reaches it.
+struct PeerTask<M> {
+    context: Arc<Context<M>>,
+    peer: ServerId,
+    address: SocketAddr,
+    queue: mpsc::Receiver<M>,
+    /// Connections accepted from this peer, when it is the one that dials (its id is lower).
+    accepted: Option<mpsc::Receiver<Connection>>,
+    shutdown: watch::Receiver<bool>,
+    jitter: SeededRng,
+    /// What the node loop was last told, if anything.
+    reachable: Option<bool>,
+    /// Frames of the batch being written; kept to reuse its memory.
+    buffer: BytesMut,
+}
+
+impl<M: Message> PeerTask<M> {
+    async fn run(mut self) {
+        while let Some(mut connection) = self.next_connection().await {
+            self.report(true).await;
+            loop {
+                match self.serve(&mut connection).await {
+                    Outcome::Shutdown => return,
+                    Outcome::Closed => break,
+                    Outcome::Replaced(newer) => {
+                        add(&self.context.counters.connections_replaced, 1);
+                        connection = newer;
+                    }
+                }
+            }
+            drop(connection);
+            self.report(false).await;
+        }
+    }
+
+    /// The next connection to the peer: dialed (with backoff) or accepted. `None` on shutdown.
+    async fn next_connection(&mut self) -> Option<Connection> {
+        match self.accepted.as_mut() {
+            Some(accepted) => tokio::select! {
+                biased;
+                _ = stopped(&mut self.shutdown) => None,
+                connection = accepted.recv() => connection,
+            },
+            None => self.dial_with_backoff().await,
+        }
+    }
+
+    async fn dial_with_backoff(&mut self) -> Option<Connection> {
+        let mut attempt: u32 = 0;
+        loop {
+            add(&self.context.counters.dials, 1);
+            let dialing = tokio::time::timeout(
+                self.context.handshake_timeout(),
+                dial(&self.context, self.address, self.peer),
+            );
+            let result = tokio::select! {
+                biased;
+                _ = stopped(&mut self.shutdown) => return None,
+                result = dialing => result,
+            };
+            match result {
+                Ok(Ok(connection)) => return Some(connection),
+                Ok(Err(DialError::Connect(error))) => {
+                    add(&self.context.counters.dial_failures, 1);
+                    tracing::debug!(peer = self.peer, %error, "dial failed");
+                }
+                Ok(Err(DialError::Handshake(reason))) => {
+                    self.context.record_handshake_failure(reason, self.address);
+                }
+                Err(_elapsed) => self
+                    .context
+                    .record_handshake_failure(HandshakeFailure::Timeout, self.address),
+            }
+            self.report(false).await;
+            let delay_ms = backoff_delay_ms(
+                attempt,
+                self.context.config.backoff_initial_ms,
+                self.context.config.backoff_max_ms,
+                &mut self.jitter,
+            );
+            attempt = attempt.saturating_add(1);
+            tokio::select! {
+                biased;
+                _ = stopped(&mut self.shutdown) => return None,
+                _ = tokio::time::sleep(Duration::from_millis(delay_ms)) => {}
+            }
+        }
+    }
+
+    /// Tells the node loop that the peer became reachable or unreachable, once per change.
+    async fn report(&mut self, reachable: bool) {
+        if self.reachable == Some(reachable) {
+            return;
+        }
+        self.reachable = Some(reachable);
+        let event = if reachable {
+            Incoming::PeerUp(self.peer)
+        } else {
+            add(&self.context.counters.peer_down_events, 1);
+            tracing::info!(peer = self.peer, "peer unreachable");
+            Incoming::PeerDown(self.peer)
+        };
+        self.context.deliver(event).await;
+    }
+
+    /// Writes queued messages to `connection` until it ends, is replaced, or the transport stops.
+    async fn serve(&mut self, connection: &mut Connection) -> Outcome {
+        loop {
+            let first = tokio::select! {
+                biased;
+                _ = stopped(&mut self.shutdown) => return Outcome::Shutdown,
+                _ = &mut connection.reader_done => return Outcome::Closed,
+                newer = next_accepted(&mut self.accepted) => return match newer {
+                    Some(newer) => Outcome::Replaced(newer),
+                    None => Outcome::Shutdown,
+                },
+                message = self.queue.recv() => match message {
+                    Some(message) => message,
+                    None => return Outcome::Shutdown,
+                },
+            };
+            let frames = self.encode_batch(first);
+            if frames == 0 {
+                continue;
+            }
+            let written = tokio::select! {
+                biased;
+                _ = stopped(&mut self.shutdown) => return Outcome::Shutdown,
+                written = write_batch(connection, &self.buffer) => written,
+            };
+            if let Err(error) = written {
+                tracing::info!(peer = self.peer, %error, "write failed; connection closed");
+                return Outcome::Closed;
+            }
+            let counters = &self.context.counters;
+            add(&counters.frames_sent, frames);
+            add(&counters.bytes_sent, self.buffer.len() as u64);
+            add(&counters.writes, 1);
+        }
+    }
+
+    /// Encodes `first` and whatever else is queued (up to the batch target) into the buffer;
+    /// returns the number of frames.
+    fn encode_batch(&mut self, first: M) -> u64 {
+        self.buffer.clear();
+        let frame_size_bytes_max = self.context.config.frame_size_bytes_max;
+        let mut frames = 0;
+        let mut next = Some(first);
+        while let Some(message) = next {
+            match encode_message(&message, frame_size_bytes_max, &mut self.buffer) {
+                Ok(()) => frames += 1,
+                Err(error) => {
+                    add(&self.context.counters.dropped_unencodable, 1);
+                    tracing::warn!(peer = self.peer, %error, "message dropped");
+                }
+            }
+            if self.buffer.len() >= WRITE_BATCH_BYTES_TARGET {
+                break;
+            }
+            next = self.queue.try_recv().ok();
+        }
+        frames
+    }
+}
+
+async fn next_accepted(accepted: &mut Option<mpsc::Receiver<Connection>>) -> Option<Connection> {
+    match accepted {
+        Some(accepted) => accepted.recv().await,
+        // The dialing side never receives connections.
+        None => std::future::pending().await,
+    }
+}
+
+async fn write_batch(connection: &mut Connection, batch: &[u8]) -> std::io::Result<()> {
+    connection.writer.write_all(batch).await?;
+    // madsim's TCP only delivers on flush; for a real socket it is a no-op.
+    connection.writer.flush().await
+}
+
+/// The pause before dial number `attempt + 1` (counting from 0): the delay doubles from
+/// `initial_ms` up to `max_ms`, and only its upper half is random ("equal jitter"), so delays
+/// still grow while servers restarted together spread out.
+pub(crate) fn backoff_delay_ms(
+    attempt: u32,
+    initial_ms: u64,
+    max_ms: u64,
+    jitter: &mut SeededRng,
+) -> u64 {
+    let doubling = 1u64.checked_shl(attempt.min(63)).unwrap_or(u64::MAX);
+    let ceiling_ms = initial_ms.saturating_mul(doubling).min(max_ms);
+    let random_half_ms = ceiling_ms / 2;
+    ceiling_ms - random_half_ms + jitter.up_to(random_half_ms)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_with_jitter_up_to_the_maximum() {
+        let mut jitter = SeededRng::new(3);
+        let expected_ceilings_ms = [50, 100, 200, 400, 800, 1600, 2000, 2000, 2000];
+        for (attempt, ceiling_ms) in expected_ceilings_ms.into_iter().enumerate() {
+            for _ in 0..50 {
+                let delay_ms = backoff_delay_ms(attempt as u32, 50, 2000, &mut jitter);
+                assert!(
+                    (ceiling_ms / 2..=ceiling_ms).contains(&delay_ms),
+                    "attempt {attempt}: {delay_ms}"
+                );
+            }
+        }
+        assert!(backoff_delay_ms(u32::MAX, 50, 2000, &mut jitter) <= 2000);
+    }
+
+    #[test]
+    fn jitter_spreads_delays() {
+        let mut jitter = SeededRng::new(9);
+        let delays: std::collections::BTreeSet<u64> = (0..20)
+            .map(|_| backoff_delay_ms(4, 50, 2000, &mut jitter))
+            .collect();
+        assert!(delays.len() > 10, "{delays:?}");
+    }
+}
