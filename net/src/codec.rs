@@ -32,7 +32,9 @@ pub enum FrameError {
 #[derive(Debug, thiserror::Error)]
 pub enum EncodeError {
     /// The encoded message is larger than the maximum frame size.
-    #[error("message of {length_bytes} bytes is over the maximum frame size of {frame_size_bytes_max} bytes")]
+    #[error(
+        "message of {length_bytes} bytes is over the maximum frame size of {frame_size_bytes_max} bytes"
+    )]
     TooLarge {
         /// Size of the encoded message.
         length_bytes: usize,
@@ -265,7 +267,10 @@ mod tests {
             assert!(decoder.decode(&mut source).unwrap().is_none(), "cut {cut}");
             source.extend_from_slice(&wire[cut..]);
             let payload = decoder.decode(&mut source).unwrap().unwrap();
-            assert_eq!(decode_message::<Note>(&payload).unwrap(), note(7, "split me"));
+            assert_eq!(
+                decode_message::<Note>(&payload).unwrap(),
+                note(7, "split me")
+            );
         }
     }
 

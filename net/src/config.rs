@@ -195,12 +195,21 @@ mod tests {
         type Breakage = fn(&mut TransportConfig);
         let cases: Vec<(Breakage, ConfigError)> = vec![
             (|c| c.server_id = 2, ConfigError::SelfInPeers(2)),
-            (|c| c.cluster_secret.truncate(15), ConfigError::SecretTooShort),
+            (
+                |c| c.cluster_secret.truncate(15),
+                ConfigError::SecretTooShort,
+            ),
             (|c| c.queue_capacity_per_peer = 0, ConfigError::ZeroCapacity),
             (|c| c.frame_size_bytes_max = 10, ConfigError::FrameSize(10)),
             (|c| c.backoff_max_ms = 1, ConfigError::Backoff),
-            (|c| c.handshake_timeout_ms = 0, ConfigError::HandshakeTimeout),
-            (|c| c.faults.drop_per_million = 2_000_000, ConfigError::Faults),
+            (
+                |c| c.handshake_timeout_ms = 0,
+                ConfigError::HandshakeTimeout,
+            ),
+            (
+                |c| c.faults.drop_per_million = 2_000_000,
+                ConfigError::Faults,
+            ),
         ];
         for (break_it, expected) in cases {
             let mut broken = config();

@@ -122,14 +122,26 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
     }
 }
 
-/// An authenticated connection, owned by the task that writes to its peer. Dropping it stops its
+/// An authenticated connection, owned by the task that writes to its peer. Its reader starts
+/// when that task calls [`Connection::start_reader`], after telling the node loop that the peer
+/// is up, so that no message from a connection precedes its `PeerUp`. Dropping it stops the
 /// reader, which closes the socket.
-pub(crate) struct Connection {
+pub(crate) struct Connection<M> {
     pub(crate) peer: ServerId,
     pub(crate) writer: WriteHalf<TcpStream>,
     /// Resolves when the reader has stopped (end of stream, error, malformed frame).
     pub(crate) reader_done: oneshot::Receiver<()>,
     _stop_reader: oneshot::Sender<()>,
+    unstarted_reader: Option<(ReadLoop<M>, oneshot::Receiver<()>, oneshot::Sender<()>)>,
+}
+
+impl<M: Message> Connection<M> {
+    /// Spawns the reader task; later calls do nothing.
+    pub(crate) fn start_reader(&mut self) {
+        if let Some((read_loop, stop, done)) = self.unstarted_reader.take() {
+            tokio::spawn(read_loop.run(stop, done));
+        }
+    }
 }
 
 /// Whether the id a peer claims may talk to this server in this role.
@@ -150,13 +162,14 @@ fn check_peer(
     }
 }
 
-/// Runs the handshake on `stream` and, if the peer is accepted, starts its reader task.
+/// Runs the handshake on `stream` and, if the peer is accepted, returns the connection with its
+/// reader ready to start.
 pub(crate) async fn establish<M: Message>(
     context: &Arc<Context<M>>,
     stream: TcpStream,
     role: Role,
     expected: Option<ServerId>,
-) -> Result<Connection, HandshakeFailure> {
+) -> Result<Connection<M>, HandshakeFailure> {
     // Raft messages are latency-sensitive and the writer already batches, so Nagle only hurts.
     // A failure here changes performance, not correctness.
     let _ = stream.set_nodelay(true);
@@ -177,9 +190,10 @@ pub(crate) async fn establish<M: Message>(
     reader.set_frame_size_bytes_max(config.frame_size_bytes_max);
     let (done_sender, reader_done) = oneshot::channel();
     let (stop_reader, stop_receiver) = oneshot::channel();
-    let connection_number = context.counters.connections_established.load(
-        std::sync::atomic::Ordering::Relaxed,
-    );
+    let connection_number = context
+        .counters
+        .connections_established
+        .load(std::sync::atomic::Ordering::Relaxed);
     let faults = FaultInjector::new(context.config.faults, peer, connection_number);
     let read_loop = ReadLoop {
         context: context.clone(),
@@ -187,14 +201,19 @@ pub(crate) async fn establish<M: Message>(
         reader,
         faults,
     };
-    tokio::spawn(read_loop.run(stop_receiver, done_sender));
     add(&context.counters.connections_established, 1);
-    tracing::info!(server = config.server_id, peer, ?role, "connection established");
+    tracing::info!(
+        server = config.server_id,
+        peer,
+        ?role,
+        "connection established"
+    );
     Ok(Connection {
         peer,
         writer,
         reader_done,
         _stop_reader: stop_reader,
+        unstarted_reader: Some((read_loop, stop_receiver, done_sender)),
     })
 }
 
@@ -203,7 +222,7 @@ pub(crate) async fn dial<M: Message>(
     context: &Arc<Context<M>>,
     address: SocketAddr,
     peer: ServerId,
-) -> Result<Connection, DialError> {
+) -> Result<Connection<M>, DialError> {
     let stream = TcpStream::connect(address)
         .await
         .map_err(DialError::Connect)?;
@@ -428,7 +447,10 @@ mod tests {
 
     #[test]
     fn the_lower_id_dials() {
-        let peers = [(1, "127.0.0.1:1".parse().unwrap()), (3, "127.0.0.1:3".parse().unwrap())];
+        let peers = [
+            (1, "127.0.0.1:1".parse().unwrap()),
+            (3, "127.0.0.1:3".parse().unwrap()),
+        ];
         let config = TransportConfig::new(2, 0, [0; 16], peers.into_iter().collect());
         let accept = |claimed| check_peer(&config, Role::Acceptor, None, claimed);
         assert_eq!(accept(1), Ok(()));

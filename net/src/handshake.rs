@@ -343,12 +343,42 @@ mod tests {
         let dialer = hello(1, 1).to_bytes();
         let acceptor = hello(2, 2).to_bytes();
         let tag = proof(b"secret", Role::Dialer, &dialer, &acceptor);
-        assert!(verify_proof(b"secret", Role::Dialer, &dialer, &acceptor, &tag));
-        assert!(!verify_proof(b"other", Role::Dialer, &dialer, &acceptor, &tag));
-        assert!(!verify_proof(b"secret", Role::Acceptor, &dialer, &acceptor, &tag));
+        assert!(verify_proof(
+            b"secret",
+            Role::Dialer,
+            &dialer,
+            &acceptor,
+            &tag
+        ));
+        assert!(!verify_proof(
+            b"other",
+            Role::Dialer,
+            &dialer,
+            &acceptor,
+            &tag
+        ));
+        assert!(!verify_proof(
+            b"secret",
+            Role::Acceptor,
+            &dialer,
+            &acceptor,
+            &tag
+        ));
         let fresh = hello(2, 3).to_bytes();
-        assert!(!verify_proof(b"secret", Role::Dialer, &dialer, &fresh, &tag));
-        assert!(!verify_proof(b"secret", Role::Dialer, &dialer, &acceptor, &tag[..31]));
+        assert!(!verify_proof(
+            b"secret",
+            Role::Dialer,
+            &dialer,
+            &fresh,
+            &tag
+        ));
+        assert!(!verify_proof(
+            b"secret",
+            Role::Dialer,
+            &dialer,
+            &acceptor,
+            &tag[..31]
+        ));
     }
 
     #[test]

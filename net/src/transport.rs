@@ -195,7 +195,7 @@ impl<M: Message> TransportHandle<M> {
 async fn accept_loop<M: Message>(
     context: Arc<Context<M>>,
     listener: TcpListener,
-    routes: Arc<HashMap<ServerId, mpsc::Sender<Connection>>>,
+    routes: Arc<HashMap<ServerId, mpsc::Sender<Connection<M>>>>,
 ) {
     let mut shutdown = context.shutdown.clone();
     loop {
@@ -222,7 +222,7 @@ async fn accept_loop<M: Message>(
 
 async fn accept_one<M: Message>(
     context: Arc<Context<M>>,
-    routes: Arc<HashMap<ServerId, mpsc::Sender<Connection>>>,
+    routes: Arc<HashMap<ServerId, mpsc::Sender<Connection<M>>>>,
     stream: TcpStream,
     address: SocketAddr,
 ) {
@@ -239,7 +239,9 @@ async fn accept_one<M: Message>(
     let connection = match result {
         Ok(Ok(connection)) => connection,
         Ok(Err(reason)) => return context.record_handshake_failure(reason, address),
-        Err(_elapsed) => return context.record_handshake_failure(HandshakeFailure::Timeout, address),
+        Err(_elapsed) => {
+            return context.record_handshake_failure(HandshakeFailure::Timeout, address);
+        }
     };
     // The handshake only accepts configured peers with a lower id, and each has a route.
     let Some(route) = routes.get(&connection.peer) else {
@@ -253,13 +255,13 @@ async fn accept_one<M: Message>(
 }
 
 /// How a connection's service ended.
-enum Outcome {
+enum Outcome<M> {
     /// The transport is stopping.
     Shutdown,
     /// The connection failed or its reader stopped.
     Closed,
     /// The peer dialed again; the newer connection takes over.
-    Replaced(Connection),
+    Replaced(Connection<M>),
 }
 
 /// Owns the queue to one peer and whichever connection currently reaches it.
@@ -269,7 +271,7 @@ struct PeerTask<M> {
     address: SocketAddr,
     queue: mpsc::Receiver<M>,
     /// Connections accepted from this peer, when it is the one that dials (its id is lower).
-    accepted: Option<mpsc::Receiver<Connection>>,
+    accepted: Option<mpsc::Receiver<Connection<M>>>,
     shutdown: watch::Receiver<bool>,
     jitter: SeededRng,
     /// What the node loop was last told, if anything.
@@ -283,6 +285,7 @@ impl<M: Message> PeerTask<M> {
         while let Some(mut connection) = self.next_connection().await {
             self.report(true).await;
             loop {
+                connection.start_reader();
                 match self.serve(&mut connection).await {
                     Outcome::Shutdown => return,
                     Outcome::Closed => break,
@@ -298,7 +301,7 @@ impl<M: Message> PeerTask<M> {
     }
 
     /// The next connection to the peer: dialed (with backoff) or accepted. `None` on shutdown.
-    async fn next_connection(&mut self) -> Option<Connection> {
+    async fn next_connection(&mut self) -> Option<Connection<M>> {
         match self.accepted.as_mut() {
             Some(accepted) => tokio::select! {
                 biased;
@@ -309,7 +312,7 @@ impl<M: Message> PeerTask<M> {
         }
     }
 
-    async fn dial_with_backoff(&mut self) -> Option<Connection> {
+    async fn dial_with_backoff(&mut self) -> Option<Connection<M>> {
         let mut attempt: u32 = 0;
         loop {
             add(&self.context.counters.dials, 1);
@@ -368,7 +371,7 @@ impl<M: Message> PeerTask<M> {
     }
 
     /// Writes queued messages to `connection` until it ends, is replaced, or the transport stops.
-    async fn serve(&mut self, connection: &mut Connection) -> Outcome {
+    async fn serve(&mut self, connection: &mut Connection<M>) -> Outcome<M> {
         loop {
             let first = tokio::select! {
                 biased;
@@ -427,7 +430,9 @@ impl<M: Message> PeerTask<M> {
     }
 }
 
-async fn next_accepted(accepted: &mut Option<mpsc::Receiver<Connection>>) -> Option<Connection> {
+async fn next_accepted<M>(
+    accepted: &mut Option<mpsc::Receiver<Connection<M>>>,
+) -> Option<Connection<M>> {
     match accepted {
         Some(accepted) => accepted.recv().await,
         // The dialing side never receives connections.
@@ -435,7 +440,7 @@ async fn next_accepted(accepted: &mut Option<mpsc::Receiver<Connection>>) -> Opt
     }
 }
 
-async fn write_batch(connection: &mut Connection, batch: &[u8]) -> std::io::Result<()> {
+async fn write_batch<M>(connection: &mut Connection<M>, batch: &[u8]) -> std::io::Result<()> {
     connection.writer.write_all(batch).await?;
     // madsim's TCP only delivers on flush; for a real socket it is a no-op.
     connection.writer.flush().await

@@ -1,0 +1,428 @@
+//! The transport over real sockets on 127.0.0.1.
+
+#![cfg(not(madsim))]
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bytes::{BufMut, BytesMut};
+use net::handshake::{HELLO_BYTES, Hello, PROTOCOL_VERSION, Role, proof};
+use net::{
+    HandshakeFailure, Incoming, Metrics, SendError, ServerId, Transport, TransportConfig,
+    TransportHandle,
+};
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+
+const CLUSTER_ID: u64 = 7;
+const SECRET: &[u8; 32] = b"agenda loopback test secret 32 b";
+/// A guard against a hung test, far above what any step needs.
+const PATIENCE: Duration = Duration::from_secs(10);
+
+/// A message as raft-core's will be: every message names its group.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct GroupMessage {
+    group: u32,
+    sequence: u64,
+    payload: Vec<u8>,
+}
+
+fn message(group: u32, sequence: u64) -> GroupMessage {
+    GroupMessage {
+        group,
+        sequence,
+        payload: vec![group as u8; 16],
+    }
+}
+
+type Events = mpsc::Receiver<Incoming<GroupMessage>>;
+
+struct Server {
+    handle: TransportHandle<GroupMessage>,
+    events: Events,
+}
+
+async fn bind() -> (TcpListener, SocketAddr) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    (listener, address)
+}
+
+fn config(server_id: ServerId, peers: &[(ServerId, SocketAddr)]) -> TransportConfig {
+    let mut config = TransportConfig::new(server_id, CLUSTER_ID, *SECRET, BTreeMap::new());
+    config.peers = peers.iter().copied().collect();
+    // Short backoff keeps reconnection tests quick.
+    config.backoff_initial_ms = 10;
+    config.backoff_max_ms = 100;
+    config
+}
+
+fn start(config: TransportConfig, listener: TcpListener) -> Server {
+    let (handle, events) = Transport::start(config, listener).unwrap();
+    Server { handle, events }
+}
+
+/// Two servers, 1 and 2, that know each other.
+async fn pair() -> (Server, Server) {
+    let (listener_1, address_1) = bind().await;
+    let (listener_2, address_2) = bind().await;
+    let one = start(config(1, &[(2, address_2)]), listener_1);
+    let two = start(config(2, &[(1, address_1)]), listener_2);
+    (one, two)
+}
+
+async fn next_event(events: &mut Events) -> Incoming<GroupMessage> {
+    tokio::time::timeout(PATIENCE, events.recv())
+        .await
+        .expect("no event in time")
+        .expect("the transport closed its channel")
+}
+
+/// The next message, skipping reachability events.
+async fn next_message(events: &mut Events) -> (ServerId, GroupMessage) {
+    loop {
+        if let Incoming::Message { from, message } = next_event(events).await {
+            return (from, message);
+        }
+    }
+}
+
+/// Waits for a reachability event about `peer`, skipping messages.
+async fn expect_reachability(events: &mut Events, expected: Incoming<GroupMessage>) {
+    loop {
+        let event = next_event(events).await;
+        if let Incoming::Message { .. } = event {
+            continue;
+        }
+        if event == expected {
+            return;
+        }
+    }
+}
+
+/// Polls the counters until `condition` holds.
+async fn wait_for_metrics(
+    handle: &TransportHandle<GroupMessage>,
+    condition: impl Fn(&Metrics) -> bool,
+) -> Metrics {
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        let metrics = handle.metrics();
+        if condition(&metrics) {
+            return metrics;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "condition never held: {metrics:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_message_goes_there_and_back() {
+    let (mut one, mut two) = pair().await;
+    one.handle.send(2, message(1, 1)).unwrap();
+    expect_reachability(&mut one.events, Incoming::PeerUp(2)).await;
+    assert_eq!(next_event(&mut two.events).await, Incoming::PeerUp(1));
+    assert_eq!(next_message(&mut two.events).await, (1, message(1, 1)));
+    two.handle.send(1, message(1, 2)).unwrap();
+    assert_eq!(
+        next_event(&mut one.events).await,
+        Incoming::Message {
+            from: 2,
+            message: message(1, 2)
+        }
+    );
+}
+
+#[tokio::test]
+async fn many_groups_share_one_connection_in_order() {
+    let (mut one, mut two) = pair().await;
+    for sequence in 0..200 {
+        for group in 0..3 {
+            one.handle.send(2, message(group, sequence)).unwrap();
+            two.handle.send(1, message(group, sequence)).unwrap();
+        }
+    }
+    for events in [&mut one.events, &mut two.events] {
+        let mut next_sequence = [0u64; 3];
+        for _ in 0..600 {
+            let (_, received) = next_message(events).await;
+            let group = received.group as usize;
+            assert_eq!(received.sequence, next_sequence[group]);
+            next_sequence[group] += 1;
+        }
+    }
+    for handle in [&one.handle, &two.handle] {
+        let metrics = handle.metrics();
+        assert_eq!(metrics.connections_established, 1, "{metrics:?}");
+        assert_eq!(metrics.frames_sent, 600);
+        assert_eq!(metrics.frames_received, 600);
+    }
+}
+
+#[tokio::test]
+async fn messages_queued_before_the_connection_go_out_in_one_write() {
+    let (listener_1, address_1) = bind().await;
+    let (listener_2, address_2) = bind().await;
+    let one = start(config(1, &[(2, address_2)]), listener_1);
+    for sequence in 0..100 {
+        one.handle.send(2, message(0, sequence)).unwrap();
+    }
+    // Server 2 starts only now; until its handshake, server 1 can only queue.
+    let mut two = start(config(2, &[(1, address_1)]), listener_2);
+    for sequence in 0..100 {
+        assert_eq!(
+            next_message(&mut two.events).await,
+            (1, message(0, sequence))
+        );
+    }
+    let metrics = wait_for_metrics(&one.handle, |metrics| metrics.frames_sent == 100).await;
+    assert_eq!(metrics.writes, 1, "{metrics:?}");
+}
+
+#[tokio::test]
+async fn an_oversized_frame_closes_the_connection_and_is_counted() {
+    let (listener_1, address_1) = bind().await;
+    let (listener_2, address_2) = bind().await;
+    let mut large_config = config(1, &[(2, address_2)]);
+    large_config.frame_size_bytes_max = 8192;
+    let one = start(large_config, listener_1);
+    let mut small_config = config(2, &[(1, address_1)]);
+    small_config.frame_size_bytes_max = 1024;
+    let mut two = start(small_config, listener_2);
+
+    let mut oversized = message(0, 0);
+    oversized.payload = vec![0; 4096];
+    one.handle.send(2, oversized).unwrap();
+    wait_for_metrics(&two.handle, |metrics| metrics.frames_oversized == 1).await;
+    // Server 1 notices the closed connection, dials again, and small messages flow.
+    wait_for_metrics(&one.handle, |metrics| metrics.connections_established >= 2).await;
+    one.handle.send(2, message(0, 1)).unwrap();
+    assert_eq!(next_message(&mut two.events).await, (1, message(0, 1)));
+    assert_eq!(two.handle.metrics().frames_received, 1);
+
+    // A message over the sender's own maximum never leaves it.
+    let mut too_big_to_send = message(0, 2);
+    too_big_to_send.payload = vec![0; 10_000];
+    one.handle.send(2, too_big_to_send).unwrap();
+    wait_for_metrics(&one.handle, |metrics| metrics.dropped_unencodable == 1).await;
+}
+
+/// Frames a record as the transport does: length prefix, then payload.
+fn frame(payload: &[u8]) -> Vec<u8> {
+    let mut framed = BytesMut::new();
+    framed.put_u32(payload.len() as u32);
+    framed.put_slice(payload);
+    framed.to_vec()
+}
+
+async fn read_frame(stream: &mut TcpStream) -> Vec<u8> {
+    let length = stream.read_u32().await.unwrap() as usize;
+    let mut payload = vec![0; length];
+    stream.read_exact(&mut payload).await.unwrap();
+    payload
+}
+
+/// Completes the handshake by hand, as server `claimed_id`, following the documented layout.
+async fn handshake_by_hand(address: SocketAddr, claimed_id: ServerId) -> TcpStream {
+    let mut stream = TcpStream::connect(address).await.unwrap();
+    let hello = Hello {
+        version: PROTOCOL_VERSION,
+        cluster_id: CLUSTER_ID,
+        server_id: claimed_id,
+        nonce: [3; 16],
+    }
+    .to_bytes();
+    stream.write_all(&frame(&hello)).await.unwrap();
+    let acceptor_hello: [u8; HELLO_BYTES] = read_frame(&mut stream).await.try_into().unwrap();
+    let dialer_proof = proof(SECRET, Role::Dialer, &hello, &acceptor_hello);
+    stream.write_all(&frame(&dialer_proof)).await.unwrap();
+    assert_eq!(read_frame(&mut stream).await.len(), 32);
+    stream
+}
+
+/// Reads until the other side closes (an orderly close or a reset both count).
+async fn assert_closed_by_peer(stream: &mut TcpStream) {
+    let mut rest = Vec::new();
+    let read = tokio::time::timeout(PATIENCE, stream.read_to_end(&mut rest)).await;
+    assert!(read.is_ok(), "the connection stayed open");
+}
+
+#[tokio::test]
+async fn garbage_closes_only_its_own_connection() {
+    let (listener_1, address_1) = bind().await;
+    let (listener_5, address_5) = bind().await;
+    let (_, unused_address) = bind().await;
+    let mut one = start(config(1, &[(5, address_5)]), listener_1);
+    let mut five = start(
+        config(5, &[(1, address_1), (3, unused_address)]),
+        listener_5,
+    );
+    one.handle.send(5, message(0, 0)).unwrap();
+    assert_eq!(next_message(&mut five.events).await, (1, message(0, 0)));
+
+    // Bytes that are not a handshake.
+    let mut stranger = TcpStream::connect(address_5).await.unwrap();
+    stranger.write_all(&[0xde; 64]).await.unwrap();
+    assert_closed_by_peer(&mut stranger).await;
+    wait_for_metrics(&five.handle, |metrics| {
+        metrics.handshake_failures_for(HandshakeFailure::Malformed) == 1
+    })
+    .await;
+
+    // An authenticated peer that then sends a frame that is not a message.
+    let mut confused = handshake_by_hand(address_5, 3).await;
+    confused.write_all(&frame(&[0xff; 10])).await.unwrap();
+    assert_closed_by_peer(&mut confused).await;
+    wait_for_metrics(&five.handle, |metrics| metrics.frames_malformed == 1).await;
+
+    // The connection with server 1 carried on in both directions.
+    one.handle.send(5, message(0, 1)).unwrap();
+    assert_eq!(next_message(&mut five.events).await, (1, message(0, 1)));
+    five.handle.send(1, message(0, 2)).unwrap();
+    assert_eq!(next_message(&mut one.events).await, (5, message(0, 2)));
+    assert_eq!(five.handle.metrics().connections_established, 2);
+}
+
+/// Binds `address` again once the stopped transport has released it.
+async fn rebind(address: SocketAddr) -> TcpListener {
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        match TcpListener::bind(address).await {
+            Ok(listener) => return listener,
+            Err(error) => assert!(tokio::time::Instant::now() < deadline, "{error}"),
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+#[tokio::test]
+async fn restarted_peers_are_reconnected() {
+    let (listener_1, address_1) = bind().await;
+    let (listener_2, address_2) = bind().await;
+    let mut one = start(config(1, &[(2, address_2)]), listener_1);
+    let two = start(config(2, &[(1, address_1)]), listener_2);
+    one.handle.send(2, message(0, 0)).unwrap();
+    expect_reachability(&mut one.events, Incoming::PeerUp(2)).await;
+
+    // The accepting side restarts: the dialing side notices and dials until it is back.
+    two.handle.shutdown();
+    expect_reachability(&mut one.events, Incoming::PeerDown(2)).await;
+    let mut two = start(config(2, &[(1, address_1)]), rebind(address_2).await);
+    expect_reachability(&mut one.events, Incoming::PeerUp(2)).await;
+    one.handle.send(2, message(0, 1)).unwrap();
+    assert_eq!(next_message(&mut two.events).await, (1, message(0, 1)));
+
+    // The dialing side restarts: the accepting side reports it down, then up again.
+    one.handle.shutdown();
+    expect_reachability(&mut two.events, Incoming::PeerDown(1)).await;
+    let mut one = start(config(1, &[(2, address_2)]), rebind(address_1).await);
+    expect_reachability(&mut two.events, Incoming::PeerUp(1)).await;
+    two.handle.send(1, message(0, 2)).unwrap();
+    assert_eq!(next_message(&mut one.events).await, (2, message(0, 2)));
+    assert!(one.handle.metrics().dials >= 1);
+}
+
+#[tokio::test]
+async fn a_full_queue_drops_and_counts() {
+    let (listener_1, _) = bind().await;
+    // Nothing listens at server 2's address, so its queue only fills.
+    let (listener_2, address_2) = bind().await;
+    drop(listener_2);
+    let mut small_queue = config(1, &[(2, address_2)]);
+    small_queue.queue_capacity_per_peer = 4;
+    let mut one = start(small_queue, listener_1);
+    let results: Vec<_> = (0..10).map(|n| one.handle.send(2, message(0, n))).collect();
+    assert!(results[..4].iter().all(Result::is_ok), "{results:?}");
+    assert!(
+        results[4..]
+            .iter()
+            .all(|result| *result == Err(SendError::QueueFull(2)))
+    );
+    assert_eq!(one.handle.metrics().dropped_queue_full, 6);
+    expect_reachability(&mut one.events, Incoming::PeerDown(2)).await;
+    let metrics = wait_for_metrics(&one.handle, |metrics| metrics.dial_failures >= 2).await;
+    assert_eq!(metrics.peer_down_events, 1, "reported once per change");
+
+    assert_eq!(
+        one.handle.send(9, message(0, 0)),
+        Err(SendError::UnknownPeer(9))
+    );
+    assert_eq!(
+        one.handle.send(1, message(0, 0)),
+        Err(SendError::UnknownPeer(1))
+    );
+    assert_eq!(one.handle.metrics().dropped_unknown_peer, 2);
+    one.handle.shutdown();
+    assert_eq!(one.handle.send(2, message(0, 0)), Err(SendError::Stopped));
+}
+
+async fn assert_refused(change: fn(&mut TransportConfig), reason: HandshakeFailure) {
+    let (listener_1, address_1) = bind().await;
+    let (listener_2, address_2) = bind().await;
+    let mut one = start(config(1, &[(2, address_2)]), listener_1);
+    let mut other_config = config(2, &[(1, address_1)]);
+    change(&mut other_config);
+    let mut two = start(other_config, listener_2);
+    one.handle.send(2, message(0, 0)).unwrap();
+    wait_for_metrics(&two.handle, |metrics| {
+        metrics.handshake_failures_for(reason) >= 2
+    })
+    .await;
+    wait_for_metrics(&one.handle, |metrics| {
+        metrics.handshake_failures_for(reason) >= 2
+    })
+    .await;
+    expect_reachability(&mut one.events, Incoming::PeerDown(2)).await;
+    for handle in [&one.handle, &two.handle] {
+        let metrics = handle.metrics();
+        assert_eq!(metrics.connections_established, 0, "{metrics:?}");
+        assert_eq!(metrics.frames_received, 0);
+    }
+    one.handle.shutdown();
+    two.handle.shutdown();
+    let last = tokio::time::timeout(PATIENCE, two.events.recv()).await;
+    assert_eq!(last, Ok(None), "nothing reached server 2");
+}
+
+#[tokio::test]
+async fn another_cluster_id_is_refused() {
+    assert_refused(|config| config.cluster_id += 1, HandshakeFailure::ClusterId).await;
+}
+
+#[tokio::test]
+async fn another_secret_is_refused() {
+    assert_refused(
+        |config| config.cluster_secret = b"not the cluster's secret".to_vec(),
+        HandshakeFailure::Authentication,
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_stranger_claiming_a_higher_id_is_refused() {
+    let (listener_2, address_2) = bind().await;
+    let (_, address_3) = bind().await;
+    let two = start(config(2, &[(3, address_3)]), listener_2);
+    let mut stream = TcpStream::connect(address_2).await.unwrap();
+    let hello = Hello {
+        version: PROTOCOL_VERSION,
+        cluster_id: CLUSTER_ID,
+        server_id: 3,
+        nonce: [0; 16],
+    };
+    stream.write_all(&frame(&hello.to_bytes())).await.unwrap();
+    let acceptor_hello = read_frame(&mut stream).await;
+    let parsed = Hello::from_bytes(&acceptor_hello).unwrap();
+    assert_eq!((parsed.server_id, parsed.cluster_id), (2, CLUSTER_ID));
+    assert_closed_by_peer(&mut stream).await;
+    wait_for_metrics(&two.handle, |metrics| {
+        metrics.handshake_failures_for(HandshakeFailure::WrongDirection) == 1
+    })
+    .await;
+}
