@@ -1,0 +1,612 @@
+//! The file-system seam: a trait, the real implementation over `std::fs`, and an in-memory one that injects faults.
+//!
+//! Everything in this crate touches the disk only through [`FileSystem`] and [`File`], so that tests and the
+//! deterministic simulator can run the same code over [`MemFs`], which loses unsynced bytes at a crash, tears the
+//! last write, flips bits and fails writes or syncs on demand. Neither implementation uses threads or async I/O.
+
+use std::collections::BTreeMap;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+/// A directory tree of files, as the storage crate needs it.
+///
+/// Paths are plain [`Path`]s; a directory holds files only (no nested directories are listed).
+pub trait FileSystem {
+    /// An open file.
+    type File: File;
+
+    /// Creates a directory and its parents if they do not exist.
+    fn create_dir_all(&self, dir: &Path) -> io::Result<()>;
+    /// Lists the names of the files in a directory, sorted.
+    fn list(&self, dir: &Path) -> io::Result<Vec<String>>;
+    /// Creates a new empty file for reading and writing; fails if it exists.
+    fn create(&self, path: &Path) -> io::Result<Self::File>;
+    /// Opens an existing file for reading and writing.
+    fn open(&self, path: &Path) -> io::Result<Self::File>;
+    /// Removes a file. The removal is durable only after [`FileSystem::sync_dir`].
+    fn remove(&self, path: &Path) -> io::Result<()>;
+    /// Renames a file, replacing any file at `to`. Durable only after [`FileSystem::sync_dir`].
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()>;
+    /// Makes the creations, removals and renames in a directory durable.
+    fn sync_dir(&self, dir: &Path) -> io::Result<()>;
+}
+
+/// An open file, read and written at explicit offsets.
+pub trait File {
+    /// The file's current length in bytes.
+    fn len(&self) -> io::Result<u64>;
+    /// Whether the file is empty.
+    fn is_empty(&self) -> io::Result<bool> {
+        Ok(self.len()? == 0)
+    }
+    /// Reads up to `buffer.len()` bytes at `offset`, returning how many were read (fewer only at the end of file).
+    fn read_at(&self, offset: u64, buffer: &mut [u8]) -> io::Result<usize>;
+    /// Writes all of `data` at `offset`, extending the file if needed.
+    fn write_at(&mut self, offset: u64, data: &[u8]) -> io::Result<()>;
+    /// Truncates or extends the file to `length` bytes.
+    fn set_len(&mut self, length: u64) -> io::Result<()>;
+    /// Makes the file's data durable (`fdatasync`).
+    fn sync_data(&mut self) -> io::Result<()>;
+}
+
+/// The real file system, through `std::fs`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct StdFs;
+
+/// A file of [`StdFs`].
+#[derive(Debug)]
+pub struct StdFile(std::fs::File);
+
+impl FileSystem for StdFs {
+    type File = StdFile;
+
+    fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
+        std::fs::create_dir_all(dir)
+    }
+
+    fn list(&self, dir: &Path) -> io::Result<Vec<String>> {
+        let mut names = Vec::new();
+        for entry in std::fs::read_dir(dir)? {
+            let entry = entry?;
+            if entry.file_type()?.is_file() {
+                // A name that is not UTF-8 was not written by this crate, so it is not listed.
+                if let Some(name) = entry.file_name().to_str() {
+                    names.push(name.to_owned());
+                }
+            }
+        }
+        names.sort();
+        Ok(names)
+    }
+
+    fn create(&self, path: &Path) -> io::Result<StdFile> {
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(path)?;
+        Ok(StdFile(file))
+    }
+
+    fn open(&self, path: &Path) -> io::Result<StdFile> {
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(path)?;
+        Ok(StdFile(file))
+    }
+
+    fn remove(&self, path: &Path) -> io::Result<()> {
+        std::fs::remove_file(path)
+    }
+
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        std::fs::rename(from, to)
+    }
+
+    fn sync_dir(&self, dir: &Path) -> io::Result<()> {
+        // On Linux a directory is fsynced through a read-only handle to it.
+        std::fs::File::open(dir)?.sync_all()
+    }
+}
+
+impl File for StdFile {
+    fn len(&self) -> io::Result<u64> {
+        Ok(self.0.metadata()?.len())
+    }
+
+    fn read_at(&self, offset: u64, buffer: &mut [u8]) -> io::Result<usize> {
+        use std::os::unix::fs::FileExt;
+        let mut filled = 0;
+        while filled < buffer.len() {
+            match self
+                .0
+                .read_at(&mut buffer[filled..], offset + filled as u64)
+            {
+                Ok(0) => break,
+                Ok(count) => filled += count,
+                Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
+                Err(error) => return Err(error),
+            }
+        }
+        Ok(filled)
+    }
+
+    fn write_at(&mut self, offset: u64, data: &[u8]) -> io::Result<()> {
+        use std::os::unix::fs::FileExt;
+        self.0.write_all_at(data, offset)
+    }
+
+    fn set_len(&mut self, length: u64) -> io::Result<()> {
+        self.0.set_len(length)
+    }
+
+    fn sync_data(&mut self) -> io::Result<()> {
+        self.0.sync_data()
+    }
+}
+
+/// The operations of [`MemFs`] that can be made to fail.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum FaultOperation {
+    /// [`File::read_at`].
+    Read,
+    /// [`File::write_at`] and [`File::set_len`].
+    Write,
+    /// [`File::sync_data`] and [`FileSystem::sync_dir`].
+    Sync,
+    /// [`FileSystem::create`], [`FileSystem::remove`] and [`FileSystem::rename`].
+    Metadata,
+}
+
+/// The error an injected fault returns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FaultError {
+    /// `ENOSPC`: the disk is full.
+    NoSpace,
+    /// `EIO`: the device failed.
+    Io,
+}
+
+impl FaultError {
+    fn to_io_error(self) -> io::Error {
+        match self {
+            FaultError::NoSpace => io::Error::from_raw_os_error(28),
+            FaultError::Io => io::Error::from_raw_os_error(5),
+        }
+    }
+}
+
+/// What a simulated crash does to the bytes that were written but not yet synced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Crash {
+    /// Every unsynced byte is lost.
+    LoseUnsynced,
+    /// Each file keeps a prefix of its unsynced bytes, cut at a byte chosen from the seed: the last write is torn.
+    Tear {
+        /// Picks where each file is cut.
+        seed: u64,
+    },
+    /// Like [`Crash::Tear`], but the lost unsynced bytes read back as zeros instead of vanishing, as when a file
+    /// system has extended the file before the data blocks reached the disk.
+    TearZeroFill {
+        /// Picks where each file is cut.
+        seed: u64,
+    },
+}
+
+/// An in-memory, deterministic, fault-injecting file system.
+///
+/// It models what a crash may do to a real disk: each file has its current bytes and its durable bytes (as of its
+/// last successful sync), and the directory tree has its current names and its durable names (as of the last
+/// directory sync). [`MemFs::crash`] throws away everything that was not durable, possibly keeping a torn part of
+/// the unsynced tail. A failed sync behaves like Linux after `EIO`: the dirty bytes are forgotten, so a later
+/// sync reports success although they never reached the disk. That is why the WAL refuses to continue after a
+/// failed sync.
+///
+/// Clones share the same disk, so a test can keep a handle while the WAL owns another.
+#[derive(Debug, Clone, Default)]
+pub struct MemFs {
+    state: Arc<Mutex<MemState>>,
+}
+
+#[derive(Debug, Default)]
+struct MemState {
+    inodes: BTreeMap<u64, Inode>,
+    names: BTreeMap<PathBuf, u64>,
+    names_durable: BTreeMap<PathBuf, u64>,
+    dirs: Vec<PathBuf>,
+    inode_next: u64,
+    faults: Vec<Fault>,
+    operation_counts: BTreeMap<FaultOperation, u64>,
+}
+
+#[derive(Debug, Clone, Default)]
+struct Inode {
+    data: Vec<u8>,
+    data_durable: Vec<u8>,
+    /// The smallest offset changed since the last sync, if any: bytes before it equal the durable bytes.
+    dirty_from: Option<u64>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Fault {
+    operation: FaultOperation,
+    countdown: u64,
+    error: FaultError,
+}
+
+/// A file of [`MemFs`].
+#[derive(Debug)]
+pub struct MemFile {
+    state: Arc<Mutex<MemState>>,
+    inode: u64,
+}
+
+impl MemFs {
+    /// An empty disk.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, MemState> {
+        lock(&self.state)
+    }
+
+    /// Makes the `nth` next operation of kind `operation` (counting from 0) fail with `error`.
+    pub fn fail_nth(&self, operation: FaultOperation, nth: u64, error: FaultError) {
+        self.lock().faults.push(Fault {
+            operation,
+            countdown: nth,
+            error,
+        });
+    }
+
+    /// Removes every pending injected fault.
+    pub fn clear_faults(&self) {
+        self.lock().faults.clear();
+    }
+
+    /// How many operations of a kind have been attempted so far.
+    pub fn operation_count(&self, operation: FaultOperation) -> u64 {
+        self.lock()
+            .operation_counts
+            .get(&operation)
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// Simulates a power failure: only durable names and bytes survive, shaped by `crash`.
+    /// Open files keep pointing to the old contents; drop them and reopen.
+    pub fn crash(&self, crash: Crash) {
+        let mut state = self.lock();
+        state.names = state.names_durable.clone();
+        state.faults.clear();
+        let mut random = match crash {
+            Crash::LoseUnsynced => 0,
+            Crash::Tear { seed } | Crash::TearZeroFill { seed } => seed | 1,
+        };
+        let live: Vec<u64> = state.names.values().copied().collect();
+        state.inodes.retain(|inode, _| live.contains(inode));
+        for inode in state.inodes.values_mut() {
+            let kept = match crash {
+                Crash::LoseUnsynced => None,
+                Crash::Tear { .. } | Crash::TearZeroFill { .. } => {
+                    Some(inode.unsynced_prefix(&mut random))
+                }
+            };
+            let length_before = inode.data.len();
+            inode.data = inode.data_durable.clone();
+            if let Some(kept) = kept {
+                inode.data.extend_from_slice(&kept);
+                if matches!(crash, Crash::TearZeroFill { .. }) && inode.data.len() < length_before {
+                    inode.data.resize(length_before, 0);
+                }
+            }
+            inode.data_durable = inode.data.clone();
+            inode.dirty_from = None;
+        }
+    }
+
+    /// Flips one bit of a file, in both its current and durable bytes, as bit rot would.
+    ///
+    /// # Panics
+    /// If the file does not exist or the offset is past its end: this is a test helper.
+    pub fn flip_bit(&self, path: &Path, offset: u64, bit: u8) {
+        let mut state = self.lock();
+        let inode = state.names[path];
+        let inode = state.inodes.get_mut(&inode).expect("a named inode exists");
+        let offset = usize::try_from(offset).expect("offset fits in memory");
+        inode.data[offset] ^= 1 << (bit % 8);
+        if offset < inode.data_durable.len() {
+            inode.data_durable[offset] ^= 1 << (bit % 8);
+        }
+    }
+
+    /// The current bytes of a file, if it exists.
+    pub fn read_file(&self, path: &Path) -> Option<Vec<u8>> {
+        let state = self.lock();
+        let inode = state.names.get(path)?;
+        Some(state.inodes[inode].data.clone())
+    }
+
+    /// Creates or replaces a file with the given bytes, durably (name and contents).
+    pub fn write_file(&self, path: &Path, bytes: &[u8]) {
+        let mut state = self.lock();
+        if let Some(parent) = path.parent() {
+            state.add_dir(parent);
+        }
+        let inode_id = state.new_inode();
+        let inode = state.inodes.get_mut(&inode_id).expect("just created");
+        inode.data = bytes.to_vec();
+        inode.data_durable = bytes.to_vec();
+        state.names.insert(path.to_path_buf(), inode_id);
+        state.names_durable.insert(path.to_path_buf(), inode_id);
+    }
+
+    /// The total size of the files directly in `dir`, in bytes.
+    pub fn dir_bytes(&self, dir: &Path) -> u64 {
+        let state = self.lock();
+        state
+            .names
+            .iter()
+            .filter(|(path, _)| path.parent() == Some(dir))
+            .map(|(_, inode)| state.inodes[inode].data.len() as u64)
+            .sum()
+    }
+}
+
+fn lock(state: &Mutex<MemState>) -> MutexGuard<'_, MemState> {
+    // A panic while holding the lock can only come from a test assertion; the state is still usable.
+    state
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// A small deterministic generator (xorshift64), so that crashes are reproducible from a seed.
+fn next_random(random: &mut u64) -> u64 {
+    *random ^= *random << 13;
+    *random ^= *random >> 7;
+    *random ^= *random << 17;
+    *random
+}
+
+impl Inode {
+    /// A pseudo-random prefix of the bytes written since the last sync, for a torn write.
+    fn unsynced_prefix(&self, random: &mut u64) -> Vec<u8> {
+        let Some(dirty_from) = self.dirty_from else {
+            return Vec::new();
+        };
+        // Only an unsynced tail appended after the durable bytes can be kept in part; a rewrite of durable
+        // bytes is modelled as lost, which is the conservative choice for the code under test.
+        let start = usize::try_from(dirty_from)
+            .unwrap_or(usize::MAX)
+            .min(self.data_durable.len());
+        if start != self.data_durable.len() || start > self.data.len() {
+            return Vec::new();
+        }
+        let unsynced = &self.data[start..];
+        let kept = (next_random(random) % (unsynced.len() as u64 + 1)) as usize;
+        unsynced[..kept].to_vec()
+    }
+
+    fn mark_dirty(&mut self, offset: u64) {
+        self.dirty_from = Some(
+            self.dirty_from
+                .map_or(offset, |dirty_from| dirty_from.min(offset)),
+        );
+    }
+}
+
+impl MemState {
+    fn check_fault(&mut self, operation: FaultOperation) -> io::Result<()> {
+        *self.operation_counts.entry(operation).or_default() += 1;
+        let mut fired = None;
+        for (position, fault) in self.faults.iter_mut().enumerate() {
+            if fault.operation != operation {
+                continue;
+            }
+            if fault.countdown == 0 {
+                fired = Some(position);
+                break;
+            }
+            fault.countdown -= 1;
+        }
+        match fired {
+            Some(position) => Err(self.faults.remove(position).error.to_io_error()),
+            None => Ok(()),
+        }
+    }
+
+    fn new_inode(&mut self) -> u64 {
+        self.inode_next += 1;
+        self.inodes.insert(self.inode_next, Inode::default());
+        self.inode_next
+    }
+
+    fn add_dir(&mut self, dir: &Path) {
+        if !self.dirs.iter().any(|known| known == dir) {
+            self.dirs.push(dir.to_path_buf());
+        }
+    }
+
+    fn check_dir(&self, dir: &Path) -> io::Result<()> {
+        if self.dirs.iter().any(|known| known == dir) {
+            Ok(())
+        } else {
+            Err(io::Error::new(
+                io::ErrorKind::NotFound,
+                format!("no directory {}", dir.display()),
+            ))
+        }
+    }
+
+    fn inode(&mut self, inode: u64) -> &mut Inode {
+        // A removed file stays readable through its open handles, as on Unix, until the next crash.
+        self.inodes.entry(inode).or_default()
+    }
+}
+
+fn not_found(path: &Path) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::NotFound,
+        format!("no file {}", path.display()),
+    )
+}
+
+fn parent(path: &Path) -> &Path {
+    path.parent().unwrap_or(Path::new(""))
+}
+
+impl FileSystem for MemFs {
+    type File = MemFile;
+
+    fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
+        // Directories are durable at once: the crate creates its directories only when a server is installed.
+        self.lock().add_dir(dir);
+        Ok(())
+    }
+
+    fn list(&self, dir: &Path) -> io::Result<Vec<String>> {
+        let state = self.lock();
+        state.check_dir(dir)?;
+        let names = state
+            .names
+            .keys()
+            .filter(|path| path.parent() == Some(dir))
+            .filter_map(|path| path.file_name()?.to_str().map(str::to_owned))
+            .collect();
+        Ok(names)
+    }
+
+    fn create(&self, path: &Path) -> io::Result<MemFile> {
+        let mut state = self.lock();
+        state.check_fault(FaultOperation::Metadata)?;
+        state.check_dir(parent(path))?;
+        if state.names.contains_key(path) {
+            return Err(io::Error::new(
+                io::ErrorKind::AlreadyExists,
+                format!("{} exists", path.display()),
+            ));
+        }
+        let inode = state.new_inode();
+        state.names.insert(path.to_path_buf(), inode);
+        Ok(MemFile {
+            state: Arc::clone(&self.state),
+            inode,
+        })
+    }
+
+    fn open(&self, path: &Path) -> io::Result<MemFile> {
+        let state = self.lock();
+        let inode = *state.names.get(path).ok_or_else(|| not_found(path))?;
+        Ok(MemFile {
+            state: Arc::clone(&self.state),
+            inode,
+        })
+    }
+
+    fn remove(&self, path: &Path) -> io::Result<()> {
+        let mut state = self.lock();
+        state.check_fault(FaultOperation::Metadata)?;
+        state.names.remove(path).ok_or_else(|| not_found(path))?;
+        Ok(())
+    }
+
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        let mut state = self.lock();
+        state.check_fault(FaultOperation::Metadata)?;
+        state.check_dir(parent(to))?;
+        let inode = state.names.remove(from).ok_or_else(|| not_found(from))?;
+        state.names.insert(to.to_path_buf(), inode);
+        Ok(())
+    }
+
+    fn sync_dir(&self, dir: &Path) -> io::Result<()> {
+        let mut state = self.lock();
+        state.check_fault(FaultOperation::Sync)?;
+        state.check_dir(dir)?;
+        let in_dir = |path: &PathBuf| path.parent() == Some(dir);
+        state.names_durable.retain(|path, _| !in_dir(path));
+        let current: Vec<(PathBuf, u64)> = state
+            .names
+            .iter()
+            .filter(|(path, _)| in_dir(path))
+            .map(|(path, inode)| (path.clone(), *inode))
+            .collect();
+        state.names_durable.extend(current);
+        Ok(())
+    }
+}
+
+impl File for MemFile {
+    fn len(&self) -> io::Result<u64> {
+        let mut state = lock(&self.state);
+        Ok(state.inode(self.inode).data.len() as u64)
+    }
+
+    fn read_at(&self, offset: u64, buffer: &mut [u8]) -> io::Result<usize> {
+        let mut state = lock(&self.state);
+        state.check_fault(FaultOperation::Read)?;
+        let data = &state.inode(self.inode).data;
+        let start = usize::try_from(offset)
+            .unwrap_or(usize::MAX)
+            .min(data.len());
+        let count = buffer.len().min(data.len() - start);
+        buffer[..count].copy_from_slice(&data[start..start + count]);
+        Ok(count)
+    }
+
+    fn write_at(&mut self, offset: u64, bytes: &[u8]) -> io::Result<()> {
+        let mut state = lock(&self.state);
+        state.check_fault(FaultOperation::Write)?;
+        let start = usize::try_from(offset).map_err(|_| io::Error::from_raw_os_error(27))?;
+        let end = start
+            .checked_add(bytes.len())
+            .ok_or_else(|| io::Error::from_raw_os_error(27))?;
+        let inode = state.inode(self.inode);
+        if inode.data.len() < end {
+            inode.data.resize(end, 0);
+        }
+        inode.data[start..end].copy_from_slice(bytes);
+        inode.mark_dirty(offset);
+        Ok(())
+    }
+
+    fn set_len(&mut self, length: u64) -> io::Result<()> {
+        let mut state = lock(&self.state);
+        state.check_fault(FaultOperation::Write)?;
+        let length_bytes = usize::try_from(length).map_err(|_| io::Error::from_raw_os_error(27))?;
+        let inode = state.inode(self.inode);
+        let length_before = inode.data.len() as u64;
+        inode.data.resize(length_bytes, 0);
+        inode.mark_dirty(length.min(length_before));
+        Ok(())
+    }
+
+    fn sync_data(&mut self) -> io::Result<()> {
+        let mut state = lock(&self.state);
+        let result = state.check_fault(FaultOperation::Sync);
+        let inode = state.inode(self.inode);
+        match result {
+            Ok(()) => {
+                if let Some(dirty_from) = inode.dirty_from.take() {
+                    let start = usize::try_from(dirty_from)
+                        .unwrap_or(usize::MAX)
+                        .min(inode.data_durable.len())
+                        .min(inode.data.len());
+                    inode.data_durable.truncate(start);
+                    inode.data_durable.extend_from_slice(&inode.data[start..]);
+                }
+                Ok(())
+            }
+            Err(error) => {
+                // Linux marks the dirty pages clean after a failed writeback: the next fsync reports success
+                // although the bytes never reached the disk.
+                inode.dirty_from = None;
+                Err(error)
+            }
+        }
+    }
+}

@@ -1,0 +1,591 @@
+//! The record codec: how one WAL record is laid out in bytes, encoded and checked.
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize, Serializer};
+
+use crate::GroupId;
+use crate::error::{Error, Result};
+
+/// The largest record, header included, in bytes. A length field above it is rejected before anything is
+/// allocated, so hostile bytes cannot make recovery allocate more than this.
+pub const RECORD_BYTES_MAX: u64 = 64 * 1024 * 1024;
+
+/// Every entry index is below this limit (2^62), so that index arithmetic never overflows, even on hostile bytes.
+pub const INDEX_LIMIT: u64 = 1 << 62;
+
+/// The size of a record header in bytes.
+pub const RECORD_HEADER_BYTES: u64 = 17;
+
+const _: () = assert!(RECORD_HEADER_BYTES < RECORD_BYTES_MAX);
+// The length field is a u32, so the limit must fit in it.
+const _: () = assert!(RECORD_BYTES_MAX <= u32::MAX as u64);
+
+/// One log entry of one group: an index, a term and opaque bytes. The storage crate gives them no meaning.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    /// The position of the entry in its group's log; the first entry of a log has index 1.
+    pub index: u64,
+    /// The term of the entry, stored and returned as is.
+    pub term: u64,
+    /// The entry's bytes.
+    pub payload: Bytes,
+}
+
+/// The state a Raft group must persist besides its log: term, vote and commit index, as plain numbers.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HardState {
+    /// The current term.
+    pub term: u64,
+    /// The server voted for in this term; 0 means none.
+    pub vote: u64,
+    /// The highest index known to be committed.
+    pub commit: u64,
+}
+
+/// The state of one group written at the start of every segment, so that older segments can be deleted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupCheckpoint {
+    /// The group.
+    pub group: GroupId,
+    /// Its latest hard state.
+    pub hard_state: HardState,
+    /// The first index still in its log (everything before was compacted).
+    pub index_first: u64,
+    /// The last index of its log; `index_first - 1` when the log is empty.
+    pub index_last: u64,
+}
+
+/// An entry as it sits in a record: a term and a payload borrowed from the record's bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EntryRef<'a> {
+    /// The entry's term.
+    pub term: u64,
+    /// The entry's bytes.
+    #[serde(borrow, serialize_with = "serialize_bytes")]
+    pub payload: &'a [u8],
+}
+
+/// One record of the write-ahead log, borrowing its payloads from the bytes it was decoded from.
+///
+/// Every record is framed the same way; the layout, in bytes, little endian:
+///
+/// ```text
+///  0        4        8      9                17                      17 + length
+///  +--------+--------+------+-----------------+-----------------------+
+///  | length | crc32  | type | group id        | payload (postcard)    |
+///  | u32    | u32    | u8   | u64             | `length` bytes        |
+///  +--------+--------+------+-----------------+-----------------------+
+/// ```
+///
+/// - `length` counts the payload only, and the whole record (header included) is at most [`RECORD_BYTES_MAX`].
+/// - `crc32` (IEEE, crc32fast) covers the length field, then every byte from `type` to the end of the payload,
+///   so a flipped length is caught as surely as a flipped payload byte.
+/// - `type` is 1 checkpoint, 2 append, 3 hard state, 4 truncate, 5 compact; 0 is never written, so a zero-filled
+///   tail never decodes as a record.
+/// - `group id` is 0 for a checkpoint, which covers every group.
+/// - The payload is the postcard encoding of the variant's fields, listed with each variant below.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Record<'a> {
+    /// Every group's state when a segment starts (payload: the list of [`GroupCheckpoint`], sorted by group).
+    Checkpoint(Vec<GroupCheckpoint>),
+    /// Entries `index_first..` of a group (payload: `index_first`, then the list of `(term, payload)`).
+    /// An append also removes every entry of the group from `index_first` on: a conflicting suffix is replaced
+    /// by the append itself, with no separate truncate record.
+    Append {
+        /// The group.
+        group: GroupId,
+        /// The index of the first entry.
+        index_first: u64,
+        /// The entries, at least one.
+        entries: Vec<EntryRef<'a>>,
+    },
+    /// A group's new hard state (payload: term, vote, commit).
+    HardState {
+        /// The group.
+        group: GroupId,
+        /// The state.
+        hard_state: HardState,
+    },
+    /// Removes a group's entries after `index_last_kept` (payload: that index).
+    Truncate {
+        /// The group.
+        group: GroupId,
+        /// The last index that stays.
+        index_last_kept: u64,
+    },
+    /// Removes a group's entries before `index_first_kept`, after a snapshot (payload: that index).
+    Compact {
+        /// The group.
+        group: GroupId,
+        /// The first index that stays.
+        index_first_kept: u64,
+    },
+}
+
+/// Why bytes did not decode as a record.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DecodeError {
+    /// The bytes end before the record does: fewer than a header, or fewer than the length field says.
+    #[error("incomplete record: {bytes_needed} bytes needed, {bytes_available} available")]
+    Incomplete {
+        /// The bytes the record needs (header, or header and payload).
+        bytes_needed: u64,
+        /// The bytes there were.
+        bytes_available: u64,
+    },
+    /// The length field is larger than [`RECORD_BYTES_MAX`] allows.
+    #[error("length field {bytes} exceeds the record limit")]
+    TooLarge {
+        /// The record size the length field implies, header included.
+        bytes: u64,
+    },
+    /// The checksum does not match the bytes.
+    #[error("checksum mismatch: stored {stored:#010x}, computed {computed:#010x}")]
+    Checksum {
+        /// The checksum in the header.
+        stored: u32,
+        /// The checksum of the bytes.
+        computed: u32,
+    },
+    /// The checksum matches but the type byte is unknown.
+    #[error("unknown record type {0}")]
+    UnknownType(u8),
+    /// The checksum matches but the payload is not a valid encoding of its type.
+    #[error("malformed payload: {0}")]
+    Malformed(&'static str),
+}
+
+const TYPE_CHECKPOINT: u8 = 1;
+const TYPE_APPEND: u8 = 2;
+const TYPE_HARD_STATE: u8 = 3;
+const TYPE_TRUNCATE: u8 = 4;
+const TYPE_COMPACT: u8 = 5;
+
+fn serialize_bytes<S: Serializer>(bytes: &&[u8], serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.serialize_bytes(bytes)
+}
+
+#[derive(Deserialize, Serialize)]
+struct AppendBody<'a> {
+    index_first: u64,
+    #[serde(borrow)]
+    entries: Vec<EntryRef<'a>>,
+}
+
+/// The append payload encoded straight from caller entries, without building a vector of [`EntryRef`].
+#[derive(Serialize)]
+struct AppendEncode<'a> {
+    index_first: u64,
+    entries: EntriesAsRefs<'a>,
+}
+
+struct EntriesAsRefs<'a>(&'a [Entry]);
+
+impl Serialize for EntriesAsRefs<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_seq(self.0.iter().map(|entry| EntryRef {
+            term: entry.term,
+            payload: &entry.payload,
+        }))
+    }
+}
+
+/// Appends an encoded record to `out`, returning its length in bytes. On error `out` is left unchanged.
+fn encode_body<T: Serialize + ?Sized>(
+    record_type: u8,
+    group: GroupId,
+    body: &T,
+    out: &mut Vec<u8>,
+) -> Result<u64> {
+    let start = out.len();
+    out.extend_from_slice(&[0; RECORD_HEADER_BYTES as usize]);
+    let encoded = postcard::to_extend(body, std::mem::take(out));
+    // Encoding into a vector fails only when memory runs out, which aborts anyway; keep the contract simple.
+    *out = encoded.expect("postcard encodes into a vector without error");
+    let record_bytes = (out.len() - start) as u64;
+    if record_bytes > RECORD_BYTES_MAX {
+        out.truncate(start);
+        return Err(Error::RecordTooLarge {
+            bytes: record_bytes,
+            bytes_max: RECORD_BYTES_MAX,
+        });
+    }
+    let payload_bytes =
+        u32::try_from(record_bytes - RECORD_HEADER_BYTES).expect("checked against the limit");
+    let record = &mut out[start..];
+    record[0..4].copy_from_slice(&payload_bytes.to_le_bytes());
+    record[8] = record_type;
+    record[9..17].copy_from_slice(&group.to_le_bytes());
+    let crc = checksum(record);
+    record[4..8].copy_from_slice(&crc.to_le_bytes());
+    Ok(record_bytes)
+}
+
+/// Checks (in debug builds) that the record just appended to `out` decodes: a value checked before it is
+/// written is checked again the way it will be read.
+fn debug_check_decodes(out: &[u8], record_bytes: u64) {
+    if cfg!(debug_assertions) {
+        let start = out.len() - record_bytes as usize;
+        assert!(matches!(decode(&out[start..]), Ok((_, length)) if length as u64 == record_bytes));
+    }
+}
+
+/// The checksum of a whole record: the length field, then everything after the checksum field.
+fn checksum(record: &[u8]) -> u32 {
+    let mut hasher = crc32fast::Hasher::new();
+    hasher.update(&record[0..4]);
+    hasher.update(&record[8..]);
+    hasher.finalize()
+}
+
+/// Appends an append record for `entries` (consecutive indexes, at least one) to `out`; returns its length.
+pub(crate) fn encode_append(group: GroupId, entries: &[Entry], out: &mut Vec<u8>) -> Result<u64> {
+    assert!(
+        !entries.is_empty(),
+        "an append record holds at least one entry"
+    );
+    let body = AppendEncode {
+        index_first: entries[0].index,
+        entries: EntriesAsRefs(entries),
+    };
+    let record_bytes = encode_body(TYPE_APPEND, group, &body, out)?;
+    debug_check_decodes(out, record_bytes);
+    Ok(record_bytes)
+}
+
+/// Appends the encoding of `record` to `out` and returns the record's length in bytes.
+///
+/// # Errors
+/// [`Error::RecordTooLarge`] if the record would exceed [`RECORD_BYTES_MAX`]; `out` is then unchanged.
+pub fn encode(record: &Record<'_>, out: &mut Vec<u8>) -> Result<u64> {
+    let record_bytes = encode_unchecked(record, out)?;
+    debug_check_decodes(out, record_bytes);
+    Ok(record_bytes)
+}
+
+fn encode_unchecked(record: &Record<'_>, out: &mut Vec<u8>) -> Result<u64> {
+    match record {
+        Record::Checkpoint(groups) => encode_body(TYPE_CHECKPOINT, 0, groups, out),
+        Record::Append {
+            group,
+            index_first,
+            entries,
+        } => {
+            let body = AppendBody {
+                index_first: *index_first,
+                entries: entries.clone(),
+            };
+            encode_body(TYPE_APPEND, *group, &body, out)
+        }
+        Record::HardState { group, hard_state } => {
+            encode_body(TYPE_HARD_STATE, *group, hard_state, out)
+        }
+        Record::Truncate {
+            group,
+            index_last_kept,
+        } => encode_body(TYPE_TRUNCATE, *group, index_last_kept, out),
+        Record::Compact {
+            group,
+            index_first_kept,
+        } => encode_body(TYPE_COMPACT, *group, index_first_kept, out),
+    }
+}
+
+/// The total length, header included, of the record whose header starts `bytes`, checked against the limit.
+/// `Ok(None)` if `bytes` is shorter than a header.
+pub(crate) fn record_length(bytes: &[u8]) -> Result<Option<u64>, DecodeError> {
+    let Some(length_field) = bytes.get(0..4) else {
+        return Ok(None);
+    };
+    if (bytes.len() as u64) < RECORD_HEADER_BYTES {
+        return Ok(None);
+    }
+    let payload_bytes = u32::from_le_bytes(length_field.try_into().expect("four bytes"));
+    let record_bytes = RECORD_HEADER_BYTES + u64::from(payload_bytes);
+    if record_bytes > RECORD_BYTES_MAX {
+        return Err(DecodeError::TooLarge {
+            bytes: record_bytes,
+        });
+    }
+    Ok(Some(record_bytes))
+}
+
+/// Decodes the record at the start of `bytes`, returning it and its length in bytes.
+///
+/// Every field is checked; nothing in `bytes` can make this panic or allocate more than the record limit.
+///
+/// # Errors
+/// A [`DecodeError`] saying what was wrong.
+pub fn decode(bytes: &[u8]) -> Result<(Record<'_>, usize), DecodeError> {
+    let bytes_available = bytes.len() as u64;
+    let record_bytes = record_length(bytes)?.ok_or(DecodeError::Incomplete {
+        bytes_needed: RECORD_HEADER_BYTES,
+        bytes_available,
+    })?;
+    if bytes_available < record_bytes {
+        return Err(DecodeError::Incomplete {
+            bytes_needed: record_bytes,
+            bytes_available,
+        });
+    }
+    let record_bytes =
+        usize::try_from(record_bytes).expect("below the limit, which fits in memory");
+    let record = &bytes[..record_bytes];
+    let stored = u32::from_le_bytes(record[4..8].try_into().expect("four bytes"));
+    let computed = checksum(record);
+    if stored != computed {
+        return Err(DecodeError::Checksum { stored, computed });
+    }
+    let group = u64::from_le_bytes(record[9..17].try_into().expect("eight bytes"));
+    let payload = &record[RECORD_HEADER_BYTES as usize..];
+    let decoded = decode_payload(record[8], group, payload)?;
+    Ok((decoded, record_bytes))
+}
+
+/// Decodes a payload with postcard, requiring that it is consumed exactly.
+fn take_all<'a, T: Deserialize<'a>>(payload: &'a [u8]) -> Result<T, DecodeError> {
+    let (value, rest) =
+        postcard::take_from_bytes(payload).map_err(|_| DecodeError::Malformed("bad postcard"))?;
+    if !rest.is_empty() {
+        return Err(DecodeError::Malformed("trailing bytes after the payload"));
+    }
+    Ok(value)
+}
+
+fn decode_payload(
+    record_type: u8,
+    group: GroupId,
+    payload: &[u8],
+) -> Result<Record<'_>, DecodeError> {
+    match record_type {
+        TYPE_CHECKPOINT => {
+            if group != 0 {
+                return Err(DecodeError::Malformed("a checkpoint has group id 0"));
+            }
+            let groups: Vec<GroupCheckpoint> = take_all(payload)?;
+            check_checkpoint(&groups)?;
+            Ok(Record::Checkpoint(groups))
+        }
+        TYPE_APPEND => {
+            let body: AppendBody<'_> = take_all(payload)?;
+            if body.entries.is_empty() {
+                return Err(DecodeError::Malformed("an append holds no entry"));
+            }
+            let index_last = body.index_first.checked_add(body.entries.len() as u64 - 1);
+            if body.index_first == 0
+                || index_last.is_none_or(|index_last| index_last >= INDEX_LIMIT)
+            {
+                return Err(DecodeError::Malformed("append indexes out of range"));
+            }
+            Ok(Record::Append {
+                group,
+                index_first: body.index_first,
+                entries: body.entries,
+            })
+        }
+        TYPE_HARD_STATE => Ok(Record::HardState {
+            group,
+            hard_state: take_all(payload)?,
+        }),
+        TYPE_TRUNCATE => Ok(Record::Truncate {
+            group,
+            index_last_kept: take_all(payload)?,
+        }),
+        TYPE_COMPACT => {
+            let index_first_kept: u64 = take_all(payload)?;
+            if index_first_kept == 0 || index_first_kept >= INDEX_LIMIT {
+                return Err(DecodeError::Malformed("compaction index out of range"));
+            }
+            Ok(Record::Compact {
+                group,
+                index_first_kept,
+            })
+        }
+        unknown => Err(DecodeError::UnknownType(unknown)),
+    }
+}
+
+fn check_checkpoint(groups: &[GroupCheckpoint]) -> Result<(), DecodeError> {
+    for pair in groups.windows(2) {
+        if pair[0].group >= pair[1].group {
+            return Err(DecodeError::Malformed("checkpoint groups are not sorted"));
+        }
+    }
+    for group in groups {
+        let in_range = group.index_first >= 1
+            && group.index_first < INDEX_LIMIT
+            && group.index_last < INDEX_LIMIT;
+        if !in_range || group.index_last + 1 < group.index_first {
+            return Err(DecodeError::Malformed(
+                "checkpoint log bounds are inconsistent",
+            ));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn round_trip(record: &Record<'_>) {
+        let mut bytes = Vec::new();
+        let length = encode(record, &mut bytes).unwrap();
+        assert_eq!(length, bytes.len() as u64);
+        let (decoded, decoded_length) = decode(&bytes).unwrap();
+        assert_eq!(&decoded, record);
+        assert_eq!(decoded_length, bytes.len());
+    }
+
+    #[test]
+    fn every_record_type_round_trips() {
+        let hard_state = HardState {
+            term: 3,
+            vote: 2,
+            commit: 9,
+        };
+        round_trip(&Record::Checkpoint(vec![]));
+        round_trip(&Record::Checkpoint(vec![
+            GroupCheckpoint {
+                group: 1,
+                hard_state,
+                index_first: 1,
+                index_last: 0,
+            },
+            GroupCheckpoint {
+                group: 7,
+                hard_state,
+                index_first: 5,
+                index_last: 90,
+            },
+        ]));
+        let entries = vec![
+            EntryRef {
+                term: 1,
+                payload: b"a",
+            },
+            EntryRef {
+                term: 2,
+                payload: b"",
+            },
+        ];
+        round_trip(&Record::Append {
+            group: 4,
+            index_first: 10,
+            entries,
+        });
+        round_trip(&Record::HardState {
+            group: u64::MAX,
+            hard_state,
+        });
+        round_trip(&Record::Truncate {
+            group: 1,
+            index_last_kept: 0,
+        });
+        round_trip(&Record::Compact {
+            group: 1,
+            index_first_kept: 77,
+        });
+    }
+
+    #[test]
+    fn the_append_fast_path_matches_the_generic_encoding() {
+        let entries = vec![
+            Entry {
+                index: 5,
+                term: 2,
+                payload: Bytes::from_static(b"hello"),
+            },
+            Entry {
+                index: 6,
+                term: 2,
+                payload: Bytes::from_static(b"world"),
+            },
+        ];
+        let mut fast = Vec::new();
+        encode_append(3, &entries, &mut fast).unwrap();
+        let references = entries
+            .iter()
+            .map(|entry| EntryRef {
+                term: entry.term,
+                payload: &entry.payload,
+            })
+            .collect();
+        let mut generic = Vec::new();
+        encode(
+            &Record::Append {
+                group: 3,
+                index_first: 5,
+                entries: references,
+            },
+            &mut generic,
+        )
+        .unwrap();
+        assert_eq!(fast, generic);
+    }
+
+    #[test]
+    fn a_huge_length_field_is_rejected_before_reading_further() {
+        let mut bytes = vec![0xff; 4];
+        bytes.extend_from_slice(&[0; 13]);
+        assert_eq!(
+            decode(&bytes),
+            Err(DecodeError::TooLarge {
+                bytes: RECORD_HEADER_BYTES + u64::from(u32::MAX)
+            })
+        );
+    }
+
+    #[test]
+    fn every_flipped_bit_is_detected() {
+        let mut bytes = Vec::new();
+        encode(
+            &Record::Truncate {
+                group: 9,
+                index_last_kept: 300,
+            },
+            &mut bytes,
+        )
+        .unwrap();
+        for bit in 0..bytes.len() * 8 {
+            let mut flipped = bytes.clone();
+            flipped[bit / 8] ^= 1 << (bit % 8);
+            assert!(
+                decode(&flipped).is_err(),
+                "bit {bit} flipped went unnoticed"
+            );
+        }
+    }
+
+    #[test]
+    fn zeros_and_short_buffers_do_not_decode() {
+        assert!(matches!(
+            decode(&[0; 64]),
+            Err(DecodeError::Checksum { .. })
+        ));
+        assert!(matches!(
+            decode(&[1, 2, 3]),
+            Err(DecodeError::Incomplete { .. })
+        ));
+        assert!(matches!(decode(&[]), Err(DecodeError::Incomplete { .. })));
+    }
+
+    #[test]
+    fn an_empty_append_is_malformed_even_with_a_valid_checksum() {
+        let mut bytes = Vec::new();
+        encode_body(
+            TYPE_APPEND,
+            1,
+            &AppendBody {
+                index_first: 1,
+                entries: vec![],
+            },
+            &mut bytes,
+        )
+        .unwrap();
+        assert_eq!(
+            decode(&bytes),
+            Err(DecodeError::Malformed("an append holds no entry"))
+        );
+    }
+}

@@ -1,0 +1,473 @@
+//! Opening a WAL: replaying every segment, repairing a torn tail, refusing anything else that is wrong.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use crate::GroupId;
+use crate::error::{Error, Result};
+use crate::fs::{File, FileSystem};
+use crate::record::{
+    self, DecodeError, GroupCheckpoint, RECORD_BYTES_MAX, RECORD_HEADER_BYTES, Record,
+};
+use crate::segment::{
+    HeaderError, SEGMENT_HEADER_BYTES, SEGMENT_VERSION, SegmentHeader, WindowReader,
+    parse_segment_file_name, segment_path,
+};
+use crate::wal::{GroupLog, Location, SEGMENT_SIZE_BYTES_MIN, Segment, Violation, Wal, WalConfig};
+
+/// What [`Wal::open`] found.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RecoveryReport {
+    /// Segment files replayed.
+    pub segments_replayed: u64,
+    /// Records replayed, checkpoints included.
+    pub records_replayed: u64,
+    /// Bytes of valid records and headers replayed.
+    pub bytes_replayed: u64,
+    /// The torn tail that was cut off the last segment, if there was one.
+    pub torn_tail: Option<TornTail>,
+}
+
+/// A torn tail found at the end of the last segment and removed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TornTail {
+    /// The segment file.
+    pub file: PathBuf,
+    /// Where the valid bytes end; the file was cut there (or removed if no complete checkpoint preceded it).
+    pub offset: u64,
+    /// How many bytes were discarded.
+    pub bytes_discarded: u64,
+    /// What the tail looked like.
+    pub kind: TornTailKind,
+}
+
+/// The shapes of a torn tail.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TornTailKind {
+    /// The segment header itself is short or zero: the crash came right after the file was created.
+    SegmentHeader,
+    /// Fewer bytes than a record header remain.
+    RecordHeader,
+    /// The record's length runs past the end of the file.
+    RecordPayload,
+    /// The last record's checksum does not match.
+    Checksum,
+    /// The file ends with zeros where a record should start.
+    ZeroFilled,
+    /// The segment has a valid header but no complete checkpoint record.
+    Checkpoint,
+}
+
+/// How the scan of one segment ended.
+enum ScanEnd {
+    /// Every byte was part of a valid record.
+    Clean,
+    /// The bytes from `offset` on are a torn tail (only ever returned for the last segment).
+    Torn { offset: u64, kind: TornTailKind },
+}
+
+/// Applies the records of one segment to the groups being rebuilt.
+struct Replay<'a> {
+    groups: &'a mut BTreeMap<GroupId, GroupLog>,
+    path: &'a Path,
+    segment: u64,
+    is_oldest: bool,
+    is_last: bool,
+    records: u64,
+}
+
+impl<F: FileSystem> Wal<F> {
+    /// Opens the WAL in `config.dir`, creating the directory if needed, and recovers its contents.
+    ///
+    /// Every segment is replayed in order to rebuild each group's bounds, hard state and the location of each
+    /// entry (entries themselves stay on disk). Then a new segment is started, synced, and segments holding
+    /// nothing live are deleted. What recovery does with what it finds follows this table; anything marked
+    /// "torn" is cut off (the file is truncated, or removed if nothing valid remains), synced, and reported in
+    /// [`Wal::recovery_report`]. Only the last segment can have a torn tail, because a segment is synced before
+    /// the next one is created.
+    ///
+    /// | where              | what is found                                                   | outcome                    |
+    /// |--------------------|-----------------------------------------------------------------|----------------------------|
+    /// | directory          | no segment file                                                 | empty log                  |
+    /// | directory          | a file whose name is not `wal-<20 digits>.log`                  | ignored                    |
+    /// | directory          | a segment number missing between two others                     | `Corruption` (missing file)|
+    /// | any segment        | listing, opening or reading fails                               | `Io`, never `Corruption`   |
+    /// | last segment       | header shorter than 24 bytes, or header and rest all zeros      | torn: file removed         |
+    /// | other segment      | the same                                                        | `Corruption`               |
+    /// | any segment        | wrong magic, bad header checksum, number differs from the name  | `Corruption`               |
+    /// | any segment        | format version other than 1                                     | `UnsupportedVersion`       |
+    /// | last segment       | fewer bytes than a record header remain                         | torn                       |
+    /// | last segment       | a record's length runs past the end of the file                 | torn                       |
+    /// | last segment       | bad checksum, and the record ends the file or only zeros follow | torn                       |
+    /// | last segment       | only zeros from a record boundary to the end                    | torn                       |
+    /// | last segment       | no complete checkpoint record after the header                  | torn: file removed         |
+    /// | other segment      | any of the five rows above                                      | `Corruption`               |
+    /// | any segment        | bad checksum with non-zero bytes after the record               | `Corruption`               |
+    /// | any segment        | length field above [`RECORD_BYTES_MAX`]                         | `Corruption`, no allocation|
+    /// | any segment        | valid checksum, but unknown type or malformed payload           | `Corruption`               |
+    /// | any segment        | a record that breaks the log rules (gap, compacted index)       | `Corruption`               |
+    /// | any segment        | first record not a checkpoint, or a checkpoint elsewhere        | `Corruption`               |
+    /// | segment after first| checkpoint disagreeing with the segments replayed before it    | `Corruption`               |
+    /// | after the last     | live entries whose segment was deleted                          | `Corruption`               |
+    ///
+    /// # Errors
+    /// As in the table: [`Error::Corruption`] names the file and the offset of the bad header or record.
+    ///
+    /// # Panics
+    /// If `config.segment_size_bytes_max` is below [`SEGMENT_SIZE_BYTES_MIN`] or the write buffer limit is 0.
+    pub fn open(fs: F, config: WalConfig) -> Result<Self> {
+        assert!(
+            config.segment_size_bytes_max >= SEGMENT_SIZE_BYTES_MIN,
+            "segment size limit too small"
+        );
+        assert!(
+            config.write_buffer_bytes_max > 0,
+            "the write buffer limit must be positive"
+        );
+        let dir = config.dir.clone();
+        fs.create_dir_all(&dir)
+            .map_err(|error| Error::io("create directory", &dir, error))?;
+        let numbers = list_segments(&fs, &dir)?;
+        let mut wal = Wal {
+            fs,
+            config,
+            segments: BTreeMap::new(),
+            segment_active: 0,
+            active_records_offset: 0,
+            write_buffer: Vec::new(),
+            encode_buffer: Vec::new(),
+            groups: BTreeMap::new(),
+            active_unsynced: false,
+            dir_unsynced: false,
+            poisoned: false,
+            recovery: RecoveryReport::default(),
+        };
+        for (position, &number) in numbers.iter().enumerate() {
+            wal.replay_segment(number, position == 0, position + 1 == numbers.len())?;
+        }
+        wal.check_nothing_missing(numbers.first().copied())?;
+        let number_next = match numbers.last() {
+            Some(last) => last.checked_add(1).ok_or_else(|| {
+                Error::corruption(
+                    segment_path(&dir, *last),
+                    0,
+                    "segment numbers are exhausted",
+                )
+            })?,
+            None => 1,
+        };
+        wal.start_segment(number_next)?;
+        wal.sync()?;
+        Ok(wal)
+    }
+
+    /// Replays one segment into `self.groups`, repairing it if it is the last one and its tail is torn.
+    fn replay_segment(&mut self, number: u64, is_oldest: bool, is_last: bool) -> Result<()> {
+        let path = segment_path(&self.config.dir, number);
+        let mut file = self
+            .fs
+            .open(&path)
+            .map_err(|error| Error::io("open segment", &path, error))?;
+        let file_bytes = file
+            .len()
+            .map_err(|error| Error::io("stat segment", &path, error))?;
+        let mut replay = Replay {
+            groups: &mut self.groups,
+            path: &path,
+            segment: number,
+            is_oldest,
+            is_last,
+            records: 0,
+        };
+        let end = replay.scan(&file, file_bytes)?;
+        let records = replay.records;
+        self.recovery.segments_replayed += 1;
+        self.recovery.records_replayed += records;
+        let bytes_valid = match end {
+            ScanEnd::Clean => file_bytes,
+            ScanEnd::Torn { offset, kind } => {
+                // A segment without its checkpoint holds nothing; it goes entirely.
+                let kind = if records == 0 && kind != TornTailKind::SegmentHeader {
+                    TornTailKind::Checkpoint
+                } else {
+                    kind
+                };
+                let offset = if records == 0 { 0 } else { offset };
+                self.recovery.torn_tail = Some(TornTail {
+                    file: path.clone(),
+                    offset,
+                    bytes_discarded: file_bytes - offset,
+                    kind,
+                });
+                if records == 0 {
+                    drop(file);
+                    self.fs
+                        .remove(&path)
+                        .map_err(|error| Error::io("remove torn segment", &path, error))?;
+                    let dir = &self.config.dir;
+                    self.fs
+                        .sync_dir(dir)
+                        .map_err(|error| Error::io("fsync directory", dir, error))?;
+                    return Ok(());
+                }
+                file.set_len(offset)
+                    .map_err(|error| Error::io("truncate torn tail", &path, error))?;
+                file.sync_data()
+                    .map_err(|error| Error::io("fdatasync", &path, error))?;
+                offset
+            }
+        };
+        self.recovery.bytes_replayed += bytes_valid;
+        self.segments.insert(
+            number,
+            Segment {
+                file,
+                path,
+                bytes_written: bytes_valid,
+            },
+        );
+        self.segment_active = number;
+        Ok(())
+    }
+
+    /// Fails if a live entry is known only from a checkpoint: its segment was deleted while it was still live.
+    fn check_nothing_missing(&self, segment_oldest: Option<u64>) -> Result<()> {
+        for (group, log) in &self.groups {
+            if let Some(span) = log.spans.iter().find(|span| span.location.is_none()) {
+                let file = segment_path(&self.config.dir, segment_oldest.unwrap_or(1));
+                let reason = format!(
+                    "group {group}: entries {}..={} are live but their segment is gone",
+                    span.index_first, span.index_last
+                );
+                return Err(Error::corruption(file, 0, reason));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The segment numbers in `dir`, checked to have no gap.
+fn list_segments<F: FileSystem>(fs: &F, dir: &Path) -> Result<Vec<u64>> {
+    let names = fs
+        .list(dir)
+        .map_err(|error| Error::io("list directory", dir, error))?;
+    let mut numbers: Vec<u64> = names
+        .iter()
+        .filter_map(|name| parse_segment_file_name(name))
+        .collect();
+    numbers.sort_unstable();
+    for pair in numbers.windows(2) {
+        if pair[1] != pair[0] + 1 {
+            let reason = format!(
+                "segment {} is missing between {} and {}",
+                pair[0] + 1,
+                pair[0],
+                pair[1]
+            );
+            return Err(Error::corruption(segment_path(dir, pair[0] + 1), 0, reason));
+        }
+    }
+    Ok(numbers)
+}
+
+impl Replay<'_> {
+    fn corruption(&self, offset: u64, reason: impl Into<String>) -> Error {
+        Error::corruption(self.path, offset, reason)
+    }
+
+    fn io(&self, error: std::io::Error) -> Error {
+        Error::io("read segment", self.path, error)
+    }
+
+    /// A tail that looks torn: repaired in the last segment, corruption anywhere else.
+    fn torn(&self, offset: u64, kind: TornTailKind) -> Result<ScanEnd> {
+        if self.is_last {
+            Ok(ScanEnd::Torn { offset, kind })
+        } else {
+            Err(self.corruption(
+                offset,
+                format!("{kind:?} damage in a segment that is not the last"),
+            ))
+        }
+    }
+
+    /// Walks the segment record by record, following the decision table of [`Wal::open`].
+    fn scan<F: File>(&mut self, file: &F, file_bytes: u64) -> Result<ScanEnd> {
+        let mut reader = WindowReader::new(file, file_bytes);
+        if let Some(end) = self.check_header(&mut reader)? {
+            return Ok(end);
+        }
+        let mut offset = SEGMENT_HEADER_BYTES;
+        loop {
+            let file_bytes = reader.file_bytes();
+            if offset == file_bytes {
+                return if self.records == 0 {
+                    self.torn(offset, TornTailKind::Checkpoint)
+                } else {
+                    Ok(ScanEnd::Clean)
+                };
+            }
+            let header = reader
+                .bytes(offset, RECORD_HEADER_BYTES)
+                .map_err(|error| self.io(error))?;
+            let header_zero = header.iter().all(|&byte| byte == 0);
+            let record_length = record::record_length(header);
+            if header_zero && reader.zeros_from(offset).map_err(|error| self.io(error))? {
+                return self.torn(offset, TornTailKind::ZeroFilled);
+            }
+            let record_bytes = match record_length {
+                Ok(Some(record_bytes)) => record_bytes,
+                Ok(None) => return self.torn(offset, TornTailKind::RecordHeader),
+                Err(error) => return Err(self.corruption(offset, error.to_string())),
+            };
+            debug_assert!(record_bytes <= RECORD_BYTES_MAX);
+            let bytes = reader
+                .bytes(offset, record_bytes)
+                .map_err(|error| self.io(error))?;
+            match record::decode(bytes) {
+                Ok((record, length)) => {
+                    assert_eq!(length as u64, record_bytes);
+                    let location = Location {
+                        segment: self.segment,
+                        offset,
+                        length: record_bytes,
+                    };
+                    self.apply(record, location)?;
+                }
+                Err(DecodeError::Incomplete { .. }) => {
+                    return self.torn(offset, TornTailKind::RecordPayload);
+                }
+                Err(error @ DecodeError::Checksum { .. }) => {
+                    let end = offset + record_bytes;
+                    if reader.zeros_from(end).map_err(|error| self.io(error))? {
+                        return self.torn(offset, TornTailKind::Checksum);
+                    }
+                    return Err(
+                        self.corruption(offset, format!("{error}, with more records after it"))
+                    );
+                }
+                Err(error) => return Err(self.corruption(offset, error.to_string())),
+            }
+            offset += record_bytes;
+        }
+    }
+
+    /// Checks the segment header; `Some` if the segment ends there (torn).
+    fn check_header<F: File>(
+        &mut self,
+        reader: &mut WindowReader<'_, F>,
+    ) -> Result<Option<ScanEnd>> {
+        let bytes = reader
+            .bytes(0, SEGMENT_HEADER_BYTES)
+            .map_err(|error| self.io(error))?;
+        let Ok(bytes) = <[u8; SEGMENT_HEADER_BYTES as usize]>::try_from(bytes) else {
+            return self.torn(0, TornTailKind::SegmentHeader).map(Some);
+        };
+        if bytes.iter().all(|&byte| byte == 0)
+            && reader.zeros_from(0).map_err(|error| self.io(error))?
+        {
+            return self.torn(0, TornTailKind::SegmentHeader).map(Some);
+        }
+        match SegmentHeader::decode(&bytes) {
+            Ok(header) if header.number == self.segment => Ok(None),
+            Ok(header) => Err(self.corruption(0, format!("header says segment {}", header.number))),
+            Err(HeaderError::Magic) => Err(self.corruption(0, "wrong magic number")),
+            Err(HeaderError::Checksum) => {
+                Err(self.corruption(0, "segment header checksum mismatch"))
+            }
+            Err(HeaderError::Version(version)) => Err(Error::UnsupportedVersion {
+                file: self.path.to_path_buf(),
+                version,
+                version_supported: SEGMENT_VERSION,
+            }),
+        }
+    }
+
+    /// Applies one valid record to the groups being rebuilt.
+    fn apply(&mut self, record: Record<'_>, location: Location) -> Result<()> {
+        let offset = location.offset;
+        let is_first = self.records == 0;
+        self.records += 1;
+        match record {
+            Record::Checkpoint(groups) if is_first => self.apply_checkpoint(groups, offset),
+            Record::Checkpoint(_) => {
+                Err(self.corruption(offset, "a checkpoint after the first record"))
+            }
+            _ if is_first => {
+                Err(self.corruption(offset, "the segment does not start with a checkpoint"))
+            }
+            Record::Append {
+                group,
+                index_first,
+                entries,
+            } => {
+                let log = self.groups.entry(group).or_default();
+                let result = log.append(index_first, entries.len() as u64, Some(location));
+                self.check_rule(result, group, index_first, offset)
+            }
+            Record::HardState { group, hard_state } => {
+                self.groups.entry(group).or_default().hard_state = hard_state;
+                Ok(())
+            }
+            Record::Truncate {
+                group,
+                index_last_kept,
+            } => {
+                let result = self
+                    .groups
+                    .entry(group)
+                    .or_default()
+                    .truncate(index_last_kept);
+                self.check_rule(result, group, index_last_kept, offset)
+            }
+            Record::Compact {
+                group,
+                index_first_kept,
+            } => {
+                self.groups
+                    .entry(group)
+                    .or_default()
+                    .compact(index_first_kept);
+                Ok(())
+            }
+        }
+    }
+
+    fn check_rule(
+        &self,
+        result: Result<(), Violation>,
+        group: GroupId,
+        index: u64,
+        offset: u64,
+    ) -> Result<()> {
+        result.map_err(|violation| {
+            self.corruption(
+                offset,
+                format!("group {group}: index {index} breaks the log rules ({violation:?})"),
+            )
+        })
+    }
+
+    /// The oldest segment's checkpoint is the starting state; a later one must agree with the replay so far.
+    fn apply_checkpoint(&mut self, groups: Vec<GroupCheckpoint>, offset: u64) -> Result<()> {
+        if self.is_oldest {
+            *self.groups = groups
+                .iter()
+                .map(|checkpoint| (checkpoint.group, GroupLog::from_checkpoint(checkpoint)))
+                .collect();
+            return Ok(());
+        }
+        let expected: Vec<GroupCheckpoint> = self
+            .groups
+            .iter()
+            .map(|(group, log)| log.checkpoint(*group))
+            .collect();
+        if groups != expected {
+            return Err(self.corruption(
+                offset,
+                "the checkpoint disagrees with the segments before it",
+            ));
+        }
+        Ok(())
+    }
+}
