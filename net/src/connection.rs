@@ -322,7 +322,9 @@ impl<M: Message> ReadLoop<M> {
         }
     }
 
-    async fn deliver(&self, message: M) -> bool {
+    // `&mut self`, not `&self`: a shared borrow held across the await would require the reader
+    // to be `Sync`, and madsim's simulated socket is not.
+    async fn deliver(&mut self, message: M) -> bool {
         let event = Incoming::Message {
             from: self.peer,
             message,
