@@ -146,15 +146,16 @@ impl<F: FileSystem> Wal<F> {
             wal.replay_segment(number, position == 0, position + 1 == numbers.len())?;
         }
         wal.check_nothing_missing(numbers.first().copied())?;
-        let number_next = match numbers.last() {
-            Some(last) => last.checked_add(1).ok_or_else(|| {
+        // A last segment removed as torn gives its number to the new segment, so numbers stay contiguous.
+        let number_next = match wal.segments.last_key_value() {
+            Some((last, _)) => last.checked_add(1).ok_or_else(|| {
                 Error::corruption(
                     segment_path(&dir, *last),
                     0,
                     "segment numbers are exhausted",
                 )
             })?,
-            None => 1,
+            None => numbers.last().copied().unwrap_or(1),
         };
         wal.start_segment(number_next)?;
         wal.sync()?;
