@@ -31,6 +31,10 @@ pub struct TransportConfig {
     pub backoff_max_ms: u64,
     /// Time allowed to connect and finish the handshake.
     pub handshake_timeout_ms: u64,
+    /// Time allowed for one batch to be written. A peer that stops reading (hung, or gone without
+    /// closing its socket) holds the write; past this the connection is closed and the peer
+    /// reported down, instead of waiting for TCP to give up after many minutes.
+    pub write_timeout_ms: u64,
     /// Seed of the reconnection jitter; `None` draws one (from madsim's RNG under the simulator).
     pub jitter_seed: Option<u64>,
     /// Faults injected on receive, for the simulator; all off by default.
@@ -44,7 +48,7 @@ pub const FRAME_SIZE_BYTES_MIN: usize = 1024;
 
 impl TransportConfig {
     /// A configuration with the defaults: 4096 queued messages per peer, 4096 incoming events,
-    /// 16 MiB frames, backoff from 50 ms to 2 s, a 5 s handshake, no faults.
+    /// 16 MiB frames, backoff from 50 ms to 2 s, a 5 s handshake, 10 s per write, no faults.
     pub fn new(
         server_id: ServerId,
         cluster_id: u64,
@@ -62,6 +66,7 @@ impl TransportConfig {
             backoff_initial_ms: 50,
             backoff_max_ms: 2000,
             handshake_timeout_ms: 5000,
+            write_timeout_ms: 10_000,
             jitter_seed: None,
             faults: FaultConfig::default(),
         }
@@ -86,8 +91,8 @@ impl TransportConfig {
         if self.backoff_initial_ms == 0 || self.backoff_max_ms < self.backoff_initial_ms {
             return Err(ConfigError::Backoff);
         }
-        if self.handshake_timeout_ms == 0 {
-            return Err(ConfigError::HandshakeTimeout);
+        if self.handshake_timeout_ms == 0 || self.write_timeout_ms == 0 {
+            return Err(ConfigError::Timeout);
         }
         self.faults.validate()
     }
@@ -108,6 +113,7 @@ impl fmt::Debug for TransportConfig {
             .field("backoff_initial_ms", &self.backoff_initial_ms)
             .field("backoff_max_ms", &self.backoff_max_ms)
             .field("handshake_timeout_ms", &self.handshake_timeout_ms)
+            .field("write_timeout_ms", &self.write_timeout_ms)
             .field("jitter_seed", &self.jitter_seed)
             .field("faults", &self.faults)
             .finish()
@@ -168,9 +174,9 @@ pub enum ConfigError {
     /// The backoff is zero or its maximum is below its initial value.
     #[error("the backoff needs 0 < backoff_initial_ms <= backoff_max_ms")]
     Backoff,
-    /// The handshake timeout is zero.
-    #[error("handshake_timeout_ms must be positive")]
-    HandshakeTimeout,
+    /// A timeout is zero.
+    #[error("handshake_timeout_ms and write_timeout_ms must be positive")]
+    Timeout,
     /// The fault chances add up to more than a million per million, or the delay range is empty.
     #[error("fault chances exceed one million per million or the delay range is reversed")]
     Faults,
@@ -202,10 +208,8 @@ mod tests {
             (|c| c.queue_capacity_per_peer = 0, ConfigError::ZeroCapacity),
             (|c| c.frame_size_bytes_max = 10, ConfigError::FrameSize(10)),
             (|c| c.backoff_max_ms = 1, ConfigError::Backoff),
-            (
-                |c| c.handshake_timeout_ms = 0,
-                ConfigError::HandshakeTimeout,
-            ),
+            (|c| c.handshake_timeout_ms = 0, ConfigError::Timeout),
+            (|c| c.write_timeout_ms = 0, ConfigError::Timeout),
             (
                 |c| c.faults.drop_per_million = 2_000_000,
                 ConfigError::Faults,

@@ -11,6 +11,7 @@ pub(crate) struct Counters {
     pub(crate) frames_sent: AtomicU64,
     pub(crate) bytes_sent: AtomicU64,
     pub(crate) writes: AtomicU64,
+    pub(crate) write_timeouts: AtomicU64,
     pub(crate) frames_received: AtomicU64,
     pub(crate) bytes_received: AtomicU64,
     pub(crate) dropped_queue_full: AtomicU64,
@@ -41,6 +42,7 @@ impl Counters {
             frames_sent: read(&self.frames_sent),
             bytes_sent: read(&self.bytes_sent),
             writes: read(&self.writes),
+            write_timeouts: read(&self.write_timeouts),
             frames_received: read(&self.frames_received),
             bytes_received: read(&self.bytes_received),
             dropped_queue_full: read(&self.dropped_queue_full),
@@ -70,6 +72,8 @@ pub struct Metrics {
     pub bytes_sent: u64,
     /// Socket writes of message frames; `frames_sent / writes` is the batching factor.
     pub writes: u64,
+    /// Connections closed because a write took longer than `write_timeout_ms`.
+    pub write_timeouts: u64,
     /// Message frames read from sockets (before injected faults).
     pub frames_received: u64,
     /// Bytes of message frames read, headers included.

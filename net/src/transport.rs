@@ -390,14 +390,25 @@ impl<M: Message> PeerTask<M> {
             if frames == 0 {
                 continue;
             }
+            let write_timeout = Duration::from_millis(self.context.config.write_timeout_ms);
+            let writing =
+                tokio::time::timeout(write_timeout, write_batch(connection, &self.buffer));
             let written = tokio::select! {
                 biased;
                 _ = stopped(&mut self.shutdown) => return Outcome::Shutdown,
-                written = write_batch(connection, &self.buffer) => written,
+                written = writing => written,
             };
-            if let Err(error) = written {
-                tracing::info!(peer = self.peer, %error, "write failed; connection closed");
-                return Outcome::Closed;
+            match written {
+                Ok(Ok(())) => {}
+                Ok(Err(error)) => {
+                    tracing::info!(peer = self.peer, %error, "write failed; connection closed");
+                    return Outcome::Closed;
+                }
+                Err(_elapsed) => {
+                    add(&self.context.counters.write_timeouts, 1);
+                    tracing::warn!(peer = self.peer, "write timed out; connection closed");
+                    return Outcome::Closed;
+                }
             }
             let counters = &self.context.counters;
             add(&counters.frames_sent, frames);

@@ -289,6 +289,43 @@ async fn garbage_closes_only_its_own_connection() {
     assert_eq!(five.handle.metrics().connections_established, 2);
 }
 
+/// Accepts one connection and completes the handshake by hand as acceptor `server_id`.
+async fn accept_by_hand(listener: &TcpListener, server_id: ServerId) -> TcpStream {
+    let (mut stream, _) = listener.accept().await.unwrap();
+    let dialer_hello: [u8; HELLO_BYTES] = read_frame(&mut stream).await.try_into().unwrap();
+    let hello = Hello {
+        version: PROTOCOL_VERSION,
+        cluster_id: CLUSTER_ID,
+        server_id,
+        nonce: [4; 16],
+    }
+    .to_bytes();
+    stream.write_all(&frame(&hello)).await.unwrap();
+    assert_eq!(read_frame(&mut stream).await.len(), 32);
+    let acceptor_proof = proof(SECRET, Role::Acceptor, &dialer_hello, &hello);
+    stream.write_all(&frame(&acceptor_proof)).await.unwrap();
+    stream
+}
+
+#[tokio::test]
+async fn a_peer_that_stops_reading_is_dropped_after_the_write_timeout() {
+    let (listener_1, _) = bind().await;
+    let (listener_2, address_2) = bind().await;
+    let mut impatient = config(1, &[(2, address_2)]);
+    impatient.write_timeout_ms = 200;
+    let mut one = start(impatient, listener_1);
+    let _never_reads = accept_by_hand(&listener_2, 2).await;
+    expect_reachability(&mut one.events, Incoming::PeerUp(2)).await;
+    // 32 MiB: far more than the two socket buffers hold.
+    for sequence in 0..64 {
+        let mut large = message(0, sequence);
+        large.payload = vec![0; 512 * 1024];
+        one.handle.send(2, large).unwrap();
+    }
+    expect_reachability(&mut one.events, Incoming::PeerDown(2)).await;
+    assert_eq!(one.handle.metrics().write_timeouts, 1);
+}
+
 /// Binds `address` again once the stopped transport has released it.
 async fn rebind(address: SocketAddr) -> TcpListener {
     let deadline = tokio::time::Instant::now() + PATIENCE;
