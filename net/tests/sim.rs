@@ -148,3 +148,87 @@ fn a_seed_replays_the_same_run() {
     assert_eq!(first, run(5));
     assert!(first.reply_received);
 }
+
+/// Waits on server 1's events for `wanted`, skipping everything else.
+async fn wait_for(
+    events: &mut tokio::sync::mpsc::Receiver<Incoming<GroupMessage>>,
+    wanted: impl Fn(&Incoming<GroupMessage>) -> bool,
+) {
+    loop {
+        let event = tokio::time::timeout(QUIET * 10, events.recv())
+            .await
+            .expect("the awaited event never came")
+            .expect("the transport closed its channel");
+        if wanted(&event) {
+            return;
+        }
+    }
+}
+
+fn reply_to(sequence: u64) -> impl Fn(&Incoming<GroupMessage>) -> bool {
+    move |event| matches!(event, Incoming::Message { from: 2, message } if message.sequence == sequence)
+}
+
+#[madsim::test]
+async fn a_killed_peer_is_reported_down_and_reconnected_after_restart() {
+    let simulator = Handle::current();
+    let address_1: SocketAddr = "10.0.0.1:7000".parse().unwrap();
+    let address_2: SocketAddr = "10.0.0.2:7000".parse().unwrap();
+    // Server 2 echoes every message; `init` runs again on restart.
+    let node_2 = simulator
+        .create_node()
+        .name("server-2")
+        .ip(address_2.ip())
+        .init(move || async move {
+            let listener = TcpListener::bind(address_2).await.unwrap();
+            let config = config(2, 1, address_1, FaultConfig::default());
+            let (handle, mut events) = Transport::start::<GroupMessage>(config, listener).unwrap();
+            while let Some(event) = events.recv().await {
+                if let Incoming::Message { message, .. } = event {
+                    let _ = handle.send(1, message);
+                }
+            }
+        })
+        .build();
+    let node_1 = simulator
+        .create_node()
+        .name("server-1")
+        .ip(address_1.ip())
+        .build();
+    let ping = |sequence| GroupMessage { group: 0, sequence };
+
+    let (handle, mut events) = node_1
+        .spawn(async move {
+            let listener = TcpListener::bind(address_1).await.unwrap();
+            let config = config(1, 2, address_2, FaultConfig::default());
+            let (handle, mut events) = Transport::start::<GroupMessage>(config, listener).unwrap();
+            handle.send(2, ping(0)).unwrap();
+            wait_for(&mut events, reply_to(0)).await;
+            (handle, events)
+        })
+        .await
+        .unwrap();
+
+    simulator.kill(node_2.id());
+    let mut events = node_1
+        .spawn(async move {
+            wait_for(&mut events, |event| *event == Incoming::PeerDown(2)).await;
+            events
+        })
+        .await
+        .unwrap();
+
+    simulator.restart(node_2.id());
+    let handle_1 = handle.clone();
+    node_1
+        .spawn(async move {
+            wait_for(&mut events, |event| *event == Incoming::PeerUp(2)).await;
+            handle_1.send(2, ping(1)).unwrap();
+            wait_for(&mut events, reply_to(1)).await;
+        })
+        .await
+        .unwrap();
+    let metrics = handle.metrics();
+    assert_eq!(metrics.connections_established, 2, "{metrics:?}");
+    assert_eq!(metrics.peer_down_events, 1, "{metrics:?}");
+}
