@@ -612,6 +612,9 @@ impl Node {
         }
         if self.heartbeat_elapsed_ticks >= self.config.heartbeat_interval_ticks {
             self.heartbeat_elapsed_ticks = 0;
+            for progress in self.progress.values_mut() {
+                progress.check_stalled();
+            }
             self.broadcast_heartbeat();
         }
     }

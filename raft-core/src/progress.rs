@@ -61,6 +61,10 @@ impl Inflights {
         shrink_if_sparse(&mut self.sent);
     }
 
+    pub(crate) fn is_empty(&self) -> bool {
+        self.sent.is_empty()
+    }
+
     pub(crate) fn reset(&mut self) {
         self.sent.clear();
         shrink_if_sparse(&mut self.sent);
@@ -87,6 +91,8 @@ pub struct Progress {
     pub(crate) recent_active: bool,
     /// Highest read sequence this member confirmed.
     pub(crate) read_sequence_acked: u64,
+    /// `match_index` at the previous stall check (see [`Progress::check_stalled`]).
+    match_index_at_last_check: u64,
     pub(crate) inflights: Inflights,
 }
 
@@ -99,6 +105,7 @@ impl Progress {
             probe_sent: false,
             recent_active: false,
             read_sequence_acked: 0,
+            match_index_at_last_check: 0,
             inflights: Inflights::new(messages_max, bytes_max),
         }
     }
@@ -137,6 +144,21 @@ impl Progress {
         self.state = ProgressState::Snapshot { pending_index };
         self.probe_sent = false;
         self.inflights.reset();
+    }
+
+    /// Called once per heartbeat interval. A follower being streamed to that acknowledged
+    /// nothing since the last check although appends are in flight has probably lost them
+    /// (a dropped connection the runtime did not report): fall back to probing, so that the
+    /// next heartbeat answer triggers a resend. Returns whether it fell back.
+    pub(crate) fn check_stalled(&mut self) -> bool {
+        let stalled = self.state == ProgressState::Replicate
+            && !self.inflights.is_empty()
+            && self.match_index == self.match_index_at_last_check;
+        self.match_index_at_last_check = self.match_index;
+        if stalled {
+            self.become_probe();
+        }
+        stalled
     }
 
     /// Records that an append ending at `last_index` (of `size_bytes`) was sent.

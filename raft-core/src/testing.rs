@@ -18,8 +18,8 @@
 //! ```
 
 use crate::{
-    ConfState, Config, Entry, EntryKind, HardState, InitialState, Message, Node, NodeId,
-    ProposeError, ReadState, Role, Snapshot,
+    ConfState, Config, Entry, EntryKind, HardState, InitialState, Message, MessageBody, Node,
+    NodeId, ProposeError, ReadState, Role, Snapshot,
 };
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use std::collections::{BTreeMap, BTreeSet, HashSet, VecDeque};
@@ -450,6 +450,7 @@ impl Cluster {
 
     fn send(&mut self, message: Message) {
         if self.chance(self.faults.drop_per_million) {
+            self.report_lost(&message);
             return;
         }
         let delay_rounds = if self.chance(self.faults.delay_per_million) {
@@ -500,7 +501,9 @@ impl Cluster {
 
     /// Loses the message at `position` on the wire, if there is one.
     pub fn drop_one(&mut self, position: usize) {
-        self.in_transit.remove(position);
+        if let Some(item) = self.in_transit.remove(position) {
+            self.report_lost(&item.message);
+        }
         self.after_step();
     }
 
@@ -512,15 +515,34 @@ impl Cluster {
     }
 
     fn deliver(&mut self, message: Message) {
-        if self.cut.contains(&(message.from, message.to)) {
-            return;
-        }
-        let to = message.to;
-        if let Some(node) = self.nodes.get_mut(&to).and_then(|n| n.node.as_mut()) {
-            // Hostile and stale messages are errors the node counts; the harness ignores them.
-            let _ = node.step(message);
+        let is_snapshot = matches!(message.body, MessageBody::InstallSnapshot { .. });
+        let (from, to) = (message.from, message.to);
+        let receiver = self.nodes.get_mut(&to).and_then(|n| n.node.as_mut());
+        match receiver {
+            Some(node) if !self.cut.contains(&(from, to)) => {
+                // Hostile and stale messages are errors the node counts; the harness ignores
+                // them.
+                let _ = node.step(message);
+                if is_snapshot {
+                    self.report_snapshot(from, to, true);
+                }
+            }
+            _ => self.report_lost(&message),
         }
         self.after_step();
+    }
+
+    /// Like a real transport, tells the sender that a snapshot did not arrive.
+    fn report_lost(&mut self, message: &Message) {
+        if matches!(message.body, MessageBody::InstallSnapshot { .. }) {
+            self.report_snapshot(message.from, message.to, false);
+        }
+    }
+
+    fn report_snapshot(&mut self, from: NodeId, to: NodeId, delivered: bool) {
+        if let Some(sender) = self.nodes.get_mut(&from).and_then(|n| n.node.as_mut()) {
+            sender.report_snapshot(to, delivered);
+        }
     }
 
     /// Cuts both directions between `a` and `b`.
