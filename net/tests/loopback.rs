@@ -326,6 +326,39 @@ async fn a_peer_that_stops_reading_is_dropped_after_the_write_timeout() {
     assert_eq!(one.handle.metrics().write_timeouts, 1);
 }
 
+#[tokio::test]
+async fn a_peer_that_dials_again_replaces_its_connection() {
+    let (listener_5, address_5) = bind().await;
+    let (_, unused_address) = bind().await;
+    let mut five = start(config(5, &[(3, unused_address)]), listener_5);
+    let mut first = handshake_by_hand(address_5, 3).await;
+    expect_reachability(&mut five.events, Incoming::PeerUp(3)).await;
+    let mut second = handshake_by_hand(address_5, 3).await;
+    assert_closed_by_peer(&mut first).await;
+    wait_for_metrics(&five.handle, |metrics| metrics.connections_replaced == 1).await;
+    // Server 5 now writes to the newer connection.
+    five.handle.send(3, message(0, 9)).unwrap();
+    let payload = read_frame(&mut second).await;
+    let received: GroupMessage = net::codec::decode_message(&payload).unwrap();
+    assert_eq!(received, message(0, 9));
+    assert_eq!(five.handle.metrics().peer_down_events, 0);
+}
+
+#[tokio::test]
+async fn dropping_every_handle_stops_the_transport() {
+    let (mut one, two) = pair().await;
+    one.handle.send(2, message(0, 0)).unwrap();
+    expect_reachability(&mut one.events, Incoming::PeerUp(2)).await;
+    drop(two);
+    expect_reachability(&mut one.events, Incoming::PeerDown(2)).await;
+    drop(one.handle);
+    let last = tokio::time::timeout(PATIENCE, async {
+        while one.events.recv().await.is_some() {}
+    })
+    .await;
+    assert!(last.is_ok(), "the event channel stayed open");
+}
+
 /// Binds `address` again once the stopped transport has released it.
 async fn rebind(address: SocketAddr) -> TcpListener {
     let deadline = tokio::time::Instant::now() + PATIENCE;
