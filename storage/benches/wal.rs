@@ -1,0 +1,260 @@
+//! WAL throughput and recovery time on the real disk, next to the disk's raw fdatasync rate and sequential
+//! bandwidth measured in the same run. Prints a table and writes it to `bench-results/storage.txt`.
+//!
+//! Run: `cargo bench -p storage --bench wal`. The files live under `target/bench-tmp` (on the disk, not a tmpfs)
+//! and are deleted at the end. `BENCH_SECONDS` (default 2) sets the time per WAL measurement.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use storage::{Entry, File, FileSystem, StdFs, Wal, WalConfig};
+
+const MIB: f64 = 1024.0 * 1024.0;
+const GROUPS: u64 = 3;
+const RECOVERY_LOG_BYTES: u64 = 1 << 30;
+
+fn bench_dir() -> PathBuf {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"));
+    target.join("bench-tmp")
+}
+
+/// The device and file-system type holding `path`, from /proc/mounts (longest matching mount point).
+fn mount_of(path: &Path) -> String {
+    let path = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+    let mounts = std::fs::read_to_string("/proc/mounts").unwrap_or_default();
+    mounts
+        .lines()
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            (fields.len() >= 3 && path.starts_with(fields[1])).then(|| {
+                (
+                    fields[1].len(),
+                    format!("{} ({}) on {}", fields[0], fields[2], fields[1]),
+                )
+            })
+        })
+        .max()
+        .map_or_else(|| "unknown".to_owned(), |(_, mount)| mount)
+}
+
+/// The 1, 5 and 15 minute load averages: the machine is shared, so figures taken under load say so.
+fn load_average() -> String {
+    let text = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    text.split_whitespace()
+        .take(3)
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn measure_seconds() -> f64 {
+    std::env::var("BENCH_SECONDS")
+        .ok()
+        .and_then(|seconds| seconds.parse().ok())
+        .unwrap_or(2.0)
+}
+
+/// fdatasync calls per second, each after a 4 KiB append, as the WAL with batches of one record does.
+fn raw_fdatasync_rate(dir: &Path) -> f64 {
+    let path = dir.join("raw-fdatasync");
+    let mut file = StdFs.create(&path).expect("create");
+    let block = vec![0x5a; 4096];
+    let start = Instant::now();
+    let mut syncs = 0u64;
+    while start.elapsed().as_secs_f64() < measure_seconds() {
+        file.write_at(syncs * 4096, &block).expect("write");
+        file.sync_data().expect("fdatasync");
+        syncs += 1;
+    }
+    let rate = syncs as f64 / start.elapsed().as_secs_f64();
+    StdFs.remove(&path).expect("remove");
+    rate
+}
+
+/// MB/s writing `total_bytes` in `chunk_bytes` writes, with an fdatasync every `sync_every_bytes`.
+fn raw_bandwidth(dir: &Path, total_bytes: u64, chunk_bytes: usize, sync_every_bytes: u64) -> f64 {
+    let path = dir.join("raw-sequential");
+    let mut file = StdFs.create(&path).expect("create");
+    let chunk = vec![0xa5; chunk_bytes];
+    let start = Instant::now();
+    let mut written = 0u64;
+    while written < total_bytes {
+        file.write_at(written, &chunk).expect("write");
+        written += chunk_bytes as u64;
+        if written.is_multiple_of(sync_every_bytes) {
+            file.sync_data().expect("fdatasync");
+        }
+    }
+    file.sync_data().expect("fdatasync");
+    let bandwidth = written as f64 / MIB / start.elapsed().as_secs_f64();
+    StdFs.remove(&path).expect("remove");
+    bandwidth
+}
+
+struct WalFigures {
+    appends_per_second: f64,
+    megabytes_per_second: f64,
+    syncs_per_second: f64,
+}
+
+/// Appends one-entry records round-robin over three groups, with one sync per batch.
+fn wal_throughput(dir: &Path, payload_bytes: usize, batch: u64) -> WalFigures {
+    let wal_dir = dir.join(format!("wal-{payload_bytes}-{batch}"));
+    let mut wal = Wal::open(StdFs, WalConfig::new(&wal_dir)).expect("open");
+    let payload = Bytes::from(vec![0x42; payload_bytes]);
+    let mut index_next = [1u64; GROUPS as usize];
+    let mut appends = 0u64;
+    let mut syncs = 0u64;
+    let start = Instant::now();
+    while start.elapsed().as_secs_f64() < measure_seconds() {
+        for _ in 0..batch {
+            let group = appends % GROUPS;
+            let index = index_next[group as usize];
+            wal.append(
+                group + 1,
+                &[Entry {
+                    index,
+                    term: 1,
+                    payload: payload.clone(),
+                }],
+            )
+            .expect("append");
+            index_next[group as usize] += 1;
+            appends += 1;
+        }
+        wal.sync().expect("sync");
+        syncs += 1;
+    }
+    let seconds = start.elapsed().as_secs_f64();
+    drop(wal);
+    std::fs::remove_dir_all(&wal_dir).expect("remove the WAL");
+    WalFigures {
+        appends_per_second: appends as f64 / seconds,
+        megabytes_per_second: appends as f64 * payload_bytes as f64 / MIB / seconds,
+        syncs_per_second: syncs as f64 / seconds,
+    }
+}
+
+/// Asks the kernel to drop clean cached pages, so that recovery reads from the disk. Needs root; reports
+/// whether it worked.
+fn drop_page_cache() -> bool {
+    std::fs::write("/proc/sys/vm/drop_caches", "1").is_ok()
+}
+
+/// Writes a 1 GiB log (4 KiB entries, 16 per append, a sync every 16 MiB), then times its recovery.
+fn recovery_time(dir: &Path) -> (Duration, u64, bool) {
+    let wal_dir = dir.join("wal-recovery");
+    let mut wal = Wal::open(StdFs, WalConfig::new(&wal_dir)).expect("open");
+    let payload = Bytes::from(vec![0x17; 4096]);
+    let mut index_next = [1u64; GROUPS as usize];
+    let mut bytes = 0u64;
+    let mut records = 0u64;
+    while bytes < RECOVERY_LOG_BYTES {
+        let group = records % GROUPS;
+        let index_first = index_next[group as usize];
+        let entries: Vec<Entry> = (index_first..index_first + 16)
+            .map(|index| Entry {
+                index,
+                term: 1,
+                payload: payload.clone(),
+            })
+            .collect();
+        wal.append(group + 1, &entries).expect("append");
+        index_next[group as usize] += 16;
+        records += 1;
+        bytes += 16 * 4096;
+        if bytes.is_multiple_of(16 << 20) {
+            wal.sync().expect("sync");
+        }
+    }
+    wal.sync().expect("sync");
+    drop(wal);
+    let cold = drop_page_cache();
+    let start = Instant::now();
+    let wal = Wal::open(StdFs, WalConfig::new(&wal_dir)).expect("recover");
+    let elapsed = start.elapsed();
+    let replayed = wal.recovery_report().bytes_replayed;
+    drop(wal);
+    std::fs::remove_dir_all(&wal_dir).expect("remove the WAL");
+    (elapsed, replayed, cold)
+}
+
+fn main() {
+    let dir = bench_dir();
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("create the bench directory");
+    let mut report = String::new();
+    let mut line = |text: String| {
+        println!("{text}");
+        report.push_str(&text);
+        report.push('\n');
+    };
+    line("storage WAL benchmark (cargo bench -p storage --bench wal)".to_owned());
+    line(format!("files: {} on {}", dir.display(), mount_of(&dir)));
+    line(format!(
+        "seconds per WAL measurement: {}",
+        measure_seconds()
+    ));
+    line(String::new());
+
+    line(format!("load average at start: {}", load_average()));
+    let fdatasync_rate = raw_fdatasync_rate(&dir);
+    let sequential = raw_bandwidth(&dir, 512 << 20, 1 << 20, 512 << 20);
+    let sequential_one_mib_syncs = raw_bandwidth(&dir, 256 << 20, 1 << 20, 1 << 20);
+    line(format!(
+        "raw fdatasync rate (4 KiB write + fdatasync): {fdatasync_rate:.0} /s at start"
+    ));
+    line(format!(
+        "raw sequential bandwidth (1 MiB writes, one fdatasync at the end of 512 MiB): {sequential:.1} MiB/s"
+    ));
+    line(format!(
+        "raw sequential bandwidth (1 MiB write + fdatasync each): {sequential_one_mib_syncs:.1} MiB/s"
+    ));
+    line(String::new());
+    line(format!(
+        "{:>13} {:>6} {:>14} {:>10} {:>9} {:>16}",
+        "record bytes", "batch", "appends/s", "MiB/s", "syncs/s", "% of sequential"
+    ));
+    for payload_bytes in [100usize, 4096] {
+        for batch in [1u64, 16, 256] {
+            let figures = wal_throughput(&dir, payload_bytes, batch);
+            line(format!(
+                "{:>13} {:>6} {:>14.0} {:>10.2} {:>9.0} {:>15.1}%",
+                payload_bytes,
+                batch,
+                figures.appends_per_second,
+                figures.megabytes_per_second,
+                figures.syncs_per_second,
+                100.0 * figures.megabytes_per_second / sequential
+            ));
+        }
+    }
+    let fdatasync_rate_end = raw_fdatasync_rate(&dir);
+    line(format!(
+        "raw fdatasync rate (4 KiB write + fdatasync): {fdatasync_rate_end:.0} /s at end"
+    ));
+    line(String::new());
+    let (elapsed, replayed, cold) = recovery_time(&dir);
+    line(format!(
+        "recovery of a {:.2} GiB log (4 KiB entries, 16 per record): {:.2} s, {:.0} MiB/s, page cache {}",
+        replayed as f64 / (MIB * 1024.0),
+        elapsed.as_secs_f64(),
+        replayed as f64 / MIB / elapsed.as_secs_f64(),
+        if cold {
+            "dropped before recovery (cold)"
+        } else {
+            "NOT dropped (warm: needs root)"
+        }
+    ));
+    line(format!("load average at end: {}", load_average()));
+    std::fs::remove_dir_all(&dir).expect("remove the bench directory");
+    let results = Path::new(env!("CARGO_MANIFEST_DIR")).join("../bench-results");
+    std::fs::create_dir_all(&results).expect("create bench-results");
+    let mut file_text = String::new();
+    let _ = writeln!(file_text, "{report}");
+    std::fs::write(results.join("storage.txt"), file_text)
+        .expect("write bench-results/storage.txt");
+}
