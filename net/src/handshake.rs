@@ -45,14 +45,18 @@ pub const HANDSHAKE_FRAME_BYTES_MAX: usize = 64;
 
 const MAGIC: [u8; 4] = *b"AGNT";
 
-/// The first record each side sends.
+/// The first record each side sends, [`HELLO_BYTES`] long, as the payload of one frame.
 ///
 /// ```text
-/// +-----------+-----------------+-------------------+------------------+------------+
-/// | magic (4) | version u16 (2) | cluster id u64 (8) | server id u64 (8) | nonce (16) |
-/// | "AGNT"    | big-endian      | big-endian        | big-endian       | random     |
-/// +-----------+-----------------+-------------------+------------------+------------+
+/// offset 0        4          6             14            22           38
+///        +--------+----------+-------------+-------------+------------+
+///        | magic  | version  | cluster id  | server id   | nonce      |
+///        | "AGNT" | u16 BE   | u64 BE      | u64 BE      | 16 random  |
+///        +--------+----------+-------------+-------------+------------+
 /// ```
+///
+/// The proof that follows it is a frame of [`PROOF_BYTES`]:
+/// `HMAC-SHA256(cluster secret, role label || dialer's hello || acceptor's hello)`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Hello {
     /// [`PROTOCOL_VERSION`] of the sender.

@@ -82,6 +82,9 @@ pub use transport::{SendError, Transport, TransportHandle};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+/// The `bytes` crate, re-exported because frame payloads are its `BytesMut`.
+pub use bytes;
+
 /// Identifies a server of the cluster.
 pub type ServerId = u64;
 
