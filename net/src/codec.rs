@@ -227,6 +227,7 @@ pub fn decode_frames(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::arbitrary::Arbitrary;
     use serde::Deserialize;
 
     #[derive(Debug, PartialEq, Serialize, Deserialize)]
@@ -308,6 +309,36 @@ mod tests {
             Err(MessageError::TrailingBytes { trailing_bytes: 1 })
         ));
         assert!(decode_message::<Note>(&[0xff, 0xff, 0xff, 0xff, 0xff, 0xff]).is_err());
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn any_messages_cut_anywhere_decode_to_themselves(
+            notes in proptest::collection::vec((proptest::num::u32::ANY, ".{0,40}"), 0..20),
+            cuts in proptest::collection::vec(proptest::sample::Index::arbitrary(), 0..8),
+        ) {
+            let notes: Vec<Note> = notes.iter().map(|(group, text)| note(*group, text)).collect();
+            let mut wire = BytesMut::new();
+            for each in &notes {
+                encode_message(each, 1024, &mut wire).unwrap();
+            }
+            let mut cut_points: Vec<usize> = cuts.iter().map(|cut| cut.index(wire.len() + 1)).collect();
+            cut_points.push(wire.len());
+            cut_points.sort_unstable();
+            let mut decoder = FrameDecoder::new(1024);
+            let mut source = BytesMut::new();
+            let mut decoded = Vec::new();
+            let mut fed = 0;
+            for cut in cut_points {
+                source.extend_from_slice(&wire[fed..cut]);
+                fed = cut;
+                while let Some(payload) = decoder.decode(&mut source).unwrap() {
+                    decoded.push(decode_message::<Note>(&payload).unwrap());
+                }
+            }
+            proptest::prop_assert_eq!(decoded, notes);
+            proptest::prop_assert!(source.is_empty());
+        }
     }
 
     #[test]
