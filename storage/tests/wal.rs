@@ -352,3 +352,36 @@ fn the_real_file_system_round_trips() {
     drop(wal);
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn a_failed_sync_at_segment_rotation_poisons_the_log() {
+    let fs = MemFs::new();
+    let mut wal = Wal::open(fs.clone(), config(1024)).unwrap();
+    fs.fail_nth(FaultOperation::Sync, 0, FaultError::Io);
+    let mut index = 1;
+    let error = loop {
+        match wal.append(1, &[entry(index, 1)]) {
+            Ok(()) => index += 1,
+            Err(error) => break error,
+        }
+        assert!(index < 1000, "the segment never rotated");
+    };
+    assert!(
+        matches!(
+            error,
+            Error::Io {
+                operation: "fdatasync",
+                ..
+            }
+        ),
+        "{error}"
+    );
+    assert!(matches!(
+        wal.append(1, &[entry(index, 1)]),
+        Err(Error::Poisoned)
+    ));
+    assert!(matches!(wal.sync(), Err(Error::Poisoned)));
+    drop(wal);
+    let wal = reopen(&fs, config(1024));
+    assert_eq!(wal.index_last(1), 0, "nothing was ever synced");
+}
