@@ -24,6 +24,7 @@ pub(crate) struct Counters {
     pub(crate) dial_failures: AtomicU64,
     pub(crate) connections_established: AtomicU64,
     pub(crate) connections_replaced: AtomicU64,
+    pub(crate) reconnections: AtomicU64,
     pub(crate) peer_down_events: AtomicU64,
     pub(crate) faults_dropped: AtomicU64,
     pub(crate) faults_duplicated: AtomicU64,
@@ -55,6 +56,7 @@ impl Counters {
             dial_failures: read(&self.dial_failures),
             connections_established: read(&self.connections_established),
             connections_replaced: read(&self.connections_replaced),
+            reconnections: read(&self.reconnections),
             peer_down_events: read(&self.peer_down_events),
             faults_dropped: read(&self.faults_dropped),
             faults_duplicated: read(&self.faults_duplicated),
@@ -99,6 +101,8 @@ pub struct Metrics {
     pub connections_established: u64,
     /// Accepted connections that replaced an older connection from the same peer.
     pub connections_replaced: u64,
+    /// Connections established to a peer that had been reported down.
+    pub reconnections: u64,
     /// Times a peer was reported unreachable.
     pub peer_down_events: u64,
     /// Received messages dropped by the fault hooks.

@@ -283,6 +283,9 @@ struct PeerTask<M> {
 impl<M: Message> PeerTask<M> {
     async fn run(mut self) {
         while let Some(mut connection) = self.next_connection().await {
+            if self.reachable == Some(false) {
+                add(&self.context.counters.reconnections, 1);
+            }
             self.report(true).await;
             loop {
                 connection.start_reader();

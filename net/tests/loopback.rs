@@ -166,6 +166,56 @@ async fn many_groups_share_one_connection_in_order() {
 }
 
 #[tokio::test]
+async fn three_servers_need_three_connections() {
+    let mut listeners = Vec::new();
+    for _ in 0..3 {
+        listeners.push(bind().await);
+    }
+    let addresses: Vec<(ServerId, SocketAddr)> = listeners
+        .iter()
+        .enumerate()
+        .map(|(index, (_, address))| (index as ServerId + 1, *address))
+        .collect();
+    let mut servers: Vec<Server> = Vec::new();
+    for (index, (listener, _)) in listeners.into_iter().enumerate() {
+        let id = index as ServerId + 1;
+        let others: Vec<_> = addresses
+            .iter()
+            .copied()
+            .filter(|(peer, _)| *peer != id)
+            .collect();
+        servers.push(start(config(id, &others), listener));
+    }
+    for from in 1..=3u64 {
+        for to in (1..=3u64).filter(|to| *to != from) {
+            servers[from as usize - 1]
+                .handle
+                .send(to, message(from as u32, to))
+                .unwrap();
+        }
+    }
+    for (index, server) in servers.iter_mut().enumerate() {
+        let id = index as u64 + 1;
+        let mut senders = vec![
+            next_message(&mut server.events).await,
+            next_message(&mut server.events).await,
+        ];
+        senders.sort_by_key(|(from, _)| *from);
+        let expected: Vec<_> = (1..=3u64)
+            .filter(|from| *from != id)
+            .map(|from| (from, message(from as u32, id)))
+            .collect();
+        assert_eq!(senders, expected);
+    }
+    let established: u64 = servers
+        .iter()
+        .map(|server| server.handle.metrics().connections_established)
+        .sum();
+    // Each of the three connections is counted once at each end.
+    assert_eq!(established, 6);
+}
+
+#[tokio::test]
 async fn messages_queued_before_the_connection_go_out_in_one_write() {
     let (listener_1, address_1) = bind().await;
     let (listener_2, address_2) = bind().await;
@@ -396,6 +446,8 @@ async fn restarted_peers_are_reconnected() {
     two.handle.send(1, message(0, 2)).unwrap();
     assert_eq!(next_message(&mut one.events).await, (2, message(0, 2)));
     assert!(one.handle.metrics().dials >= 1);
+    let metrics = two.handle.metrics();
+    assert_eq!((metrics.reconnections, metrics.peer_down_events), (1, 1));
 }
 
 #[tokio::test]
