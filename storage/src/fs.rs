@@ -610,3 +610,88 @@ impl File for MemFile {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(fs: &MemFs, path: &Path, bytes: &[u8]) -> MemFile {
+        let mut file = fs.create(path).unwrap();
+        file.write_at(0, bytes).unwrap();
+        file
+    }
+
+    #[test]
+    fn a_crash_keeps_only_synced_bytes_and_synced_names() {
+        let fs = MemFs::new();
+        fs.create_dir_all(Path::new("/d")).unwrap();
+        let mut synced = write(&fs, Path::new("/d/a"), b"durable");
+        synced.sync_data().unwrap();
+        fs.sync_dir(Path::new("/d")).unwrap();
+        synced.write_at(7, b" lost").unwrap();
+        write(&fs, Path::new("/d/b"), b"never named durably")
+            .sync_data()
+            .unwrap();
+        fs.crash(Crash::LoseUnsynced);
+        assert_eq!(fs.read_file(Path::new("/d/a")).unwrap(), b"durable");
+        assert_eq!(fs.read_file(Path::new("/d/b")), None);
+        assert_eq!(fs.list(Path::new("/d")).unwrap(), vec!["a".to_owned()]);
+    }
+
+    #[test]
+    fn a_torn_crash_keeps_a_prefix_of_the_unsynced_tail() {
+        for seed in 0..50 {
+            let fs = MemFs::new();
+            fs.write_file(Path::new("/d/a"), b"0123");
+            let mut file = fs.open(Path::new("/d/a")).unwrap();
+            file.write_at(4, b"456789").unwrap();
+            fs.crash(Crash::Tear { seed });
+            let bytes = fs.read_file(Path::new("/d/a")).unwrap();
+            assert!(
+                b"0123456789".starts_with(&bytes) && bytes.len() >= 4,
+                "{bytes:?}"
+            );
+            let fs_zero = MemFs::new();
+            fs_zero.write_file(Path::new("/d/a"), b"0123");
+            fs_zero
+                .open(Path::new("/d/a"))
+                .unwrap()
+                .write_at(4, b"456789")
+                .unwrap();
+            fs_zero.crash(Crash::TearZeroFill { seed });
+            let bytes = fs_zero.read_file(Path::new("/d/a")).unwrap();
+            assert_eq!(bytes.len(), 10);
+            let kept = bytes[4..].iter().take_while(|&&byte| byte != 0).count();
+            assert_eq!(&bytes[..4 + kept], &b"0123456789"[..4 + kept]);
+            assert!(bytes[4 + kept..].iter().all(|&byte| byte == 0));
+        }
+    }
+
+    #[test]
+    fn a_failed_sync_forgets_the_dirty_bytes_like_linux() {
+        let fs = MemFs::new();
+        fs.write_file(Path::new("/d/a"), b"old");
+        let mut file = fs.open(Path::new("/d/a")).unwrap();
+        file.write_at(3, b" new").unwrap();
+        fs.fail_nth(FaultOperation::Sync, 0, FaultError::Io);
+        assert_eq!(file.sync_data().unwrap_err().raw_os_error(), Some(5));
+        // The retry reports success, yet the bytes never became durable.
+        file.sync_data().unwrap();
+        fs.crash(Crash::LoseUnsynced);
+        assert_eq!(fs.read_file(Path::new("/d/a")).unwrap(), b"old");
+    }
+
+    #[test]
+    fn faults_fire_on_the_chosen_operation_only() {
+        let fs = MemFs::new();
+        fs.write_file(Path::new("/d/a"), b"abc");
+        let mut file = fs.open(Path::new("/d/a")).unwrap();
+        fs.fail_nth(FaultOperation::Write, 1, FaultError::NoSpace);
+        file.write_at(3, b"d").unwrap();
+        assert_eq!(file.write_at(4, b"e").unwrap_err().raw_os_error(), Some(28));
+        file.write_at(4, b"e").unwrap();
+        let mut buffer = [0; 5];
+        assert_eq!(file.read_at(0, &mut buffer).unwrap(), 5);
+        assert_eq!(&buffer, b"abcde");
+    }
+}

@@ -247,6 +247,11 @@ pub(crate) struct Segment<F> {
 /// (Writes may become durable earlier, for example when a segment fills up and is synced before the next one
 /// starts; callers must not count on it.)
 ///
+/// "A prefix" assumes that a file's unsynced bytes reach the disk in the order they were written, as [`crate::MemFs`]
+/// models. A real disk may persist a later unsynced page before an earlier one; recovery then finds damage
+/// followed by valid records in the unsynced tail and reports [`Error::Corruption`] instead of guessing. That
+/// stops the replica (safe, but it needs an operator); no synced write is lost either way.
+///
 /// # After a failure
 ///
 /// If a write to a file or a sync fails, the WAL is poisoned: every later write and sync returns
