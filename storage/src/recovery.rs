@@ -135,7 +135,6 @@ impl<F: FileSystem> Wal<F> {
             segment_active: 0,
             active_records_offset: 0,
             write_buffer: Vec::new(),
-            encode_buffer: Vec::new(),
             groups: BTreeMap::new(),
             active_unsynced: false,
             dir_unsynced: false,

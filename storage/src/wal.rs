@@ -274,8 +274,6 @@ pub struct Wal<F: FileSystem> {
     pub(crate) active_records_offset: u64,
     /// Bytes appended to the active segment but not yet written to its file.
     pub(crate) write_buffer: Vec<u8>,
-    /// Scratch space for encoding one record.
-    pub(crate) encode_buffer: Vec<u8>,
     pub(crate) groups: BTreeMap<GroupId, GroupLog>,
     /// Whether the active segment's file was written since its last sync.
     pub(crate) active_unsynced: bool,
@@ -386,12 +384,8 @@ impl<F: FileSystem> Wal<F> {
                 index_last,
             });
         }
-        let mut encoded = std::mem::take(&mut self.encode_buffer);
-        encoded.clear();
-        let result = record::encode_append(group, entries, &mut encoded)
-            .and_then(|_| self.write_record(&encoded));
-        self.encode_buffer = encoded;
-        let location = result?;
+        let location =
+            self.write_encoded(|buffer| record::encode_append(group, entries, buffer))?;
         let log = self.groups.entry(group).or_default();
         log.append(first.index, entries.len() as u64, Some(location))
             .expect("checked before writing");
@@ -542,28 +536,33 @@ impl<F: FileSystem> Wal<F> {
 
     /// Encodes and writes a record other than an append.
     fn write(&mut self, record: &Record<'_>) -> Result<Location> {
-        let mut encoded = std::mem::take(&mut self.encode_buffer);
-        encoded.clear();
-        let result = record::encode(record, &mut encoded).and_then(|_| self.write_record(&encoded));
-        self.encode_buffer = encoded;
-        result
+        self.write_encoded(|buffer| record::encode(record, buffer))
     }
 
-    /// Adds an encoded record to the active segment, starting a new segment first if it would overflow.
-    fn write_record(&mut self, encoded: &[u8]) -> Result<Location> {
-        let length = encoded.len() as u64;
-        let offset = self.active_bytes();
+    /// Encodes a record straight into the write buffer (no intermediate copy) and places it in the active
+    /// segment, starting a new segment first if the record would overflow this one. `encode` appends the
+    /// record and returns its length, or fails leaving the buffer unchanged.
+    fn write_encoded(
+        &mut self,
+        encode: impl FnOnce(&mut Vec<u8>) -> Result<u64>,
+    ) -> Result<Location> {
+        let start = self.write_buffer.len();
+        let length = encode(&mut self.write_buffer)?;
+        assert_eq!(self.write_buffer.len() - start, length as usize);
+        let offset = self.active_bytes() - length;
         let has_records = offset > self.active_records_offset;
         if has_records && offset + length > self.config.segment_size_bytes_max {
+            // Rare: the record goes to the next segment, so it leaves the buffer while this one is closed.
+            let record = self.write_buffer.split_off(start);
             let result = self.rotate();
             self.poison_on_error(result)?;
+            self.write_buffer.extend_from_slice(&record);
         }
         let location = Location {
             segment: self.segment_active,
-            offset: self.active_bytes(),
+            offset: self.active_bytes() - length,
             length,
         };
-        self.write_buffer.extend_from_slice(encoded);
         if self.write_buffer.len() as u64 >= self.config.write_buffer_bytes_max {
             let result = self.flush();
             self.poison_on_error(result)?;
