@@ -101,6 +101,7 @@ impl<F: FileSystem> Wal<F> {
     /// | last segment       | bad checksum, and the record ends the file or only zeros follow | torn                       |
     /// | last segment       | only zeros from a record boundary to the end                    | torn                       |
     /// | last segment       | no complete checkpoint record after the header                  | torn: file removed         |
+    /// | only one, number>1 | no complete checkpoint (older ones were deleted relying on it)  | `Corruption`               |
     /// | other segment      | any of the five rows above                                      | `Corruption`               |
     /// | any segment        | bad checksum with non-zero bytes after the record               | `Corruption`               |
     /// | any segment        | length field above [`RECORD_BYTES_MAX`]                         | `Corruption`, no allocation|
@@ -185,6 +186,14 @@ impl<F: FileSystem> Wal<F> {
         self.recovery.records_replayed += records;
         let bytes_valid = match end {
             ScanEnd::Clean => file_bytes,
+            ScanEnd::Torn { .. } if records == 0 && is_oldest && number > 1 => {
+                // Older segments are deleted only once this one's checkpoint is durable, so it cannot be torn.
+                return Err(Error::corruption(
+                    &path,
+                    0,
+                    "the oldest segment has no complete checkpoint, yet older segments were deleted",
+                ));
+            }
             ScanEnd::Torn { offset, kind } => {
                 // A segment without its checkpoint holds nothing; it goes entirely.
                 let kind = if records == 0 && kind != TornTailKind::SegmentHeader {

@@ -263,6 +263,22 @@ fn cases() -> Vec<Case> {
             },
         },
         Case {
+            name: "the only segment left lost its header (older ones were deleted relying on it)",
+            damage: |fs| {
+                for number in segments(fs) {
+                    remove(fs, &segment(number));
+                }
+                fs.write_file(
+                    &segment(7),
+                    &storage::SegmentHeader { number: 7 }.encode()[..10],
+                );
+            },
+            expected: Expected::Corruption {
+                segment: Some(7),
+                offset: Some(0),
+            },
+        },
+        Case {
             name: "truncated header of an earlier segment",
             damage: |fs| truncate_file(fs, &segment(1), 10),
             expected: Expected::Corruption {
