@@ -234,7 +234,7 @@ pub(crate) struct Segment<F> {
 ///
 /// - Opening: [`Wal::open`] replays the segments (see its decision table) and is the only constructor.
 /// - Getters: [`Wal::groups`], [`Wal::index_first`], [`Wal::index_last`], [`Wal::hard_state`],
-///   [`Wal::entries`], [`Wal::term`], [`Wal::recovery_report`], [`Wal::segment_numbers`].
+///   [`Wal::entries`], [`Wal::term`], [`Wal::recovery_report`], [`Wal::segment_numbers`], [`Wal::is_poisoned`].
 /// - Writes: [`Wal::append`], [`Wal::set_hard_state`], [`Wal::truncate`], [`Wal::compact`].
 /// - Durability: [`Wal::sync`].
 ///
@@ -314,6 +314,11 @@ impl<F: FileSystem> Wal<F> {
     /// The numbers of the segment files in use, oldest first.
     pub fn segment_numbers(&self) -> Vec<u64> {
         self.segments.keys().copied().collect()
+    }
+
+    /// Whether an earlier failure poisoned the WAL (see [`Error::Poisoned`]): it must be reopened.
+    pub fn is_poisoned(&self) -> bool {
+        self.poisoned
     }
 
     /// The directory of the segment files.

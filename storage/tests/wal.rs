@@ -185,6 +185,7 @@ fn a_failed_fsync_poisons_the_log_and_recovery_keeps_only_what_was_synced() {
         })
     ));
     // The kernel forgot the dirty bytes; a retried fsync would succeed and lie. The log refuses instead.
+    assert!(wal.is_poisoned());
     assert!(matches!(wal.sync(), Err(Error::Poisoned)));
     assert!(matches!(
         wal.append(1, &entries(5..=5, 1)),
