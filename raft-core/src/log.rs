@@ -54,6 +54,19 @@ impl RaftLog {
         }
     }
 
+    /// A brand-new log holding committed entries that still have to be persisted.
+    pub(crate) fn bootstrap(entries: Vec<Entry>) -> Self {
+        let last_index = entries.len() as u64;
+        RaftLog {
+            snapshot_index: 0,
+            snapshot_term: 0,
+            entries: entries.into(),
+            stable_index: 0,
+            commit: last_index,
+            applied: 0,
+        }
+    }
+
     pub(crate) fn first_index(&self) -> u64 {
         self.snapshot_index + 1
     }

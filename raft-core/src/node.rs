@@ -43,8 +43,12 @@ pub struct InitialState {
     pub snapshot: Option<Snapshot>,
     /// The durable entries after the snapshot, consecutive.
     pub entries: Vec<Entry>,
-    /// The membership the group was created with; used when there is no snapshot.
-    /// Empty for a node that joins an existing group (it learns the membership from the leader).
+    /// The membership the group was created with, used when there is no snapshot.
+    ///
+    /// A brand-new node (no snapshot, no entries, default hard state) writes it into its log as
+    /// committed membership-change entries at indexes `1..=n` (term 1), handed out in the
+    /// first Ready to persist and apply, so that a node joining later learns the initial
+    /// membership from the log. Empty for a node that joins an existing group.
     pub bootstrap: ConfState,
 }
 
@@ -216,6 +220,25 @@ pub struct Node {
 
 // ---- construction and getters -------------------------------------------------------------
 
+/// The log entries that record a new group's initial membership.
+fn bootstrap_entries(membership: &ConfState) -> Vec<Entry> {
+    let voters = membership.voters.iter().map(|id| ConfChange::AddVoter(*id));
+    let learners = membership
+        .learners
+        .iter()
+        .map(|id| ConfChange::AddLearner(*id));
+    voters
+        .chain(learners)
+        .zip(1..)
+        .map(|(change, index)| Entry {
+            index,
+            term: 1,
+            kind: EntryKind::ConfChange,
+            data: change.encode(),
+        })
+        .collect()
+}
+
 impl Node {
     /// Creates a node from its configuration and the state recovered from storage.
     pub fn new(config: Config, initial: InitialState) -> Result<Node, InitError> {
@@ -253,8 +276,18 @@ impl Node {
         if !terms_ordered {
             return inconsistent("entry terms decrease");
         }
-        let mut log = RaftLog::recovered(snapshot_index, snapshot_term, initial.entries);
-        let hard_state = initial.hard_state;
+        let fresh = initial.snapshot.is_none()
+            && initial.entries.is_empty()
+            && initial.hard_state == HardState::default();
+        let mut hard_state = initial.hard_state;
+        let mut log = if fresh && !membership.voters.is_empty() {
+            let entries = bootstrap_entries(&membership);
+            hard_state.term = 1;
+            hard_state.commit = entries.len() as u64;
+            RaftLog::bootstrap(entries)
+        } else {
+            RaftLog::recovered(snapshot_index, snapshot_term, initial.entries)
+        };
         if hard_state.commit > log.last_index() {
             return inconsistent("commit index beyond the last entry");
         }
@@ -279,7 +312,11 @@ impl Node {
             heartbeat_elapsed_ticks: 0,
             randomized_election_timeout_ticks: config.election_timeout_ticks,
             transfer: None,
-            membership_index: snapshot_index,
+            membership_index: if fresh {
+                hard_state.commit
+            } else {
+                snapshot_index
+            },
             pending_conf_index: 0,
             uncommitted_bytes: 0,
             broadcast_pending: false,
@@ -289,7 +326,7 @@ impl Node {
             messages: Vec::new(),
             persisted_messages: Vec::new(),
             read_states: Vec::new(),
-            last_hard_state: hard_state,
+            last_hard_state: initial.hard_state,
             last_soft_state: SoftState {
                 leader_id: NO_NODE,
                 role: Role::Follower,
@@ -1541,7 +1578,8 @@ impl Node {
 
     fn has_unapplied_conf_change(&self) -> bool {
         let high = self.log.commit.min(self.log.last_index());
-        (self.log.applied + 1..=high).any(|index| {
+        let low = self.log.applied.max(self.membership_index) + 1;
+        (low..=high).any(|index| {
             self.log
                 .entry(index)
                 .is_some_and(|entry| entry.kind == EntryKind::ConfChange)

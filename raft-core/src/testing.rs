@@ -253,6 +253,14 @@ impl Cluster {
             .map(|(id, _)| id)
     }
 
+    /// The running leader with the highest term among `ids`, if any.
+    pub fn leader_among(&self, ids: &[NodeId]) -> Option<NodeId> {
+        ids.iter()
+            .copied()
+            .filter(|id| self.is_up(*id) && self.node(*id).role() == Role::Leader)
+            .max_by_key(|id| self.node(*id).term())
+    }
+
     // ---- time and client requests ----
 
     /// One tick on node `id` (ignored if crashed).

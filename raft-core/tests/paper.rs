@@ -63,8 +63,14 @@ fn node_with_log(id: u64, terms: &[u64], term: u64) -> Node {
 fn every_node_starts_as_a_follower() {
     let cluster = Cluster::new(&[1, 2, 3]);
     for id in cluster.ids() {
-        assert_eq!(cluster.node(id).role(), Role::Follower);
-        assert_eq!(cluster.node(id).term(), 0);
+        let node = cluster.node(id);
+        assert_eq!(node.role(), Role::Follower);
+        assert_eq!(node.leader_id(), 0);
+        // The initial membership is in the log: one committed entry per voter, of term 1.
+        assert_eq!(
+            (node.term(), node.commit_index(), node.last_index()),
+            (1, 3, 3)
+        );
     }
 }
 
@@ -101,27 +107,29 @@ fn a_node_that_sees_a_higher_term_adopts_it_and_follows() {
 fn a_message_of_a_stale_term_is_ignored() {
     let mut cluster = Cluster::with_config(&[1, 2, 3], plain);
     assert!(cluster.elect(2));
+    let old_term = cluster.node(2).term();
     cluster.isolate(2);
     assert!(cluster.elect(1));
     cluster.heal();
     cluster.tick_all(2);
     cluster.stabilize();
     let term = cluster.node(2).term();
-    assert_eq!(term, 2);
+    assert!(term > old_term);
+    let last_index = cluster.node(2).last_index();
     let stale_append = MessageBody::Append {
-        prev_index: 1,
-        prev_term: 1,
-        entries: vec![entry(2, term - 1)],
+        prev_index: last_index,
+        prev_term: old_term,
+        entries: vec![entry(last_index + 1, old_term)],
         commit: 0,
     };
     cluster
         .node_mut(2)
-        .step(message(3, 2, term - 1, stale_append))
+        .step(message(3, 2, old_term, stale_append))
         .unwrap();
     assert_eq!(
-        cluster.node(2).term_at(2),
-        Some(2),
-        "the leader's no-op, not the stale entry"
+        cluster.node(2).last_index(),
+        last_index,
+        "the stale entry was not appended"
     );
     assert_eq!(cluster.node(2).leader_id(), 1);
     assert_eq!(cluster.node(2).metrics().messages_stale_term, 1);
@@ -155,7 +163,11 @@ fn a_follower_that_hears_nothing_campaigns_in_a_new_term_voting_for_itself() {
         cluster.tick(1);
     }
     assert_eq!(cluster.node(1).role(), Role::Candidate);
-    assert_eq!(cluster.node(1).term(), 1);
+    assert_eq!(
+        cluster.node(1).term(),
+        2,
+        "one more than the bootstrap term"
+    );
     assert_eq!(cluster.node(1).vote(), 1);
     cluster.process(1);
     let requests: Vec<_> = cluster
@@ -172,7 +184,7 @@ fn a_follower_that_hears_nothing_campaigns_in_a_new_term_voting_for_itself() {
         })
         .map(|m| (m.to, m.term))
         .collect();
-    assert_eq!(requests, [(2, 1), (3, 1)]);
+    assert_eq!(requests, [(2, 2), (3, 2)]);
     assert_eq!(
         cluster.durable(1).hard_state.vote,
         1,
@@ -230,16 +242,16 @@ fn a_candidate_that_hears_from_a_leader_of_its_term_steps_down() {
 
 #[test]
 fn a_node_grants_at_most_one_vote_per_term_first_come_first_served() {
-    let mut node = node_with_log(1, &[], 0);
-    let request = |_from: u64| MessageBody::RequestVote {
+    let mut node = node_with_log(1, &[1], 1);
+    let request = MessageBody::RequestVote {
         pre_vote: false,
-        last_index: 0,
-        last_term: 0,
+        last_index: 1,
+        last_term: 1,
         transfer: false,
     };
-    node.step(message(2, 1, 1, request(2))).unwrap();
-    node.step(message(3, 1, 1, request(3))).unwrap();
-    node.step(message(2, 1, 1, request(2))).unwrap();
+    node.step(message(2, 1, 2, request.clone())).unwrap();
+    node.step(message(3, 1, 2, request.clone())).unwrap();
+    node.step(message(2, 1, 2, request)).unwrap();
     let ready = node.ready();
     let answers: Vec<_> = ready
         .persisted_messages
@@ -315,6 +327,7 @@ fn an_entry_commits_once_a_majority_holds_it_and_every_node_applies_it() {
 fn committing_an_entry_commits_every_entry_before_it() {
     let mut cluster = Cluster::with_config(&[1, 2, 3], plain);
     assert!(cluster.elect(1));
+    let noop = cluster.node(1).commit_index();
     cluster.isolate(2);
     cluster.isolate(3);
     cluster.propose(1, data("a")).unwrap();
@@ -322,8 +335,8 @@ fn committing_an_entry_commits_every_entry_before_it() {
     cluster.stabilize();
     assert_eq!(
         cluster.node(1).commit_index(),
-        1,
-        "no majority: only the no-op was committed"
+        noop,
+        "no majority: nothing more committed"
     );
     cluster.heal();
     let last = cluster.propose(1, data("c")).unwrap();
