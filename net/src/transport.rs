@@ -75,6 +75,7 @@ impl Transport {
                 accepted,
                 shutdown: context.shutdown.clone(),
                 jitter: SeededRng::new(jitter_seed ^ peer),
+                consecutive_failures: 0,
                 reachable: None,
                 buffer: BytesMut::with_capacity(WRITE_BATCH_BYTES_TARGET),
             };
@@ -274,6 +275,9 @@ struct PeerTask<M> {
     accepted: Option<mpsc::Receiver<Connection<M>>>,
     shutdown: watch::Receiver<bool>,
     jitter: SeededRng,
+    /// Failed dials (and short-lived connections) since the last long-lived connection; sets the
+    /// backoff before the next dial.
+    consecutive_failures: u32,
     /// What the node loop was last told, if anything.
     reachable: Option<bool>,
     /// Frames of the batch being written; kept to reuse its memory.
@@ -283,6 +287,7 @@ struct PeerTask<M> {
 impl<M: Message> PeerTask<M> {
     async fn run(mut self) {
         while let Some(mut connection) = self.next_connection().await {
+            let established_at = tokio::time::Instant::now();
             if self.reachable == Some(false) {
                 add(&self.context.counters.reconnections, 1);
             }
@@ -299,7 +304,19 @@ impl<M: Message> PeerTask<M> {
                 }
             }
             drop(connection);
+            self.note_connection_end(established_at.elapsed());
             self.report(false).await;
+        }
+    }
+
+    /// A connection that ends soon after it began counts as a failed dial, so that a peer which
+    /// accepts and then drops connections is redialed with backoff, not in a tight loop; one that
+    /// lived long resets the backoff, so that the first redial after it is immediate.
+    fn note_connection_end(&mut self, lifetime: Duration) {
+        if lifetime < Duration::from_millis(self.context.config.backoff_max_ms) {
+            self.consecutive_failures = self.consecutive_failures.saturating_add(1);
+        } else {
+            self.consecutive_failures = 0;
         }
     }
 
@@ -316,8 +333,20 @@ impl<M: Message> PeerTask<M> {
     }
 
     async fn dial_with_backoff(&mut self) -> Option<Connection<M>> {
-        let mut attempt: u32 = 0;
         loop {
+            if self.consecutive_failures > 0 {
+                let delay_ms = backoff_delay_ms(
+                    self.consecutive_failures - 1,
+                    self.context.config.backoff_initial_ms,
+                    self.context.config.backoff_max_ms,
+                    &mut self.jitter,
+                );
+                tokio::select! {
+                    biased;
+                    _ = stopped(&mut self.shutdown) => return None,
+                    _ = tokio::time::sleep(Duration::from_millis(delay_ms)) => {}
+                }
+            }
             add(&self.context.counters.dials, 1);
             let dialing = tokio::time::timeout(
                 self.context.handshake_timeout(),
@@ -341,19 +370,8 @@ impl<M: Message> PeerTask<M> {
                     .context
                     .record_handshake_failure(HandshakeFailure::Timeout, self.address),
             }
+            self.consecutive_failures = self.consecutive_failures.saturating_add(1);
             self.report(false).await;
-            let delay_ms = backoff_delay_ms(
-                attempt,
-                self.context.config.backoff_initial_ms,
-                self.context.config.backoff_max_ms,
-                &mut self.jitter,
-            );
-            attempt = attempt.saturating_add(1);
-            tokio::select! {
-                biased;
-                _ = stopped(&mut self.shutdown) => return None,
-                _ = tokio::time::sleep(Duration::from_millis(delay_ms)) => {}
-            }
         }
     }
 
@@ -460,7 +478,7 @@ async fn write_batch<M>(connection: &mut Connection<M>, batch: &[u8]) -> std::io
     connection.writer.flush().await
 }
 
-/// The pause before dial number `attempt + 1` (counting from 0): the delay doubles from
+/// The pause after `attempt + 1` consecutive failures: the delay doubles from
 /// `initial_ms` up to `max_ms`, and only its upper half is random ("equal jitter"), so delays
 /// still grow while servers restarted together spread out.
 pub(crate) fn backoff_delay_ms(

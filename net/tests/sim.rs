@@ -9,11 +9,14 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use madsim::runtime::{Handle, Runtime};
+use net::handshake::{HELLO_BYTES, Hello, PROTOCOL_VERSION, Role, proof};
 use net::{FaultConfig, Incoming, Metrics, ServerId, Transport, TransportConfig};
 use serde::{Deserialize, Serialize};
-use tokio::net::TcpListener;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
 
 const MESSAGES: u64 = 200;
+const SECRET: &[u8; 24] = b"simulated cluster secret";
 /// Simulated quiet time after which the receiver decides that nothing more is coming.
 const QUIET: Duration = Duration::from_secs(2);
 
@@ -30,7 +33,7 @@ fn config(
     faults: FaultConfig,
 ) -> TransportConfig {
     let peers = BTreeMap::from([(peer, peer_address)]);
-    let mut config = TransportConfig::new(server_id, 1, *b"simulated cluster secret", peers);
+    let mut config = TransportConfig::new(server_id, 1, *SECRET, peers);
     config.faults = faults;
     config
 }
@@ -239,4 +242,74 @@ async fn a_killed_peer_is_reported_down_and_reconnected_after_restart() {
     let metrics = handle.metrics();
     assert_eq!(metrics.connections_established, 2, "{metrics:?}");
     assert_eq!(metrics.peer_down_events, 1, "{metrics:?}");
+}
+
+async fn read_record(stream: &mut TcpStream) -> Vec<u8> {
+    let length = stream.read_u32().await.unwrap() as usize;
+    let mut record = vec![0; length];
+    stream.read_exact(&mut record).await.unwrap();
+    record
+}
+
+async fn write_record(stream: &mut TcpStream, record: &[u8]) {
+    stream.write_u32(record.len() as u32).await.unwrap();
+    stream.write_all(record).await.unwrap();
+    stream.flush().await.unwrap();
+}
+
+/// Completes the handshake as acceptor 2, by hand, then lets the caller drop the connection.
+async fn accept_then_hang_up(listener: &TcpListener) {
+    let (mut stream, _) = listener.accept().await.unwrap();
+    let dialer_hello: [u8; HELLO_BYTES] = read_record(&mut stream).await.try_into().unwrap();
+    let hello = Hello {
+        version: PROTOCOL_VERSION,
+        cluster_id: 1,
+        server_id: 2,
+        nonce: [9; 16],
+    }
+    .to_bytes();
+    write_record(&mut stream, &hello).await;
+    read_record(&mut stream).await;
+    write_record(
+        &mut stream,
+        &proof(SECRET, Role::Acceptor, &dialer_hello, &hello),
+    )
+    .await;
+}
+
+#[madsim::test]
+async fn a_peer_that_hangs_up_at_once_is_redialed_with_backoff() {
+    let simulator = Handle::current();
+    let address_1: SocketAddr = "10.0.0.1:7000".parse().unwrap();
+    let address_2: SocketAddr = "10.0.0.2:7000".parse().unwrap();
+    let node_1 = simulator
+        .create_node()
+        .name("server-1")
+        .ip(address_1.ip())
+        .build();
+    let node_2 = simulator
+        .create_node()
+        .name("server-2")
+        .ip(address_2.ip())
+        .build();
+    node_2.spawn(async move {
+        let listener = TcpListener::bind(address_2).await.unwrap();
+        loop {
+            accept_then_hang_up(&listener).await;
+        }
+    });
+    let metrics = node_1
+        .spawn(async move {
+            let listener = TcpListener::bind(address_1).await.unwrap();
+            let config = config(1, 2, address_2, FaultConfig::default());
+            let (handle, _events) = Transport::start::<GroupMessage>(config, listener).unwrap();
+            tokio::time::sleep(Duration::from_secs(10)).await;
+            handle.metrics()
+        })
+        .await
+        .unwrap();
+    // Backoff from 50 ms doubling to 2 s allows about a dozen dials in 10 s; a tight loop would
+    // make thousands.
+    assert!(metrics.connections_established >= 5, "{metrics:?}");
+    assert!(metrics.dials <= 20, "{metrics:?}");
 }
