@@ -9,14 +9,19 @@ pub enum ReadMode {
     /// ReadIndex: every read waits for a quorum to confirm the leadership after the request.
     /// Safe whatever the clocks do.
     Safe,
-    /// Lease reads: the leader serves a read at once while check-quorum guarantees that no
-    /// other leader can exist.
+    /// Lease reads: the leader serves a read at once, without a round trip, while it holds a
+    /// lease; otherwise the read falls back to ReadIndex.
     ///
-    /// Clock assumption: a node's ticks never run slower than another's by more than the
-    /// margin between `election_timeout_ticks` and the randomized election timeout (which is
-    /// at least `election_timeout_ticks`). A node whose clock stalls (a paused VM, a long GC)
-    /// may believe in a lease that has expired elsewhere and serve a stale read. Requires
-    /// `check_quorum`.
+    /// A lease lasts `election_timeout_ticks - 2` of the leader's ticks from the sending of the
+    /// newest heartbeat a quorum acknowledged. A follower that received that heartbeat votes
+    /// for no other candidate until a full election timeout of its own ticks has passed (leader
+    /// stickiness, from `check_quorum`); the two ticks absorb where ticks fall relative to
+    /// message arrival. A leadership transfer revokes the lease for the rest of the term.
+    ///
+    /// Clock assumption: every node's ticks run at the same rate, within that two-tick margin
+    /// per election timeout. A leader whose clock stalls (a paused VM, a long GC) or a follower
+    /// whose clock runs fast can break it and let a deposed leader serve a stale read.
+    /// Requires `check_quorum`.
     LeaseBased,
 }
 

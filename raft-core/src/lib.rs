@@ -75,6 +75,7 @@
 mod config;
 mod error;
 mod log;
+mod membership;
 mod message;
 mod node;
 mod progress;
@@ -88,8 +89,8 @@ pub use error::{
     CompactError, ConfigError, InitError, ProposeError, ReadError, StepError, TransferError,
 };
 pub use message::{
-    ConfChange, ConfState, Entry, EntryKind, GroupId, HardState, Message, MessageBody, NO_NODE,
-    NodeId, ReadState, Snapshot, SnapshotMeta,
+    ConfChange, ConfState, Entry, EntryKind, GroupId, HardState, INDEX_AND_TERM_MAX, Message,
+    MessageBody, NO_NODE, NodeId, ReadState, Snapshot, SnapshotMeta,
 };
 pub use node::{InitialState, Metrics, Node, Ready, Role, SoftState};
 pub use progress::{Progress, ProgressState};

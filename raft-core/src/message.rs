@@ -15,6 +15,10 @@ pub type GroupId = u64;
 /// The node id that means "no node": no vote cast, no leader known.
 pub const NO_NODE: NodeId = 0;
 
+/// The largest index or term a message may carry. No real log gets anywhere near it, and
+/// refusing anything larger as malformed keeps all index and term arithmetic free of overflow.
+pub const INDEX_AND_TERM_MAX: u64 = 1 << 62;
+
 /// What an entry carries.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum EntryKind {
@@ -263,11 +267,15 @@ pub enum MessageBody {
         commit: u64,
         /// The newest read request this heartbeat confirms.
         read_sequence: u64,
+        /// The leader's tick count when it sent the heartbeat; the start of a lease.
+        sent_at_tick: u64,
     },
     /// The answer to [`MessageBody::Heartbeat`].
     HeartbeatResponse {
         /// Echoes the heartbeat's `read_sequence`.
         read_sequence: u64,
+        /// Echoes the heartbeat's `sent_at_tick`.
+        sent_at_tick: u64,
     },
     /// The leader sends its snapshot to a follower that needs compacted entries.
     InstallSnapshot {
@@ -291,6 +299,41 @@ pub enum MessageBody {
 }
 
 impl MessageBody {
+    /// The largest index or term the body mentions (indexes a receiver clamps, such as a
+    /// commit index, excepted).
+    pub(crate) fn largest_position(&self) -> u64 {
+        match self {
+            MessageBody::RequestVote {
+                last_index,
+                last_term,
+                ..
+            } => (*last_index).max(*last_term),
+            MessageBody::Append {
+                prev_index,
+                prev_term,
+                entries,
+                ..
+            } => prev_index
+                .saturating_add(entries.len() as u64)
+                .max(*prev_term),
+            MessageBody::AppendResponse {
+                index,
+                reject_hint,
+                hint_term,
+                ..
+            } => (*index).max(*reject_hint).max(*hint_term),
+            MessageBody::InstallSnapshot { snapshot } => {
+                snapshot.meta.index.max(snapshot.meta.term)
+            }
+            MessageBody::ReadIndexResponse { index, .. } => *index,
+            MessageBody::VoteResponse { .. }
+            | MessageBody::Heartbeat { .. }
+            | MessageBody::HeartbeatResponse { .. }
+            | MessageBody::TimeoutNow
+            | MessageBody::ReadIndex { .. } => 0,
+        }
+    }
+
     /// A short name for logs and counters.
     pub fn name(&self) -> &'static str {
         match self {

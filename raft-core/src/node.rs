@@ -4,8 +4,8 @@ use crate::config::{Config, ReadMode};
 use crate::error::{CompactError, InitError, ProposeError, ReadError, StepError, TransferError};
 use crate::log::{RaftLog, shrink_if_sparse};
 use crate::message::{
-    ConfChange, ConfState, Entry, EntryKind, GroupId, HardState, Message, MessageBody, NO_NODE,
-    NodeId, ReadState, Snapshot,
+    ConfChange, ConfState, Entry, EntryKind, GroupId, HardState, INDEX_AND_TERM_MAX, Message,
+    MessageBody, NO_NODE, NodeId, ReadState, Snapshot,
 };
 use crate::progress::{Progress, ProgressState};
 use crate::rng::Rng;
@@ -146,8 +146,6 @@ struct InFlight {
     persisted_to: Option<(u64, u64)>,
     /// The last committed entry handed out for applying.
     applied_to: u64,
-    /// Membership changes among the handed-out committed entries, with their indexes.
-    conf_changes: Vec<(u64, ConfChange)>,
 }
 
 /// A read waiting for its confirmation round.
@@ -194,12 +192,21 @@ pub struct Node {
     election_elapsed_ticks: u32,
     heartbeat_elapsed_ticks: u32,
     randomized_election_timeout_ticks: u32,
-    /// The target of a leadership transfer in progress. The transfer is abandoned when the
-    /// election timer (reset when it starts) fires.
-    transfer: Option<NodeId>,
-    /// The index of the entry that last set the membership (or of the snapshot carrying it).
-    membership_index: u64,
-    /// Index of the newest membership change in the log.
+    /// A leadership transfer in progress: the target and the ticks since it started. It is
+    /// abandoned after an election timeout.
+    transfer: Option<(NodeId, u32)>,
+    /// Ticks since this node started; the leader's clock for leases.
+    ticks: u64,
+    /// Whether this leader sent `TimeoutNow` in its term: the target campaigns regardless of
+    /// leader stickiness, so lease reads are no longer safe in this term.
+    lease_revoked: bool,
+    /// The membership as of the start of the in-memory log (the snapshot's, or the one the
+    /// group was created with). `membership` is this plus every change in the log.
+    base_membership: ConfState,
+    /// Whether this node was a voter just before the newest membership change in the log.
+    /// While that change is uncommitted, such a node may still campaign (see `may_campaign`).
+    voter_before_pending_change: bool,
+    /// Index of the newest membership change in the log (0 if none since the base).
     pending_conf_index: u64,
     uncommitted_bytes: u64,
     /// Appends to broadcast at the next `ready` (proposals since the last one are batched).
@@ -303,7 +310,7 @@ impl Node {
             leader_id: NO_NODE,
             role: Role::Follower,
             log,
-            membership,
+            membership: membership.clone(),
             snapshot: initial.snapshot,
             snapshot_to_install: None,
             progress: BTreeMap::new(),
@@ -312,11 +319,10 @@ impl Node {
             heartbeat_elapsed_ticks: 0,
             randomized_election_timeout_ticks: config.election_timeout_ticks,
             transfer: None,
-            membership_index: if fresh {
-                hard_state.commit
-            } else {
-                snapshot_index
-            },
+            ticks: 0,
+            lease_revoked: false,
+            base_membership: membership,
+            voter_before_pending_change: false,
             pending_conf_index: 0,
             uncommitted_bytes: 0,
             broadcast_pending: false,
@@ -337,6 +343,7 @@ impl Node {
             config,
         };
         node.reset_randomized_election_timeout();
+        node.recompute_membership();
         Ok(node)
     }
 
@@ -417,7 +424,7 @@ impl Node {
 
     /// The target of a leadership transfer in progress.
     pub fn transfer_target(&self) -> Option<NodeId> {
-        self.transfer
+        self.transfer.map(|(target, _)| target)
     }
 
     /// Counters of what this node has seen.
@@ -517,10 +524,22 @@ impl Node {
         let applied_to = committed_entries
             .last()
             .map_or(self.log.applied, |entry| entry.index);
-        let conf_changes = self.collect_conf_changes(&committed_entries);
         if self.role == Role::Leader {
             let applied_bytes: u64 = committed_entries.iter().map(Entry::size_bytes).sum();
             self.uncommitted_bytes = self.uncommitted_bytes.saturating_sub(applied_bytes);
+        }
+        let mut messages = std::mem::take(&mut self.messages);
+        let mut persisted_messages = std::mem::take(&mut self.persisted_messages);
+        let term_or_vote_changed = (hard_state.term, hard_state.vote)
+            != (self.last_hard_state.term, self.last_hard_state.vote);
+        if term_or_vote_changed && !messages.is_empty() {
+            // Every message carries the sender's term: none may leave before that term (and
+            // the vote cast in it) is durable. Otherwise a leader elected at once (a single
+            // voter) could crash, come back in the older term, win the same term again, and
+            // send different entries under the same index and term.
+            messages.append(&mut persisted_messages);
+            persisted_messages = messages;
+            messages = Vec::new();
         }
         let ready = Ready {
             number: self.ready_number,
@@ -528,8 +547,8 @@ impl Node {
             hard_state: (hard_state != self.last_hard_state).then_some(hard_state),
             snapshot: self.snapshot_to_install.take(),
             entries,
-            messages: std::mem::take(&mut self.messages),
-            persisted_messages: std::mem::take(&mut self.persisted_messages),
+            messages,
+            persisted_messages,
             committed_entries,
             read_states: std::mem::take(&mut self.read_states),
         };
@@ -539,7 +558,6 @@ impl Node {
             number: self.ready_number,
             persisted_to,
             applied_to,
-            conf_changes,
         });
         ready
     }
@@ -562,13 +580,6 @@ impl Node {
             self.log.stable_to(index, term);
         }
         self.log.applied_to(in_flight.applied_to);
-        for (index, change) in in_flight.conf_changes {
-            // A snapshot installed since the Ready was handed out already covers the change.
-            if index > self.membership_index {
-                self.membership_index = index;
-                self.apply_conf_change(change);
-            }
-        }
         if self.role == Role::Leader {
             let stable_index = self.log.stable_index();
             if let Some(own) = self.progress.get_mut(&self.config.id) {
@@ -579,14 +590,6 @@ impl Node {
             }
             self.release_confirmed_reads();
         }
-    }
-
-    fn collect_conf_changes(&self, committed: &[Entry]) -> Vec<(u64, ConfChange)> {
-        committed
-            .iter()
-            .filter(|entry| entry.kind == EntryKind::ConfChange)
-            .filter_map(|entry| Some((entry.index, ConfChange::decode(&entry.data)?)))
-            .collect()
     }
 
     fn flush_broadcast(&mut self) {
@@ -617,6 +620,7 @@ impl Node {
 impl Node {
     /// Advances logical time by one tick. Allocates nothing unless a timeout fires.
     pub fn tick(&mut self) {
+        self.ticks += 1;
         match self.role {
             Role::Leader => self.tick_leader(),
             Role::Follower | Role::PreCandidate | Role::Candidate => self.tick_election(),
@@ -625,12 +629,27 @@ impl Node {
 
     fn tick_election(&mut self) {
         self.election_elapsed_ticks = self.election_elapsed_ticks.saturating_add(1);
-        if self.election_elapsed_ticks >= self.randomized_election_timeout_ticks {
-            self.election_elapsed_ticks = 0;
-            if self.is_promotable() {
-                self.start_election(false);
-            }
+        // A node that may not campaign lets its timer run on: past the election timeout it
+        // stops honouring the leader it last heard from, so leader stickiness never keeps it
+        // from voting for a candidate that needs it.
+        let timed_out = self.election_elapsed_ticks >= self.randomized_election_timeout_ticks;
+        if timed_out && self.may_campaign() {
+            self.start_election(false);
         }
+    }
+
+    /// Whether this node may start an election now: it is a voter of the newest membership
+    /// in its log, or that membership is not committed yet and it was a voter before it; and
+    /// its term can still grow. Votes are always counted under the newest membership.
+    ///
+    /// The second case keeps a group alive when a leader that removed itself crashes before
+    /// the removal committed: its log holds the removal, so it refuses to vote for the others
+    /// (their logs are behind), and they still need its vote under the older membership. It
+    /// can win under the newer one, commit the removal, and hand over.
+    fn may_campaign(&self) -> bool {
+        let voter_until_committed =
+            self.pending_conf_index > self.log.commit && self.voter_before_pending_change;
+        (self.is_promotable() || voter_until_committed) && self.term < INDEX_AND_TERM_MAX
     }
 
     fn tick_leader(&mut self) {
@@ -643,16 +662,25 @@ impl Node {
                 self.become_follower(self.term, NO_NODE);
                 return;
             }
-            if self.transfer.take().is_some() {
-                self.metrics.transfers_aborted += 1;
-            }
         }
+        self.tick_transfer();
         if self.heartbeat_elapsed_ticks >= self.config.heartbeat_interval_ticks {
             self.heartbeat_elapsed_ticks = 0;
             for progress in self.progress.values_mut() {
                 progress.check_stalled();
             }
             self.broadcast_heartbeat();
+        }
+    }
+
+    fn tick_transfer(&mut self) {
+        let Some((_, elapsed_ticks)) = self.transfer.as_mut() else {
+            return;
+        };
+        *elapsed_ticks += 1;
+        if *elapsed_ticks >= self.config.election_timeout_ticks {
+            self.transfer = None;
+            self.metrics.transfers_aborted += 1;
         }
     }
 
@@ -696,7 +724,11 @@ impl Node {
             return Err(error);
         }
         let index = self.propose_entry(EntryKind::ConfChange, change.encode())?;
+        // A change takes effect as soon as it is in the log (Raft thesis, 4.1).
+        self.voter_before_pending_change = self.is_promotable();
+        crate::membership::apply(&mut self.membership, change);
         self.pending_conf_index = index;
+        self.on_membership_changed();
         Ok(index)
     }
 
@@ -709,7 +741,7 @@ impl Node {
         if !self.committed_in_current_term() {
             return Err(ProposeError::NotCommittedInTerm);
         }
-        if self.pending_conf_index > self.log.applied {
+        if self.pending_conf_index > self.log.commit {
             return Err(ProposeError::ConfChangeInProgress);
         }
         let invalid = |reason| Err(ProposeError::InvalidConfChange { reason });
@@ -752,6 +784,12 @@ impl Node {
         if self.role != Role::Leader {
             return Err(ProposeError::NotLeader {
                 leader_hint: self.leader_id,
+            });
+        }
+        if !self.is_promotable() {
+            // A leader that removed itself only waits to hand leadership over.
+            return Err(ProposeError::NotLeader {
+                leader_hint: NO_NODE,
             });
         }
         if self.transfer.is_some() {
@@ -804,7 +842,8 @@ impl Node {
             return;
         }
         let index = self.log.commit;
-        if self.config.read_mode == ReadMode::LeaseBased || self.membership.voters.len() == 1 {
+        let lease_holds = self.config.read_mode == ReadMode::LeaseBased && self.lease_holds();
+        if lease_holds || self.membership.voters == [self.config.id] {
             self.release_read(request_id, from, index);
             return;
         }
@@ -816,6 +855,26 @@ impl Node {
             sequence: self.read_sequence,
         });
         self.broadcast_heartbeat();
+    }
+
+    /// Whether no other leader can exist now: a quorum acknowledged a heartbeat sent less than
+    /// `election_timeout_ticks - 2` ticks ago, and no leadership transfer was started in this
+    /// term (its target campaigns regardless of stickiness). See [`ReadMode::LeaseBased`].
+    fn lease_holds(&self) -> bool {
+        if self.lease_revoked || self.transfer.is_some() {
+            return false;
+        }
+        let own_id = self.config.id;
+        let ticks = self.ticks;
+        let lease_start = self.quorum_value(|id, progress| {
+            if id == own_id {
+                ticks + 1
+            } else {
+                progress.lease_tick_acked
+            }
+        });
+        let lease_ticks = u64::from(self.config.election_timeout_ticks.saturating_sub(2));
+        lease_start > 0 && ticks - (lease_start - 1) < lease_ticks
     }
 
     fn release_read(&mut self, request_id: u64, from: NodeId, index: u64) {
@@ -866,12 +925,10 @@ impl Node {
         if target == self.config.id {
             return Ok(());
         }
-        self.transfer = Some(target);
-        // The transfer gets a full election timeout from now.
-        self.election_elapsed_ticks = 0;
+        self.transfer = Some((target, 0));
         let up_to_date = self.progress[&target].match_index == self.log.last_index();
         if up_to_date {
-            self.send(target, MessageBody::TimeoutNow);
+            self.send_timeout_now(target);
         } else {
             self.send_append(target, true);
         }
@@ -924,12 +981,14 @@ impl Node {
             .log
             .term(index)
             .expect("applied entries are in the log");
+        let conf_state = self.membership_at(index);
         self.log.compact(index);
+        self.base_membership = conf_state.clone();
         self.snapshot = Some(Snapshot {
             meta: crate::message::SnapshotMeta {
                 index,
                 term,
-                conf_state: self.membership.clone(),
+                conf_state,
             },
             data,
         });
@@ -991,6 +1050,10 @@ impl Node {
         }
         let kind = message.body.name();
         let malformed = |reason| Err(StepError::Malformed { kind, reason });
+        if message.term > INDEX_AND_TERM_MAX || message.body.largest_position() > INDEX_AND_TERM_MAX
+        {
+            return malformed("index or term out of range");
+        }
         match &message.body {
             MessageBody::Append {
                 prev_index,
@@ -998,9 +1061,6 @@ impl Node {
                 entries,
                 ..
             } => {
-                if prev_index.checked_add(entries.len() as u64).is_none() {
-                    return malformed("index overflow");
-                }
                 let mut previous_term = *prev_term;
                 for (expected_index, entry) in (*prev_index + 1..).zip(entries) {
                     if entry.index != expected_index {
@@ -1079,11 +1139,13 @@ impl Node {
                 if self.config.check_quorum || self.config.pre_vote =>
             {
                 // Without this answer a leader cut off by a partition could keep followers
-                // that only accept pre-votes from ever electing anyone else.
+                // that only accept pre-votes from ever electing anyone else. It acknowledges
+                // nothing (index 0): if its receiver has meanwhile become leader in this newer
+                // term, the answer must not pass for a comparison of the two logs.
                 self.send(
                     message.from,
                     MessageBody::AppendResponse {
-                        index: self.log.last_index(),
+                        index: 0,
                         reject: false,
                         reject_hint: 0,
                         hint_term: 0,
@@ -1151,6 +1213,7 @@ impl Node {
             MessageBody::Heartbeat {
                 commit,
                 read_sequence,
+                sent_at_tick,
             } => {
                 self.heard_from_leader(message.from);
                 // The leader never sends a commit beyond what it knows this follower holds.
@@ -1158,7 +1221,10 @@ impl Node {
                 self.log.commit_to(commit);
                 self.send(
                     message.from,
-                    MessageBody::HeartbeatResponse { read_sequence },
+                    MessageBody::HeartbeatResponse {
+                        read_sequence,
+                        sent_at_tick,
+                    },
                 );
             }
             MessageBody::InstallSnapshot { snapshot } => {
@@ -1166,7 +1232,7 @@ impl Node {
                 self.handle_snapshot(message.from, snapshot);
             }
             MessageBody::TimeoutNow => {
-                if self.is_promotable() {
+                if self.is_promotable() && self.may_campaign() {
                     self.start_election(true);
                 }
             }
@@ -1236,7 +1302,14 @@ impl Node {
             return;
         }
         let last_new_index = prev_index + entries.len() as u64;
-        self.log.merge(entries);
+        let carries_membership = entries
+            .iter()
+            .any(|entry| entry.kind == EntryKind::ConfChange);
+        let truncated_from = self.log.merge(entries);
+        let lost_membership = truncated_from.is_some_and(|index| index <= self.pending_conf_index);
+        if carries_membership || lost_membership {
+            self.recompute_membership();
+        }
         self.log.commit_to(commit.min(last_new_index));
         self.send(
             leader_id,
@@ -1261,8 +1334,8 @@ impl Node {
         } else {
             self.metrics.snapshots_installed += 1;
             self.log.restore(index, term);
-            self.membership = snapshot.meta.conf_state.clone();
-            self.membership_index = index;
+            self.base_membership = snapshot.meta.conf_state.clone();
+            self.recompute_membership();
             self.snapshot = Some(snapshot.clone());
             self.snapshot_to_install = Some(snapshot);
             index
@@ -1299,8 +1372,20 @@ impl Node {
     }
 
     fn tally_votes(&mut self) {
-        let granted = self.votes.values().filter(|granted| **granted).count();
-        let rejected = self.votes.len() - granted;
+        // Only voters count: a candidate that is not a voter of its newest membership (see
+        // `may_campaign`) does not count itself.
+        let membership = &self.membership;
+        let (granted, rejected) = self
+            .votes
+            .iter()
+            .filter(|(id, _)| membership.is_voter(**id))
+            .fold((0, 0), |(granted, rejected), (_, vote)| {
+                if *vote {
+                    (granted + 1, rejected)
+                } else {
+                    (granted, rejected + 1)
+                }
+            });
         if granted >= self.quorum_size() {
             match self.role {
                 Role::PreCandidate => self.start_election_for_real(false),
@@ -1345,12 +1430,20 @@ impl Node {
                     self.handle_append_success(from, index);
                 }
             }
-            MessageBody::HeartbeatResponse { read_sequence } => {
+            MessageBody::HeartbeatResponse {
+                read_sequence,
+                sent_at_tick,
+            } => {
                 let last_index = self.log.last_index();
+                let (ticks, read_sequence_max) = (self.ticks, self.read_sequence);
                 let progress = self.progress_mut(from);
                 progress.recent_active = true;
                 progress.probe_sent = false;
+                // Echoes come from the network: never beyond what this leader sent.
+                let read_sequence = read_sequence.min(read_sequence_max);
                 progress.read_sequence_acked = progress.read_sequence_acked.max(read_sequence);
+                let lease_tick = sent_at_tick.min(ticks) + 1;
+                progress.lease_tick_acked = progress.lease_tick_acked.max(lease_tick);
                 let behind = progress.match_index < last_index;
                 if behind {
                     self.send_append(from, false);
@@ -1370,6 +1463,9 @@ impl Node {
     }
 
     fn handle_append_rejection(&mut self, from: NodeId, index: u64, hint: u64, hint_term: u64) {
+        // The hint comes from the network: it can never point past the rejected entry or the
+        // leader's log.
+        let hint = hint.min(index).min(self.log.last_index());
         // Skip back over the whole term that conflicts instead of one entry per round trip.
         let probe_from = if hint_term > 0 {
             self.log.find_conflict_by_term(hint, hint_term)
@@ -1398,8 +1494,8 @@ impl Node {
             self.broadcast_pending = true;
         }
         while self.send_append(from, false) {}
-        if self.transfer == Some(from) && index == self.log.last_index() {
-            self.send(from, MessageBody::TimeoutNow);
+        if self.transfer_target() == Some(from) && index == self.log.last_index() {
+            self.send_timeout_now(from);
         }
     }
 
@@ -1417,6 +1513,7 @@ impl Node {
                 self.leader_read(request_id, from);
             }
         }
+        self.step_down_if_removed();
         true
     }
 
@@ -1456,6 +1553,13 @@ impl Node {
             return false;
         }
         let prev_index = progress.next_index - 1;
+        if prev_index > last_index {
+            // Only a forged answer can push next_index past the log; start probing again.
+            let progress = self.progress_mut(to);
+            progress.become_probe();
+            progress.next_index = progress.next_index.min(last_index + 1);
+            return false;
+        }
         let Some(prev_term) = self.log.term(prev_index) else {
             self.send_snapshot(to);
             return false;
@@ -1487,8 +1591,10 @@ impl Node {
     }
 
     fn send_snapshot(&mut self, to: NodeId) {
+        // Entries are only compacted behind a snapshot, so one always exists here.
         let Some(snapshot) = self.snapshot.clone() else {
-            unreachable!("entries are only compacted behind a snapshot");
+            debug_assert!(false, "compacted entries without a snapshot");
+            return;
         };
         self.metrics.snapshots_sent += 1;
         self.progress_mut(to).become_snapshot(snapshot.meta.index);
@@ -1514,6 +1620,7 @@ impl Node {
         let own_id = self.config.id;
         let commit = self.log.commit;
         let read_sequence = self.read_sequence;
+        let sent_at_tick = self.ticks;
         // Iterating by index keeps this free of allocations on idle leaders.
         let mut cursor = 0;
         while let Some((id, match_index)) = self
@@ -1529,6 +1636,7 @@ impl Node {
                 MessageBody::Heartbeat {
                     commit: commit.min(match_index),
                     read_sequence,
+                    sent_at_tick,
                 },
             );
         }
@@ -1555,6 +1663,7 @@ impl Node {
         self.progress.clear();
         self.votes.clear();
         self.transfer = None;
+        self.lease_revoked = false;
         self.uncommitted_bytes = 0;
         self.broadcast_pending = false;
         self.reads_waiting_for_commit.clear();
@@ -1564,26 +1673,12 @@ impl Node {
 
     /// Starts an election: a pre-vote round first if configured, unless this is a transfer.
     fn start_election(&mut self, transfer: bool) {
-        if self.has_unapplied_conf_change() {
-            // Campaigning under a membership that is about to change could elect a leader
-            // with a stale view of the group.
-            return;
-        }
+        debug_assert!(self.may_campaign());
         if self.config.pre_vote && !transfer {
             self.start_pre_vote();
         } else {
             self.start_election_for_real(transfer);
         }
-    }
-
-    fn has_unapplied_conf_change(&self) -> bool {
-        let high = self.log.commit.min(self.log.last_index());
-        let low = self.log.applied.max(self.membership_index) + 1;
-        (low..=high).any(|index| {
-            self.log
-                .entry(index)
-                .is_some_and(|entry| entry.kind == EntryKind::ConfChange)
-        })
     }
 
     fn start_pre_vote(&mut self) {
@@ -1658,7 +1753,6 @@ impl Node {
             data: Bytes::new(),
         };
         self.log.append(noop);
-        self.pending_conf_index = last_index + 1;
         self.broadcast_pending = true;
     }
 
@@ -1671,36 +1765,47 @@ impl Node {
         self.progress.entry(id).or_insert(progress);
     }
 
-    /// Applies a committed membership change.
-    fn apply_conf_change(&mut self, change: ConfChange) {
-        let membership = &mut self.membership;
-        let remove = |list: &mut Vec<NodeId>, id: NodeId| list.retain(|member| *member != id);
-        let insert = |list: &mut Vec<NodeId>, id: NodeId| {
-            if let Err(position) = list.binary_search(&id) {
-                list.insert(position, id);
-            }
+    /// Recomputes the membership from the base and every change in the log (after a
+    /// truncation, a snapshot, or appended changes).
+    fn recompute_membership(&mut self) {
+        let last_index = self.log.last_index();
+        self.membership = self.membership_at(last_index);
+        self.pending_conf_index = (self.log.first_index()..=last_index)
+            .rev()
+            .find(|index| self.is_conf_change_at(*index))
+            .unwrap_or(0);
+        self.voter_before_pending_change = match self.pending_conf_index {
+            0 => false,
+            index => self.membership_at(index - 1).is_voter(self.config.id),
         };
-        match change {
-            ConfChange::AddVoter(id) => {
-                remove(&mut membership.learners, id);
-                insert(&mut membership.voters, id);
+        self.on_membership_changed();
+    }
+
+    /// The membership as of `index`: the base plus the changes up to `index`.
+    fn membership_at(&self, index: u64) -> ConfState {
+        let mut membership = self.base_membership.clone();
+        for index in self.log.first_index()..=index {
+            let change = self
+                .log
+                .entry(index)
+                .filter(|entry| entry.kind == EntryKind::ConfChange)
+                .and_then(|entry| ConfChange::decode(&entry.data));
+            if let Some(change) = change {
+                crate::membership::apply(&mut membership, change);
             }
-            ConfChange::AddLearner(id) if !membership.is_voter(id) => {
-                insert(&mut membership.learners, id);
-            }
-            ConfChange::AddLearner(_) => {}
-            ConfChange::RemoveNode(id) if membership.voters != [id] => {
-                remove(&mut membership.voters, id);
-                remove(&mut membership.learners, id);
-            }
-            ConfChange::RemoveNode(_) => {}
         }
+        membership
+    }
+
+    fn is_conf_change_at(&self, index: u64) -> bool {
+        self.log
+            .entry(index)
+            .is_some_and(|entry| entry.kind == EntryKind::ConfChange)
+    }
+
+    /// Brings a leader's bookkeeping in line with a new membership.
+    fn on_membership_changed(&mut self) {
         if self.role != Role::Leader {
-            return;
-        }
-        if !self.membership.is_voter(self.config.id) {
-            // A leader that is no longer a voter steps down; the others elect a new one.
-            self.become_follower(self.term, NO_NODE);
             return;
         }
         let next_index = self.log.last_index() + 1;
@@ -1710,14 +1815,45 @@ impl Node {
         let membership = &self.membership;
         self.progress.retain(|id, _| membership.contains(*id));
         if self
-            .transfer
+            .transfer_target()
             .is_some_and(|target| !self.membership.is_voter(target))
         {
             self.transfer = None;
         }
-        if self.maybe_commit() {
-            self.broadcast_pending = true;
-        }
+        self.maybe_commit();
         self.broadcast_pending = true;
+        self.step_down_if_removed();
+    }
+
+    /// A leader that removed itself leads (without counting itself, refusing proposals) until
+    /// the removal commits (Raft thesis, 4.2.2), then hands over: it tells the most up-to-date
+    /// remaining voter to campaign at once, and steps down.
+    fn step_down_if_removed(&mut self) {
+        let removal_committed = self.log.commit >= self.pending_conf_index;
+        if self.role != Role::Leader || self.is_promotable() || !removal_committed {
+            return;
+        }
+        let own_id = self.config.id;
+        let successor = self
+            .membership
+            .voters
+            .iter()
+            .copied()
+            .filter(|id| *id != own_id)
+            .max_by_key(|id| {
+                let match_index = self.progress.get(id).map_or(0, |p| p.match_index);
+                (match_index, u64::MAX - id)
+            });
+        // The others learn the commit index from these appends before the leader leaves.
+        self.broadcast_append();
+        if let Some(successor) = successor {
+            self.send_timeout_now(successor);
+        }
+        self.become_follower(self.term, NO_NODE);
+    }
+
+    fn send_timeout_now(&mut self, target: NodeId) {
+        self.lease_revoked = true;
+        self.send(target, MessageBody::TimeoutNow);
     }
 }

@@ -91,6 +91,8 @@ pub struct Progress {
     pub(crate) recent_active: bool,
     /// Highest read sequence this member confirmed.
     pub(crate) read_sequence_acked: u64,
+    /// One more than the newest `sent_at_tick` this member echoed (0: none yet).
+    pub(crate) lease_tick_acked: u64,
     /// `match_index` at the previous stall check (see [`Progress::check_stalled`]).
     match_index_at_last_check: u64,
     pub(crate) inflights: Inflights,
@@ -106,6 +108,7 @@ impl Progress {
             recent_active: false,
             read_sequence_acked: 0,
             match_index_at_last_check: 0,
+            lease_tick_acked: 0,
             inflights: Inflights::new(messages_max, bytes_max),
         }
     }
@@ -194,13 +197,17 @@ impl Progress {
                 return false;
             }
             self.become_probe();
-            self.next_index = (probe_from + 1).max(self.match_index + 1);
+            self.next_index = probe_from
+                .saturating_add(1)
+                .min(rejected_index)
+                .max(self.match_index + 1);
             return true;
         }
         if self.next_index == 0 || self.next_index - 1 != rejected_index {
             return false;
         }
-        self.next_index = (probe_from + 1)
+        self.next_index = probe_from
+            .saturating_add(1)
             .min(rejected_index)
             .max(self.match_index + 1);
         self.probe_sent = false;

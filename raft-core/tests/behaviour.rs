@@ -524,7 +524,10 @@ fn a_read_waits_for_the_new_leaders_first_commit_and_a_quorum_confirmation() {
         .collect();
     assert_eq!(confirmations, [(2, 1), (3, 1)]);
     leader.advance(ready.number);
-    let confirmed = MessageBody::HeartbeatResponse { read_sequence: 1 };
+    let confirmed = MessageBody::HeartbeatResponse {
+        read_sequence: 1,
+        sent_at_tick: 0,
+    };
     leader.step(message(3, 1, LEADER_TERM, confirmed)).unwrap();
     let ready = leader.ready();
     assert_eq!(ready.read_states.len(), 1);
@@ -548,7 +551,10 @@ fn an_old_heartbeat_answer_does_not_confirm_a_newer_read() {
             2,
             1,
             LEADER_TERM,
-            MessageBody::HeartbeatResponse { read_sequence: 1 },
+            MessageBody::HeartbeatResponse {
+                read_sequence: 1,
+                sent_at_tick: 0,
+            },
         ))
         .unwrap();
     let ready = leader.ready();
@@ -616,15 +622,42 @@ fn lease_reads_are_served_without_a_confirmation_round() {
     leader
         .step(message(2, 1, LEADER_TERM, acknowledge(noop)))
         .unwrap();
+    // No lease yet: the first read takes the ReadIndex path.
+    leader.read_index(4).unwrap();
+    let ready = leader.ready();
+    assert!(ready.read_states.is_empty());
+    let heartbeat_tick = ready
+        .messages
+        .iter()
+        .find_map(|m| match m.body {
+            MessageBody::Heartbeat { sent_at_tick, .. } => Some(sent_at_tick),
+            _ => None,
+        })
+        .expect("the read sent a confirmation round");
+    leader.advance(ready.number);
+    // Node 2 acknowledges that heartbeat: with the leader, a quorum; the lease starts then.
+    let answer = MessageBody::HeartbeatResponse {
+        read_sequence: 1,
+        sent_at_tick: heartbeat_tick,
+    };
+    leader.step(message(2, 1, LEADER_TERM, answer)).unwrap();
     leader.read_index(5).unwrap();
     let ready = leader.ready();
-    assert_eq!(ready.read_states.len(), 1);
-    assert!(
-        ready
-            .messages
-            .iter()
-            .all(|m| !matches!(m.body, MessageBody::Heartbeat { .. }))
-    );
+    let released: Vec<u64> = ready
+        .read_states
+        .iter()
+        .map(|read| read.request_id)
+        .collect();
+    assert_eq!(released, [4, 5], "read 5 needed no confirmation round");
+    leader.advance(ready.number);
+    // Once the lease runs out without new acknowledgements, reads need a round again.
+    let lease_ticks = leader.config().election_timeout_ticks - 2;
+    for _ in 0..lease_ticks {
+        leader.tick();
+    }
+    leader.read_index(6).unwrap();
+    let ready = leader.ready();
+    assert!(ready.read_states.is_empty(), "the lease expired");
 }
 
 #[test]
@@ -1137,11 +1170,15 @@ mod hostile_fuzz {
                 MessageBody::Heartbeat {
                     commit,
                     read_sequence,
+                    sent_at_tick: read_sequence,
                 }
             }),
             small
                 .clone()
-                .prop_map(|read_sequence| MessageBody::HeartbeatResponse { read_sequence }),
+                .prop_map(|read_sequence| MessageBody::HeartbeatResponse {
+                    read_sequence,
+                    sent_at_tick: read_sequence,
+                }),
             (small.clone(), small.clone()).prop_map(|(index, term)| MessageBody::InstallSnapshot {
                 snapshot: Snapshot {
                     meta: SnapshotMeta {

@@ -92,6 +92,7 @@ fn a_node_that_sees_a_higher_term_adopts_it_and_follows() {
         let heartbeat = MessageBody::Heartbeat {
             commit: 0,
             read_sequence: 0,
+            sent_at_tick: 0,
         };
         cluster
             .node_mut(1)

@@ -6,10 +6,13 @@
 //! write completed before they were requested. After the schedule, a liveness phase heals
 //! everything and requires the cluster to commit again.
 //!
-//! A failing schedule shrinks to a short, readable list of actions.
+//! A failing schedule shrinks to a short, readable list of actions. To follow one step by step,
+//! paste it into a test calling `run` and set `DEBUG_SCHEDULE=1`: each action is printed with
+//! every node's role, term, commit index, last index and voters before it runs.
 
 use bytes::Bytes;
 use proptest::prelude::*;
+use raft_core::ConfChange;
 use raft_core::testing::{Cluster, LinkFaults};
 
 #[derive(Clone, Debug)]
@@ -36,6 +39,12 @@ enum Action {
     CrashMidReady(u64),
     Restart(u64),
     Compact(u64),
+    /// Membership changes at the current leader (only in the membership runs).
+    AddVoter(u64),
+    AddLearner(u64),
+    Remove(u64),
+    /// A leadership transfer from the current leader (only in the membership runs).
+    Transfer(u64),
 }
 
 fn action(nodes: u64) -> impl Strategy<Value = Action> {
@@ -72,6 +81,18 @@ struct Settings {
     check_quorum: bool,
 }
 
+/// The actions of [`action`], plus membership changes and leadership transfers.
+fn membership_action(nodes: u64) -> impl Strategy<Value = Action> {
+    let node = 1..=nodes;
+    prop_oneof![
+        12 => action(nodes),
+        1 => node.clone().prop_map(Action::AddVoter),
+        1 => node.clone().prop_map(Action::AddLearner),
+        1 => node.clone().prop_map(Action::Remove),
+        1 => node.prop_map(Action::Transfer),
+    ]
+}
+
 fn settings() -> impl Strategy<Value = Settings> {
     let faults =
         (0..150_000u32, 0..80_000u32, 0..150_000u32).prop_map(|(drop, duplicate, delay)| {
@@ -101,10 +122,12 @@ fn settings() -> impl Strategy<Value = Settings> {
         )
 }
 
-fn run(nodes: u64, settings: &Settings, actions: &[Action]) {
-    let ids: Vec<u64> = (1..=nodes).collect();
+/// Runs a schedule on a group of `voters` (ids from 1), plus `joining` nodes that start outside
+/// the group and may be added by membership changes.
+fn run(voters: u64, joining: u64, settings: &Settings, actions: &[Action]) {
+    let ids: Vec<u64> = (1..=voters + joining).collect();
     // Short timeouts, so that random schedules elect leaders and commit often.
-    let mut cluster = Cluster::with_config(&ids, |config| {
+    let adjust = |config: &mut raft_core::Config| {
         config.election_timeout_ticks = 4;
         config.heartbeat_interval_ticks = 1;
         config.append_size_bytes_max = settings.append_size_bytes_max;
@@ -112,7 +135,12 @@ fn run(nodes: u64, settings: &Settings, actions: &[Action]) {
         config.inflight_messages_max = settings.inflight_messages_max;
         config.pre_vote = settings.pre_vote;
         config.check_quorum = settings.check_quorum;
-    });
+    };
+    let initial_voters: Vec<u64> = (1..=voters).collect();
+    let mut cluster = Cluster::with_config(&initial_voters, adjust);
+    for id in voters + 1..=voters + joining {
+        cluster.add_joining_node(id, adjust);
+    }
     cluster.set_faults(settings.faults);
     let mut next_write = 0u64;
     let mut write = || {
@@ -120,6 +148,24 @@ fn run(nodes: u64, settings: &Settings, actions: &[Action]) {
         Bytes::from(format!("w{next_write}"))
     };
     for action in actions {
+        if std::env::var("DEBUG_SCHEDULE").is_ok() {
+            let summary: Vec<String> = ids
+                .iter()
+                .filter(|id| cluster.is_up(**id))
+                .map(|id| {
+                    let node = cluster.node(*id);
+                    format!(
+                        "{id}:{:?}/t{}/c{}/l{}/v{:?}",
+                        node.role(),
+                        node.term(),
+                        node.commit_index(),
+                        node.last_index(),
+                        node.membership().voters
+                    )
+                })
+                .collect();
+            eprintln!("{} | {action:?}", summary.join(" "));
+        }
         match action {
             Action::TickAll(count) => cluster.tick_all(*count),
             Action::Tick(id) => cluster.tick(*id),
@@ -147,13 +193,29 @@ fn run(nodes: u64, settings: &Settings, actions: &[Action]) {
             Action::CrashMidReady(id) => cluster.crash_mid_ready(*id),
             Action::Restart(id) => cluster.restart(*id),
             Action::Compact(id) => cluster.compact(*id),
+            Action::AddVoter(id) => change_membership(&mut cluster, ConfChange::AddVoter(*id)),
+            Action::AddLearner(id) => {
+                change_membership(&mut cluster, ConfChange::AddLearner(*id));
+            }
+            Action::Remove(id) => change_membership(&mut cluster, ConfChange::RemoveNode(*id)),
+            Action::Transfer(id) => {
+                if let Some(leader) = cluster.leader() {
+                    let _ = cluster.node_mut(leader).transfer_leader(*id);
+                }
+            }
             Action::Propose(_) | Action::Read(_) => {}
         }
     }
     liveness(&mut cluster, &ids);
 }
 
-/// With every fault healed, a leader is elected and a new write reaches every node.
+fn change_membership(cluster: &mut Cluster, change: ConfChange) {
+    if let Some(leader) = cluster.leader() {
+        let _ = cluster.node_mut(leader).propose_conf_change(change);
+    }
+}
+
+/// With every fault healed, a leader is elected and a new write reaches every voter.
 fn liveness(cluster: &mut Cluster, ids: &[u64]) {
     cluster.set_faults(LinkFaults::default());
     cluster.heal();
@@ -175,7 +237,11 @@ fn liveness(cluster: &mut Cluster, ids: &[u64]) {
                 proposed_to = Some((leader, term));
             }
         }
-        let everywhere = ids
+        let Some(leader) = cluster.leader() else {
+            continue;
+        };
+        let voters = cluster.node(leader).membership().voters.clone();
+        let everywhere = voters
             .iter()
             .all(|id| cluster.state(*id).last() == Some(&final_write));
         if everywhere {
@@ -224,7 +290,7 @@ proptest! {
         settings in settings(),
         actions in proptest::collection::vec(action(3), 1..400),
     ) {
-        run(3, &settings, &actions);
+        run(3, 0, &settings, &actions);
     }
 
     #[test]
@@ -232,7 +298,17 @@ proptest! {
         settings in settings(),
         actions in proptest::collection::vec(action(5), 1..400),
     ) {
-        run(5, &settings, &actions);
+        run(5, 0, &settings, &actions);
+    }
+
+    /// Three voters and two nodes outside the group, with random membership changes
+    /// (additions, learners, removals, including of the leader) and leadership transfers.
+    #[test]
+    fn membership_changes_and_transfers_keep_every_invariant(
+        settings in settings(),
+        actions in proptest::collection::vec(membership_action(5), 1..400),
+    ) {
+        run(3, 2, &settings, &actions);
     }
 }
 
