@@ -24,7 +24,7 @@ pub const INDEX_AND_TERM_MAX: u64 = 1 << 62;
 pub enum EntryKind {
     /// Opaque application data (empty for the no-op a new leader appends).
     Normal,
-    /// An encoded [`ConfChange`]; the node applies it itself when the entry is applied.
+    /// An encoded [`ConfChange`]; the node uses it from the moment the entry is in its log.
     ConfChange,
 }
 
@@ -141,8 +141,8 @@ pub struct Snapshot {
     pub data: Bytes,
 }
 
-/// One membership change. Changes are made one server at a time and take effect when the
-/// entry that carries them is applied.
+/// One membership change. Changes are made one server at a time and take effect as soon as
+/// the entry that carries them is in the log (Raft thesis, 4.1).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ConfChange {
     /// Add a voter, or promote a learner to voter.
