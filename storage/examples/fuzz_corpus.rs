@@ -61,21 +61,24 @@ fn record_seeds() -> Vec<Vec<u8>> {
             group: 3,
             index_first_kept: 9,
         },
+        Record::Seal,
     ];
     records
         .iter()
         .map(|record| {
             let mut bytes = Vec::new();
-            encode(record, &mut bytes).expect("seed records are small");
+            encode(record, 1, &mut bytes).expect("seed records are small");
             bytes
         })
         .collect()
 }
 
-/// A WAL directory in the `wal_recover` input format: a flags byte, then each segment as u16 length and bytes.
+/// A WAL directory in the `wal_recover` input format: a flags byte, then each segment as u16 length and bytes
+/// (free `recycle-*` files are left out: the format names segments only).
 fn directory_seed(fs: &MemFs) -> Vec<u8> {
     let mut seed = vec![0];
-    for name in fs.list(Path::new(DIR)).expect("the directory exists") {
+    let names = fs.list(Path::new(DIR)).expect("the directory exists");
+    for name in names.into_iter().filter(|name| name.starts_with("wal-")) {
         let bytes = fs
             .read_file(&Path::new(DIR).join(name))
             .expect("listed files exist");
@@ -137,6 +140,43 @@ fn write_log(compact: bool, crash: Crash) -> Vec<u8> {
     directory_seed(&fs)
 }
 
+/// A log whose segments were written over recycled files (stale bytes of earlier lives after their records),
+/// crashed with unsynced bytes at its end.
+fn write_recycled_log(crash: Crash) -> Vec<u8> {
+    let fs = MemFs::new();
+    let config = WalConfig {
+        segment_size_bytes_max: 1024,
+        write_buffer_bytes_max: 1,
+        ..WalConfig::new(DIR)
+    };
+    let mut wal = Wal::open(fs.clone(), config).expect("a fresh log opens");
+    for index in 1..=60u64 {
+        let group = 1 + index % 2;
+        let payload = Bytes::from(format!("group {group} entry {index} with some padding"));
+        wal.append(
+            group,
+            &[Entry {
+                index: index.div_ceil(2),
+                term: 1,
+                payload,
+            }],
+        )
+        .expect("append");
+        if index % 10 == 0 {
+            // Keep the last few entries of each group: older segments become free and are reused.
+            for group in 1..=2 {
+                wal.compact(group, (index / 2).saturating_sub(3).max(1))
+                    .expect("compact");
+            }
+            wal.sync().expect("sync");
+        }
+    }
+    assert!(wal.segments_reused() > 0, "segments were recycled");
+    drop(wal);
+    fs.crash(crash);
+    directory_seed(&fs)
+}
+
 fn write_seeds(dir: &Path, seeds: &[Vec<u8>]) {
     std::fs::create_dir_all(dir).expect("create the corpus directory");
     for (position, seed) in seeds.iter().enumerate() {
@@ -156,6 +196,8 @@ fn main() {
         write_log(false, Crash::Tear { seed: 3 }),
         write_log(true, Crash::TearZeroFill { seed: 11 }),
         vec![0],
+        write_recycled_log(Crash::LoseUnsynced),
+        write_recycled_log(Crash::Tear { seed: 5 }),
     ];
     write_seeds(&corpus.join("wal_recover"), &logs);
     println!("seed corpora written under {}", corpus.display());

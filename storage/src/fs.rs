@@ -184,12 +184,15 @@ pub enum Crash {
     /// Every unsynced byte is lost.
     LoseUnsynced,
     /// Each file keeps a prefix of its unsynced bytes, cut at a byte chosen from the seed: the last write is torn.
+    /// The unsynced writes are taken to reach the disk in offset order (as the WAL writes them): before the cut
+    /// the file holds its new bytes, after it the bytes it held at its last sync, so an unsynced overwrite of
+    /// synced bytes is kept up to the cut and lost after it, and synced bytes are never lost.
     Tear {
         /// Picks where each file is cut.
         seed: u64,
     },
-    /// Like [`Crash::Tear`], but the lost unsynced bytes read back as zeros instead of vanishing, as when a file
-    /// system has extended the file before the data blocks reached the disk.
+    /// Like [`Crash::Tear`], but the lost unsynced bytes past the synced length read back as zeros instead of
+    /// vanishing, as when a file system has extended the file before the data blocks reached the disk.
     TearZeroFill {
         /// Picks where each file is cut.
         seed: u64,
@@ -290,20 +293,11 @@ impl MemFs {
         let live: Vec<u64> = state.names.values().copied().collect();
         state.inodes.retain(|inode, _| live.contains(inode));
         for inode in state.inodes.values_mut() {
-            let kept = match crash {
-                Crash::LoseUnsynced => None,
-                Crash::Tear { .. } | Crash::TearZeroFill { .. } => {
-                    Some(inode.unsynced_prefix(&mut random))
-                }
+            inode.data = match crash {
+                Crash::LoseUnsynced => inode.data_durable.clone(),
+                Crash::Tear { .. } => inode.torn(&mut random, false),
+                Crash::TearZeroFill { .. } => inode.torn(&mut random, true),
             };
-            let length_before = inode.data.len();
-            inode.data = inode.data_durable.clone();
-            if let Some(kept) = kept {
-                inode.data.extend_from_slice(&kept);
-                if matches!(crash, Crash::TearZeroFill { .. }) && inode.data.len() < length_before {
-                    inode.data.resize(length_before, 0);
-                }
-            }
             inode.data_durable = inode.data.clone();
             inode.dirty_from = None;
         }
@@ -373,22 +367,27 @@ fn next_random(random: &mut u64) -> u64 {
 }
 
 impl Inode {
-    /// A pseudo-random prefix of the bytes written since the last sync, for a torn write.
-    fn unsynced_prefix(&self, random: &mut u64) -> Vec<u8> {
+    /// The file after a torn crash: the unsynced writes reached the disk in offset order up to a cut chosen at
+    /// random between the first unsynced byte and the current end. Before the cut the current bytes, after it
+    /// the durable ones (an overwrite of synced bytes that did not make it leaves them as they were); the file
+    /// is as long as the longer of the two, padded with zeros up to the current length if `zero_fill`.
+    fn torn(&self, random: &mut u64, zero_fill: bool) -> Vec<u8> {
         let Some(dirty_from) = self.dirty_from else {
-            return Vec::new();
+            return self.data_durable.clone();
         };
-        // Only an unsynced tail appended after the durable bytes can be kept in part; a rewrite of durable
-        // bytes is modelled as lost, which is the conservative choice for the code under test.
         let start = usize::try_from(dirty_from)
             .unwrap_or(usize::MAX)
-            .min(self.data_durable.len());
-        if start != self.data_durable.len() || start > self.data.len() {
-            return Vec::new();
+            .min(self.data_durable.len())
+            .min(self.data.len());
+        let cut = start + (next_random(random) % (self.data.len() - start + 1) as u64) as usize;
+        let mut bytes = self.data[..cut].to_vec();
+        if let Some(rest) = self.data_durable.get(cut..) {
+            bytes.extend_from_slice(rest);
         }
-        let unsynced = &self.data[start..];
-        let kept = (next_random(random) % (unsynced.len() as u64 + 1)) as usize;
-        unsynced[..kept].to_vec()
+        if zero_fill && bytes.len() < self.data.len() {
+            bytes.resize(self.data.len(), 0);
+        }
+        bytes
     }
 
     fn mark_dirty(&mut self, offset: u64) {
@@ -664,6 +663,39 @@ mod tests {
             let kept = bytes[4..].iter().take_while(|&&byte| byte != 0).count();
             assert_eq!(&bytes[..4 + kept], &b"0123456789"[..4 + kept]);
             assert!(bytes[4 + kept..].iter().all(|&byte| byte == 0));
+        }
+    }
+
+    #[test]
+    fn a_torn_crash_keeps_synced_bytes_and_a_prefix_of_an_unsynced_overwrite() {
+        for seed in 0..50 {
+            for zero_fill in [false, true] {
+                let fs = MemFs::new();
+                fs.write_file(Path::new("/d/a"), b"abcdefgh");
+                let mut file = fs.open(Path::new("/d/a")).unwrap();
+                file.write_at(0, b"ABCD").unwrap();
+                file.sync_data().unwrap();
+                file.write_at(2, b"xyzwvu-tail").unwrap();
+                let crash = if zero_fill {
+                    Crash::TearZeroFill { seed }
+                } else {
+                    Crash::Tear { seed }
+                };
+                fs.crash(crash);
+                let bytes = fs.read_file(Path::new("/d/a")).unwrap();
+                let new = b"ABxyzwvu-tail";
+                let old = b"ABCDefgh";
+                // Some cut: the new bytes before it, the synced ones after it, zeros past the synced length.
+                let matches_a_cut = (2..=new.len()).any(|cut| {
+                    let mut expected = new[..cut].to_vec();
+                    expected.extend_from_slice(old.get(cut..).unwrap_or(&[]));
+                    if zero_fill {
+                        expected.resize(new.len(), 0);
+                    }
+                    expected == bytes
+                });
+                assert!(matches_a_cut, "{:?}", String::from_utf8_lossy(&bytes));
+            }
         }
     }
 

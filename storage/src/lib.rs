@@ -13,8 +13,9 @@
 //!   ([`Error::Poisoned`]); recovery from the disk is the only way on.
 //! - **Hostile bytes are errors.** Nothing on disk can make this crate panic or allocate more than
 //!   [`RECORD_BYTES_MAX`] for a record.
-//! - **Space comes back.** Segments rotate at a size limit and are deleted once everything in them is
-//!   compacted or superseded.
+//! - **Space comes back.** Segments rotate at a size limit and are recycled (kept as free files and written
+//!   over by later segments, a bounded number of them) or deleted once everything in them is compacted or
+//!   superseded.
 //! - **Snapshots are all or nothing.** [`SnapshotStore`] writes a temporary file, syncs, renames and syncs the
 //!   directory.
 //!
@@ -64,11 +65,13 @@ pub use record::{
 };
 pub use recovery::{RecoveryReport, TornTail, TornTailKind};
 pub use segment::{
-    SEGMENT_HEADER_BYTES, SEGMENT_MAGIC, SEGMENT_VERSION, SegmentHeader, segment_file_name,
+    SEGMENT_HEADER_BYTES, SEGMENT_MAGIC, SEGMENT_VERSION, SegmentHeader, recycled_file_name,
+    segment_file_name,
 };
 pub use snapshot::{SNAPSHOT_BYTES_MAX, Snapshot, SnapshotLoad, SnapshotStore};
 pub use wal::{
-    SEGMENT_SIZE_BYTES_DEFAULT, SEGMENT_SIZE_BYTES_MIN, WRITE_BUFFER_BYTES_DEFAULT, Wal, WalConfig,
+    SEGMENT_SIZE_BYTES_DEFAULT, SEGMENT_SIZE_BYTES_MIN, SEGMENTS_RECYCLED_MAX_DEFAULT,
+    WRITE_BUFFER_BYTES_DEFAULT, Wal, WalConfig,
 };
 
 /// Identifies a Raft group (a shard's replica set) on this server.

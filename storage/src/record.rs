@@ -14,7 +14,7 @@ pub const RECORD_BYTES_MAX: u64 = 64 * 1024 * 1024;
 pub const INDEX_LIMIT: u64 = 1 << 62;
 
 /// The size of a record header in bytes.
-pub const RECORD_HEADER_BYTES: u64 = 17;
+pub const RECORD_HEADER_BYTES: u64 = 25;
 
 const _: () = assert!(RECORD_HEADER_BYTES < RECORD_BYTES_MAX);
 // The length field is a u32, so the limit must fit in it.
@@ -70,19 +70,23 @@ pub struct EntryRef<'a> {
 /// Every record is framed the same way; the layout, in bytes, little endian:
 ///
 /// ```text
-///  0        4        8      9                17                      17 + length
-///  +--------+--------+------+-----------------+-----------------------+
-///  | length | crc32  | type | group id        | payload (postcard)    |
-///  | u32    | u32    | u8   | u64             | `length` bytes        |
-///  +--------+--------+------+-----------------+-----------------------+
+///  0        4        8                16     17               25                      25 + length
+///  +--------+--------+----------------+------+----------------+-----------------------+
+///  | length | crc32  | segment number | type | group id       | payload (postcard)    |
+///  | u32    | u32    | u64            | u8   | u64            | `length` bytes        |
+///  +--------+--------+----------------+------+----------------+-----------------------+
 /// ```
 ///
 /// - `length` counts the payload only, and the whole record (header included) is at most [`RECORD_BYTES_MAX`].
-/// - `crc32` (IEEE, crc32fast) covers the length field, then every byte from `type` to the end of the payload,
-///   so a flipped length is caught as surely as a flipped payload byte.
-/// - `type` is 1 checkpoint, 2 append, 3 hard state, 4 truncate, 5 compact; 0 is never written, so a zero-filled
-///   tail never decodes as a record.
-/// - `group id` is 0 for a checkpoint, which covers every group.
+/// - `crc32` (IEEE, crc32fast) covers the length field, then every byte from the segment number to the end of
+///   the payload, so a flipped length is caught as surely as a flipped payload byte.
+/// - `segment number` is the number of the segment the record was written to. Segment files are recycled (see
+///   [`crate::Wal`]): a file keeps the bytes of its earlier lives after the records of its current one. Those
+///   stale records carry an older number under a valid checksum, so they can never pass for records of the
+///   current life, and a scan for "a valid record of this segment" can filter candidates on these 8 bytes.
+/// - `type` is 1 checkpoint, 2 append, 3 hard state, 4 truncate, 5 compact, 6 seal; 0 is never written, so a
+///   zero-filled tail never decodes as a record.
+/// - `group id` is 0 for a checkpoint and a seal, which cover every group.
 /// - The payload is the postcard encoding of the variant's fields, listed with each variant below.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Record<'a> {
@@ -120,6 +124,10 @@ pub enum Record<'a> {
         /// The first index that stays.
         index_first_kept: u64,
     },
+    /// The end of a segment (empty payload): written and synced when the segment is closed, before the next
+    /// one exists. Every segment but the last ends with one; the bytes after it, if any, are stale bytes of an
+    /// earlier life of a recycled file and are never read.
+    Seal,
 }
 
 /// Why bytes did not decode as a record.
@@ -147,6 +155,13 @@ pub enum DecodeError {
         /// The checksum of the bytes.
         computed: u32,
     },
+    /// The checksum matches, but the record belongs to another segment: in a recycled file, a stale record of
+    /// one of its earlier lives.
+    #[error("record of segment {segment}, not of this one")]
+    OtherSegment {
+        /// The segment number in the record.
+        segment: u64,
+    },
     /// The checksum matches but the type byte is unknown.
     #[error("unknown record type {0}")]
     UnknownType(u8),
@@ -160,6 +175,7 @@ const TYPE_APPEND: u8 = 2;
 const TYPE_HARD_STATE: u8 = 3;
 const TYPE_TRUNCATE: u8 = 4;
 const TYPE_COMPACT: u8 = 5;
+const TYPE_SEAL: u8 = 6;
 
 fn serialize_bytes<S: Serializer>(bytes: &&[u8], serializer: S) -> Result<S::Ok, S::Error> {
     serializer.serialize_bytes(bytes)
@@ -176,6 +192,7 @@ struct AppendBody<'a> {
 fn encode_body<T: Serialize + ?Sized>(
     record_type: u8,
     group: GroupId,
+    segment: u64,
     body: &T,
     out: &mut Vec<u8>,
 ) -> Result<u64> {
@@ -184,13 +201,19 @@ fn encode_body<T: Serialize + ?Sized>(
     let encoded = postcard::to_extend(body, std::mem::take(out));
     // Encoding into a vector fails only when memory runs out, which aborts anyway; keep the contract simple.
     *out = encoded.expect("postcard encodes into a vector without error");
-    finish_record(record_type, group, start, out)
+    finish_record(record_type, group, segment, start, out)
 }
 
 /// Fills in the header of the record that starts at `out[start]` (its payload already follows a zeroed
-/// header): length, type, group, then the checksum, computed once over the finished record. If the record is
-/// too large, truncates `out` back to `start` and fails.
-fn finish_record(record_type: u8, group: GroupId, start: usize, out: &mut Vec<u8>) -> Result<u64> {
+/// header): length, segment, type, group, then the checksum, computed once over the finished record. If the
+/// record is too large, truncates `out` back to `start` and fails.
+fn finish_record(
+    record_type: u8,
+    group: GroupId,
+    segment: u64,
+    start: usize,
+    out: &mut Vec<u8>,
+) -> Result<u64> {
     let record_bytes = (out.len() - start) as u64;
     if record_bytes > RECORD_BYTES_MAX {
         out.truncate(start);
@@ -203,8 +226,9 @@ fn finish_record(record_type: u8, group: GroupId, start: usize, out: &mut Vec<u8
         u32::try_from(record_bytes - RECORD_HEADER_BYTES).expect("checked against the limit");
     let record = &mut out[start..];
     record[0..4].copy_from_slice(&payload_bytes.to_le_bytes());
-    record[8] = record_type;
-    record[9..17].copy_from_slice(&group.to_le_bytes());
+    record[8..16].copy_from_slice(&segment.to_le_bytes());
+    record[16] = record_type;
+    record[17..25].copy_from_slice(&group.to_le_bytes());
     let crc = checksum(record);
     record[4..8].copy_from_slice(&crc.to_le_bytes());
     Ok(record_bytes)
@@ -229,10 +253,12 @@ fn push_varint(out: &mut Vec<u8>, mut value: u64) {
 
 /// Checks (in debug builds) that the record just appended to `out` decodes: a value checked before it is
 /// written is checked again the way it will be read.
-fn debug_check_decodes(out: &[u8], record_bytes: u64) {
+fn debug_check_decodes(out: &[u8], segment: u64, record_bytes: u64) {
     if cfg!(debug_assertions) {
         let start = out.len() - record_bytes as usize;
-        assert!(matches!(decode(&out[start..]), Ok((_, length)) if length as u64 == record_bytes));
+        assert!(
+            matches!(decode(&out[start..], segment), Ok((_, length)) if length as u64 == record_bytes)
+        );
     }
 }
 
@@ -244,14 +270,20 @@ fn checksum(record: &[u8]) -> u32 {
     hasher.finalize()
 }
 
-/// Appends an append record for `entries` (consecutive indexes, at least one) to `out`; returns its length.
+/// Appends an append record for `entries` (consecutive indexes, at least one) of segment `segment` to `out`;
+/// returns its length.
 ///
 /// This is the hot path of the WAL, so it writes the payload by hand instead of through serde: one capacity
 /// check for the whole record, each payload copied once (straight from the caller's entry into `out`), the
 /// checksum computed once, no allocation once `out` has grown to its working size. The bytes are exactly
 /// postcard's encoding of the append body (`index_first`, then the `(term, payload)` list), as a unit test
 /// checks against the generic path, so the decoder is the generic one.
-pub(crate) fn encode_append(group: GroupId, entries: &[Entry], out: &mut Vec<u8>) -> Result<u64> {
+pub(crate) fn encode_append(
+    group: GroupId,
+    entries: &[Entry],
+    segment: u64,
+    out: &mut Vec<u8>,
+) -> Result<u64> {
     assert!(
         !entries.is_empty(),
         "an append record holds at least one entry"
@@ -272,24 +304,25 @@ pub(crate) fn encode_append(group: GroupId, entries: &[Entry], out: &mut Vec<u8>
         push_varint(out, entry.payload.len() as u64);
         out.extend_from_slice(&entry.payload);
     }
-    let record_bytes = finish_record(TYPE_APPEND, group, start, out)?;
-    debug_check_decodes(out, record_bytes);
+    let record_bytes = finish_record(TYPE_APPEND, group, segment, start, out)?;
+    debug_check_decodes(out, segment, record_bytes);
     Ok(record_bytes)
 }
 
-/// Appends the encoding of `record` to `out` and returns the record's length in bytes.
+/// Appends the encoding of `record`, as a record of segment `segment`, to `out` and returns the record's length
+/// in bytes.
 ///
 /// # Errors
 /// [`Error::RecordTooLarge`] if the record would exceed [`RECORD_BYTES_MAX`]; `out` is then unchanged.
-pub fn encode(record: &Record<'_>, out: &mut Vec<u8>) -> Result<u64> {
-    let record_bytes = encode_unchecked(record, out)?;
-    debug_check_decodes(out, record_bytes);
+pub fn encode(record: &Record<'_>, segment: u64, out: &mut Vec<u8>) -> Result<u64> {
+    let record_bytes = encode_unchecked(record, segment, out)?;
+    debug_check_decodes(out, segment, record_bytes);
     Ok(record_bytes)
 }
 
-fn encode_unchecked(record: &Record<'_>, out: &mut Vec<u8>) -> Result<u64> {
+fn encode_unchecked(record: &Record<'_>, segment: u64, out: &mut Vec<u8>) -> Result<u64> {
     match record {
-        Record::Checkpoint(groups) => encode_body(TYPE_CHECKPOINT, 0, groups, out),
+        Record::Checkpoint(groups) => encode_body(TYPE_CHECKPOINT, 0, segment, groups, out),
         Record::Append {
             group,
             index_first,
@@ -299,19 +332,20 @@ fn encode_unchecked(record: &Record<'_>, out: &mut Vec<u8>) -> Result<u64> {
                 index_first: *index_first,
                 entries: entries.clone(),
             };
-            encode_body(TYPE_APPEND, *group, &body, out)
+            encode_body(TYPE_APPEND, *group, segment, &body, out)
         }
         Record::HardState { group, hard_state } => {
-            encode_body(TYPE_HARD_STATE, *group, hard_state, out)
+            encode_body(TYPE_HARD_STATE, *group, segment, hard_state, out)
         }
         Record::Truncate {
             group,
             index_last_kept,
-        } => encode_body(TYPE_TRUNCATE, *group, index_last_kept, out),
+        } => encode_body(TYPE_TRUNCATE, *group, segment, index_last_kept, out),
         Record::Compact {
             group,
             index_first_kept,
-        } => encode_body(TYPE_COMPACT, *group, index_first_kept, out),
+        } => encode_body(TYPE_COMPACT, *group, segment, index_first_kept, out),
+        Record::Seal => encode_body(TYPE_SEAL, 0, segment, &(), out),
     }
 }
 
@@ -334,13 +368,14 @@ pub(crate) fn record_length(bytes: &[u8]) -> Result<Option<u64>, DecodeError> {
     Ok(Some(record_bytes))
 }
 
-/// Decodes the record at the start of `bytes`, returning it and its length in bytes.
+/// Decodes the record of segment `segment` at the start of `bytes`, returning it and its length in bytes.
 ///
 /// Every field is checked; nothing in `bytes` can make this panic or allocate more than the record limit.
 ///
 /// # Errors
-/// A [`DecodeError`] saying what was wrong.
-pub fn decode(bytes: &[u8]) -> Result<(Record<'_>, usize), DecodeError> {
+/// A [`DecodeError`] saying what was wrong; [`DecodeError::OtherSegment`] for an intact record written to
+/// another segment (checked after the checksum, before the type and payload).
+pub fn decode(bytes: &[u8], segment: u64) -> Result<(Record<'_>, usize), DecodeError> {
     let bytes_available = bytes.len() as u64;
     let record_bytes = record_length(bytes)?.ok_or(DecodeError::Incomplete {
         bytes_needed: RECORD_HEADER_BYTES,
@@ -360,10 +395,38 @@ pub fn decode(bytes: &[u8]) -> Result<(Record<'_>, usize), DecodeError> {
     if stored != computed {
         return Err(DecodeError::Checksum { stored, computed });
     }
-    let group = u64::from_le_bytes(record[9..17].try_into().expect("eight bytes"));
+    let record_segment = u64::from_le_bytes(record[8..16].try_into().expect("eight bytes"));
+    if record_segment != segment {
+        return Err(DecodeError::OtherSegment {
+            segment: record_segment,
+        });
+    }
+    let group = u64::from_le_bytes(record[17..25].try_into().expect("eight bytes"));
     let payload = &record[RECORD_HEADER_BYTES as usize..];
-    let decoded = decode_payload(record[8], group, payload)?;
+    let decoded = decode_payload(record[16], group, payload)?;
     Ok((decoded, record_bytes))
+}
+
+/// Whether `bytes` start with an intact record of segment `segment` (length within the limit and the bytes,
+/// checksum right, segment number equal), whatever its type and payload: the evidence recovery looks for after
+/// a damaged or stale record, to tell a tail left by a crash from damage in the middle of the segment.
+pub(crate) fn is_record_of(bytes: &[u8], segment: u64) -> bool {
+    let Ok(Some(record_bytes)) = record_length(bytes) else {
+        return false;
+    };
+    let Some(record) = bytes.get(..record_bytes as usize) else {
+        return false;
+    };
+    record[8..16] == segment.to_le_bytes()
+        && u32::from_le_bytes(record[4..8].try_into().expect("four bytes")) == checksum(record)
+}
+
+/// Rewrites the segment number of the encoded record `record` (and its checksum): for a record encoded for the
+/// active segment that goes to the next one instead, because it did not fit.
+pub(crate) fn set_segment(record: &mut [u8], segment: u64) {
+    record[8..16].copy_from_slice(&segment.to_le_bytes());
+    let crc = checksum(record);
+    record[4..8].copy_from_slice(&crc.to_le_bytes());
 }
 
 /// Decodes a payload with postcard, requiring that it is consumed exactly.
@@ -425,6 +488,13 @@ fn decode_payload(
                 index_first_kept,
             })
         }
+        TYPE_SEAL => {
+            take_all::<()>(payload)?;
+            if group != 0 {
+                return Err(DecodeError::Malformed("a seal names a group"));
+            }
+            Ok(Record::Seal)
+        }
         unknown => Err(DecodeError::UnknownType(unknown)),
     }
 }
@@ -454,9 +524,14 @@ mod tests {
 
     fn round_trip(record: &Record<'_>) {
         let mut bytes = Vec::new();
-        let length = encode(record, &mut bytes).unwrap();
+        let length = encode(record, 3, &mut bytes).unwrap();
         assert_eq!(length, bytes.len() as u64);
-        let (decoded, decoded_length) = decode(&bytes).unwrap();
+        let (decoded, decoded_length) = decode(&bytes, 3).unwrap();
+        assert_eq!(
+            decode(&bytes, 4).unwrap_err(),
+            DecodeError::OtherSegment { segment: 3 }
+        );
+        assert!(is_record_of(&bytes, 3) && !is_record_of(&bytes, 4));
         assert_eq!(&decoded, record);
         assert_eq!(decoded_length, bytes.len());
     }
@@ -510,6 +585,7 @@ mod tests {
             group: 1,
             index_first_kept: 77,
         });
+        round_trip(&Record::Seal);
     }
 
     /// The hand-written append encoding must be byte for byte postcard's, varints of every length included.
@@ -543,7 +619,7 @@ mod tests {
                 })
                 .collect();
             let mut fast = vec![0xee; 3];
-            let length = encode_append(group, &entries, &mut fast).unwrap();
+            let length = encode_append(group, &entries, 17, &mut fast).unwrap();
             assert_eq!(length as usize, fast.len() - 3);
             let references = entries
                 .iter()
@@ -559,6 +635,7 @@ mod tests {
                     index_first,
                     entries: references,
                 },
+                17,
                 &mut generic,
             )
             .unwrap();
@@ -569,9 +646,9 @@ mod tests {
     #[test]
     fn a_huge_length_field_is_rejected_before_reading_further() {
         let mut bytes = vec![0xff; 4];
-        bytes.extend_from_slice(&[0; 13]);
+        bytes.extend_from_slice(&[0; 21]);
         assert_eq!(
-            decode(&bytes),
+            decode(&bytes, 0),
             Err(DecodeError::TooLarge {
                 bytes: RECORD_HEADER_BYTES + u64::from(u32::MAX)
             })
@@ -586,6 +663,7 @@ mod tests {
                 group: 9,
                 index_last_kept: 300,
             },
+            5,
             &mut bytes,
         )
         .unwrap();
@@ -593,7 +671,7 @@ mod tests {
             let mut flipped = bytes.clone();
             flipped[bit / 8] ^= 1 << (bit % 8);
             assert!(
-                decode(&flipped).is_err(),
+                decode(&flipped, 5).is_err(),
                 "bit {bit} flipped went unnoticed"
             );
         }
@@ -602,14 +680,17 @@ mod tests {
     #[test]
     fn zeros_and_short_buffers_do_not_decode() {
         assert!(matches!(
-            decode(&[0; 64]),
+            decode(&[0; 64], 0),
             Err(DecodeError::Checksum { .. })
         ));
         assert!(matches!(
-            decode(&[1, 2, 3]),
+            decode(&[1, 2, 3], 0),
             Err(DecodeError::Incomplete { .. })
         ));
-        assert!(matches!(decode(&[]), Err(DecodeError::Incomplete { .. })));
+        assert!(matches!(
+            decode(&[], 0),
+            Err(DecodeError::Incomplete { .. })
+        ));
     }
 
     #[test]
@@ -617,6 +698,7 @@ mod tests {
         let mut bytes = Vec::new();
         encode_body(
             TYPE_APPEND,
+            1,
             1,
             &AppendBody {
                 index_first: 1,
@@ -626,7 +708,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(
-            decode(&bytes),
+            decode(&bytes, 1),
             Err(DecodeError::Malformed("an append holds no entry"))
         );
     }

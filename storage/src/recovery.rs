@@ -1,6 +1,6 @@
 //! Opening a WAL: replaying every segment, repairing a torn tail, refusing anything else that is wrong.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::path::{Path, PathBuf};
 
 use crate::GroupId;
@@ -11,7 +11,7 @@ use crate::record::{
 };
 use crate::segment::{
     HeaderError, SEGMENT_HEADER_BYTES, SEGMENT_VERSION, SegmentHeader, WindowReader,
-    parse_segment_file_name, segment_path,
+    parse_recycled_file_name, parse_segment_file_name, recycled_path, segment_path,
 };
 use crate::wal::{GroupLog, Location, SEGMENT_SIZE_BYTES_MIN, Segment, Violation, Wal, WalConfig};
 
@@ -33,7 +33,8 @@ pub struct RecoveryReport {
 pub struct TornTail {
     /// The segment file.
     pub file: PathBuf,
-    /// Where the valid bytes end; the file was cut there (or removed if no complete checkpoint preceded it).
+    /// Where the valid bytes end; the file was cut there (or removed if no complete checkpoint preceded it; or,
+    /// for a stale tail of a recycled file, sealed there and left its length).
     pub offset: u64,
     /// How many bytes were discarded.
     pub bytes_discarded: u64,
@@ -56,12 +57,17 @@ pub enum TornTailKind {
     ZeroFilled,
     /// The segment has a valid header but no complete checkpoint record.
     Checkpoint,
+    /// In a recycled file, below its recycled bytes: a stale record of an earlier life, or a record of this
+    /// life torn over the stale bytes, with no intact record of this segment anywhere after it.
+    Stale,
 }
 
 /// How the scan of one segment ended.
 enum ScanEnd {
-    /// Every byte was part of a valid record.
+    /// Every byte was part of a valid record (and the segment has no seal).
     Clean,
+    /// The segment ends with a seal record ending at `end`; any bytes after it are stale and never read.
+    Sealed { end: u64 },
     /// The bytes from `offset` on are a torn tail (only ever returned for the last segment).
     Torn { offset: u64, kind: TornTailKind },
 }
@@ -74,6 +80,8 @@ struct Replay<'a> {
     is_oldest: bool,
     is_last: bool,
     records: u64,
+    /// The "recycled bytes" of the segment header, once it is read.
+    recycled_bytes: u64,
 }
 
 impl<F: FileSystem> Wal<F> {
@@ -82,34 +90,56 @@ impl<F: FileSystem> Wal<F> {
     /// Every segment is replayed in order to rebuild each group's bounds, hard state and the location of each
     /// entry (entries themselves stay on disk). Then a new segment is started, synced, and segments holding
     /// nothing live are deleted. What recovery does with what it finds follows this table; anything marked
-    /// "torn" is cut off (the file is truncated, or removed if nothing valid remains), synced, and reported in
+    /// "torn" is cut off (the file is truncated, or removed if nothing valid remains; a stale tail is cut logically
+    /// by the seal that recovery writes), synced, and reported in
     /// [`Wal::recovery_report`]. Only the last segment can have a torn tail, because a segment is synced before
-    /// the next one is created.
+    /// the next one is created (and sealed first, see [`Wal`]). "Stale zone" is the part of a recycled file below
+    /// the "recycled bytes" of its header (its length when the segment started in it; 0 for a new file), where
+    /// bytes of the file's earlier lives may follow the records of this one. A record "of this segment" is an
+    /// intact record (length, checksum) whose segment number is this segment's.
     ///
     /// | where              | what is found                                                   | outcome                    |
     /// |--------------------|-----------------------------------------------------------------|----------------------------|
     /// | directory          | no segment file                                                 | empty log                  |
     /// | directory          | a file whose name is not `wal-<20 digits>.log`                  | ignored                    |
+    /// | directory          | a free file `recycle-<20 digits>.wal`                           | never replayed; reused later (surplus deleted) |
     /// | directory          | a segment number missing between two others                     | `Corruption` (missing file)|
     /// | any segment        | listing, opening or reading fails                               | `Io`, never `Corruption`   |
-    /// | last segment       | header shorter than 24 bytes, or header and rest all zeros      | torn: file removed         |
-    /// | other segment      | the same                                                        | `Corruption`               |
-    /// | any segment        | wrong magic, bad header checksum, number differs from the name  | `Corruption`               |
-    /// | any segment        | format version other than 1                                     | `UnsupportedVersion`       |
-    /// | last segment       | fewer bytes than a record header remain                         | torn                       |
-    /// | last segment       | a record's length runs past the end of the file                 | torn                       |
-    /// | last segment       | bad checksum, and the record ends the file or only zeros follow | torn                       |
-    /// | last segment       | only zeros from a record boundary to the end                    | torn                       |
+    /// | last segment       | header shorter than 32 bytes, or header and rest all zeros      | torn: file removed         |
+    /// | last segment       | bad header checksum or an older segment's number (a recycled file renamed, its new header not written), and no record of this segment in the file | torn: file removed |
+    /// | last segment       | the same, with a record of this segment in the file             | `Corruption`               |
+    /// | other segment      | any of the three rows above                                     | `Corruption`               |
+    /// | any segment        | wrong magic, a later segment's number in the header             | `Corruption`               |
+    /// | any segment        | format version other than 2                                     | `UnsupportedVersion`       |
+    /// | last segment, outside the stale zone | fewer bytes than a record header remain       | torn                       |
+    /// | last segment, outside the stale zone | a record's length runs past the end of the file | torn                     |
+    /// | last segment, outside the stale zone | bad checksum, and the record ends the file or only zeros follow | torn     |
+    /// | last segment, outside the stale zone | only zeros from a record boundary to the end  | torn                       |
+    /// | last segment, in the stale zone | a record of an older segment (stale), or one that is short, runs past the end, has a bad checksum or a length above the limit, or zeros; and no record of this segment at any later offset | torn (stale tail) |
+    /// | last segment, in the stale zone | the same, with a record of this segment at a later offset (damage or a stale record in the middle) | `Corruption` |
     /// | last segment       | no complete checkpoint record after the header                  | torn: file removed         |
     /// | only one, number>1 | no complete checkpoint (older ones were deleted relying on it)  | `Corruption`               |
-    /// | other segment      | any of the five rows above                                      | `Corruption`               |
-    /// | any segment        | bad checksum with non-zero bytes after the record               | `Corruption`               |
-    /// | any segment        | length field above [`RECORD_BYTES_MAX`]                         | `Corruption`, no allocation|
+    /// | other segment      | any of the torn rows above                                      | `Corruption`               |
+    /// | other segment      | ends without a seal record                                      | `Corruption`               |
+    /// | any segment        | a seal record: the segment ends there; bytes after it are ignored if they lie in the stale zone | clean |
+    /// | any segment        | bytes after a seal beyond the stale zone                        | `Corruption`               |
+    /// | outside the stale zone | bad checksum with non-zero bytes after the record           | `Corruption`               |
+    /// | outside the stale zone | length field above [`RECORD_BYTES_MAX`]                     | `Corruption`, no allocation|
+    /// | outside the stale zone | an intact record of another segment                         | `Corruption`               |
+    /// | any segment        | a record of a later segment                                     | `Corruption`               |
     /// | any segment        | valid checksum, but unknown type or malformed payload           | `Corruption`               |
     /// | any segment        | a record that breaks the log rules (gap, compacted index)       | `Corruption`               |
     /// | any segment        | first record not a checkpoint, or a checkpoint elsewhere        | `Corruption`               |
     /// | segment after first| checkpoint disagreeing with the segments replayed before it    | `Corruption`               |
     /// | after the last     | live entries whose segment was deleted                          | `Corruption`               |
+    ///
+    /// Outside the stale zone the rules are those of a new file: only a crash's torn tail (short, or followed
+    /// by zeros) ends the log. In the stale zone, anything that is not a record of this segment can be what a
+    /// crash left over an earlier life, so it ends the log, unless a record of this segment follows it: every
+    /// byte offset after it is searched (filtered on the segment number, then checksummed), so that damage
+    /// to a synced record, even to its length field, is still reported when later synced records exist.
+    /// If the last segment is not sealed, recovery seals it (after cutting a torn tail) before starting the
+    /// next segment.
     ///
     /// # Errors
     /// As in the table: [`Error::Corruption`] names the file and the offset of the bad header or record.
@@ -128,7 +158,7 @@ impl<F: FileSystem> Wal<F> {
         let dir = config.dir.clone();
         fs.create_dir_all(&dir)
             .map_err(|error| Error::io("create directory", &dir, error))?;
-        let numbers = list_segments(&fs, &dir)?;
+        let (numbers, recycled) = list_segments(&fs, &dir)?;
         let mut wal = Wal {
             fs,
             config,
@@ -141,11 +171,22 @@ impl<F: FileSystem> Wal<F> {
             dir_unsynced: false,
             poisoned: false,
             recovery: RecoveryReport::default(),
+            recycled: VecDeque::new(),
+            recycled_next: recycled.last().map_or(1, |last| last + 1),
+            segments_reused: 0,
         };
+        let mut last_sealed = true;
         for (position, &number) in numbers.iter().enumerate() {
-            wal.replay_segment(number, position == 0, position + 1 == numbers.len())?;
+            let is_last = position + 1 == numbers.len();
+            if let Some(sealed) = wal.replay_segment(number, position == 0, is_last)? {
+                last_sealed = sealed;
+            }
         }
         wal.check_nothing_missing(numbers.first().copied())?;
+        wal.keep_recycled(recycled)?;
+        if !last_sealed {
+            wal.seal_active()?;
+        }
         // A last segment removed as torn gives its number to the new segment, so numbers stay contiguous.
         let number_next = match wal.segments.last_key_value() {
             Some((last, _)) => last.checked_add(1).ok_or_else(|| {
@@ -162,8 +203,37 @@ impl<F: FileSystem> Wal<F> {
         Ok(wal)
     }
 
+    /// Keeps the free files found at opening for reuse, up to the configured number, and deletes the others.
+    fn keep_recycled(&mut self, recycled: Vec<u64>) -> Result<()> {
+        let dir = self.config.dir.clone();
+        let mut removed = false;
+        for sequence in recycled {
+            if self.recycled.len() < self.config.segments_recycled_max {
+                self.recycled.push_back(sequence);
+                continue;
+            }
+            let path = recycled_path(&dir, sequence);
+            self.fs
+                .remove(&path)
+                .map_err(|error| Error::io("remove recycled segment", &path, error))?;
+            removed = true;
+        }
+        if removed {
+            self.fs
+                .sync_dir(&dir)
+                .map_err(|error| Error::io("fsync directory", &dir, error))?;
+        }
+        Ok(())
+    }
+
     /// Replays one segment into `self.groups`, repairing it if it is the last one and its tail is torn.
-    fn replay_segment(&mut self, number: u64, is_oldest: bool, is_last: bool) -> Result<()> {
+    /// Returns whether the segment ends with a seal, or `None` if it was removed as torn.
+    fn replay_segment(
+        &mut self,
+        number: u64,
+        is_oldest: bool,
+        is_last: bool,
+    ) -> Result<Option<bool>> {
         let path = segment_path(&self.config.dir, number);
         let mut file = self
             .fs
@@ -179,13 +249,16 @@ impl<F: FileSystem> Wal<F> {
             is_oldest,
             is_last,
             records: 0,
+            recycled_bytes: 0,
         };
         let end = replay.scan(&file, file_bytes)?;
         let records = replay.records;
+        let recycled_bytes = replay.recycled_bytes;
         self.recovery.segments_replayed += 1;
         self.recovery.records_replayed += records;
-        let bytes_valid = match end {
-            ScanEnd::Clean => file_bytes,
+        let (bytes_valid, sealed) = match end {
+            ScanEnd::Clean => (file_bytes, false),
+            ScanEnd::Sealed { end } => (end, true),
             ScanEnd::Torn { .. } if records == 0 && is_oldest && number > 1 => {
                 // Older segments are deleted only once this one's checkpoint is durable, so it cannot be torn.
                 return Err(Error::corruption(
@@ -217,13 +290,23 @@ impl<F: FileSystem> Wal<F> {
                     self.fs
                         .sync_dir(dir)
                         .map_err(|error| Error::io("fsync directory", dir, error))?;
-                    return Ok(());
+                    return Ok(None);
                 }
-                file.set_len(offset)
-                    .map_err(|error| Error::io("truncate torn tail", &path, error))?;
-                file.sync_data()
-                    .map_err(|error| Error::io("fdatasync", &path, error))?;
-                offset
+                // In the stale zone the tail is cut logically: the seal that recovery writes at `offset` ends the
+                // segment, and the file keeps its blocks (only bytes past the stale zone, of a record torn across
+                // it, are cut, so that nothing but stale bytes follows the seal). Elsewhere the file is cut.
+                let length = if offset < recycled_bytes {
+                    recycled_bytes
+                } else {
+                    offset
+                };
+                if file_bytes > length {
+                    file.set_len(length)
+                        .map_err(|error| Error::io("truncate torn tail", &path, error))?;
+                    file.sync_data()
+                        .map_err(|error| Error::io("fdatasync", &path, error))?;
+                }
+                (offset, false)
             }
         };
         self.recovery.bytes_replayed += bytes_valid;
@@ -236,7 +319,7 @@ impl<F: FileSystem> Wal<F> {
             },
         );
         self.segment_active = number;
-        Ok(())
+        Ok(Some(sealed))
     }
 
     /// Fails if a live entry is known only from a checkpoint: its segment was deleted while it was still live.
@@ -255,8 +338,8 @@ impl<F: FileSystem> Wal<F> {
     }
 }
 
-/// The segment numbers in `dir`, checked to have no gap.
-fn list_segments<F: FileSystem>(fs: &F, dir: &Path) -> Result<Vec<u64>> {
+/// The segment numbers in `dir`, checked to have no gap, and the sequence numbers of the free files, sorted.
+fn list_segments<F: FileSystem>(fs: &F, dir: &Path) -> Result<(Vec<u64>, Vec<u64>)> {
     let names = fs
         .list(dir)
         .map_err(|error| Error::io("list directory", dir, error))?;
@@ -265,6 +348,11 @@ fn list_segments<F: FileSystem>(fs: &F, dir: &Path) -> Result<Vec<u64>> {
         .filter_map(|name| parse_segment_file_name(name))
         .collect();
     numbers.sort_unstable();
+    let mut recycled: Vec<u64> = names
+        .iter()
+        .filter_map(|name| parse_recycled_file_name(name))
+        .collect();
+    recycled.sort_unstable();
     for pair in numbers.windows(2) {
         if pair[1] != pair[0] + 1 {
             let reason = format!(
@@ -276,7 +364,7 @@ fn list_segments<F: FileSystem>(fs: &F, dir: &Path) -> Result<Vec<u64>> {
             return Err(Error::corruption(segment_path(dir, pair[0] + 1), 0, reason));
         }
     }
-    Ok(numbers)
+    Ok((numbers, recycled))
 }
 
 impl Replay<'_> {
@@ -300,6 +388,32 @@ impl Replay<'_> {
         }
     }
 
+    /// The end of the log at `offset`, in the stale zone of a recycled file: a tail if no record of this
+    /// segment follows (in the last segment only), corruption otherwise.
+    fn stale<F: File>(&self, reader: &mut WindowReader<'_, F>, offset: u64) -> Result<ScanEnd> {
+        if !self.is_last {
+            return Err(self.corruption(
+                offset,
+                "a damaged or stale record in a segment that is not the last",
+            ));
+        }
+        match reader
+            .find_record_of(offset, self.segment)
+            .map_err(|error| self.io(error))?
+        {
+            Some(found) => Err(self.corruption(
+                offset,
+                format!(
+                    "a damaged or stale record, followed by a record of this segment at byte {found}"
+                ),
+            )),
+            None => Ok(ScanEnd::Torn {
+                offset,
+                kind: TornTailKind::Stale,
+            }),
+        }
+    }
+
     /// Walks the segment record by record, following the decision table of [`Wal::open`].
     fn scan<F: File>(&mut self, file: &F, file_bytes: u64) -> Result<ScanEnd> {
         let mut reader = WindowReader::new(file, file_bytes);
@@ -312,20 +426,28 @@ impl Replay<'_> {
             if offset == file_bytes {
                 return if self.records == 0 {
                     self.torn(offset, TornTailKind::Checkpoint)
+                } else if !self.is_last {
+                    Err(self
+                        .corruption(offset, "a segment that is not the last ends without a seal"))
                 } else {
                     Ok(ScanEnd::Clean)
                 };
             }
+            let stale_zone = offset < self.recycled_bytes;
             let header = reader
                 .bytes(offset, RECORD_HEADER_BYTES)
                 .map_err(|error| self.io(error))?;
             let header_zero = header.iter().all(|&byte| byte == 0);
             let record_length = record::record_length(header);
-            if header_zero && reader.zeros_from(offset).map_err(|error| self.io(error))? {
+            if !stale_zone
+                && header_zero
+                && reader.zeros_from(offset).map_err(|error| self.io(error))?
+            {
                 return self.torn(offset, TornTailKind::ZeroFilled);
             }
             let record_bytes = match record_length {
                 Ok(Some(record_bytes)) => record_bytes,
+                _ if stale_zone => return self.stale(&mut reader, offset),
                 Ok(None) => return self.torn(offset, TornTailKind::RecordHeader),
                 Err(error) => return Err(self.corruption(offset, error.to_string())),
             };
@@ -333,7 +455,7 @@ impl Replay<'_> {
             let bytes = reader
                 .bytes(offset, record_bytes)
                 .map_err(|error| self.io(error))?;
-            match record::decode(bytes) {
+            match record::decode(bytes, self.segment) {
                 Ok((record, length)) => {
                     assert_eq!(length as u64, record_bytes);
                     let location = Location {
@@ -341,8 +463,28 @@ impl Replay<'_> {
                         offset,
                         length: record_bytes,
                     };
+                    let is_seal = matches!(record, Record::Seal);
                     self.apply(record, location)?;
+                    if is_seal {
+                        let end = offset + record_bytes;
+                        if file_bytes > end.max(self.recycled_bytes) {
+                            return Err(self.corruption(
+                                end,
+                                "bytes after the seal, past the stale zone of the file",
+                            ));
+                        }
+                        return Ok(ScanEnd::Sealed { end });
+                    }
                 }
+                Err(error @ (DecodeError::UnknownType(_) | DecodeError::Malformed(_))) => {
+                    return Err(self.corruption(offset, error.to_string()));
+                }
+                Err(DecodeError::OtherSegment { segment }) if segment > self.segment => {
+                    return Err(
+                        self.corruption(offset, format!("a record of later segment {segment}"))
+                    );
+                }
+                Err(_) if stale_zone => return self.stale(&mut reader, offset),
                 Err(DecodeError::Incomplete { .. }) => {
                     return self.torn(offset, TornTailKind::RecordPayload);
                 }
@@ -377,19 +519,36 @@ impl Replay<'_> {
         {
             return self.torn(0, TornTailKind::SegmentHeader).map(Some);
         }
-        match SegmentHeader::decode(&bytes) {
-            Ok(header) if header.number == self.segment => Ok(None),
-            Ok(header) => Err(self.corruption(0, format!("header says segment {}", header.number))),
-            Err(HeaderError::Magic) => Err(self.corruption(0, "wrong magic number")),
-            Err(HeaderError::Checksum) => {
-                Err(self.corruption(0, "segment header checksum mismatch"))
+        let reason = match SegmentHeader::decode(&bytes) {
+            Ok(header) if header.number == self.segment => {
+                self.recycled_bytes = header.recycled_bytes;
+                return Ok(None);
             }
-            Err(HeaderError::Version(version)) => Err(Error::UnsupportedVersion {
-                file: self.path.to_path_buf(),
-                version,
-                version_supported: SEGMENT_VERSION,
-            }),
+            Ok(header) if header.number > self.segment => {
+                return Err(self.corruption(0, format!("header says segment {}", header.number)));
+            }
+            Ok(header) => format!("header says older segment {}", header.number),
+            Err(HeaderError::Magic) => return Err(self.corruption(0, "wrong magic number")),
+            Err(HeaderError::Checksum) => "segment header checksum mismatch".to_owned(),
+            Err(HeaderError::Version(version)) => {
+                return Err(Error::UnsupportedVersion {
+                    file: self.path.to_path_buf(),
+                    version,
+                    version_supported: SEGMENT_VERSION,
+                });
+            }
+        };
+        // A recycled file renamed to this segment's name whose new header never reached the disk (or was torn)
+        // holds nothing of this segment: unless a record of this segment says otherwise, it is a torn tail.
+        if self.is_last
+            && reader
+                .find_record_of(0, self.segment)
+                .map_err(|error| self.io(error))?
+                .is_none()
+        {
+            return self.torn(0, TornTailKind::SegmentHeader).map(Some);
         }
+        Err(self.corruption(0, reason))
     }
 
     /// Applies one valid record to the groups being rebuilt.
@@ -405,6 +564,7 @@ impl Replay<'_> {
             _ if is_first => {
                 Err(self.corruption(offset, "the segment does not start with a checkpoint"))
             }
+            Record::Seal => Ok(()),
             Record::Append {
                 group,
                 index_first,

@@ -4,35 +4,42 @@ use std::io;
 use std::path::{Path, PathBuf};
 
 use crate::fs::File;
+use crate::record::{self, RECORD_HEADER_BYTES};
 
 /// The first bytes of every segment file.
 pub const SEGMENT_MAGIC: [u8; 8] = *b"AGNDWAL\n";
 
-/// The format version this build writes and reads.
-pub const SEGMENT_VERSION: u32 = 1;
+/// The format version this build writes and reads. Version 2 added the segment number to every record, the
+/// recycled length to the header and the seal record, for segment recycling; version 1 files are refused.
+pub const SEGMENT_VERSION: u32 = 2;
 
 /// The size of a segment header in bytes.
-pub const SEGMENT_HEADER_BYTES: u64 = 24;
+pub const SEGMENT_HEADER_BYTES: u64 = 32;
 
 /// The header at the start of every segment file.
 ///
 /// Layout, in bytes, little endian:
 ///
 /// ```text
-///  0                8         12        16                      24
-///  +----------------+---------+---------+-----------------------+
-///  | magic          | version | crc32   | segment number        |
-///  | "AGNDWAL\n"    | u32     | u32     | u64                   |
-///  +----------------+---------+---------+-----------------------+
+///  0                8         12        16                24                32
+///  +----------------+---------+---------+-----------------+-----------------+
+///  | magic          | version | crc32   | segment number  | recycled bytes  |
+///  | "AGNDWAL\n"    | u32     | u32     | u64             | u64             |
+///  +----------------+---------+---------+-----------------+-----------------+
 /// ```
 ///
-/// The checksum covers the magic, the version and the segment number. The number repeats the one in the file
-/// name, so a file copied or renamed by hand is noticed. Records follow the header back to back, starting with
-/// a checkpoint record (see [`crate::Record`]).
+/// The checksum covers every field but itself. The number repeats the one in the file name, so a file copied
+/// or renamed by hand is noticed. "Recycled bytes" is the file's length when this segment started in it: 0 for
+/// a new file, the old length for a recycled one, whose bytes below that offset may still hold an earlier
+/// life (see the recovery table of [`crate::Wal::open`]). Records follow the header back to back, starting
+/// with a checkpoint record (see [`crate::Record`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SegmentHeader {
     /// The segment's number; segments are numbered from 1 without gaps.
     pub number: u64,
+    /// The file's length when the segment started in it (0 for a new file): the bytes past the records of
+    /// this life and below this offset are stale.
+    pub recycled_bytes: u64,
 }
 
 /// Why a segment header was rejected.
@@ -50,6 +57,7 @@ impl SegmentHeader {
         bytes[0..8].copy_from_slice(&SEGMENT_MAGIC);
         bytes[8..12].copy_from_slice(&SEGMENT_VERSION.to_le_bytes());
         bytes[16..24].copy_from_slice(&self.number.to_le_bytes());
+        bytes[24..32].copy_from_slice(&self.recycled_bytes.to_le_bytes());
         let crc = header_checksum(&bytes);
         bytes[12..16].copy_from_slice(&crc.to_le_bytes());
         bytes
@@ -71,6 +79,7 @@ impl SegmentHeader {
         }
         Ok(SegmentHeader {
             number: u64::from_le_bytes(bytes[16..24].try_into().expect("eight bytes")),
+            recycled_bytes: u64::from_le_bytes(bytes[24..32].try_into().expect("eight bytes")),
         })
     }
 }
@@ -78,7 +87,7 @@ impl SegmentHeader {
 fn header_checksum(bytes: &[u8; SEGMENT_HEADER_BYTES as usize]) -> u32 {
     let mut hasher = crc32fast::Hasher::new();
     hasher.update(&bytes[0..12]);
-    hasher.update(&bytes[16..24]);
+    hasher.update(&bytes[16..32]);
     hasher.finalize()
 }
 
@@ -95,6 +104,25 @@ pub(crate) fn segment_path(dir: &Path, number: u64) -> PathBuf {
 /// The segment number in a file name, or `None` if the name is not a segment's.
 pub(crate) fn parse_segment_file_name(name: &str) -> Option<u64> {
     let digits = name.strip_prefix("wal-")?.strip_suffix(".log")?;
+    if digits.len() != 20 || !digits.bytes().all(|byte| byte.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse().ok()
+}
+
+/// The file name of the `sequence`-th recycled segment file: a free file kept for reuse, never replayed.
+pub fn recycled_file_name(sequence: u64) -> String {
+    format!("recycle-{sequence:020}.wal")
+}
+
+/// The path of recycled file `sequence` in `dir`.
+pub(crate) fn recycled_path(dir: &Path, sequence: u64) -> PathBuf {
+    dir.join(recycled_file_name(sequence))
+}
+
+/// The sequence number in a recycled file's name, or `None` if the name is not a recycled file's.
+pub(crate) fn parse_recycled_file_name(name: &str) -> Option<u64> {
+    let digits = name.strip_prefix("recycle-")?.strip_suffix(".wal")?;
     if digits.len() != 20 || !digits.bytes().all(|byte| byte.is_ascii_digit()) {
         return None;
     }
@@ -156,6 +184,34 @@ impl<'f, F: File> WindowReader<'f, F> {
         Ok(())
     }
 
+    /// The offset of the first intact record of segment `segment` (see [`record::is_record_of`]) that starts
+    /// after `offset`, if any. Every byte offset is a candidate, since the damage before it says nothing about
+    /// where records start; candidates are filtered on the 8 bytes of the segment number first, so the cost is
+    /// one comparison per byte plus a checksum per candidate.
+    pub(crate) fn find_record_of(&mut self, offset: u64, segment: u64) -> io::Result<Option<u64>> {
+        let needle = segment.to_le_bytes();
+        let mut position = offset.saturating_add(1);
+        while position.saturating_add(RECORD_HEADER_BYTES) <= self.file_bytes {
+            let chunk = self.bytes(position, WINDOW_BYTES + RECORD_HEADER_BYTES)?;
+            let starts = chunk.len().saturating_sub(RECORD_HEADER_BYTES as usize - 1);
+            let candidates: Vec<u64> = (0..starts.min(WINDOW_BYTES as usize))
+                .filter(|&start| chunk[start + 8..start + 16] == needle)
+                .map(|start| position + start as u64)
+                .collect();
+            for candidate in candidates {
+                let header = self.bytes(candidate, RECORD_HEADER_BYTES)?;
+                let Ok(Some(record_bytes)) = record::record_length(header) else {
+                    continue;
+                };
+                if record::is_record_of(self.bytes(candidate, record_bytes)?, segment) {
+                    return Ok(Some(candidate));
+                }
+            }
+            position += WINDOW_BYTES;
+        }
+        Ok(None)
+    }
+
     /// Whether every byte from `offset` to the end of the file is zero.
     pub(crate) fn zeros_from(&mut self, offset: u64) -> io::Result<bool> {
         let mut position = offset;
@@ -179,15 +235,18 @@ mod tests {
 
     #[test]
     fn header_round_trips_and_rejects_damage() {
-        let header = SegmentHeader { number: 42 };
+        let header = SegmentHeader {
+            number: 42,
+            recycled_bytes: 9000,
+        };
         let bytes = header.encode();
         assert_eq!(SegmentHeader::decode(&bytes), Ok(header));
         let mut bad_magic = bytes;
         bad_magic[0] ^= 1;
         assert_eq!(SegmentHeader::decode(&bad_magic), Err(HeaderError::Magic));
         let mut future = bytes;
-        future[8] = 2;
-        assert_eq!(SegmentHeader::decode(&future), Err(HeaderError::Version(2)));
+        future[8] = 3;
+        assert_eq!(SegmentHeader::decode(&future), Err(HeaderError::Version(3)));
         let mut bad_number = bytes;
         bad_number[20] ^= 1;
         assert_eq!(
@@ -209,5 +268,8 @@ mod tests {
             None
         );
         assert_eq!(parse_segment_file_name("snapshot"), None);
+        assert_eq!(parse_recycled_file_name(&recycled_file_name(3)), Some(3));
+        assert_eq!(parse_segment_file_name(&recycled_file_name(3)), None);
+        assert_eq!(parse_recycled_file_name(&segment_file_name(3)), None);
     }
 }

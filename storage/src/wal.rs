@@ -10,10 +10,13 @@ use crate::GroupId;
 use crate::error::{Error, Result};
 use crate::fs::{File, FileSystem};
 use crate::record::{self, Entry, GroupCheckpoint, HardState, RECORD_BYTES_MAX, Record};
-use crate::segment::{SEGMENT_HEADER_BYTES, SegmentHeader, segment_path};
+use crate::segment::{SEGMENT_HEADER_BYTES, SegmentHeader, recycled_path, segment_path};
 
 /// The default soft limit on a segment's size.
 pub const SEGMENT_SIZE_BYTES_DEFAULT: u64 = 64 * 1024 * 1024;
+
+/// The default number of free segment files kept for reuse (see [`WalConfig::segments_recycled_max`]).
+pub const SEGMENTS_RECYCLED_MAX_DEFAULT: usize = 4;
 
 /// The smallest segment size limit accepted: room for a header and a small checkpoint.
 pub const SEGMENT_SIZE_BYTES_MIN: u64 = 1024;
@@ -37,6 +40,12 @@ pub struct WalConfig {
     /// Appended records are gathered in memory and written to the file when they reach this size or at the
     /// next sync, so that small appends cost no system call.
     pub write_buffer_bytes_max: u64,
+    /// How many segment files that hold nothing live any more are kept, renamed `recycle-<n>.wal`, to be
+    /// written over by later segments instead of being deleted (beyond this number they are deleted). An
+    /// fdatasync after writing into blocks the file already has needs no file-system journal commit for
+    /// block allocation and size, which a file that grows needs at every sync; 0 turns recycling off.
+    /// The disk space kept is up to this many segments, each as large as it grew.
+    pub segments_recycled_max: usize,
 }
 
 impl WalConfig {
@@ -46,6 +55,7 @@ impl WalConfig {
             dir: dir.into(),
             segment_size_bytes_max: SEGMENT_SIZE_BYTES_DEFAULT,
             write_buffer_bytes_max: WRITE_BUFFER_BYTES_DEFAULT,
+            segments_recycled_max: SEGMENTS_RECYCLED_MAX_DEFAULT,
         }
     }
 }
@@ -264,7 +274,27 @@ pub(crate) struct Segment<F> {
 /// Every segment starts with a checkpoint record holding every group's hard state and log bounds, so a segment
 /// holds nothing needed once every entry it holds is compacted or truncated away: hard states, truncations
 /// and compactions in it are all restated by the next segment's checkpoint. After each sync, such segments are
-/// deleted, oldest first (one directory sync after each, so that a crash never leaves a hole in the numbering).
+/// dropped, oldest first (one directory sync after each, so that a crash never leaves a hole in the numbering).
+///
+/// # Segment recycling
+///
+/// A dropped segment is not deleted but renamed `recycle-<n>.wal` (then a directory sync), as long as fewer
+/// than [`WalConfig::segments_recycled_max`] such free files exist; beyond that it is deleted. When the active
+/// segment is full, the WAL
+///
+/// 1. appends a seal record to it, writes it and fdatasyncs it (every segment but the last ends with a seal, so
+///    recovery knows where a segment ends even when stale bytes follow it);
+/// 2. takes the oldest free file, if its header names a segment older than the new one (else deletes it),
+///    renames it to the new segment's name and syncs the directory, BEFORE writing anything of the new segment
+///    into it: a file holding records of segment `n` only ever has the name of segment `n`, so the stale bytes of
+///    a free file are always of an older segment than any it is reused for;
+/// 3. writes, from offset 0 and without truncating (truncating would free the blocks, and with them the gain),
+///    a header that records the file's old length (its "recycled bytes") and the checkpoint, then the records.
+///
+/// With no free file it creates a new one, as before. Every record carries its segment number under its
+/// checksum, so recovery never takes a stale record of an earlier life for a live one; what it does with the
+/// stale bytes is in the decision table of [`Wal::open`]. Recycled files are never replayed: at opening they
+/// join the free files (the surplus is deleted).
 #[derive(Debug)]
 pub struct Wal<F: FileSystem> {
     pub(crate) fs: F,
@@ -282,6 +312,12 @@ pub struct Wal<F: FileSystem> {
     pub(crate) dir_unsynced: bool,
     pub(crate) poisoned: bool,
     pub(crate) recovery: crate::RecoveryReport,
+    /// The sequence numbers of the free (recycled) files, oldest first.
+    pub(crate) recycled: VecDeque<u64>,
+    /// The sequence number of the next file to be recycled.
+    pub(crate) recycled_next: u64,
+    /// Segments started in a recycled file since the WAL was opened.
+    pub(crate) segments_reused: u64,
 }
 
 impl<F: FileSystem> Wal<F> {
@@ -315,6 +351,16 @@ impl<F: FileSystem> Wal<F> {
     /// The numbers of the segment files in use, oldest first.
     pub fn segment_numbers(&self) -> Vec<u64> {
         self.segments.keys().copied().collect()
+    }
+
+    /// How many free segment files (`recycle-<n>.wal`) are waiting to be reused.
+    pub fn segments_recycled(&self) -> usize {
+        self.recycled.len()
+    }
+
+    /// How many segments were started in a recycled file (instead of a new one) since the WAL was opened.
+    pub fn segments_reused(&self) -> u64 {
+        self.segments_reused
     }
 
     /// Whether an earlier failure poisoned the WAL (see [`Error::Poisoned`]): it must be reopened.
@@ -390,8 +436,9 @@ impl<F: FileSystem> Wal<F> {
                 index_last,
             });
         }
-        let location =
-            self.write_encoded(|buffer| record::encode_append(group, entries, buffer))?;
+        let location = self.write_encoded(|buffer, segment| {
+            record::encode_append(group, entries, segment, buffer)
+        })?;
         let log = self.groups.entry(group).or_default();
         log.append(first.index, entries.len() as u64, Some(location))
             .expect("checked before writing");
@@ -509,8 +556,8 @@ impl<F: FileSystem> Wal<F> {
         Ok(())
     }
 
-    /// Deletes, oldest first, the segments before the oldest one that holds a live entry.
-    /// Called only right after a sync, so that the records that made them dead are durable.
+    /// Recycles (or deletes, once enough files are free) the segments before the oldest one that holds a live
+    /// entry, oldest first. Called only right after a sync, so that the records that made them dead are durable.
     fn collect_garbage(&mut self) -> Result<()> {
         let segment_live_oldest = self
             .groups
@@ -529,9 +576,19 @@ impl<F: FileSystem> Wal<F> {
                 break;
             }
             let segment = self.segments.remove(&number).expect("just found");
-            self.fs
-                .remove(&segment.path)
-                .map_err(|error| Error::io("remove segment", &segment.path, error))?;
+            drop(segment.file);
+            if self.recycled.len() < self.config.segments_recycled_max {
+                let to = recycled_path(&self.config.dir, self.recycled_next);
+                self.fs
+                    .rename(&segment.path, &to)
+                    .map_err(|error| Error::io("recycle segment", &segment.path, error))?;
+                self.recycled.push_back(self.recycled_next);
+                self.recycled_next += 1;
+            } else {
+                self.fs
+                    .remove(&segment.path)
+                    .map_err(|error| Error::io("remove segment", &segment.path, error))?;
+            }
             let dir = &self.config.dir;
             self.fs
                 .sync_dir(dir)
@@ -542,26 +599,27 @@ impl<F: FileSystem> Wal<F> {
 
     /// Encodes and writes a record other than an append.
     fn write(&mut self, record: &Record<'_>) -> Result<Location> {
-        self.write_encoded(|buffer| record::encode(record, buffer))
+        self.write_encoded(|buffer, segment| record::encode(record, segment, buffer))
     }
 
     /// Encodes a record straight into the write buffer (no intermediate copy) and places it in the active
     /// segment, starting a new segment first if the record would overflow this one. `encode` appends the
-    /// record and returns its length, or fails leaving the buffer unchanged.
+    /// record of the given segment and returns its length, or fails leaving the buffer unchanged.
     fn write_encoded(
         &mut self,
-        encode: impl FnOnce(&mut Vec<u8>) -> Result<u64>,
+        encode: impl FnOnce(&mut Vec<u8>, u64) -> Result<u64>,
     ) -> Result<Location> {
         let start = self.write_buffer.len();
-        let length = encode(&mut self.write_buffer)?;
+        let length = encode(&mut self.write_buffer, self.segment_active)?;
         assert_eq!(self.write_buffer.len() - start, length as usize);
         let offset = self.active_bytes() - length;
         let has_records = offset > self.active_records_offset;
         if has_records && offset + length > self.config.segment_size_bytes_max {
             // Rare: the record goes to the next segment, so it leaves the buffer while this one is closed.
-            let record = self.write_buffer.split_off(start);
+            let mut record = self.write_buffer.split_off(start);
             let result = self.rotate();
             self.poison_on_error(result)?;
+            record::set_segment(&mut record, self.segment_active);
             self.write_buffer.extend_from_slice(&record);
         }
         let location = Location {
@@ -600,33 +658,89 @@ impl<F: FileSystem> Wal<F> {
         Ok(())
     }
 
-    /// Closes the active segment (written and synced, so that a later segment never survives a crash that an
-    /// earlier one did not) and starts the next one with a header and a checkpoint.
+    /// Closes the active segment (sealed, written and synced, so that a later segment never survives a crash
+    /// that an earlier one did not) and starts the next one with a header and a checkpoint.
     pub(crate) fn rotate(&mut self) -> Result<()> {
-        self.flush()?;
-        if self.active_unsynced {
-            let segment = self
-                .segments
-                .get_mut(&self.segment_active)
-                .expect("the active segment is open");
-            segment
-                .file
-                .sync_data()
-                .map_err(|error| Error::io("fdatasync", &segment.path, error))?;
-            self.active_unsynced = false;
-        }
+        self.seal_active()?;
         self.start_segment(self.segment_active + 1)
     }
 
-    /// Creates segment `number` with its header and checkpoint (in the write buffer) and makes it active.
+    /// Appends a seal record to the active segment, writes and fdatasyncs it: the segment is complete.
+    pub(crate) fn seal_active(&mut self) -> Result<()> {
+        record::encode(&Record::Seal, self.segment_active, &mut self.write_buffer)?;
+        self.flush()?;
+        let segment = self
+            .segments
+            .get_mut(&self.segment_active)
+            .expect("the active segment is open");
+        segment
+            .file
+            .sync_data()
+            .map_err(|error| Error::io("fdatasync", &segment.path, error))?;
+        self.active_unsynced = false;
+        Ok(())
+    }
+
+    /// Takes the oldest free file for segment `number`: renamed to the segment's name and the directory synced
+    /// before anything of the segment is written into it. Returns the file and its length, or `None` if no free
+    /// file is left. A free file whose header does not name an older segment is deleted instead of reused
+    /// (free files only ever come from sealed older segments, so this is a second line of defence).
+    fn take_recycled(&mut self, number: u64, path: &Path) -> Result<Option<(F::File, u64)>> {
+        let dir = self.config.dir.clone();
+        while let Some(sequence) = self.recycled.pop_front() {
+            let from = recycled_path(&dir, sequence);
+            let file = self
+                .fs
+                .open(&from)
+                .map_err(|error| Error::io("open recycled segment", &from, error))?;
+            let mut header = [0; SEGMENT_HEADER_BYTES as usize];
+            let read = file
+                .read_at(0, &mut header)
+                .map_err(|error| Error::io("read recycled segment", &from, error))?;
+            let older = read == header.len()
+                && SegmentHeader::decode(&header).is_ok_and(|header| header.number < number);
+            if !older {
+                drop(file);
+                self.fs
+                    .remove(&from)
+                    .map_err(|error| Error::io("remove recycled segment", &from, error))?;
+                self.fs
+                    .sync_dir(&dir)
+                    .map_err(|error| Error::io("fsync directory", &dir, error))?;
+                continue;
+            }
+            let length = file
+                .len()
+                .map_err(|error| Error::io("stat recycled segment", &from, error))?;
+            self.fs
+                .rename(&from, path)
+                .map_err(|error| Error::io("reuse recycled segment", &from, error))?;
+            self.fs
+                .sync_dir(&dir)
+                .map_err(|error| Error::io("fsync directory", &dir, error))?;
+            self.segments_reused += 1;
+            return Ok(Some((file, length)));
+        }
+        Ok(None)
+    }
+
+    /// Starts segment `number` in a recycled file if one is free, else in a new file, with its header and
+    /// checkpoint (in the write buffer), and makes it active.
     pub(crate) fn start_segment(&mut self, number: u64) -> Result<()> {
         assert!(self.write_buffer.is_empty());
         assert!(!self.segments.contains_key(&number));
         let path = segment_path(&self.config.dir, number);
-        let file = self
-            .fs
-            .create(&path)
-            .map_err(|error| Error::io("create segment", &path, error))?;
+        let (file, recycled_bytes) = match self.take_recycled(number, &path)? {
+            Some(recycled) => recycled,
+            None => {
+                let file = self
+                    .fs
+                    .create(&path)
+                    .map_err(|error| Error::io("create segment", &path, error))?;
+                self.dir_unsynced = true;
+                (file, 0)
+            }
+        };
         self.segments.insert(
             number,
             Segment {
@@ -636,15 +750,23 @@ impl<F: FileSystem> Wal<F> {
             },
         );
         self.segment_active = number;
-        self.dir_unsynced = true;
-        self.write_buffer
-            .extend_from_slice(&SegmentHeader { number }.encode());
+        self.write_buffer.extend_from_slice(
+            &SegmentHeader {
+                number,
+                recycled_bytes,
+            }
+            .encode(),
+        );
         let checkpoint = self
             .groups
             .iter()
             .map(|(group, log)| log.checkpoint(*group))
             .collect();
-        record::encode(&Record::Checkpoint(checkpoint), &mut self.write_buffer)?;
+        record::encode(
+            &Record::Checkpoint(checkpoint),
+            number,
+            &mut self.write_buffer,
+        )?;
         self.active_records_offset = self.write_buffer.len() as u64;
         Ok(())
     }
@@ -751,7 +873,7 @@ impl<F: FileSystem> Wal<F> {
     ) -> Result<Vec<record::EntryRef<'a>>> {
         let path = &self.segments[&location.segment].path;
         let corrupt = |reason: String| Error::corruption(path, location.offset, reason);
-        match record::decode(bytes) {
+        match record::decode(bytes, location.segment) {
             Ok((
                 Record::Append {
                     index_first,

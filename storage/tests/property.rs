@@ -2,6 +2,12 @@
 //! after every crash, recovery must give back exactly the state after some prefix of the operations that is at
 //! least as long as the last successful sync. So every synced record is there, in order, and nothing that was
 //! never written.
+//!
+//! Compactions of every group free whole segments, whose files are recycled (at most two kept free) and
+//! written over by later segments, and injected failures of a chosen fdatasync or directory sync, metadata
+//! operation (create, rename, remove) or write stop the WAL at any step of rotation and recycling (sealed but
+//! free file not yet renamed, renamed but header not written, header written but not synced, ...) before a
+//! crash. MemFs keeps synced bytes across a crash and keeps an unsynced overwrite of older bytes up to a cut.
 
 use std::collections::BTreeMap;
 
@@ -29,6 +35,17 @@ enum Operation {
     Compact {
         group: u64,
         forward: u64,
+    },
+    /// Compacts every group up to its last `keep` entries, as after a snapshot: frees old segments.
+    CompactAll {
+        keep: u64,
+    },
+    /// Makes the `nth` next operation of a kind fail with EIO; the write or sync that meets it is followed by a
+    /// crash of this kind and recovery.
+    Fail {
+        operation: FaultOperation,
+        nth: u64,
+        crash: Crash,
     },
     HardState {
         group: u64,
@@ -58,6 +75,13 @@ fn operation() -> impl Strategy<Value = Operation> {
         ),
         1 => (group.clone(), 0..5u64).prop_map(|(group, back)| Operation::Truncate { group, back }),
         2 => (group.clone(), 0..12u64).prop_map(|(group, forward)| Operation::Compact { group, forward }),
+        2 => (0..4u64).prop_map(|keep| Operation::CompactAll { keep }),
+        1 => (
+            prop_oneof![Just(FaultOperation::Sync), Just(FaultOperation::Metadata), Just(FaultOperation::Write)],
+            0..6u64,
+            crash(),
+        )
+            .prop_map(|(operation, nth, crash)| Operation::Fail { operation, nth, crash }),
         2 => (group, 1..100u64).prop_map(|(group, term)| Operation::HardState { group, term }),
         3 => Just(Operation::Sync),
         1 => crash().prop_map(|crash| Operation::FailingSync { crash }),
@@ -131,12 +155,14 @@ fn config() -> WalConfig {
     WalConfig {
         segment_size_bytes_max: 2048,
         write_buffer_bytes_max: 512,
+        segments_recycled_max: 2,
         ..WalConfig::new("/wal")
     }
 }
 
-/// Applies one write to both the WAL and the model.
-fn apply(wal: &mut Wal<MemFs>, model: &mut Model, operation: &Operation) {
+/// Applies one write to both the WAL and the model (the model changes even if the WAL fails: a write that
+/// failed may or may not be durable).
+fn apply(wal: &mut Wal<MemFs>, model: &mut Model, operation: &Operation) -> storage::Result<()> {
     let log = model
         .get_mut(&group_of(operation))
         .expect("every group is in the model");
@@ -158,24 +184,25 @@ fn apply(wal: &mut Wal<MemFs>, model: &mut Model, operation: &Operation) {
                     payload: payload(group, index, term, payload_bytes),
                 })
                 .collect();
-            wal.append(group, &entries).unwrap();
+            let result = wal.append(group, &entries);
             log.entries.retain(|index, _| *index < index_start);
             log.entries
                 .extend(entries.into_iter().map(|entry| (entry.index, entry)));
             log.index_last = index_start + count - 1;
+            result
         }
         Operation::Truncate { group, back } => {
             let index_last_kept = log.index_last.saturating_sub(back).max(log.index_first - 1);
-            wal.truncate(group, index_last_kept).unwrap();
             log.entries.retain(|index, _| *index <= index_last_kept);
             log.index_last = log.index_last.min(index_last_kept);
+            wal.truncate(group, index_last_kept)
         }
         Operation::Compact { group, forward } => {
             let index_first_kept = log.index_first + forward;
-            wal.compact(group, index_first_kept).unwrap();
             log.entries.retain(|index, _| *index >= index_first_kept);
             log.index_first = index_first_kept;
             log.index_last = log.index_last.max(index_first_kept - 1);
+            wal.compact(group, index_first_kept)
         }
         Operation::HardState { group, term } => {
             let hard_state = HardState {
@@ -183,11 +210,15 @@ fn apply(wal: &mut Wal<MemFs>, model: &mut Model, operation: &Operation) {
                 vote: group,
                 commit: log.index_last,
             };
-            wal.set_hard_state(group, hard_state).unwrap();
             log.hard_state = hard_state;
+            wal.set_hard_state(group, hard_state)
         }
-        Operation::Sync | Operation::FailingSync { .. } | Operation::Crash(_) => {
-            unreachable!("not a write")
+        Operation::Sync
+        | Operation::FailingSync { .. }
+        | Operation::Crash(_)
+        | Operation::CompactAll { .. }
+        | Operation::Fail { .. } => {
+            unreachable!("not a write of one group")
         }
     }
 }
@@ -209,64 +240,165 @@ fn crash_and_recover(fs: &MemFs, crash: Crash, candidates: &[Model]) -> (Wal<Mem
     let wal =
         Wal::open(fs.clone(), config()).unwrap_or_else(|error| panic!("recovery failed: {error}"));
     let recovered = observe(&wal);
+    let summary = |model: &Model| -> String {
+        model
+            .iter()
+            .map(|(group, log)| {
+                format!(
+                    "g{group} {}..={} {:?} n={}",
+                    log.index_first,
+                    log.index_last,
+                    log.hard_state,
+                    log.entries.len()
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("; ")
+    };
     assert!(
         candidates.contains(&recovered),
-        "recovered state is not a prefix of the writes at or after the last sync\nrecovered: {recovered:#?}\nsynced: {:#?}",
-        candidates[0]
+        "recovered state is not a prefix of the writes at or after the last sync\nrecovered: {}\ncandidates:\n{}\nreport {:?}",
+        summary(&recovered),
+        candidates
+            .iter()
+            .map(summary)
+            .collect::<Vec<_>>()
+            .join("\n"),
+        wal.recovery_report()
     );
     (wal, recovered)
 }
 
-fn run(operations: &[Operation]) {
+/// The state of one run: the WAL, the model, and the states recovery may land on.
+struct Run {
+    fs: MemFs,
+    wal: Wal<MemFs>,
+    model: Model,
+    /// The states since the last successful sync, oldest first: recovery must land on one of them.
+    candidates: Vec<Model>,
+    /// The crash that follows the injected failure, once one is armed.
+    armed: Option<Crash>,
+    /// Segments started in recycled files, over every WAL of the run.
+    reused: u64,
+}
+
+impl Run {
+    fn crash(&mut self, crash: Crash) {
+        self.reused += self.wal.segments_reused();
+        let (wal, model) = crash_and_recover(&self.fs, crash, &self.candidates);
+        self.wal = wal;
+        self.model = model;
+        self.candidates = vec![self.model.clone()];
+    }
+
+    /// Applies one write; on an injected failure, crashes and recovers. Returns whether the write succeeded.
+    fn write(&mut self, operation: &Operation) -> bool {
+        let mut attempted = self.model.clone();
+        match apply(&mut self.wal, &mut attempted, operation) {
+            Ok(()) => {
+                self.model = attempted;
+                assert_eq!(
+                    observe(&self.wal),
+                    self.model,
+                    "reads see every write at once"
+                );
+                self.candidates.push(self.model.clone());
+                true
+            }
+            Err(Error::Io { .. }) => {
+                // The failed write may or may not have reached the disk.
+                self.candidates.push(attempted);
+                let crash = self.armed.take().expect("only injected failures happen");
+                self.crash(crash);
+                false
+            }
+            Err(error) => panic!("unexpected error {error}"),
+        }
+    }
+}
+
+/// Runs the operations; returns how many segments were started in recycled files.
+fn run(operations: &[Operation]) -> u64 {
     let fs = MemFs::new();
-    let mut wal = Wal::open(fs.clone(), config()).unwrap();
-    let mut model: Model = (1..=GROUPS)
+    let wal = Wal::open(fs.clone(), config()).unwrap();
+    let model: Model = (1..=GROUPS)
         .map(|group| (group, GroupModel::default()))
         .collect();
-    // The states since the last successful sync, oldest first: recovery must land on one of them.
-    let mut candidates = vec![model.clone()];
+    let mut run = Run {
+        fs,
+        wal,
+        candidates: vec![model.clone()],
+        model,
+        armed: None,
+        reused: 0,
+    };
     for operation in operations {
         match operation {
-            Operation::Sync => {
-                wal.sync().unwrap();
-                candidates = vec![model.clone()];
+            Operation::Fail {
+                operation,
+                nth,
+                crash,
+            } => {
+                if run.armed.is_none() {
+                    run.fs.fail_nth(*operation, *nth, FaultError::Io);
+                    run.armed = Some(*crash);
+                }
             }
+            Operation::Sync => match run.wal.sync() {
+                Ok(()) => run.candidates = vec![run.model.clone()],
+                Err(Error::Io { .. }) => {
+                    let crash = run.armed.take().expect("only injected failures happen");
+                    run.crash(crash);
+                }
+                Err(error) => panic!("unexpected error {error}"),
+            },
             Operation::FailingSync { crash } => {
-                fs.fail_nth(FaultOperation::Sync, 0, FaultError::Io);
-                match wal.sync() {
+                if run.armed.is_some() {
+                    continue;
+                }
+                run.fs.fail_nth(FaultOperation::Sync, 0, FaultError::Io);
+                match run.wal.sync() {
                     // Nothing was written since the last sync, so no fdatasync was issued to fail.
                     Ok(()) => {
-                        fs.clear_faults();
-                        assert!(candidates.iter().all(|candidate| *candidate == model));
+                        run.fs.clear_faults();
+                        assert!(
+                            run.candidates
+                                .iter()
+                                .all(|candidate| *candidate == run.model)
+                        );
                         continue;
                     }
-                    Err(Error::Io { .. }) => assert!(matches!(wal.sync(), Err(Error::Poisoned))),
+                    Err(Error::Io { .. }) => {
+                        assert!(matches!(run.wal.sync(), Err(Error::Poisoned)));
+                    }
                     Err(error) => panic!("unexpected error {error}"),
                 }
-                drop(wal);
-                (wal, model) = crash_and_recover(&fs, *crash, &candidates);
-                candidates = vec![model.clone()];
+                run.crash(*crash);
             }
             Operation::Crash(crash) => {
-                drop(wal);
-                (wal, model) = crash_and_recover(&fs, *crash, &candidates);
-                candidates = vec![model.clone()];
+                run.armed = None;
+                run.crash(*crash);
+            }
+            Operation::CompactAll { keep } => {
+                // One compaction per group, each a write of its own (a crash may keep some of them only).
+                for group in 1..=GROUPS {
+                    let log = &run.model[&group];
+                    let forward = (log.index_last + 1)
+                        .saturating_sub(*keep)
+                        .saturating_sub(log.index_first);
+                    if !run.write(&Operation::Compact { group, forward }) {
+                        break;
+                    }
+                }
             }
             write => {
-                apply(&mut wal, &mut model, write);
-                assert_eq!(observe(&wal), model, "reads see every write at once");
-                candidates.push(model.clone());
+                run.write(write);
             }
         }
     }
-    drop(wal);
-    crash_and_recover(
-        &fs,
-        Crash::Tear {
-            seed: operations.len() as u64,
-        },
-        &candidates,
-    );
+    let seed = operations.len() as u64;
+    run.crash(Crash::Tear { seed });
+    run.reused
 }
 
 proptest! {
@@ -278,4 +410,27 @@ proptest! {
     ) {
         run(&operations);
     }
+}
+
+/// The operations above do recycle segments: a fixed run of appends with compactions, syncs and crashes.
+#[test]
+fn the_random_operations_reach_recycled_segments() {
+    let mut operations = Vec::new();
+    for round in 0..40u64 {
+        for group in 1..=GROUPS {
+            operations.push(Operation::Append {
+                group,
+                back: 0,
+                count: 3,
+                term: 1,
+                payload_bytes: 150,
+            });
+        }
+        operations.push(Operation::CompactAll { keep: 2 });
+        operations.push(Operation::Sync);
+        if round % 9 == 8 {
+            operations.push(Operation::Crash(Crash::Tear { seed: round }));
+        }
+    }
+    assert!(run(&operations) > 5);
 }

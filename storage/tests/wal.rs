@@ -259,10 +259,17 @@ fn space_comes_back_after_compaction() {
         "segments left: {:?}",
         wal.segment_numbers()
     );
+    // Segments in use, plus at most the configured number of free files kept for reuse.
+    let files_kept = (2 + storage::SEGMENTS_RECYCLED_MAX_DEFAULT) as u64;
+    assert_eq!(
+        wal.segments_recycled(),
+        storage::SEGMENTS_RECYCLED_MAX_DEFAULT
+    );
     assert!(
-        bytes_compacted * 5 < bytes_full,
+        bytes_compacted < files_kept * (4096 + 200),
         "{bytes_compacted} bytes left of {bytes_full}"
     );
+
     drop(wal);
     let wal = reopen(&fs, config(4096));
     assert_eq!(
@@ -385,4 +392,79 @@ fn a_failed_sync_at_segment_rotation_poisons_the_log() {
     drop(wal);
     let wal = reopen(&fs, config(1024));
     assert_eq!(wal.index_last(1), 0, "nothing was ever synced");
+}
+
+/// A log compacted as it goes (as after snapshots): in steady state every new segment is written into a free
+/// file, which is renamed, not created, and not truncated; the log reads back after a crash.
+fn recycle_steadily<F: storage::FileSystem + Clone>(fs: &F, config: &WalConfig) -> (u64, u64) {
+    let mut wal = Wal::open(fs.clone(), config.clone()).unwrap();
+    let mut reused_before = 0;
+    let mut segment_before = 0;
+    for index in 1..=600u64 {
+        wal.append(1, &[entry(index, 1)]).unwrap();
+        if index % 20 == 0 {
+            wal.compact(1, index - 5).unwrap();
+            wal.sync().unwrap();
+            assert!(wal.segments_recycled() <= config.segments_recycled_max);
+        }
+        if index == 300 {
+            reused_before = wal.segments_reused();
+            segment_before = *wal.segment_numbers().last().unwrap();
+        }
+    }
+    wal.sync().unwrap();
+    let rotations = *wal.segment_numbers().last().unwrap() - segment_before;
+    let reused = wal.segments_reused() - reused_before;
+    assert!(rotations > 5, "{rotations} rotations");
+    assert_eq!(
+        reused, rotations,
+        "every rotation in steady state reuses a free file"
+    );
+    drop(wal);
+    let wal = Wal::open(fs.clone(), config.clone()).unwrap();
+    assert_eq!(
+        wal.entries(1, 595..601, u64::MAX).unwrap(),
+        entries(595..=600, 1)
+    );
+    (rotations, reused)
+}
+
+#[test]
+fn segments_are_recycled_in_steady_state() {
+    let fs = MemFs::new();
+    let config = WalConfig {
+        segments_recycled_max: 2,
+        ..config(1024)
+    };
+    recycle_steadily(&fs, &config);
+    let names = {
+        use storage::FileSystem;
+        fs.list(Path::new(DIR)).unwrap()
+    };
+    let free = names
+        .iter()
+        .filter(|name| name.starts_with("recycle-"))
+        .count();
+    assert!((1..=2).contains(&free), "{names:?}");
+}
+
+#[test]
+fn segments_are_recycled_on_the_real_file_system_without_truncation() {
+    let dir =
+        Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("wal-recycle-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let config = WalConfig {
+        segment_size_bytes_max: 2048,
+        segments_recycled_max: 3,
+        ..WalConfig::new(&dir)
+    };
+    recycle_steadily(&StdFs, &config);
+    // Every file was written up to about the segment limit at least once and never truncated, so none is
+    // much shorter than the limit (the active one included: it was written over a free file).
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let entry = entry.unwrap();
+        let length = entry.metadata().unwrap().len();
+        assert!(length > 1500, "{:?} is {length} bytes", entry.file_name());
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
 }
