@@ -531,3 +531,38 @@ fn a_leader_elected_at_once_sends_nothing_before_its_term_is_durable() {
         "once the term is durable, appends go out before the entries are"
     );
 }
+
+/// Found by the property tests with membership changes: node 1, removed and re-added while it
+/// was away, campaigned under its stale view {1, 3}, so it never wrote to node 4, the only
+/// voter that could lead {1, 4}. Node 4's vote requests arrived at a lower term and were
+/// ignored, and both terms grew at the same pace forever. A stale vote request is now refused
+/// in the receiver's term, which the candidate adopts.
+#[test]
+fn a_stale_vote_request_is_refused_in_the_newer_term() {
+    let mut config = Config::new(1, GROUP_ID);
+    config.pre_vote = false;
+    let mut node = Node::new(config, InitialState::bootstrap(&[1, 2, 3])).unwrap();
+    drain(&mut node);
+    let higher = MessageBody::Heartbeat {
+        commit: 0,
+        read_sequence: 0,
+        sent_at_tick: 0,
+    };
+    node.step(message(2, 1, 9, higher)).unwrap();
+    drain(&mut node);
+    let stale_request = MessageBody::RequestVote {
+        pre_vote: false,
+        last_index: 50,
+        last_term: 5,
+        transfer: false,
+    };
+    node.step(message(4, 1, 5, stale_request)).unwrap();
+    let answers = drain(&mut node);
+    assert_eq!(answers.len(), 1);
+    assert_eq!(answers[0].to, 4);
+    assert_eq!(answers[0].term, 9, "the candidate learns the newer term");
+    assert!(matches!(
+        answers[0].body,
+        MessageBody::VoteResponse { granted: false, .. }
+    ));
+}

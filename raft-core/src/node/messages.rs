@@ -157,11 +157,15 @@ impl Node {
                     },
                 );
             }
-            MessageBody::RequestVote { pre_vote: true, .. } => {
+            MessageBody::RequestVote { pre_vote, .. } => {
+                // A refusal in our newer term lets the candidate catch up. Without it, a
+                // candidate that this node never writes to (it is outside this node's view of
+                // the membership) could trail behind in terms forever, each of its elections
+                // ignored here as stale.
                 self.send(
                     message.from,
                     MessageBody::VoteResponse {
-                        pre_vote: true,
+                        pre_vote,
                         granted: false,
                     },
                 );
