@@ -14,6 +14,13 @@
 //! - the WAL itself, one sync per batch.
 //!
 //! "% of seq." is the issue's goal; "% of raw same" is the WAL's own cost over the I/O shape it must issue.
+//!
+//! The "steady" rows (4 KiB x 256 and 100 B x 256) run the WAL as a compacted Raft log runs: after each sync
+//! every group is compacted to its last few MiB, so old segments become free and are recycled (16 MiB segments,
+//! so that the 100-byte row recycles too). Before the slices the WAL is warmed up until two segments have been
+//! started in recycled files; the row then reports how many rotations reused a file. Their "raw same" twin
+//! writes the same batches into a 16 MiB region of its file, over and over, so that it too writes over blocks
+//! already allocated.
 //! The device's write requests per fdatasync (from `/sys/class/block/<device>/stat`, so other processes'
 //! I/O in the same slices is counted too) show what each fdatasync costs the disk.
 //!
@@ -144,10 +151,12 @@ struct RawBatches {
     batch: Vec<u8>,
     written: u64,
     syncs: u64,
+    /// Write over the first this many bytes of the file again and again (steady rows), instead of appending.
+    region_bytes: Option<u64>,
 }
 
 impl RawBatches {
-    fn new(dir: &Path, batch_bytes: usize) -> Self {
+    fn new(dir: &Path, batch_bytes: usize, region_bytes: Option<u64>) -> Self {
         let path = dir.join("raw-batches");
         let file = StdFs.create(&path).expect("create");
         RawBatches {
@@ -156,15 +165,21 @@ impl RawBatches {
             batch: vec![0x3c; batch_bytes],
             written: 0,
             syncs: 0,
+            region_bytes,
         }
     }
 
     fn run_for(&mut self, seconds: f64) -> f64 {
         let start = Instant::now();
         while start.elapsed().as_secs_f64() < seconds {
-            self.file
-                .write_at(self.written, &self.batch)
-                .expect("write");
+            let offset = match self.region_bytes {
+                Some(region) => {
+                    self.written % (region / self.batch.len() as u64).max(1)
+                        * self.batch.len() as u64
+                }
+                None => self.written,
+            };
+            self.file.write_at(offset, &self.batch).expect("write");
             self.file.sync_data().expect("fdatasync");
             self.written += self.batch.len() as u64;
             self.syncs += 1;
@@ -182,12 +197,27 @@ struct WalBatches {
     index_next: [u64; GROUPS as usize],
     appends: u64,
     syncs: u64,
+    /// Steady rows: after each sync every group keeps only its last this many entries.
+    keep_entries: Option<u64>,
 }
 
+/// The segment size of the steady rows.
+const STEADY_SEGMENT_BYTES: u64 = 16 << 20;
+/// The payload each group keeps in a steady row (the rest is compacted, as after a snapshot).
+const STEADY_KEPT_BYTES: u64 = 2 << 20;
+
 impl WalBatches {
-    fn new(dir: &Path, payload_bytes: usize, batch: u64) -> Self {
-        let dir = dir.join(format!("wal-{payload_bytes}-{batch}"));
-        let wal = Wal::open(StdFs, WalConfig::new(&dir)).expect("open");
+    fn new(dir: &Path, payload_bytes: usize, batch: u64, steady: bool) -> Self {
+        let dir = dir.join(format!("wal-{payload_bytes}-{batch}-{steady}"));
+        let config = if steady {
+            WalConfig {
+                segment_size_bytes_max: STEADY_SEGMENT_BYTES,
+                ..WalConfig::new(&dir)
+            }
+        } else {
+            WalConfig::new(&dir)
+        };
+        let wal = Wal::open(StdFs, config).expect("open");
         let payload = Bytes::from(vec![0x42; payload_bytes]);
         WalBatches {
             wal,
@@ -197,7 +227,22 @@ impl WalBatches {
             index_next: [1; GROUPS as usize],
             appends: 0,
             syncs: 0,
+            keep_entries: steady.then(|| (STEADY_KEPT_BYTES / payload_bytes as u64).max(1)),
         }
+    }
+
+    /// Steady rows: runs until two segments were started in recycled files, then resets the counters.
+    fn warm_up(&mut self) {
+        let start = Instant::now();
+        while self.wal.segments_reused() < 2 {
+            assert!(
+                start.elapsed() < Duration::from_secs(120),
+                "no segment was recycled"
+            );
+            self.run_for(0.1);
+        }
+        self.appends = 0;
+        self.syncs = 0;
     }
 
     fn run_for(&mut self, seconds: f64) -> f64 {
@@ -216,6 +261,12 @@ impl WalBatches {
             }
             self.wal.sync().expect("sync");
             self.syncs += 1;
+            if let Some(keep) = self.keep_entries {
+                for (group, index_next) in (1..=GROUPS).zip(self.index_next) {
+                    let index_first_kept = index_next.saturating_sub(keep).max(1);
+                    self.wal.compact(group, index_first_kept).expect("compact");
+                }
+            }
         }
         start.elapsed().as_secs_f64()
     }
@@ -281,19 +332,31 @@ struct Figures {
     sequential_megabytes_per_second: f64,
     wal_device_writes_per_sync: f64,
     raw_device_writes_per_sync: f64,
+    /// Rotations during the measurement, and how many of them reused a recycled file.
+    rotations: u64,
+    segments_reused: u64,
 }
 
 /// Rotates short slices of raw sequential writes, raw writes of the WAL's shape and WAL appends (each slice
 /// in a different order, so that none always follows the same one), so that all three see the same disk
 /// even when its speed drifts, and returns the totals.
-fn measure(dir: &Path, payload_bytes: usize, batch: u64) -> Figures {
+fn measure(dir: &Path, payload_bytes: usize, batch: u64, steady: bool) -> Figures {
     let slices = 20;
     let slice_seconds = measure_seconds() / f64::from(slices);
     let stat = device_stat_path(dir);
     let stat = stat.as_deref();
     let mut sequential = RawSequential::new(dir);
-    let mut raw = RawBatches::new(dir, payload_bytes * batch as usize);
-    let mut wal = WalBatches::new(dir, payload_bytes, batch);
+    let mut raw = RawBatches::new(
+        dir,
+        payload_bytes * batch as usize,
+        steady.then_some(STEADY_SEGMENT_BYTES),
+    );
+    let mut wal = WalBatches::new(dir, payload_bytes, batch, steady);
+    if steady {
+        wal.warm_up();
+    }
+    let reused_before = wal.wal.segments_reused();
+    let segment_before = *wal.wal.segment_numbers().last().expect("a segment");
     let (mut sequential_seconds, mut raw_seconds, mut wal_seconds) = (0.0, 0.0, 0.0);
     let (mut raw_device_writes, mut wal_device_writes) = (0, 0);
     for slice in 0..slices {
@@ -322,6 +385,8 @@ fn measure(dir: &Path, payload_bytes: usize, batch: u64) -> Figures {
         sequential_megabytes_per_second: sequential.written as f64 / MIB / sequential_seconds,
         wal_device_writes_per_sync: wal_device_writes as f64 / wal.syncs as f64,
         raw_device_writes_per_sync: raw_device_writes as f64 / raw.syncs as f64,
+        rotations: *wal.wal.segment_numbers().last().expect("a segment") - segment_before,
+        segments_reused: wal.wal.segments_reused() - reused_before,
     };
     let wal_dir = wal.dir.clone();
     drop(wal);
@@ -521,16 +586,25 @@ fn main() {
         "bytes", "", "WAL", "WAL", "WAL", "", "", "MiB/s", "", "WAL / same"
     ));
     let mut verdicts = Vec::new();
-    for payload_bytes in [100usize, 4096] {
-        for batch in [1u64, 16, 256] {
+    let rows = [100usize, 4096]
+        .into_iter()
+        .flat_map(|payload_bytes| [1u64, 16, 256].map(|batch| (payload_bytes, batch, false)))
+        .chain([(100, 256, true), (4096, 256, true)]);
+    let mut recycling = Vec::new();
+    for (payload_bytes, batch, steady) in rows {
+        {
             std::thread::sleep(Duration::from_secs_f64(rest_seconds()));
-            let figures = measure(&dir, payload_bytes, batch);
+            let figures = measure(&dir, payload_bytes, batch, steady);
             let raw_same = figures.raw_megabytes_per_second;
             let sequential = figures.sequential_megabytes_per_second;
             line(format!(
-                "{:>6} {:>5} {:>10.0} {:>8.2} {:>7.0} {:>9.1} {:>8.1}% {:>9.2} {:>8.1}% {:>5.1} / {:<4.1}",
+                "{:>6} {:>5} {:>10.0} {:>8.2} {:>7.0} {:>9.1} {:>8.1}% {:>9.2} {:>8.1}% {:>5.1} / {:<4.1}{}",
                 payload_bytes,
-                batch,
+                if steady {
+                    format!("{batch}s")
+                } else {
+                    batch.to_string()
+                },
                 figures.appends_per_second,
                 figures.megabytes_per_second,
                 figures.syncs_per_second,
@@ -540,9 +614,16 @@ fn main() {
                 100.0 * figures.megabytes_per_second / raw_same,
                 figures.wal_device_writes_per_sync,
                 figures.raw_device_writes_per_sync,
+                if steady { "  (steady)" } else { "" },
             ));
+            if steady {
+                recycling.push(format!(
+                    "  steady {payload_bytes} B x 256: {} rotations during the slices, {} into recycled files",
+                    figures.rotations, figures.segments_reused
+                ));
+            }
             if batch == 256 {
-                verdicts.push((payload_bytes, figures));
+                verdicts.push((payload_bytes, steady, figures));
             }
         }
     }
@@ -555,9 +636,22 @@ fn main() {
     line(format!(
         "raw sequential bandwidth (1 MiB writes, one fdatasync at the end of 512 MiB): {sequential_end:.1} MiB/s at end"
     ));
+    line(
+        "steady rows (\"256s\"): compacted to the last 2 MiB of each group after each sync, 16 MiB segments, \
+         recycled; their raw same twin overwrites a 16 MiB region"
+            .to_owned(),
+    );
+    for text in recycling {
+        line(text);
+    }
     line(String::new());
     line("goal: with batches of 256, at least 80% of the raw sequential bandwidth".to_owned());
-    for (payload_bytes, figures) in &verdicts {
+    for (payload_bytes, steady, figures) in &verdicts {
+        let label = if *steady {
+            "steady, recycled"
+        } else {
+            "growing log"
+        };
         let share = figures.megabytes_per_second / figures.sequential_megabytes_per_second;
         let ceiling = figures.raw_megabytes_per_second / figures.sequential_megabytes_per_second;
         let throttled = figures.sequential_megabytes_per_second < 0.5 * sequential_start;
@@ -569,18 +663,19 @@ fn main() {
             "NOT MET"
         };
         line(format!(
-            "  {payload_bytes:>4} B x 256: WAL {:.0} MiB/s = {:.1}% of the {:.0} MiB/s seq. in the same slices: \
-             {verdict}",
+            "  {payload_bytes:>4} B x 256 ({label}): WAL {:.0} MiB/s = {:.1}% of the {:.0} MiB/s seq. in the \
+             same slices: {verdict}",
             figures.megabytes_per_second,
             100.0 * share,
             figures.sequential_megabytes_per_second,
         ));
         let mut ceiling_line = format!(
-            "               ceiling for any WAL with one fdatasync per batch: its raw same twin reached {:.1}% \
+            "               ceiling for any WAL with one fdatasync per batch: its raw same twin{} reached {:.1}% \
              of seq.",
+            if *steady { " (overwriting)" } else { "" },
             100.0 * ceiling
         );
-        if *payload_bytes * 256 == 1 << 20 {
+        if *payload_bytes * 256 == 1 << 20 && !steady {
             let _ = write!(
                 ceiling_line,
                 " (at start, on the rested disk: 1 MiB write + fdatasync each = {:.1}% of the 512 MiB figure)",
