@@ -566,3 +566,32 @@ fn a_stale_vote_request_is_refused_in_the_newer_term() {
         MessageBody::VoteResponse { granted: false, .. }
     ));
 }
+
+/// Found by the property tests with membership changes: without pre-vote and check-quorum, a
+/// stale append was ignored silently (as etcd does, relying on candidates' higher-term vote
+/// requests to reach the stale leader). A leader outside the others' view of the membership
+/// never received those requests and led its stale term forever. Stale appends and heartbeats
+/// are now always answered in the newer term.
+#[test]
+fn a_stale_leader_hears_of_the_newer_term_even_without_check_quorum() {
+    let mut config = Config::new(2, GROUP_ID);
+    config.pre_vote = false;
+    config.check_quorum = false;
+    let mut node = Node::new(config, InitialState::bootstrap(&[1, 2, 3])).unwrap();
+    drain(&mut node);
+    let heartbeat = |sent_at_tick| MessageBody::Heartbeat {
+        commit: 0,
+        read_sequence: 0,
+        sent_at_tick,
+    };
+    node.step(message(3, 2, 9, heartbeat(0))).unwrap();
+    drain(&mut node);
+    node.step(message(4, 2, 3, heartbeat(1))).unwrap();
+    let answers = drain(&mut node);
+    assert_eq!(answers.len(), 1);
+    assert_eq!((answers[0].to, answers[0].term), (4, 9));
+    assert!(matches!(
+        answers[0].body,
+        MessageBody::AppendResponse { index: 0, .. }
+    ));
+}

@@ -140,13 +140,13 @@ impl Node {
     pub(super) fn step_lower_term(&mut self, message: &Message) {
         self.metrics.messages_stale_term += 1;
         match message.body {
-            MessageBody::Append { .. } | MessageBody::Heartbeat { .. }
-                if self.config.check_quorum || self.config.pre_vote =>
-            {
-                // Without this answer a leader cut off by a partition could keep followers
-                // that only accept pre-votes from ever electing anyone else. It acknowledges
-                // nothing (index 0): if its receiver has meanwhile become leader in this newer
-                // term, the answer must not pass for a comparison of the two logs.
+            MessageBody::Append { .. } | MessageBody::Heartbeat { .. } => {
+                // The answer tells a stale leader about the newer term (Raft paper, Figure 2),
+                // so that it steps down. Without it, a leader cut off by a partition could keep
+                // followers that only accept pre-votes from electing anyone else, and a leader
+                // outside the others' view of the membership would never hear of their terms.
+                // It acknowledges nothing (index 0): if its receiver has meanwhile become
+                // leader in this newer term, it must not pass for a comparison of the logs.
                 self.send(
                     message.from,
                     MessageBody::AppendResponse {

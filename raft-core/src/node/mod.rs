@@ -124,7 +124,9 @@ pub struct Ready {
     pub messages: Vec<Message>,
     /// Messages that may be sent only once this Ready is durable.
     pub persisted_messages: Vec<Message>,
-    /// Committed entries to apply, in order.
+    /// Committed entries to apply, in order. Membership changes among them
+    /// ([`EntryKind::ConfChange`]) are already in effect in the node (from the moment they
+    /// were appended); the application may record them.
     pub committed_entries: Vec<Entry>,
     /// Linearizable reads that may be served once their index is applied.
     pub read_states: Vec<ReadState>,
