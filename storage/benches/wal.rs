@@ -434,6 +434,10 @@ impl FileSystem for DiscardFs {
     fn sync_dir(&self, _dir: &Path) -> std::io::Result<()> {
         Ok(())
     }
+
+    fn random_u64(&self) -> u64 {
+        StdFs.random_u64()
+    }
 }
 
 impl File for DiscardFile {

@@ -21,20 +21,23 @@ fn record_seeds() -> Vec<Vec<u8>> {
         commit: 40,
     };
     let records = [
-        Record::Checkpoint(vec![
-            GroupCheckpoint {
-                group: 1,
-                hard_state,
-                index_first: 1,
-                index_last: 0,
-            },
-            GroupCheckpoint {
-                group: 4,
-                hard_state,
-                index_first: 30,
-                index_last: 45,
-            },
-        ]),
+        Record::Checkpoint {
+            segment: 1,
+            groups: vec![
+                GroupCheckpoint {
+                    group: 1,
+                    hard_state,
+                    index_first: 1,
+                    index_last: 0,
+                },
+                GroupCheckpoint {
+                    group: 4,
+                    hard_state,
+                    index_first: 30,
+                    index_last: 45,
+                },
+            ],
+        },
         Record::Append {
             group: 1,
             index_first: 7,

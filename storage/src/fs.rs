@@ -4,8 +4,10 @@
 //! deterministic simulator can run the same code over [`MemFs`], which loses unsynced bytes at a crash, tears the
 //! last write, flips bits and fails writes or syncs on demand. Neither implementation uses threads or async I/O.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::io;
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -30,6 +32,10 @@ pub trait FileSystem {
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()>;
     /// Makes the creations, removals and renames in a directory durable.
     fn sync_dir(&self, dir: &Path) -> io::Result<()>;
+    /// A random number that whoever writes the data cannot predict: the WAL draws the "life id" of each segment
+    /// from it (see [`crate::SegmentHeader`]). It comes through this seam so that the simulator stays
+    /// deterministic: [`StdFs`] draws from the operating system, [`MemFs`] from its seeded generator.
+    fn random_u64(&self) -> u64;
 }
 
 /// An open file, read and written at explicit offsets.
@@ -108,6 +114,15 @@ impl FileSystem for StdFs {
     fn sync_dir(&self, dir: &Path) -> io::Result<()> {
         // On Linux a directory is fsynced through a read-only handle to it.
         std::fs::File::open(dir)?.sync_all()
+    }
+
+    /// SipHash-1-3 of a constant under a fresh `RandomState`: std seeds its 128-bit keys from the operating
+    /// system's random source (once per thread, then steps them for every new `RandomState`), so the values are
+    /// distinct and unpredictable without the keys, with no new dependency. Life ids need to be unguessable by
+    /// clients, not secret from someone who can read the disk (the header stores them).
+    fn random_u64(&self) -> u64 {
+        use std::hash::BuildHasher;
+        std::collections::hash_map::RandomState::new().hash_one(0x5eed_u64)
     }
 }
 
@@ -204,9 +219,12 @@ pub enum Crash {
 /// It models what a crash may do to a real disk: each file has its current bytes and its durable bytes (as of its
 /// last successful sync), and the directory tree has its current names and its durable names (as of the last
 /// directory sync). [`MemFs::crash`] throws away everything that was not durable, possibly keeping a torn part of
-/// the unsynced tail. A failed sync behaves like Linux after `EIO`: the dirty bytes are forgotten, so a later
-/// sync reports success although they never reached the disk. That is why the WAL refuses to continue after a
-/// failed sync.
+/// the unsynced tail. A failed sync behaves like Linux after `EIO`: the dirty pages are marked clean, so a later
+/// sync reports success although they never reached the disk, and no later sync writes them (the bytes a read
+/// returns then differ from the disk's until they are written again, or until a crash). That is why the WAL
+/// refuses to continue after a failed sync, and why [`crate::Wal::open`] writes back what it recovers.
+/// [`FileSystem::random_u64`] comes from a generator seeded by [`MemFs::with_seed`] (a fixed seed for
+/// [`MemFs::new`]), so runs are reproducible.
 ///
 /// Clones share the same disk, so a test can keep a handle while the WAL owns another.
 #[derive(Debug, Clone, Default)]
@@ -223,7 +241,12 @@ struct MemState {
     inode_next: u64,
     faults: Vec<Fault>,
     operation_counts: BTreeMap<FaultOperation, u64>,
+    /// The state of the generator of [`FileSystem::random_u64`]; 0 until first used.
+    random: u64,
 }
+
+/// The seed of [`MemFs::new`]'s generator.
+const RANDOM_SEED_DEFAULT: u64 = 0x9e37_79b9_7f4a_7c15;
 
 #[derive(Debug, Clone, Default)]
 struct Inode {
@@ -231,6 +254,9 @@ struct Inode {
     data_durable: Vec<u8>,
     /// The smallest offset changed since the last sync, if any: bytes before it equal the durable bytes.
     dirty_from: Option<u64>,
+    /// Byte ranges whose writeback a failed sync dropped: they are no longer dirty, so no later sync writes them
+    /// (the durable bytes there stay as they were, zeros past the durable length) until they are written again.
+    forgotten: Vec<Range<usize>>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -251,6 +277,14 @@ impl MemFs {
     /// An empty disk.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// An empty disk whose [`FileSystem::random_u64`] generator starts from `seed` (for example one per
+    /// simulated server, from the simulation's seed).
+    pub fn with_seed(seed: u64) -> Self {
+        let fs = Self::default();
+        fs.lock().random = if seed == 0 { RANDOM_SEED_DEFAULT } else { seed };
+        fs
     }
 
     fn lock(&self) -> MutexGuard<'_, MemState> {
@@ -300,6 +334,7 @@ impl MemFs {
             };
             inode.data_durable = inode.data.clone();
             inode.dirty_from = None;
+            inode.forgotten.clear();
         }
     }
 
@@ -380,7 +415,7 @@ impl Inode {
             .min(self.data_durable.len())
             .min(self.data.len());
         let cut = start + (next_random(random) % (self.data.len() - start + 1) as u64) as usize;
-        let mut bytes = self.data[..cut].to_vec();
+        let mut bytes = self.written_back()[..cut].to_vec();
         if let Some(rest) = self.data_durable.get(cut..) {
             bytes.extend_from_slice(rest);
         }
@@ -388,6 +423,49 @@ impl Inode {
             bytes.resize(self.data.len(), 0);
         }
         bytes
+    }
+
+    /// The bytes a writeback of the whole file would leave on the disk: the current bytes, except in the ranges a
+    /// failed sync forgot, which keep their durable bytes (zeros past the durable length).
+    fn written_back(&self) -> Cow<'_, [u8]> {
+        if self.forgotten.is_empty() {
+            return Cow::Borrowed(&self.data);
+        }
+        let mut bytes = self.data.clone();
+        for range in &self.forgotten {
+            let range = range.start.min(bytes.len())..range.end.min(bytes.len());
+            for offset in range {
+                bytes[offset] = self.data_durable.get(offset).copied().unwrap_or(0);
+            }
+        }
+        Cow::Owned(bytes)
+    }
+
+    /// After a failed sync: the dirty bytes are marked clean without reaching the disk.
+    fn forget_dirty(&mut self) {
+        if let Some(dirty_from) = self.dirty_from.take() {
+            let start = usize::try_from(dirty_from).unwrap_or(usize::MAX);
+            if start < self.data.len() {
+                self.forgotten.push(start..self.data.len());
+            }
+        }
+    }
+
+    /// Bytes written again are dirty again: no longer forgotten.
+    fn remember(&mut self, written: Range<usize>) {
+        if self.forgotten.is_empty() {
+            return;
+        }
+        let mut kept = Vec::new();
+        for range in self.forgotten.drain(..) {
+            if range.start < written.start {
+                kept.push(range.start..range.end.min(written.start));
+            }
+            if range.end > written.end {
+                kept.push(range.start.max(written.end)..range.end);
+            }
+        }
+        self.forgotten = kept;
     }
 
     fn mark_dirty(&mut self, offset: u64) {
@@ -537,6 +615,14 @@ impl FileSystem for MemFs {
         state.names_durable.extend(current);
         Ok(())
     }
+
+    fn random_u64(&self) -> u64 {
+        let mut state = self.lock();
+        if state.random == 0 {
+            state.random = RANDOM_SEED_DEFAULT;
+        }
+        next_random(&mut state.random)
+    }
 }
 
 impl File for MemFile {
@@ -570,6 +656,7 @@ impl File for MemFile {
         }
         inode.data[start..end].copy_from_slice(bytes);
         inode.mark_dirty(offset);
+        inode.remember(start..end);
         Ok(())
     }
 
@@ -581,6 +668,10 @@ impl File for MemFile {
         let length_before = inode.data.len() as u64;
         inode.data.resize(length_bytes, 0);
         inode.mark_dirty(length.min(length_before));
+        // Bytes cut off are gone, and those the extension adds are new (dirty), so nothing past the cut stays
+        // forgotten.
+        let cut = length_bytes.min(length_before as usize);
+        inode.remember(cut..usize::MAX);
         Ok(())
     }
 
@@ -595,15 +686,21 @@ impl File for MemFile {
                         .unwrap_or(usize::MAX)
                         .min(inode.data_durable.len())
                         .min(inode.data.len());
-                    inode.data_durable.truncate(start);
-                    inode.data_durable.extend_from_slice(&inode.data[start..]);
+                    if inode.forgotten.is_empty() {
+                        inode.data_durable.truncate(start);
+                        inode.data_durable.extend_from_slice(&inode.data[start..]);
+                    } else {
+                        let written_back = inode.written_back().into_owned();
+                        inode.data_durable.truncate(start);
+                        inode.data_durable.extend_from_slice(&written_back[start..]);
+                    }
                 }
                 Ok(())
             }
             Err(error) => {
                 // Linux marks the dirty pages clean after a failed writeback: the next fsync reports success
-                // although the bytes never reached the disk.
-                inode.dirty_from = None;
+                // although the bytes never reached the disk, and no later fsync writes them.
+                inode.forget_dirty();
                 Err(error)
             }
         }
@@ -711,6 +808,68 @@ mod tests {
         file.sync_data().unwrap();
         fs.crash(Crash::LoseUnsynced);
         assert_eq!(fs.read_file(Path::new("/d/a")).unwrap(), b"old");
+    }
+
+    /// Regression (adversarial review, finding 4): after a failed fsync, MemFs used to write the forgotten bytes
+    /// at the next successful sync of the file, which Linux does not do: the failed writeback marked the pages
+    /// clean, so a page lost by it never reaches the disk unless it is written again.
+    #[test]
+    fn memfs_does_not_resurrect_bytes_forgotten_by_a_failed_sync() {
+        let fs = MemFs::new();
+        let path = Path::new("/d/a");
+        fs.write_file(path, &[b'o'; 4096]);
+        let mut file = fs.open(path).unwrap();
+        // Page 1: lost by the failed writeback.
+        file.write_at(4096, &[b'A'; 4096]).unwrap();
+        fs.fail_nth(FaultOperation::Sync, 0, FaultError::Io);
+        assert!(file.sync_data().is_err());
+        // Page 2: written and synced successfully afterwards.
+        file.write_at(8192, &[b'B'; 4096]).unwrap();
+        file.sync_data().unwrap();
+        // The cache still returns page 1 as written.
+        assert_eq!(&fs.read_file(path).unwrap()[4096..8192], &[b'A'; 4096][..]);
+        fs.crash(Crash::LoseUnsynced);
+        let bytes = fs.read_file(path).unwrap();
+        assert_eq!(&bytes[..4096], &[b'o'; 4096][..]);
+        assert_eq!(
+            &bytes[4096..8192],
+            &[0; 4096][..],
+            "page 1 was never written back after the failed fsync"
+        );
+        assert_eq!(&bytes[8192..], &[b'B'; 4096][..]);
+    }
+
+    #[test]
+    fn bytes_forgotten_by_a_failed_sync_are_durable_once_written_again() {
+        for torn in [false, true] {
+            let fs = MemFs::new();
+            let path = Path::new("/d/a");
+            fs.write_file(path, b"0123");
+            let mut file = fs.open(path).unwrap();
+            file.write_at(4, b"456789").unwrap();
+            fs.fail_nth(FaultOperation::Sync, 0, FaultError::Io);
+            assert!(file.sync_data().is_err());
+            // Write part of the forgotten range again (as the WAL does at opening) and sync.
+            file.write_at(4, b"45").unwrap();
+            file.sync_data().unwrap();
+            fs.crash(if torn {
+                Crash::Tear { seed: 7 }
+            } else {
+                Crash::LoseUnsynced
+            });
+            assert_eq!(fs.read_file(path).unwrap(), b"012345\0\0\0\0");
+        }
+    }
+
+    #[test]
+    fn the_random_numbers_follow_the_seed() {
+        let draw = |fs: &MemFs| (0..3).map(|_| fs.random_u64()).collect::<Vec<_>>();
+        assert_eq!(draw(&MemFs::new()), draw(&MemFs::new()));
+        assert_eq!(draw(&MemFs::with_seed(5)), draw(&MemFs::with_seed(5)));
+        assert_ne!(draw(&MemFs::with_seed(5)), draw(&MemFs::with_seed(6)));
+        let values = draw(&MemFs::new());
+        assert!(values[0] != values[1] && values[1] != values[2]);
+        assert_ne!(StdFs.random_u64(), StdFs.random_u64());
     }
 
     #[test]

@@ -72,26 +72,37 @@ pub struct EntryRef<'a> {
 /// ```text
 ///  0        4        8                16     17               25                      25 + length
 ///  +--------+--------+----------------+------+----------------+-----------------------+
-///  | length | crc32  | segment number | type | group id       | payload (postcard)    |
+///  | length | crc32  | life id        | type | group id       | payload (postcard)    |
 ///  | u32    | u32    | u64            | u8   | u64            | `length` bytes        |
 ///  +--------+--------+----------------+------+----------------+-----------------------+
 /// ```
 ///
 /// - `length` counts the payload only, and the whole record (header included) is at most [`RECORD_BYTES_MAX`].
-/// - `crc32` (IEEE, crc32fast) covers the length field, then every byte from the segment number to the end of
+/// - `crc32` (IEEE, crc32fast) covers the length field, then every byte from the life id to the end of
 ///   the payload, so a flipped length is caught as surely as a flipped payload byte.
-/// - `segment number` is the number of the segment the record was written to. Segment files are recycled (see
-///   [`crate::Wal`]): a file keeps the bytes of its earlier lives after the records of its current one. Those
-///   stale records carry an older number under a valid checksum, so they can never pass for records of the
-///   current life, and a scan for "a valid record of this segment" can filter candidates on these 8 bytes.
+/// - `life id` is the random 64-bit id of the segment life the record was written to, the one in the segment's
+///   header (see [`crate::SegmentHeader`]). Segment files are recycled (see [`crate::Wal`]): a file keeps the
+///   bytes of its earlier lives after the records of its current one, client payloads included. Those bytes
+///   carry another life's id (or, if a client forged records inside a payload, a guess) under a valid checksum,
+///   so they never pass for records of the current life: the id is drawn at random when the life starts, after
+///   the payloads were written, so no client can predict it. A scan for "a valid record of this life" filters
+///   candidates on these 8 bytes. (Format version 2 stored the segment number here, which a client could
+///   predict; see [`crate::SEGMENT_VERSION`].)
 /// - `type` is 1 checkpoint, 2 append, 3 hard state, 4 truncate, 5 compact, 6 seal; 0 is never written, so a
 ///   zero-filled tail never decodes as a record.
 /// - `group id` is 0 for a checkpoint and a seal, which cover every group.
 /// - The payload is the postcard encoding of the variant's fields, listed with each variant below.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Record<'a> {
-    /// Every group's state when a segment starts (payload: the list of [`GroupCheckpoint`], sorted by group).
-    Checkpoint(Vec<GroupCheckpoint>),
+    /// Every group's state when a segment starts (payload: the segment number, then the list of
+    /// [`GroupCheckpoint`], sorted by group). The segment number repeats the header's, so that recovery can tell
+    /// this life's checkpoint from an earlier life's when the header is damaged.
+    Checkpoint {
+        /// The number of the segment it starts.
+        segment: u64,
+        /// Every group's state.
+        groups: Vec<GroupCheckpoint>,
+    },
     /// Entries `index_first..` of a group (payload: `index_first`, then the list of `(term, payload)`).
     /// An append also removes every entry of the group from `index_first` on: a conflicting suffix is replaced
     /// by the append itself, with no separate truncate record.
@@ -155,12 +166,12 @@ pub enum DecodeError {
         /// The checksum of the bytes.
         computed: u32,
     },
-    /// The checksum matches, but the record belongs to another segment: in a recycled file, a stale record of
-    /// one of its earlier lives.
-    #[error("record of segment {segment}, not of this one")]
-    OtherSegment {
-        /// The segment number in the record.
-        segment: u64,
+    /// The checksum matches, but the record belongs to another segment life: in a recycled file, a stale record
+    /// of one of its earlier lives (or bytes of an old payload that happen to, or were made to, look like one).
+    #[error("record of life {life:#018x}, not of this one")]
+    OtherLife {
+        /// The life id in the record.
+        life: u64,
     },
     /// The checksum matches but the type byte is unknown.
     #[error("unknown record type {0}")]
@@ -192,7 +203,7 @@ struct AppendBody<'a> {
 fn encode_body<T: Serialize + ?Sized>(
     record_type: u8,
     group: GroupId,
-    segment: u64,
+    life: u64,
     body: &T,
     out: &mut Vec<u8>,
 ) -> Result<u64> {
@@ -201,16 +212,16 @@ fn encode_body<T: Serialize + ?Sized>(
     let encoded = postcard::to_extend(body, std::mem::take(out));
     // Encoding into a vector fails only when memory runs out, which aborts anyway; keep the contract simple.
     *out = encoded.expect("postcard encodes into a vector without error");
-    finish_record(record_type, group, segment, start, out)
+    finish_record(record_type, group, life, start, out)
 }
 
 /// Fills in the header of the record that starts at `out[start]` (its payload already follows a zeroed
-/// header): length, segment, type, group, then the checksum, computed once over the finished record. If the
+/// header): length, life id, type, group, then the checksum, computed once over the finished record. If the
 /// record is too large, truncates `out` back to `start` and fails.
 fn finish_record(
     record_type: u8,
     group: GroupId,
-    segment: u64,
+    life: u64,
     start: usize,
     out: &mut Vec<u8>,
 ) -> Result<u64> {
@@ -226,7 +237,7 @@ fn finish_record(
         u32::try_from(record_bytes - RECORD_HEADER_BYTES).expect("checked against the limit");
     let record = &mut out[start..];
     record[0..4].copy_from_slice(&payload_bytes.to_le_bytes());
-    record[8..16].copy_from_slice(&segment.to_le_bytes());
+    record[8..16].copy_from_slice(&life.to_le_bytes());
     record[16] = record_type;
     record[17..25].copy_from_slice(&group.to_le_bytes());
     let crc = checksum(record);
@@ -253,11 +264,11 @@ fn push_varint(out: &mut Vec<u8>, mut value: u64) {
 
 /// Checks (in debug builds) that the record just appended to `out` decodes: a value checked before it is
 /// written is checked again the way it will be read.
-fn debug_check_decodes(out: &[u8], segment: u64, record_bytes: u64) {
+fn debug_check_decodes(out: &[u8], life: u64, record_bytes: u64) {
     if cfg!(debug_assertions) {
         let start = out.len() - record_bytes as usize;
         assert!(
-            matches!(decode(&out[start..], segment), Ok((_, length)) if length as u64 == record_bytes)
+            matches!(decode(&out[start..], life), Ok((_, length)) if length as u64 == record_bytes)
         );
     }
 }
@@ -270,7 +281,7 @@ fn checksum(record: &[u8]) -> u32 {
     hasher.finalize()
 }
 
-/// Appends an append record for `entries` (consecutive indexes, at least one) of segment `segment` to `out`;
+/// Appends an append record for `entries` (consecutive indexes, at least one) of segment life `life` to `out`;
 /// returns its length.
 ///
 /// This is the hot path of the WAL, so it writes the payload by hand instead of through serde: one capacity
@@ -281,7 +292,7 @@ fn checksum(record: &[u8]) -> u32 {
 pub(crate) fn encode_append(
     group: GroupId,
     entries: &[Entry],
-    segment: u64,
+    life: u64,
     out: &mut Vec<u8>,
 ) -> Result<u64> {
     assert!(
@@ -304,25 +315,27 @@ pub(crate) fn encode_append(
         push_varint(out, entry.payload.len() as u64);
         out.extend_from_slice(&entry.payload);
     }
-    let record_bytes = finish_record(TYPE_APPEND, group, segment, start, out)?;
-    debug_check_decodes(out, segment, record_bytes);
+    let record_bytes = finish_record(TYPE_APPEND, group, life, start, out)?;
+    debug_check_decodes(out, life, record_bytes);
     Ok(record_bytes)
 }
 
-/// Appends the encoding of `record`, as a record of segment `segment`, to `out` and returns the record's length
-/// in bytes.
+/// Appends the encoding of `record`, as a record of the segment life `life` (the life id in its segment's
+/// header), to `out` and returns the record's length in bytes.
 ///
 /// # Errors
 /// [`Error::RecordTooLarge`] if the record would exceed [`RECORD_BYTES_MAX`]; `out` is then unchanged.
-pub fn encode(record: &Record<'_>, segment: u64, out: &mut Vec<u8>) -> Result<u64> {
-    let record_bytes = encode_unchecked(record, segment, out)?;
-    debug_check_decodes(out, segment, record_bytes);
+pub fn encode(record: &Record<'_>, life: u64, out: &mut Vec<u8>) -> Result<u64> {
+    let record_bytes = encode_unchecked(record, life, out)?;
+    debug_check_decodes(out, life, record_bytes);
     Ok(record_bytes)
 }
 
-fn encode_unchecked(record: &Record<'_>, segment: u64, out: &mut Vec<u8>) -> Result<u64> {
+fn encode_unchecked(record: &Record<'_>, life: u64, out: &mut Vec<u8>) -> Result<u64> {
     match record {
-        Record::Checkpoint(groups) => encode_body(TYPE_CHECKPOINT, 0, segment, groups, out),
+        Record::Checkpoint { segment, groups } => {
+            encode_body(TYPE_CHECKPOINT, 0, life, &(segment, groups), out)
+        }
         Record::Append {
             group,
             index_first,
@@ -332,20 +345,20 @@ fn encode_unchecked(record: &Record<'_>, segment: u64, out: &mut Vec<u8>) -> Res
                 index_first: *index_first,
                 entries: entries.clone(),
             };
-            encode_body(TYPE_APPEND, *group, segment, &body, out)
+            encode_body(TYPE_APPEND, *group, life, &body, out)
         }
         Record::HardState { group, hard_state } => {
-            encode_body(TYPE_HARD_STATE, *group, segment, hard_state, out)
+            encode_body(TYPE_HARD_STATE, *group, life, hard_state, out)
         }
         Record::Truncate {
             group,
             index_last_kept,
-        } => encode_body(TYPE_TRUNCATE, *group, segment, index_last_kept, out),
+        } => encode_body(TYPE_TRUNCATE, *group, life, index_last_kept, out),
         Record::Compact {
             group,
             index_first_kept,
-        } => encode_body(TYPE_COMPACT, *group, segment, index_first_kept, out),
-        Record::Seal => encode_body(TYPE_SEAL, 0, segment, &(), out),
+        } => encode_body(TYPE_COMPACT, *group, life, index_first_kept, out),
+        Record::Seal => encode_body(TYPE_SEAL, 0, life, &(), out),
     }
 }
 
@@ -368,14 +381,14 @@ pub(crate) fn record_length(bytes: &[u8]) -> Result<Option<u64>, DecodeError> {
     Ok(Some(record_bytes))
 }
 
-/// Decodes the record of segment `segment` at the start of `bytes`, returning it and its length in bytes.
+/// Decodes the record of segment life `life` at the start of `bytes`, returning it and its length in bytes.
 ///
 /// Every field is checked; nothing in `bytes` can make this panic or allocate more than the record limit.
 ///
 /// # Errors
-/// A [`DecodeError`] saying what was wrong; [`DecodeError::OtherSegment`] for an intact record written to
-/// another segment (checked after the checksum, before the type and payload).
-pub fn decode(bytes: &[u8], segment: u64) -> Result<(Record<'_>, usize), DecodeError> {
+/// A [`DecodeError`] saying what was wrong; [`DecodeError::OtherLife`] for an intact record written to another
+/// segment life (checked after the checksum, before the type and payload).
+pub fn decode(bytes: &[u8], life: u64) -> Result<(Record<'_>, usize), DecodeError> {
     let bytes_available = bytes.len() as u64;
     let record_bytes = record_length(bytes)?.ok_or(DecodeError::Incomplete {
         bytes_needed: RECORD_HEADER_BYTES,
@@ -395,11 +408,9 @@ pub fn decode(bytes: &[u8], segment: u64) -> Result<(Record<'_>, usize), DecodeE
     if stored != computed {
         return Err(DecodeError::Checksum { stored, computed });
     }
-    let record_segment = u64::from_le_bytes(record[8..16].try_into().expect("eight bytes"));
-    if record_segment != segment {
-        return Err(DecodeError::OtherSegment {
-            segment: record_segment,
-        });
+    let record_life = life_of(record).expect("a whole header");
+    if record_life != life {
+        return Err(DecodeError::OtherLife { life: record_life });
     }
     let group = u64::from_le_bytes(record[17..25].try_into().expect("eight bytes"));
     let payload = &record[RECORD_HEADER_BYTES as usize..];
@@ -407,24 +418,48 @@ pub fn decode(bytes: &[u8], segment: u64) -> Result<(Record<'_>, usize), DecodeE
     Ok((decoded, record_bytes))
 }
 
-/// Whether `bytes` start with an intact record of segment `segment` (length within the limit and the bytes,
-/// checksum right, segment number equal), whatever its type and payload: the evidence recovery looks for after
-/// a damaged or stale record, to tell a tail left by a crash from damage in the middle of the segment.
-pub(crate) fn is_record_of(bytes: &[u8], segment: u64) -> bool {
+/// The life id field of the record header at the start of `bytes` (unchecked), if there are enough bytes.
+pub(crate) fn life_of(bytes: &[u8]) -> Option<u64> {
+    Some(u64::from_le_bytes(bytes.get(8..16)?.try_into().ok()?))
+}
+
+/// Whether the record header at the start of `header` could start an intact record of life `life`, judged by
+/// its fields alone (no checksum): the life id, a known type, group 0 for a checkpoint and a seal, an empty
+/// payload for a seal, a length within the limit. The cheap filter before [`is_record_of`] when searching.
+pub(crate) fn is_plausible_header_of(header: &[u8], life: u64) -> bool {
+    if header.len() < RECORD_HEADER_BYTES as usize || life_of(header) != Some(life) {
+        return false;
+    }
+    let Ok(Some(record_bytes)) = record_length(header) else {
+        return false;
+    };
+    let group_zero = header[17..25] == [0; 8];
+    match header[16] {
+        TYPE_CHECKPOINT => group_zero,
+        TYPE_SEAL => group_zero && record_bytes == RECORD_HEADER_BYTES,
+        TYPE_APPEND | TYPE_HARD_STATE | TYPE_TRUNCATE | TYPE_COMPACT => true,
+        _ => false,
+    }
+}
+
+/// Whether `bytes` start with an intact record of life `life` (length within the limit and the bytes, checksum
+/// right, life id equal), whatever its payload: the evidence recovery looks for after a damaged or stale
+/// record, to tell a tail left by a crash from damage in the middle of the segment.
+pub(crate) fn is_record_of(bytes: &[u8], life: u64) -> bool {
     let Ok(Some(record_bytes)) = record_length(bytes) else {
         return false;
     };
     let Some(record) = bytes.get(..record_bytes as usize) else {
         return false;
     };
-    record[8..16] == segment.to_le_bytes()
+    life_of(record) == Some(life)
         && u32::from_le_bytes(record[4..8].try_into().expect("four bytes")) == checksum(record)
 }
 
-/// Rewrites the segment number of the encoded record `record` (and its checksum): for a record encoded for the
-/// active segment that goes to the next one instead, because it did not fit.
-pub(crate) fn set_segment(record: &mut [u8], segment: u64) {
-    record[8..16].copy_from_slice(&segment.to_le_bytes());
+/// Rewrites the life id of the encoded record `record` (and its checksum): for a record encoded for the active
+/// segment that goes to the next one instead, because it did not fit.
+pub(crate) fn set_life(record: &mut [u8], life: u64) {
+    record[8..16].copy_from_slice(&life.to_le_bytes());
     let crc = checksum(record);
     record[4..8].copy_from_slice(&crc.to_le_bytes());
 }
@@ -449,9 +484,9 @@ fn decode_payload(
             if group != 0 {
                 return Err(DecodeError::Malformed("a checkpoint has group id 0"));
             }
-            let groups: Vec<GroupCheckpoint> = take_all(payload)?;
+            let (segment, groups): (u64, Vec<GroupCheckpoint>) = take_all(payload)?;
             check_checkpoint(&groups)?;
-            Ok(Record::Checkpoint(groups))
+            Ok(Record::Checkpoint { segment, groups })
         }
         TYPE_APPEND => {
             let body: AppendBody<'_> = take_all(payload)?;
@@ -529,9 +564,10 @@ mod tests {
         let (decoded, decoded_length) = decode(&bytes, 3).unwrap();
         assert_eq!(
             decode(&bytes, 4).unwrap_err(),
-            DecodeError::OtherSegment { segment: 3 }
+            DecodeError::OtherLife { life: 3 }
         );
         assert!(is_record_of(&bytes, 3) && !is_record_of(&bytes, 4));
+        assert!(is_plausible_header_of(&bytes, 3) && !is_plausible_header_of(&bytes, 4));
         assert_eq!(&decoded, record);
         assert_eq!(decoded_length, bytes.len());
     }
@@ -543,21 +579,27 @@ mod tests {
             vote: 2,
             commit: 9,
         };
-        round_trip(&Record::Checkpoint(vec![]));
-        round_trip(&Record::Checkpoint(vec![
-            GroupCheckpoint {
-                group: 1,
-                hard_state,
-                index_first: 1,
-                index_last: 0,
-            },
-            GroupCheckpoint {
-                group: 7,
-                hard_state,
-                index_first: 5,
-                index_last: 90,
-            },
-        ]));
+        round_trip(&Record::Checkpoint {
+            segment: 1,
+            groups: vec![],
+        });
+        round_trip(&Record::Checkpoint {
+            segment: u64::MAX,
+            groups: vec![
+                GroupCheckpoint {
+                    group: 1,
+                    hard_state,
+                    index_first: 1,
+                    index_last: 0,
+                },
+                GroupCheckpoint {
+                    group: 7,
+                    hard_state,
+                    index_first: 5,
+                    index_last: 90,
+                },
+            ],
+        });
         let entries = vec![
             EntryRef {
                 term: 1,

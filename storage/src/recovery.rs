@@ -10,8 +10,8 @@ use crate::record::{
     self, DecodeError, GroupCheckpoint, RECORD_BYTES_MAX, RECORD_HEADER_BYTES, Record,
 };
 use crate::segment::{
-    HeaderError, SEGMENT_HEADER_BYTES, SEGMENT_VERSION, SegmentHeader, WindowReader,
-    parse_recycled_file_name, parse_segment_file_name, recycled_path, segment_path,
+    HeaderError, SEGMENT_HEADER_BYTES, SEGMENT_VERSION, Search, SegmentHeader, WindowReader,
+    life_field, parse_recycled_file_name, parse_segment_file_name, recycled_path, segment_path,
 };
 use crate::wal::{GroupLog, Location, SEGMENT_SIZE_BYTES_MIN, Segment, Violation, Wal, WalConfig};
 
@@ -58,7 +58,7 @@ pub enum TornTailKind {
     /// The segment has a valid header but no complete checkpoint record.
     Checkpoint,
     /// In a recycled file, below its recycled bytes: a stale record of an earlier life, or a record of this
-    /// life torn over the stale bytes, with no intact record of this segment anywhere after it.
+    /// life torn over the stale bytes, with no intact record of this life anywhere after it.
     Stale,
 }
 
@@ -82,41 +82,49 @@ struct Replay<'a> {
     records: u64,
     /// The "recycled bytes" of the segment header, once it is read.
     recycled_bytes: u64,
+    /// The life id of the segment header, once it is read.
+    life: u64,
 }
 
 impl<F: FileSystem> Wal<F> {
     /// Opens the WAL in `config.dir`, creating the directory if needed, and recovers its contents.
     ///
     /// Every segment is replayed in order to rebuild each group's bounds, hard state and the location of each
-    /// entry (entries themselves stay on disk). Then a new segment is started, synced, and segments holding
-    /// nothing live are deleted. What recovery does with what it finds follows this table; anything marked
-    /// "torn" is cut off (the file is truncated, or removed if nothing valid remains; a stale tail is cut logically
-    /// by the seal that recovery writes), synced, and reported in
+    /// entry (entries themselves stay on disk). Then the bytes kept of the last segment are written back in
+    /// place (see below), the last segment is sealed if it is not, everything is synced, a new segment is
+    /// started and synced, and segments holding nothing live are dropped. What recovery does with what it finds
+    /// follows this table; anything marked "torn" is cut off (the file is truncated, or removed if nothing valid
+    /// remains; a stale tail is cut logically by the seal that recovery writes), synced, and reported in
     /// [`Wal::recovery_report`]. Only the last segment can have a torn tail, because a segment is synced before
     /// the next one is created (and sealed first, see [`Wal`]). "Stale zone" is the part of a recycled file below
     /// the "recycled bytes" of its header (its length when the segment started in it; 0 for a new file), where
-    /// bytes of the file's earlier lives may follow the records of this one. A record "of this segment" is an
-    /// intact record (length, checksum) whose segment number is this segment's.
+    /// bytes of the file's earlier lives may follow the records of this one. A record "of this life" is an intact
+    /// record (length, checksum) whose life id is the one in the segment's header (random, drawn when the
+    /// segment started: see [`SegmentHeader`]). "Searched" means: every later byte offset is a candidate,
+    /// filtered on its header (life id, type, group, length within the file) and then checksummed, at most
+    /// twice the file's size in bytes checksummed per search.
     ///
     /// | where              | what is found                                                   | outcome                    |
     /// |--------------------|-----------------------------------------------------------------|----------------------------|
     /// | directory          | no segment file                                                 | empty log                  |
     /// | directory          | a file whose name is not `wal-<20 digits>.log`                  | ignored                    |
     /// | directory          | a free file `recycle-<20 digits>.wal`                           | never replayed; reused later (surplus deleted) |
+    /// | directory          | a free file numbered 2^64 - 1 (never written by this crate)     | kept; recycling stops (dropped segments are deleted), no overflow |
     /// | directory          | a segment number missing between two others                     | `Corruption` (missing file)|
     /// | any segment        | listing, opening or reading fails                               | `Io`, never `Corruption`   |
-    /// | last segment       | header shorter than 32 bytes, or header and rest all zeros      | torn: file removed         |
-    /// | last segment       | bad header checksum or an older segment's number (a recycled file renamed, its new header not written), and no record of this segment in the file | torn: file removed |
-    /// | last segment       | the same, with a record of this segment in the file             | `Corruption`               |
+    /// | last segment       | header shorter than 40 bytes, or header and rest all zeros      | torn: file removed         |
+    /// | last segment       | bad header checksum or an older segment's number (a recycled file renamed, its new header not written or torn), and no evidence of this life: no intact checkpoint naming this segment right after the header, and (bad checksum only) no record of the life id in the header's field found by a search, unless that id is the life of an intact checkpoint of an older segment right after the header (a new header torn over an old one) | torn: file removed |
+    /// | last segment       | the same, with such evidence (the header rotted after the segment was synced), or a search over its budget | `Corruption` |
     /// | other segment      | any of the three rows above                                     | `Corruption`               |
     /// | any segment        | wrong magic, a later segment's number in the header             | `Corruption`               |
-    /// | any segment        | format version other than 2                                     | `UnsupportedVersion`       |
+    /// | any segment        | format version other than 3                                     | `UnsupportedVersion`       |
     /// | last segment, outside the stale zone | fewer bytes than a record header remain       | torn                       |
-    /// | last segment, outside the stale zone | a record's length runs past the end of the file | torn                     |
-    /// | last segment, outside the stale zone | bad checksum, and the record ends the file or only zeros follow | torn     |
+    /// | last segment, outside the stale zone | a record's length runs past the end of the file, and no record of this life found after it | torn |
+    /// | last segment, outside the stale zone | bad checksum, the record ends the file or only zeros follow, and no record of this life found after it | torn |
+    /// | last segment, outside the stale zone | either of the two rows above, with a record of this life found after it (a damaged length field), or a search over its budget | `Corruption` |
     /// | last segment, outside the stale zone | only zeros from a record boundary to the end  | torn                       |
-    /// | last segment, in the stale zone | a record of an older segment (stale), or one that is short, runs past the end, has a bad checksum or a length above the limit, or zeros; and no record of this segment at any later offset | torn (stale tail) |
-    /// | last segment, in the stale zone | the same, with a record of this segment at a later offset (damage or a stale record in the middle) | `Corruption` |
+    /// | last segment, in the stale zone | a record of another life (stale, or a client payload shaped like a record), or one that is short, runs past the end, has a bad checksum or a length above the limit, or zeros; and no record of this life found at any later offset | torn (stale tail) |
+    /// | last segment, in the stale zone | the same, with a record of this life found at a later offset (damage or a stale record in the middle), or a search over its budget | `Corruption` |
     /// | last segment       | no complete checkpoint record after the header                  | torn: file removed         |
     /// | only one, number>1 | no complete checkpoint (older ones were deleted relying on it)  | `Corruption`               |
     /// | other segment      | any of the torn rows above                                      | `Corruption`               |
@@ -125,21 +133,31 @@ impl<F: FileSystem> Wal<F> {
     /// | any segment        | bytes after a seal beyond the stale zone                        | `Corruption`               |
     /// | outside the stale zone | bad checksum with non-zero bytes after the record           | `Corruption`               |
     /// | outside the stale zone | length field above [`RECORD_BYTES_MAX`]                     | `Corruption`, no allocation|
-    /// | outside the stale zone | an intact record of another segment                         | `Corruption`               |
-    /// | any segment        | a record of a later segment                                     | `Corruption`               |
+    /// | outside the stale zone | an intact record of another life                            | `Corruption`               |
     /// | any segment        | valid checksum, but unknown type or malformed payload           | `Corruption`               |
     /// | any segment        | a record that breaks the log rules (gap, compacted index)       | `Corruption`               |
     /// | any segment        | first record not a checkpoint, or a checkpoint elsewhere        | `Corruption`               |
+    /// | any segment        | a checkpoint naming another segment than the header's           | `Corruption`               |
     /// | segment after first| checkpoint disagreeing with the segments replayed before it    | `Corruption`               |
     /// | after the last     | live entries whose segment was deleted                          | `Corruption`               |
     ///
     /// Outside the stale zone the rules are those of a new file: only a crash's torn tail (short, or followed
-    /// by zeros) ends the log. In the stale zone, anything that is not a record of this segment can be what a
-    /// crash left over an earlier life, so it ends the log, unless a record of this segment follows it: every
-    /// byte offset after it is searched (filtered on the segment number, then checksummed), so that damage
-    /// to a synced record, even to its length field, is still reported when later synced records exist.
-    /// If the last segment is not sealed, recovery seals it (after cutting a torn tail) before starting the
-    /// next segment.
+    /// by zeros) ends the log, and only if no record of this life follows it, since a damaged length field
+    /// looks like a torn record. In the stale zone, anything that is not a record of this life can be what a
+    /// crash left over an earlier life, so it ends the log, unless a record of this life follows it. The
+    /// search is what tells damage to a synced record (even to its length field) from a crash's tail when later
+    /// synced records exist; it cannot be fooled by stale bytes, client payloads included, since they cannot
+    /// carry the life id, drawn after they were written. On hostile bytes (many look-alike headers of this
+    /// life, which only someone who can write the file directly can produce), it gives up within its budget
+    /// and reports `Corruption` rather than guess or run for hours.
+    ///
+    /// Before returning, recovery writes the bytes it keeps of the last segment (header and records) back in
+    /// place and syncs them, so that what it returns is durable: a process that reopens the WAL after a failed
+    /// fdatasync, in the same boot, reads the page cache, whose pages Linux marked clean without writing them,
+    /// and no later fdatasync would write them. Only the last segment can hold such pages (a failed sync
+    /// poisons the WAL, and a rotation needs a successful sync of the seal before it), and rewriting it costs
+    /// one write of at most a segment per opening. If the last segment is not sealed, recovery seals it (after
+    /// cutting a torn tail) before starting the next segment.
     ///
     /// # Errors
     /// As in the table: [`Error::Corruption`] names the file and the offset of the bad header or record.
@@ -172,7 +190,9 @@ impl<F: FileSystem> Wal<F> {
             poisoned: false,
             recovery: RecoveryReport::default(),
             recycled: VecDeque::new(),
-            recycled_next: recycled.last().map_or(1, |last| last + 1),
+            // Saturating: a free file named with the largest number (hostile, never written by this crate) only
+            // stops recycling, which never uses that number (see `collect_garbage`).
+            recycled_next: recycled.last().map_or(1, |last| last.saturating_add(1)),
             segments_reused: 0,
         };
         let mut last_sealed = true;
@@ -184,8 +204,15 @@ impl<F: FileSystem> Wal<F> {
         }
         wal.check_nothing_missing(numbers.first().copied())?;
         wal.keep_recycled(recycled)?;
-        if !last_sealed {
-            wal.seal_active()?;
+        if wal.segments.is_empty() {
+            // Nothing to seal or write back.
+        } else {
+            wal.write_back_active()?;
+            if last_sealed {
+                wal.sync_active()?;
+            } else {
+                wal.seal_active()?;
+            }
         }
         // A last segment removed as torn gives its number to the new segment, so numbers stay contiguous.
         let number_next = match wal.segments.last_key_value() {
@@ -250,10 +277,12 @@ impl<F: FileSystem> Wal<F> {
             is_last,
             records: 0,
             recycled_bytes: 0,
+            life: 0,
         };
         let end = replay.scan(&file, file_bytes)?;
         let records = replay.records;
         let recycled_bytes = replay.recycled_bytes;
+        let life = replay.life;
         self.recovery.segments_replayed += 1;
         self.recovery.records_replayed += records;
         let (bytes_valid, sealed) = match end {
@@ -316,6 +345,7 @@ impl<F: FileSystem> Wal<F> {
                 file,
                 path,
                 bytes_written: bytes_valid,
+                life,
             },
         );
         self.segment_active = number;
@@ -388,29 +418,39 @@ impl Replay<'_> {
         }
     }
 
-    /// The end of the log at `offset`, in the stale zone of a recycled file: a tail if no record of this
-    /// segment follows (in the last segment only), corruption otherwise.
-    fn stale<F: File>(&self, reader: &mut WindowReader<'_, F>, offset: u64) -> Result<ScanEnd> {
+    /// The end of the log at `offset` (damage of kind `kind` there), unless an intact record of this life
+    /// starts at a later byte offset: then the damage is in the middle of the segment, `Corruption`. Only the
+    /// last segment can have a tail; the search is filtered on the life id, which no stale byte or client
+    /// payload can know, and bounded (see [`WindowReader::find_record_of`]).
+    fn end_of_log<F: File>(
+        &self,
+        reader: &mut WindowReader<'_, F>,
+        offset: u64,
+        kind: TornTailKind,
+    ) -> Result<ScanEnd> {
         if !self.is_last {
-            return Err(self.corruption(
-                offset,
-                "a damaged or stale record in a segment that is not the last",
-            ));
+            return self.torn(offset, kind);
         }
+        let what = match kind {
+            TornTailKind::Stale => "a stale or damaged record",
+            TornTailKind::RecordPayload => "a record running past the end of the file",
+            _ => "a record with a bad checksum and nothing but zeros after it",
+        };
         match reader
-            .find_record_of(offset, self.segment)
+            .find_record_of(offset + 1, self.life)
             .map_err(|error| self.io(error))?
         {
-            Some(found) => Err(self.corruption(
+            Search::Found(found) => Err(self.corruption(
+                offset,
+                format!("{what}, followed by an intact record of this segment at byte {found}"),
+            )),
+            Search::Undecided => Err(self.corruption(
                 offset,
                 format!(
-                    "a damaged or stale record, followed by a record of this segment at byte {found}"
+                    "{what}, and too many look-alike records after it to decide whether it is a tail"
                 ),
             )),
-            None => Ok(ScanEnd::Torn {
-                offset,
-                kind: TornTailKind::Stale,
-            }),
+            Search::NotFound => Ok(ScanEnd::Torn { offset, kind }),
         }
     }
 
@@ -447,7 +487,9 @@ impl Replay<'_> {
             }
             let record_bytes = match record_length {
                 Ok(Some(record_bytes)) => record_bytes,
-                _ if stale_zone => return self.stale(&mut reader, offset),
+                _ if stale_zone => {
+                    return self.end_of_log(&mut reader, offset, TornTailKind::Stale);
+                }
                 Ok(None) => return self.torn(offset, TornTailKind::RecordHeader),
                 Err(error) => return Err(self.corruption(offset, error.to_string())),
             };
@@ -455,7 +497,7 @@ impl Replay<'_> {
             let bytes = reader
                 .bytes(offset, record_bytes)
                 .map_err(|error| self.io(error))?;
-            match record::decode(bytes, self.segment) {
+            match record::decode(bytes, self.life) {
                 Ok((record, length)) => {
                     assert_eq!(length as u64, record_bytes);
                     let location = Location {
@@ -479,19 +521,19 @@ impl Replay<'_> {
                 Err(error @ (DecodeError::UnknownType(_) | DecodeError::Malformed(_))) => {
                     return Err(self.corruption(offset, error.to_string()));
                 }
-                Err(DecodeError::OtherSegment { segment }) if segment > self.segment => {
-                    return Err(
-                        self.corruption(offset, format!("a record of later segment {segment}"))
-                    );
+                Err(_) if stale_zone => {
+                    return self.end_of_log(&mut reader, offset, TornTailKind::Stale);
                 }
-                Err(_) if stale_zone => return self.stale(&mut reader, offset),
                 Err(DecodeError::Incomplete { .. }) => {
-                    return self.torn(offset, TornTailKind::RecordPayload);
+                    // A record torn by a crash, or a damaged length field: records of this life after it tell.
+                    return self.end_of_log(&mut reader, offset, TornTailKind::RecordPayload);
                 }
                 Err(error @ DecodeError::Checksum { .. }) => {
                     let end = offset + record_bytes;
                     if reader.zeros_from(end).map_err(|error| self.io(error))? {
-                        return self.torn(offset, TornTailKind::Checksum);
+                        // The length field may be the damaged part, so "the record ends the file or zeros
+                        // follow" proves nothing on its own: records of this life after it tell.
+                        return self.end_of_log(&mut reader, offset, TornTailKind::Checksum);
                     }
                     return Err(
                         self.corruption(offset, format!("{error}, with more records after it"))
@@ -522,6 +564,7 @@ impl Replay<'_> {
         let reason = match SegmentHeader::decode(&bytes) {
             Ok(header) if header.number == self.segment => {
                 self.recycled_bytes = header.recycled_bytes;
+                self.life = header.life;
                 return Ok(None);
             }
             Ok(header) if header.number > self.segment => {
@@ -538,17 +581,69 @@ impl Replay<'_> {
                 });
             }
         };
-        // A recycled file renamed to this segment's name whose new header never reached the disk (or was torn)
-        // holds nothing of this segment: unless a record of this segment says otherwise, it is a torn tail.
-        if self.is_last
-            && reader
-                .find_record_of(0, self.segment)
-                .map_err(|error| self.io(error))?
-                .is_none()
-        {
-            return self.torn(0, TornTailKind::SegmentHeader).map(Some);
+        if !self.is_last {
+            return Err(self.corruption(0, reason));
         }
-        Err(self.corruption(0, reason))
+        // A recycled file renamed to this segment's name whose new header never reached the disk (or was torn)
+        // holds nothing of this segment: every write of this life starts with the header, so if it was lost,
+        // nothing after it was synced either. Unless the file says otherwise, it is a torn tail.
+        match self.evidence_of_this_life(reader, &bytes)? {
+            None => self.torn(0, TornTailKind::SegmentHeader).map(Some),
+            Some(evidence) => Err(self.corruption(0, format!("{reason}, but {evidence}"))),
+        }
+    }
+
+    /// In the last segment, whose header is not this segment's (damaged, or an older life's): whether anything
+    /// says that this life reached the disk, which makes the header's damage bit rot rather than a crash.
+    /// Evidence is (1) an intact checkpoint right after the header that names this segment (its life id is
+    /// read from the record itself), or (2) when the header's checksum is bad, an intact record anywhere in the
+    /// file of the life id the header's (unchecked) field holds, unless that is the life of an intact checkpoint
+    /// of an older segment right after the header (a crash tore the new header over the old one, leaving the
+    /// old life's id in place). An intact header of an older segment is an older life's: only (1) applies.
+    fn evidence_of_this_life<F: File>(
+        &self,
+        reader: &mut WindowReader<'_, F>,
+        header: &[u8; SEGMENT_HEADER_BYTES as usize],
+    ) -> Result<Option<String>> {
+        let at = SEGMENT_HEADER_BYTES;
+        let first = reader
+            .bytes(at, RECORD_HEADER_BYTES)
+            .map_err(|error| self.io(error))?;
+        let (life_first, length_first) = (
+            record::life_of(first),
+            record::record_length(first).ok().flatten(),
+        );
+        let mut life_older = None;
+        if let (Some(life), Some(length)) = (life_first, length_first)
+            && let Ok((Record::Checkpoint { segment, .. }, _)) = record::decode(
+                reader.bytes(at, length).map_err(|error| self.io(error))?,
+                life,
+            )
+        {
+            if segment == self.segment {
+                return Ok(Some(format!(
+                    "the checkpoint of this segment follows it at byte {at}"
+                )));
+            }
+            life_older = Some(life);
+        }
+        let header_intact = SegmentHeader::decode(header).is_ok();
+        let life = life_field(header);
+        if header_intact || life == 0 || Some(life) == life_older {
+            return Ok(None);
+        }
+        match reader
+            .find_record_of(at, life)
+            .map_err(|error| self.io(error))?
+        {
+            Search::Found(found) => Ok(Some(format!(
+                "an intact record of the life id in the header is at byte {found}"
+            ))),
+            Search::Undecided => Ok(Some(
+                "too many look-alike records follow to decide whether it is a tail".to_owned(),
+            )),
+            Search::NotFound => Ok(None),
+        }
     }
 
     /// Applies one valid record to the groups being rebuilt.
@@ -557,8 +652,11 @@ impl Replay<'_> {
         let is_first = self.records == 0;
         self.records += 1;
         match record {
-            Record::Checkpoint(groups) if is_first => self.apply_checkpoint(groups, offset),
-            Record::Checkpoint(_) => {
+            Record::Checkpoint { segment, .. } if is_first && segment != self.segment => {
+                Err(self.corruption(offset, format!("the checkpoint names segment {segment}")))
+            }
+            Record::Checkpoint { groups, .. } if is_first => self.apply_checkpoint(groups, offset),
+            Record::Checkpoint { .. } => {
                 Err(self.corruption(offset, "a checkpoint after the first record"))
             }
             _ if is_first => {

@@ -10,29 +10,35 @@ use crate::record::{self, RECORD_HEADER_BYTES};
 pub const SEGMENT_MAGIC: [u8; 8] = *b"AGNDWAL\n";
 
 /// The format version this build writes and reads. Version 2 added the segment number to every record, the
-/// recycled length to the header and the seal record, for segment recycling; version 1 files are refused.
-pub const SEGMENT_VERSION: u32 = 2;
+/// recycled length to the header and the seal record, for segment recycling; version 3 replaced the segment
+/// number in every record by the random life id of the segment (in the header too), and added the segment
+/// number to the checkpoint, because bytes of an old client payload in a recycled file could pass for records
+/// of a predictable segment number. Files of any other version are refused.
+pub const SEGMENT_VERSION: u32 = 3;
 
 /// The size of a segment header in bytes.
-pub const SEGMENT_HEADER_BYTES: u64 = 32;
+pub const SEGMENT_HEADER_BYTES: u64 = 40;
 
 /// The header at the start of every segment file.
 ///
 /// Layout, in bytes, little endian:
 ///
 /// ```text
-///  0                8         12        16                24                32
-///  +----------------+---------+---------+-----------------+-----------------+
-///  | magic          | version | crc32   | segment number  | recycled bytes  |
-///  | "AGNDWAL\n"    | u32     | u32     | u64             | u64             |
-///  +----------------+---------+---------+-----------------+-----------------+
+///  0                8         12        16                24                32                40
+///  +----------------+---------+---------+-----------------+-----------------+-----------------+
+///  | magic          | version | crc32   | segment number  | recycled bytes  | life id         |
+///  | "AGNDWAL\n"    | u32     | u32     | u64             | u64             | u64             |
+///  +----------------+---------+---------+-----------------+-----------------+-----------------+
 /// ```
 ///
 /// The checksum covers every field but itself. The number repeats the one in the file name, so a file copied
 /// or renamed by hand is noticed. "Recycled bytes" is the file's length when this segment started in it: 0 for
 /// a new file, the old length for a recycled one, whose bytes below that offset may still hold an earlier
-/// life (see the recovery table of [`crate::Wal::open`]). Records follow the header back to back, starting
-/// with a checkpoint record (see [`crate::Record`]).
+/// life (see the recovery table of [`crate::Wal::open`]). The "life id" is drawn at random (never 0, never the
+/// previous life's id in a recycled file, through [`crate::FileSystem::random_u64`]) when the segment starts in
+/// the file, and every record of this life carries it: stale bytes of an earlier life, even client payloads
+/// crafted to look like records, never pass for records of this life. Records follow the header back to back,
+/// starting with a checkpoint record that repeats the segment number (see [`crate::Record`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SegmentHeader {
     /// The segment's number; segments are numbered from 1 without gaps.
@@ -40,6 +46,8 @@ pub struct SegmentHeader {
     /// The file's length when the segment started in it (0 for a new file): the bytes past the records of
     /// this life and below this offset are stale.
     pub recycled_bytes: u64,
+    /// The random id of this life of the file, carried by every record written in it.
+    pub life: u64,
 }
 
 /// Why a segment header was rejected.
@@ -58,6 +66,7 @@ impl SegmentHeader {
         bytes[8..12].copy_from_slice(&SEGMENT_VERSION.to_le_bytes());
         bytes[16..24].copy_from_slice(&self.number.to_le_bytes());
         bytes[24..32].copy_from_slice(&self.recycled_bytes.to_le_bytes());
+        bytes[32..40].copy_from_slice(&self.life.to_le_bytes());
         let crc = header_checksum(&bytes);
         bytes[12..16].copy_from_slice(&crc.to_le_bytes());
         bytes
@@ -80,14 +89,26 @@ impl SegmentHeader {
         Ok(SegmentHeader {
             number: u64::from_le_bytes(bytes[16..24].try_into().expect("eight bytes")),
             recycled_bytes: u64::from_le_bytes(bytes[24..32].try_into().expect("eight bytes")),
+            life: life_field(bytes),
         })
     }
+
+    /// The header at the start of a segment file's bytes, if it is complete, intact and of this version.
+    pub fn read(file_bytes: &[u8]) -> Option<Self> {
+        let bytes = file_bytes.get(..SEGMENT_HEADER_BYTES as usize)?;
+        Self::decode(bytes.try_into().expect("a header's length")).ok()
+    }
+}
+
+/// The life id field of a header, checked or not.
+pub(crate) fn life_field(bytes: &[u8; SEGMENT_HEADER_BYTES as usize]) -> u64 {
+    u64::from_le_bytes(bytes[32..40].try_into().expect("eight bytes"))
 }
 
 fn header_checksum(bytes: &[u8; SEGMENT_HEADER_BYTES as usize]) -> u32 {
     let mut hasher = crc32fast::Hasher::new();
     hasher.update(&bytes[0..12]);
-    hasher.update(&bytes[16..32]);
+    hasher.update(&bytes[16..40]);
     hasher.finalize()
 }
 
@@ -129,12 +150,28 @@ pub(crate) fn parse_recycled_file_name(name: &str) -> Option<u64> {
     digits.parse().ok()
 }
 
+/// How many times its file's size a search for a record ([`WindowReader::find_record_of`]) may checksum.
+pub(crate) const SEARCH_CHECKSUM_FACTOR: u64 = 2;
+
+/// What a search for an intact record found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Search {
+    /// An intact record of the life starts at this offset.
+    Found(u64),
+    /// No intact record of the life starts in the range searched.
+    NotFound,
+    /// The bytes hold too many plausible candidates to check them all within the budget: hostile bytes.
+    Undecided,
+}
+
 /// Reads a file through a window of bytes, so that walking a segment costs few system calls and bounded memory.
 pub(crate) struct WindowReader<'f, F: File> {
     file: &'f F,
     file_bytes: u64,
     window: Vec<u8>,
     window_offset: u64,
+    /// The bytes checksummed by [`WindowReader::find_record_of`] so far: the work its budget bounds.
+    pub(crate) bytes_checksummed: u64,
 }
 
 /// How much a [`WindowReader`] reads at once, unless a record needs more.
@@ -147,6 +184,7 @@ impl<'f, F: File> WindowReader<'f, F> {
             file_bytes,
             window: Vec::new(),
             window_offset: 0,
+            bytes_checksummed: 0,
         }
     }
 
@@ -184,32 +222,46 @@ impl<'f, F: File> WindowReader<'f, F> {
         Ok(())
     }
 
-    /// The offset of the first intact record of segment `segment` (see [`record::is_record_of`]) that starts
-    /// after `offset`, if any. Every byte offset is a candidate, since the damage before it says nothing about
-    /// where records start; candidates are filtered on the 8 bytes of the segment number first, so the cost is
-    /// one comparison per byte plus a checksum per candidate.
-    pub(crate) fn find_record_of(&mut self, offset: u64, segment: u64) -> io::Result<Option<u64>> {
-        let needle = segment.to_le_bytes();
-        let mut position = offset.saturating_add(1);
+    /// The offset of the first intact record of life `life` (see [`record::is_record_of`]) that starts at or
+    /// after `from`, if any. Every byte offset is a candidate, since the damage before it says nothing about
+    /// where records start. Candidates are filtered on their header first (life id, type, group: see
+    /// [`record::is_plausible_header_of`]), which costs a comparison per byte; only then is a candidate
+    /// checksummed over its claimed length. Hostile bytes can make every offset a plausible candidate claiming
+    /// a long record, so the bytes checksummed per search are capped at [`SEARCH_CHECKSUM_FACTOR`] times the
+    /// file's size: past it the search gives up ([`Search::Undecided`]) instead of running for hours. An honest
+    /// file never comes near it: the first candidate is a real record of this life, or nothing is.
+    pub(crate) fn find_record_of(&mut self, from: u64, life: u64) -> io::Result<Search> {
+        let budget = self.file_bytes.saturating_mul(SEARCH_CHECKSUM_FACTOR);
+        let mut spent = 0u64;
+        let needle = life.to_le_bytes();
+        let mut position = from;
         while position.saturating_add(RECORD_HEADER_BYTES) <= self.file_bytes {
+            let file_bytes = self.file_bytes;
             let chunk = self.bytes(position, WINDOW_BYTES + RECORD_HEADER_BYTES)?;
             let starts = chunk.len().saturating_sub(RECORD_HEADER_BYTES as usize - 1);
-            let candidates: Vec<u64> = (0..starts.min(WINDOW_BYTES as usize))
+            let candidates: Vec<(u64, u64)> = (0..starts.min(WINDOW_BYTES as usize))
                 .filter(|&start| chunk[start + 8..start + 16] == needle)
-                .map(|start| position + start as u64)
+                .filter(|&start| record::is_plausible_header_of(&chunk[start..], life))
+                .filter_map(|start| {
+                    let record_bytes = record::record_length(&chunk[start..]).ok()??;
+                    let candidate = position + start as u64;
+                    // A record that would run past the end of the file is not intact: no checksum needed.
+                    (candidate + record_bytes <= file_bytes).then_some((candidate, record_bytes))
+                })
                 .collect();
-            for candidate in candidates {
-                let header = self.bytes(candidate, RECORD_HEADER_BYTES)?;
-                let Ok(Some(record_bytes)) = record::record_length(header) else {
-                    continue;
-                };
-                if record::is_record_of(self.bytes(candidate, record_bytes)?, segment) {
-                    return Ok(Some(candidate));
+            for (candidate, record_bytes) in candidates {
+                spent += record_bytes;
+                if spent > budget {
+                    return Ok(Search::Undecided);
+                }
+                self.bytes_checksummed += record_bytes;
+                if record::is_record_of(self.bytes(candidate, record_bytes)?, life) {
+                    return Ok(Search::Found(candidate));
                 }
             }
             position += WINDOW_BYTES;
         }
-        Ok(None)
+        Ok(Search::NotFound)
     }
 
     /// Whether every byte from `offset` to the end of the file is zero.
@@ -232,12 +284,14 @@ impl<'f, F: File> WindowReader<'f, F> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::fs::{FileSystem, MemFile, MemFs};
 
     #[test]
     fn header_round_trips_and_rejects_damage() {
         let header = SegmentHeader {
             number: 42,
             recycled_bytes: 9000,
+            life: 0x0123_4567_89ab_cdef,
         };
         let bytes = header.encode();
         assert_eq!(SegmentHeader::decode(&bytes), Ok(header));
@@ -245,14 +299,106 @@ mod tests {
         bad_magic[0] ^= 1;
         assert_eq!(SegmentHeader::decode(&bad_magic), Err(HeaderError::Magic));
         let mut future = bytes;
-        future[8] = 3;
-        assert_eq!(SegmentHeader::decode(&future), Err(HeaderError::Version(3)));
+        future[8] = 4;
+        assert_eq!(SegmentHeader::decode(&future), Err(HeaderError::Version(4)));
+        let mut bad_life = bytes;
+        bad_life[39] ^= 0x80;
+        assert_eq!(SegmentHeader::decode(&bad_life), Err(HeaderError::Checksum));
+        assert_eq!(SegmentHeader::read(&bytes), Some(header));
+        assert_eq!(SegmentHeader::read(&bytes[..39]), None);
         let mut bad_number = bytes;
         bad_number[20] ^= 1;
         assert_eq!(
             SegmentHeader::decode(&bad_number),
             Err(HeaderError::Checksum)
         );
+    }
+
+    /// Writes `bytes` as a file of a fresh MemFs and runs `search` on a reader over it.
+    fn over_file<T>(bytes: &[u8], search: impl FnOnce(&mut WindowReader<'_, MemFile>) -> T) -> T {
+        let fs = MemFs::new();
+        let path = Path::new("/d/f");
+        fs.write_file(path, bytes);
+        let file = fs.open(path).unwrap();
+        let mut reader = WindowReader::new(&file, bytes.len() as u64);
+        search(&mut reader)
+    }
+
+    /// Regression (adversarial review): the search checksummed up to the record limit at every offset where the
+    /// segment number appeared, so hostile bytes made it quadratic in the file's size (measured: 2 MiB took
+    /// 1.15 s; 64 MiB would take about an hour). Deterministic bound instead of a timing: the bytes checksummed
+    /// stay within twice the file's size, whatever the bytes.
+    #[test]
+    fn the_search_checksums_at_most_twice_the_file_on_hostile_bytes() {
+        let life = 0x5555_aaaa_1234_5678_u64;
+        for (stride, claimed) in [
+            (32usize, 1u32 << 20),
+            (25, 1 << 16),
+            (25, 0),
+            (40, (1 << 26) - 26),
+        ] {
+            let file_bytes = 2 * 1024 * 1024;
+            let mut bytes = vec![0u8; file_bytes];
+            for start in (0..file_bytes - 25).step_by(stride) {
+                bytes[start..start + 4].copy_from_slice(&claimed.to_le_bytes());
+                bytes[start + 8..start + 16].copy_from_slice(&life.to_le_bytes());
+                bytes[start + 16] = 3;
+            }
+            let (search, checksummed) = over_file(&bytes, |reader| {
+                let search = reader.find_record_of(1, life).unwrap();
+                (search, reader.bytes_checksummed)
+            });
+            assert!(
+                checksummed <= SEARCH_CHECKSUM_FACTOR * file_bytes as u64,
+                "stride {stride}, claimed {claimed}: {checksummed} bytes checksummed for a {file_bytes}-byte file"
+            );
+            // Small look-alikes fit the budget: all checked, none intact. Larger ones exhaust it, unless they
+            // claim to run past the end of the file: those are rejected without a checksum.
+            let record_bytes = u64::from(claimed) + 25;
+            let expected = if record_bytes <= 64 || record_bytes > file_bytes as u64 {
+                Search::NotFound
+            } else {
+                Search::Undecided
+            };
+            assert_eq!(search, expected, "stride {stride}, claimed {claimed}");
+        }
+    }
+
+    /// On honest bytes the search costs about one record: candidates other than real records of the life are
+    /// rejected on their header, without a checksum.
+    #[test]
+    fn the_search_finds_a_record_of_the_life_and_checksums_little() {
+        let life = 77;
+        let mut bytes = vec![0xabu8; 100_000];
+        // Records of another life (a stale earlier life) and one of this life at the end.
+        let mut stale = Vec::new();
+        for _ in 0..100 {
+            record::encode(
+                &crate::Record::Truncate {
+                    group: 1,
+                    index_last_kept: 5,
+                },
+                78,
+                &mut stale,
+            )
+            .unwrap();
+        }
+        bytes.extend_from_slice(&stale);
+        let offset = bytes.len() as u64;
+        let record_bytes = record::encode(&crate::Record::Seal, life, &mut bytes).unwrap();
+        bytes.extend_from_slice(&[0; 10]);
+        let (found, checksummed) = over_file(&bytes, |reader| {
+            (
+                reader.find_record_of(0, life).unwrap(),
+                reader.bytes_checksummed,
+            )
+        });
+        assert_eq!(found, Search::Found(offset));
+        assert_eq!(checksummed, record_bytes);
+        let after = over_file(&bytes, |reader| {
+            reader.find_record_of(offset + 1, life).unwrap()
+        });
+        assert_eq!(after, Search::NotFound);
     }
 
     #[test]

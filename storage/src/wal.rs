@@ -236,6 +236,8 @@ pub(crate) struct Segment<F> {
     pub(crate) path: PathBuf,
     /// Bytes written to the file so far (the active segment may have more waiting in the write buffer).
     pub(crate) bytes_written: u64,
+    /// The life id in the segment's header, carried by each of its records.
+    pub(crate) life: u64,
 }
 
 /// The write-ahead log of one server: the entries and hard states of every Raft group on it, in one sequence of
@@ -268,6 +270,8 @@ pub(crate) struct Segment<F> {
 /// If a write to a file or a sync fails, the WAL is poisoned: every later write and sync returns
 /// [`Error::Poisoned`]. After a failed fsync the kernel may have dropped the unsynced bytes while a retried
 /// fsync reports success, so the only safe course is to reopen and recover from what the disk really holds.
+/// A reopening in the same boot reads those bytes from the page cache, which may differ from the disk, so
+/// [`Wal::open`] writes back and syncs what it recovers of the last segment before returning it.
 ///
 /// # Space
 ///
@@ -291,9 +295,11 @@ pub(crate) struct Segment<F> {
 /// 3. writes, from offset 0 and without truncating (truncating would free the blocks, and with them the gain),
 ///    a header that records the file's old length (its "recycled bytes") and the checkpoint, then the records.
 ///
-/// With no free file it creates a new one, as before. Every record carries its segment number under its
-/// checksum, so recovery never takes a stale record of an earlier life for a live one; what it does with the
-/// stale bytes is in the decision table of [`Wal::open`]. Recycled files are never replayed: at opening they
+/// With no free file it creates a new one, as before. Every segment life gets a random 64-bit life id (from
+/// [`FileSystem::random_u64`], drawn when it starts, never the file's previous one) in its header, and every
+/// record carries it under its checksum, so recovery never takes a stale record of an earlier life for a live
+/// one, nor bytes of an old client payload crafted to look like records (they were written before the id was
+/// drawn); what it does with the stale bytes is in the decision table of [`Wal::open`]. Recycled files are never replayed: at opening they
 /// join the free files (the surplus is deleted).
 #[derive(Debug)]
 pub struct Wal<F: FileSystem> {
@@ -436,9 +442,8 @@ impl<F: FileSystem> Wal<F> {
                 index_last,
             });
         }
-        let location = self.write_encoded(|buffer, segment| {
-            record::encode_append(group, entries, segment, buffer)
-        })?;
+        let location =
+            self.write_encoded(|buffer, life| record::encode_append(group, entries, life, buffer))?;
         let log = self.groups.entry(group).or_default();
         log.append(first.index, entries.len() as u64, Some(location))
             .expect("checked before writing");
@@ -577,7 +582,11 @@ impl<F: FileSystem> Wal<F> {
             }
             let segment = self.segments.remove(&number).expect("just found");
             drop(segment.file);
-            if self.recycled.len() < self.config.segments_recycled_max {
+            // The largest sequence number is never used, so that the next one never overflows (it can only be
+            // reached through a hostile file name found at opening: recycling then stops).
+            if self.recycled.len() < self.config.segments_recycled_max
+                && self.recycled_next < u64::MAX
+            {
                 let to = recycled_path(&self.config.dir, self.recycled_next);
                 self.fs
                     .rename(&segment.path, &to)
@@ -599,18 +608,19 @@ impl<F: FileSystem> Wal<F> {
 
     /// Encodes and writes a record other than an append.
     fn write(&mut self, record: &Record<'_>) -> Result<Location> {
-        self.write_encoded(|buffer, segment| record::encode(record, segment, buffer))
+        self.write_encoded(|buffer, life| record::encode(record, life, buffer))
     }
 
     /// Encodes a record straight into the write buffer (no intermediate copy) and places it in the active
     /// segment, starting a new segment first if the record would overflow this one. `encode` appends the
-    /// record of the given segment and returns its length, or fails leaving the buffer unchanged.
+    /// record of the given segment life and returns its length, or fails leaving the buffer unchanged.
     fn write_encoded(
         &mut self,
         encode: impl FnOnce(&mut Vec<u8>, u64) -> Result<u64>,
     ) -> Result<Location> {
         let start = self.write_buffer.len();
-        let length = encode(&mut self.write_buffer, self.segment_active)?;
+        let life = self.life_active();
+        let length = encode(&mut self.write_buffer, life)?;
         assert_eq!(self.write_buffer.len() - start, length as usize);
         let offset = self.active_bytes() - length;
         let has_records = offset > self.active_records_offset;
@@ -619,7 +629,7 @@ impl<F: FileSystem> Wal<F> {
             let mut record = self.write_buffer.split_off(start);
             let result = self.rotate();
             self.poison_on_error(result)?;
-            record::set_segment(&mut record, self.segment_active);
+            record::set_life(&mut record, self.life_active());
             self.write_buffer.extend_from_slice(&record);
         }
         let location = Location {
@@ -632,6 +642,11 @@ impl<F: FileSystem> Wal<F> {
             self.poison_on_error(result)?;
         }
         Ok(location)
+    }
+
+    /// The life id of the active segment.
+    fn life_active(&self) -> u64 {
+        self.segments[&self.segment_active].life
     }
 
     /// The size of the active segment, counting the bytes still in the write buffer.
@@ -667,8 +682,14 @@ impl<F: FileSystem> Wal<F> {
 
     /// Appends a seal record to the active segment, writes and fdatasyncs it: the segment is complete.
     pub(crate) fn seal_active(&mut self) -> Result<()> {
-        record::encode(&Record::Seal, self.segment_active, &mut self.write_buffer)?;
+        record::encode(&Record::Seal, self.life_active(), &mut self.write_buffer)?;
         self.flush()?;
+        self.sync_active()
+    }
+
+    /// Fdatasyncs the active segment's file (its buffered bytes must have been written).
+    pub(crate) fn sync_active(&mut self) -> Result<()> {
+        assert!(self.write_buffer.is_empty());
         let segment = self
             .segments
             .get_mut(&self.segment_active)
@@ -681,11 +702,51 @@ impl<F: FileSystem> Wal<F> {
         Ok(())
     }
 
+    /// Writes the bytes of the active segment that recovery kept (header and records, up to `bytes_written`)
+    /// back in place, unchanged, so that the next sync makes them durable. Called by [`Wal::open`] on the last
+    /// segment: after a failed fdatasync, Linux marks the dirty pages clean without writing them, so a process
+    /// that reopens the WAL in the same boot reads bytes from the page cache that are not on the disk, and no
+    /// later fdatasync writes them unless they are written again. Only the last segment can hold such pages (a
+    /// failed sync poisons the WAL, and a rotation needs the seal of the segment before to be synced), so
+    /// rewriting it makes whatever recovery returns durable. Costs a write of at most one segment per opening.
+    pub(crate) fn write_back_active(&mut self) -> Result<()> {
+        const CHUNK_BYTES: u64 = 4 * 1024 * 1024;
+        assert!(self.write_buffer.is_empty());
+        let segment = self
+            .segments
+            .get_mut(&self.segment_active)
+            .expect("the active segment is open");
+        let mut chunk = Vec::new();
+        let mut offset = 0;
+        while offset < segment.bytes_written {
+            let length = (segment.bytes_written - offset).min(CHUNK_BYTES);
+            chunk.resize(length as usize, 0);
+            let read = segment
+                .file
+                .read_at(offset, &mut chunk)
+                .map_err(|error| Error::io("read segment", &segment.path, error))?;
+            if read < chunk.len() {
+                return Err(Error::corruption(
+                    &segment.path,
+                    offset + read as u64,
+                    "the file shrank during recovery",
+                ));
+            }
+            segment
+                .file
+                .write_at(offset, &chunk)
+                .map_err(|error| Error::io("write back", &segment.path, error))?;
+            offset += length;
+        }
+        self.active_unsynced = true;
+        Ok(())
+    }
+
     /// Takes the oldest free file for segment `number`: renamed to the segment's name and the directory synced
-    /// before anything of the segment is written into it. Returns the file and its length, or `None` if no free
-    /// file is left. A free file whose header does not name an older segment is deleted instead of reused
+    /// before anything of the segment is written into it. Returns the file, its length and the life id in its
+    /// header, or `None` if no free file is left. A free file whose header does not name an older segment is deleted instead of reused
     /// (free files only ever come from sealed older segments, so this is a second line of defence).
-    fn take_recycled(&mut self, number: u64, path: &Path) -> Result<Option<(F::File, u64)>> {
+    fn take_recycled(&mut self, number: u64, path: &Path) -> Result<Option<(F::File, u64, u64)>> {
         let dir = self.config.dir.clone();
         while let Some(sequence) = self.recycled.pop_front() {
             let from = recycled_path(&dir, sequence);
@@ -697,9 +758,11 @@ impl<F: FileSystem> Wal<F> {
             let read = file
                 .read_at(0, &mut header)
                 .map_err(|error| Error::io("read recycled segment", &from, error))?;
-            let older = read == header.len()
-                && SegmentHeader::decode(&header).is_ok_and(|header| header.number < number);
-            if !older {
+            let older = (read == header.len())
+                .then(|| SegmentHeader::decode(&header).ok())
+                .flatten()
+                .filter(|header| header.number < number);
+            let Some(older) = older else {
                 drop(file);
                 self.fs
                     .remove(&from)
@@ -708,7 +771,7 @@ impl<F: FileSystem> Wal<F> {
                     .sync_dir(&dir)
                     .map_err(|error| Error::io("fsync directory", &dir, error))?;
                 continue;
-            }
+            };
             let length = file
                 .len()
                 .map_err(|error| Error::io("stat recycled segment", &from, error))?;
@@ -719,18 +782,19 @@ impl<F: FileSystem> Wal<F> {
                 .sync_dir(&dir)
                 .map_err(|error| Error::io("fsync directory", &dir, error))?;
             self.segments_reused += 1;
-            return Ok(Some((file, length)));
+            return Ok(Some((file, length, older.life)));
         }
         Ok(None)
     }
 
     /// Starts segment `number` in a recycled file if one is free, else in a new file, with its header and
-    /// checkpoint (in the write buffer), and makes it active.
+    /// checkpoint (in the write buffer), and makes it active. Its life id is drawn at random now, after every
+    /// byte the file already holds was written (never 0, never the file's previous life id).
     pub(crate) fn start_segment(&mut self, number: u64) -> Result<()> {
         assert!(self.write_buffer.is_empty());
         assert!(!self.segments.contains_key(&number));
         let path = segment_path(&self.config.dir, number);
-        let (file, recycled_bytes) = match self.take_recycled(number, &path)? {
+        let (file, recycled_bytes, life_previous) = match self.take_recycled(number, &path)? {
             Some(recycled) => recycled,
             None => {
                 let file = self
@@ -738,7 +802,13 @@ impl<F: FileSystem> Wal<F> {
                     .create(&path)
                     .map_err(|error| Error::io("create segment", &path, error))?;
                 self.dir_unsynced = true;
-                (file, 0)
+                (file, 0, 0)
+            }
+        };
+        let life = loop {
+            let life = self.fs.random_u64();
+            if life != 0 && life != life_previous {
+                break life;
             }
         };
         self.segments.insert(
@@ -747,6 +817,7 @@ impl<F: FileSystem> Wal<F> {
                 file,
                 path,
                 bytes_written: 0,
+                life,
             },
         );
         self.segment_active = number;
@@ -754,17 +825,21 @@ impl<F: FileSystem> Wal<F> {
             &SegmentHeader {
                 number,
                 recycled_bytes,
+                life,
             }
             .encode(),
         );
-        let checkpoint = self
+        let groups = self
             .groups
             .iter()
             .map(|(group, log)| log.checkpoint(*group))
             .collect();
         record::encode(
-            &Record::Checkpoint(checkpoint),
-            number,
+            &Record::Checkpoint {
+                segment: number,
+                groups,
+            },
+            life,
             &mut self.write_buffer,
         )?;
         self.active_records_offset = self.write_buffer.len() as u64;
@@ -871,9 +946,9 @@ impl<F: FileSystem> Wal<F> {
         bytes: &'a [u8],
         span: &Span,
     ) -> Result<Vec<record::EntryRef<'a>>> {
-        let path = &self.segments[&location.segment].path;
-        let corrupt = |reason: String| Error::corruption(path, location.offset, reason);
-        match record::decode(bytes, location.segment) {
+        let segment = &self.segments[&location.segment];
+        let corrupt = |reason: String| Error::corruption(&segment.path, location.offset, reason);
+        match record::decode(bytes, segment.life) {
             Ok((
                 Record::Append {
                     index_first,

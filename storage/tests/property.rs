@@ -8,6 +8,12 @@
 //! operation (create, rename, remove) or write stop the WAL at any step of rotation and recycling (sealed but
 //! free file not yet renamed, renamed but header not written, header written but not synced, ...) before a
 //! crash. MemFs keeps synced bytes across a crash and keeps an unsynced overwrite of older bytes up to a cut.
+//! After an injected failure the process may also reopen the WAL without a crash (same boot): MemFs then reads
+//! back bytes that a failed fdatasync dropped without writing them, as Linux's page cache does, and no later
+//! sync writes them unless they are written again; a later crash checks that what that recovery returned was
+//! made durable.
+//!
+//! `PROPTEST_CASES` sets the number of cases (256 by default).
 
 use std::collections::BTreeMap;
 
@@ -41,20 +47,21 @@ enum Operation {
         keep: u64,
     },
     /// Makes the `nth` next operation of a kind fail with EIO; the write or sync that meets it is followed by a
-    /// crash of this kind and recovery.
+    /// crash of this kind (`None`: no crash, the WAL is reopened in the same boot) and recovery.
     Fail {
         operation: FaultOperation,
         nth: u64,
-        crash: Crash,
+        crash: Option<Crash>,
     },
     HardState {
         group: u64,
         term: u64,
     },
     Sync,
-    /// A sync whose fdatasync fails with EIO, followed by a crash and recovery.
+    /// A sync whose fdatasync fails with EIO, followed by a crash (`None`: none, a reopening in the same boot)
+    /// and recovery.
     FailingSync {
-        crash: Crash,
+        crash: Option<Crash>,
     },
     Crash(Crash),
 }
@@ -79,12 +86,12 @@ fn operation() -> impl Strategy<Value = Operation> {
         1 => (
             prop_oneof![Just(FaultOperation::Sync), Just(FaultOperation::Metadata), Just(FaultOperation::Write)],
             0..6u64,
-            crash(),
+            proptest::option::weighted(0.75, crash()),
         )
             .prop_map(|(operation, nth, crash)| Operation::Fail { operation, nth, crash }),
         2 => (group, 1..100u64).prop_map(|(group, term)| Operation::HardState { group, term }),
         3 => Just(Operation::Sync),
-        1 => crash().prop_map(|crash| Operation::FailingSync { crash }),
+        1 => proptest::option::weighted(0.5, crash()).prop_map(|crash| Operation::FailingSync { crash }),
         1 => crash().prop_map(Operation::Crash),
     ]
 }
@@ -233,10 +240,17 @@ fn group_of(operation: &Operation) -> u64 {
     }
 }
 
-/// Crashes, recovers, and checks that the recovered state is one of `candidates` (the states since the last
-/// successful sync, oldest first). Returns the recovered WAL and state.
-fn crash_and_recover(fs: &MemFs, crash: Crash, candidates: &[Model]) -> (Wal<MemFs>, Model) {
-    fs.crash(crash);
+/// Crashes (unless `crash` is `None`: a reopening in the same boot), recovers, and checks that the recovered
+/// state is one of `candidates` (the states since the last successful sync, oldest first). Returns the
+/// recovered WAL and state.
+fn crash_and_recover(
+    fs: &MemFs,
+    crash: Option<Crash>,
+    candidates: &[Model],
+) -> (Wal<MemFs>, Model) {
+    if let Some(crash) = crash {
+        fs.crash(crash);
+    }
     let wal =
         Wal::open(fs.clone(), config()).unwrap_or_else(|error| panic!("recovery failed: {error}"));
     let recovered = observe(&wal);
@@ -276,14 +290,14 @@ struct Run {
     model: Model,
     /// The states since the last successful sync, oldest first: recovery must land on one of them.
     candidates: Vec<Model>,
-    /// The crash that follows the injected failure, once one is armed.
-    armed: Option<Crash>,
+    /// The crash that follows the injected failure (`None`: a reopening without a crash), once one is armed.
+    armed: Option<Option<Crash>>,
     /// Segments started in recycled files, over every WAL of the run.
     reused: u64,
 }
 
 impl Run {
-    fn crash(&mut self, crash: Crash) {
+    fn crash(&mut self, crash: Option<Crash>) {
         self.reused += self.wal.segments_reused();
         let (wal, model) = crash_and_recover(&self.fs, crash, &self.candidates);
         self.wal = wal;
@@ -377,7 +391,7 @@ fn run(operations: &[Operation]) -> u64 {
             }
             Operation::Crash(crash) => {
                 run.armed = None;
-                run.crash(*crash);
+                run.crash(Some(*crash));
             }
             Operation::CompactAll { keep } => {
                 // One compaction per group, each a write of its own (a crash may keep some of them only).
@@ -397,12 +411,12 @@ fn run(operations: &[Operation]) -> u64 {
         }
     }
     let seed = operations.len() as u64;
-    run.crash(Crash::Tear { seed });
+    run.crash(Some(Crash::Tear { seed }));
     run.reused
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: cases(), ..ProptestConfig::default() })]
 
     #[test]
     fn recovery_keeps_every_synced_write_and_invents_nothing(
@@ -410,6 +424,14 @@ proptest! {
     ) {
         run(&operations);
     }
+}
+
+/// The number of cases: `PROPTEST_CASES` if set, else 256.
+fn cases() -> u32 {
+    std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|cases| cases.parse().ok())
+        .unwrap_or(256)
 }
 
 /// The operations above do recycle segments: a fixed run of appends with compactions, syncs and crashes.
@@ -430,6 +452,17 @@ fn the_random_operations_reach_recycled_segments() {
         operations.push(Operation::Sync);
         if round % 9 == 8 {
             operations.push(Operation::Crash(Crash::Tear { seed: round }));
+        }
+        if round % 7 == 3 {
+            // A failed fdatasync and a reopening in the same boot, then more writes and, later, crashes.
+            operations.push(Operation::Append {
+                group: 1,
+                back: 0,
+                count: 2,
+                term: 1,
+                payload_bytes: 150,
+            });
+            operations.push(Operation::FailingSync { crash: None });
         }
     }
     assert!(run(&operations) > 5);
