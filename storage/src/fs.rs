@@ -200,8 +200,9 @@ pub enum Crash {
     LoseUnsynced,
     /// Each file keeps a prefix of its unsynced bytes, cut at a byte chosen from the seed: the last write is torn.
     /// The unsynced writes are taken to reach the disk in offset order (as the WAL writes them): before the cut
-    /// the file holds its new bytes, after it the bytes it held at its last sync, so an unsynced overwrite of
-    /// synced bytes is kept up to the cut and lost after it, and synced bytes are never lost.
+    /// the file holds its new bytes (except those a failed sync forgot: never written back), after it the bytes
+    /// it held at its last sync, so an unsynced overwrite of synced bytes is kept up to the cut and lost after
+    /// it, and synced bytes are never lost.
     Tear {
         /// Picks where each file is cut.
         seed: u64,
@@ -403,8 +404,8 @@ fn next_random(random: &mut u64) -> u64 {
 
 impl Inode {
     /// The file after a torn crash: the unsynced writes reached the disk in offset order up to a cut chosen at
-    /// random between the first unsynced byte and the current end. Before the cut the current bytes, after it
-    /// the durable ones (an overwrite of synced bytes that did not make it leaves them as they were); the file
+    /// random between the first unsynced byte and the current end. Before the cut the current bytes (but the
+    /// durable ones in the ranges a failed sync forgot, which are never written back), after it the durable ones (an overwrite of synced bytes that did not make it leaves them as they were); the file
     /// is as long as the longer of the two, padded with zeros up to the current length if `zero_fill`.
     fn torn(&self, random: &mut u64, zero_fill: bool) -> Vec<u8> {
         let Some(dirty_from) = self.dirty_from else {

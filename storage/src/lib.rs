@@ -12,7 +12,9 @@
 //! - **No lies after a failed sync.** Once a write or sync fails, the WAL is poisoned and refuses further work
 //!   ([`Error::Poisoned`]); recovery from the disk is the only way on.
 //! - **Hostile bytes are errors.** Nothing on disk can make this crate panic or allocate more than
-//!   [`RECORD_BYTES_MAX`] for a record.
+//!   [`RECORD_BYTES_MAX`] for a record, and recovery's searches through damaged bytes checksum at most twice
+//!   the file's size. Stale bytes of a recycled segment file, old client payloads included, never pass for
+//!   records: each segment life has a random id that its records carry (see [`SegmentHeader`]).
 //! - **Space comes back.** Segments rotate at a size limit and are recycled (kept as free files and written
 //!   over by later segments, a bounded number of them) or deleted once everything in them is compacted or
 //!   superseded.
