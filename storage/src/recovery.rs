@@ -10,8 +10,9 @@ use crate::record::{
     self, DecodeError, GroupCheckpoint, RECORD_BYTES_MAX, RECORD_HEADER_BYTES, Record,
 };
 use crate::segment::{
-    HeaderError, SEGMENT_HEADER_BYTES, SEGMENT_VERSION, Search, SegmentHeader, WindowReader,
-    life_field, parse_recycled_file_name, parse_segment_file_name, recycled_path, segment_path,
+    HeaderError, SEGMENT_HEADER_BYTES, SEGMENT_MAGIC, SEGMENT_VERSION, Search, SegmentHeader,
+    WindowReader, life_field, parse_recycled_file_name, parse_segment_file_name, recycled_path,
+    segment_path,
 };
 use crate::wal::{GroupLog, Location, SEGMENT_SIZE_BYTES_MIN, Segment, Violation, Wal, WalConfig};
 
@@ -113,6 +114,7 @@ impl<F: FileSystem> Wal<F> {
     /// | directory          | a segment number missing between two others                     | `Corruption` (missing file)|
     /// | any segment        | listing, opening or reading fails                               | `Io`, never `Corruption`   |
     /// | last segment       | header shorter than 40 bytes, or header and rest all zeros      | torn: file removed         |
+    /// | last segment       | header that fails to decode (wrong magic or version included) but is a prefix of the magic number followed by zeros to the end of the file (a crash zero-filled it) | torn: file removed |
     /// | last segment       | bad header checksum or an older segment's number (a recycled file renamed, its new header not written or torn), and no evidence of this life: no intact checkpoint naming this segment right after the header, and (bad checksum only) no record of the life id in the header's field found by a search, unless that id is the life of an intact checkpoint of an older segment right after the header (a new header torn over an old one) | torn: file removed |
     /// | last segment       | the same, with such evidence (the header rotted after the segment was synced), or a search over its budget | `Corruption` |
     /// | other segment      | any of the three rows above                                     | `Corruption`               |
@@ -556,12 +558,18 @@ impl Replay<'_> {
         let Ok(bytes) = <[u8; SEGMENT_HEADER_BYTES as usize]>::try_from(bytes) else {
             return self.torn(0, TornTailKind::SegmentHeader).map(Some);
         };
-        if bytes.iter().all(|&byte| byte == 0)
-            && reader.zeros_from(0).map_err(|error| self.io(error))?
+        let decoded = SegmentHeader::decode(&bytes);
+        // A header cut short by a crash and zero-filled (the file grew but not all its bytes
+        // reached the disk) can read as the wrong magic or version: torn, not corrupt or newer.
+        if decoded.is_err()
+            && is_zero_filled_header_prefix(&bytes)
+            && reader
+                .zeros_from(SEGMENT_HEADER_BYTES)
+                .map_err(|error| self.io(error))?
         {
             return self.torn(0, TornTailKind::SegmentHeader).map(Some);
         }
-        let reason = match SegmentHeader::decode(&bytes) {
+        let reason = match decoded {
             Ok(header) if header.number == self.segment => {
                 self.recycled_bytes = header.recycled_bytes;
                 self.life = header.life;
@@ -737,4 +745,19 @@ impl Replay<'_> {
         }
         Ok(())
     }
+}
+
+/// Whether a segment header looks like the beginning of a header whose end a crash zero-filled:
+/// from some byte on everything is zero, and what comes before is the magic number or a prefix of
+/// it. Only asked about headers that fail to decode; an intact header is never taken for torn.
+fn is_zero_filled_header_prefix(bytes: &[u8; SEGMENT_HEADER_BYTES as usize]) -> bool {
+    let written = bytes
+        .iter()
+        .rposition(|&byte| byte != 0)
+        .map_or(0, |last| last + 1);
+    if written == bytes.len() {
+        return false;
+    }
+    let magic_written = written.min(SEGMENT_MAGIC.len());
+    bytes[..magic_written] == SEGMENT_MAGIC[..magic_written]
 }

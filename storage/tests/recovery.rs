@@ -364,6 +364,44 @@ fn cases() -> Vec<Case> {
             },
         },
         Case {
+            name: "header of the last segment torn after the magic number, zero-filled (version reads 0)",
+            damage: |fs| {
+                let number = seal_last(fs);
+                let mut bytes = SegmentHeader {
+                    number,
+                    recycled_bytes: 0,
+                    life: 0x1234,
+                }
+                .encode()[..10]
+                    .to_vec();
+                bytes.resize(SEGMENT_HEADER_BYTES as usize + 64, 0);
+                fs.write_file(&segment(number), &bytes);
+            },
+            expected: Expected::Torn {
+                kind: TornTailKind::SegmentHeader,
+                index_last: ENTRIES,
+            },
+        },
+        Case {
+            name: "header of the last segment torn inside the magic number, zero-filled",
+            damage: |fs| {
+                let number = seal_last(fs);
+                let mut bytes = SegmentHeader {
+                    number,
+                    recycled_bytes: 0,
+                    life: 0x1234,
+                }
+                .encode()[..5]
+                    .to_vec();
+                bytes.resize(SEGMENT_HEADER_BYTES as usize, 0);
+                fs.write_file(&segment(number), &bytes);
+            },
+            expected: Expected::Torn {
+                kind: TornTailKind::SegmentHeader,
+                index_last: ENTRIES,
+            },
+        },
+        Case {
             name: "last segment with a header and no checkpoint",
             damage: |fs| {
                 let number = seal_last(fs);
