@@ -23,9 +23,9 @@ fn round_trip(record: &Record<'_>, life: u64) {
 
 fuzz_target!(|bytes: &[u8]| {
     // The life id the bytes claim (bytes 8..16 of a record header), so that intact records are found.
-    let life = bytes
-        .get(8..16)
-        .map_or(1, |claimed| u64::from_le_bytes(claimed.try_into().expect("eight bytes")));
+    let life = bytes.get(8..16).map_or(1, |claimed| {
+        u64::from_le_bytes(claimed.try_into().expect("eight bytes"))
+    });
     if let Ok((record, length)) = decode(bytes, life) {
         assert!(length <= bytes.len());
         round_trip(&record, life);
