@@ -7,8 +7,9 @@ use std::time::Duration;
 use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncReadExt, ReadHalf, WriteHalf};
 use tokio::net::TcpStream;
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, oneshot};
 use tokio_util::codec::Decoder;
+use tokio_util::sync::CancellationToken;
 
 use crate::codec::{FRAME_HEADER_BYTES, FrameDecoder, FrameError, decode_message};
 use crate::config::{FaultConfig, TransportConfig};
@@ -27,8 +28,8 @@ pub(crate) struct Context<M> {
     pub(crate) config: TransportConfig,
     pub(crate) counters: Arc<Counters>,
     pub(crate) incoming: mpsc::Sender<Incoming<M>>,
-    /// Turns true (or its sender goes away) when the transport stops.
-    pub(crate) shutdown: watch::Receiver<bool>,
+    /// Cancelled when the transport stops (by `shutdown` or when the last handle is dropped).
+    pub(crate) shutdown: CancellationToken,
 }
 
 impl<M: Message> Context<M> {
@@ -54,25 +55,22 @@ impl<M: Message> Context<M> {
             Err(mpsc::error::TrySendError::Closed(_)) => return false,
             Err(mpsc::error::TrySendError::Full(event)) => event,
         };
-        let mut shutdown = self.shutdown.clone();
+        let shutdown = self.shutdown.clone();
         tokio::select! {
             biased;
-            _ = stopped(&mut shutdown) => false,
+            _ = stopped(&shutdown) => false,
             sent = self.incoming.send(event) => sent.is_ok(),
         }
     }
 }
 
 /// Resolves once the transport is told to stop.
-pub(crate) async fn stopped(shutdown: &mut watch::Receiver<bool>) {
-    loop {
-        if *shutdown.borrow_and_update() {
-            return;
-        }
-        if shutdown.changed().await.is_err() {
-            return;
-        }
-    }
+///
+/// A `CancellationToken` (tokio's `Notify` inside) rather than a `watch` channel: `watch` spreads
+/// its waiters over slots picked by tokio's own random generator, which madsim does not seed, so
+/// the order in which tasks wake at shutdown would differ from run to run of one seed.
+pub(crate) async fn stopped(shutdown: &CancellationToken) {
+    shutdown.cancelled().await;
 }
 
 /// Reads frames from one half of a connection, keeping the bytes that arrived past the last
@@ -250,7 +248,7 @@ impl<M: Message> ReadLoop<M> {
     /// Runs until the stream ends, a frame is bad, the connection is dropped by its writer or
     /// the transport stops. `_done` is dropped on return, which tells the writer.
     async fn run(mut self, mut stop: oneshot::Receiver<()>, _done: oneshot::Sender<()>) {
-        let mut shutdown = self.context.shutdown.clone();
+        let shutdown = self.context.shutdown.clone();
         loop {
             // Everything already buffered is handled before the socket is read again.
             loop {
@@ -266,7 +264,7 @@ impl<M: Message> ReadLoop<M> {
             }
             let filled = tokio::select! {
                 biased;
-                _ = stopped(&mut shutdown) => return,
+                _ = stopped(&shutdown) => return,
                 _ = &mut stop => return,
                 filled = self.reader.fill() => filled,
             };
@@ -347,10 +345,10 @@ impl<M: Message> ReadLoop<M> {
 }
 
 async fn deliver_later<M: Message>(context: Arc<Context<M>>, delay: Duration, event: Incoming<M>) {
-    let mut shutdown = context.shutdown.clone();
+    let shutdown = context.shutdown.clone();
     tokio::select! {
         biased;
-        _ = stopped(&mut shutdown) => {}
+        _ = stopped(&shutdown) => {}
         _ = tokio::time::sleep(delay) => {
             context.deliver(event).await;
         }

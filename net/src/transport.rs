@@ -10,7 +10,8 @@ use std::time::Duration;
 use bytes::BytesMut;
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 
 use crate::codec::encode_message;
 use crate::config::{ConfigError, TransportConfig};
@@ -46,14 +47,14 @@ impl Transport {
         config.validate()?;
         let local_address = listener.local_addr().ok();
         let (incoming_sender, incoming_receiver) = mpsc::channel(config.incoming_capacity);
-        let (shutdown_sender, shutdown_receiver) = watch::channel(false);
+        let shutdown = CancellationToken::new();
         let counters = Arc::new(Counters::default());
         let jitter_seed = config.jitter_seed.unwrap_or_else(random::seed);
         let context = Arc::new(Context {
             config,
             counters: counters.clone(),
             incoming: incoming_sender,
-            shutdown: shutdown_receiver,
+            shutdown: shutdown.clone(),
         });
         let mut queues = HashMap::new();
         let mut routes = HashMap::new();
@@ -88,7 +89,7 @@ impl Transport {
             queues,
             counters,
             stopping: AtomicBool::new(false),
-            shutdown: shutdown_sender,
+            shutdown,
         };
         let handle = TransportHandle {
             shared: Arc::new(shared),
@@ -118,7 +119,14 @@ struct Shared<M> {
     queues: HashMap<ServerId, mpsc::Sender<M>>,
     counters: Arc<Counters>,
     stopping: AtomicBool,
-    shutdown: watch::Sender<bool>,
+    shutdown: CancellationToken,
+}
+
+impl<M> Drop for Shared<M> {
+    // The last handle is gone: nobody can send or stop the transport any more, so it stops.
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
 }
 
 /// The node loop's side of a transport: send messages, read counters, stop. Cheap to clone; the
@@ -187,7 +195,7 @@ impl<M: Message> TransportHandle<M> {
     /// call.
     pub fn shutdown(&self) {
         self.shared.stopping.store(true, Ordering::Relaxed);
-        self.shared.shutdown.send_replace(true);
+        self.shared.shutdown.cancel();
     }
 }
 
@@ -198,11 +206,11 @@ async fn accept_loop<M: Message>(
     listener: TcpListener,
     routes: Arc<HashMap<ServerId, mpsc::Sender<Connection<M>>>>,
 ) {
-    let mut shutdown = context.shutdown.clone();
+    let shutdown = context.shutdown.clone();
     loop {
         let accepted = tokio::select! {
             biased;
-            _ = stopped(&mut shutdown) => return,
+            _ = stopped(&shutdown) => return,
             accepted = listener.accept() => accepted,
         };
         match accepted {
@@ -213,7 +221,7 @@ async fn accept_loop<M: Message>(
                 tracing::warn!(%error, "accept failed");
                 tokio::select! {
                     biased;
-                    _ = stopped(&mut shutdown) => return,
+                    _ = stopped(&shutdown) => return,
                     _ = tokio::time::sleep(Duration::from_millis(ACCEPT_RETRY_MS)) => {}
                 }
             }
@@ -227,14 +235,14 @@ async fn accept_one<M: Message>(
     stream: TcpStream,
     address: SocketAddr,
 ) {
-    let mut shutdown = context.shutdown.clone();
+    let shutdown = context.shutdown.clone();
     let handshake = tokio::time::timeout(
         context.handshake_timeout(),
         establish(&context, stream, Role::Acceptor, None),
     );
     let result = tokio::select! {
         biased;
-        _ = stopped(&mut shutdown) => return,
+        _ = stopped(&shutdown) => return,
         result = handshake => result,
     };
     let connection = match result {
@@ -250,7 +258,7 @@ async fn accept_one<M: Message>(
     };
     tokio::select! {
         biased;
-        _ = stopped(&mut shutdown) => {}
+        _ = stopped(&shutdown) => {}
         _ = route.send(connection) => {}
     }
 }
@@ -273,7 +281,7 @@ struct PeerTask<M> {
     queue: mpsc::Receiver<M>,
     /// Connections accepted from this peer, when it is the one that dials (its id is lower).
     accepted: Option<mpsc::Receiver<Connection<M>>>,
-    shutdown: watch::Receiver<bool>,
+    shutdown: CancellationToken,
     jitter: SeededRng,
     /// Failed dials (and short-lived connections) since the last long-lived connection; sets the
     /// backoff before the next dial.
@@ -325,7 +333,7 @@ impl<M: Message> PeerTask<M> {
         match self.accepted.as_mut() {
             Some(accepted) => tokio::select! {
                 biased;
-                _ = stopped(&mut self.shutdown) => None,
+                _ = stopped(&self.shutdown) => None,
                 connection = accepted.recv() => connection,
             },
             None => self.dial_with_backoff().await,
@@ -343,7 +351,7 @@ impl<M: Message> PeerTask<M> {
                 );
                 tokio::select! {
                     biased;
-                    _ = stopped(&mut self.shutdown) => return None,
+                    _ = stopped(&self.shutdown) => return None,
                     _ = tokio::time::sleep(Duration::from_millis(delay_ms)) => {}
                 }
             }
@@ -354,7 +362,7 @@ impl<M: Message> PeerTask<M> {
             );
             let result = tokio::select! {
                 biased;
-                _ = stopped(&mut self.shutdown) => return None,
+                _ = stopped(&self.shutdown) => return None,
                 result = dialing => result,
             };
             match result {
@@ -396,7 +404,7 @@ impl<M: Message> PeerTask<M> {
         loop {
             let first = tokio::select! {
                 biased;
-                _ = stopped(&mut self.shutdown) => return Outcome::Shutdown,
+                _ = stopped(&self.shutdown) => return Outcome::Shutdown,
                 _ = &mut connection.reader_done => return Outcome::Closed,
                 newer = next_accepted(&mut self.accepted) => return match newer {
                     Some(newer) => Outcome::Replaced(newer),
@@ -416,7 +424,7 @@ impl<M: Message> PeerTask<M> {
                 tokio::time::timeout(write_timeout, write_batch(connection, &self.buffer));
             let written = tokio::select! {
                 biased;
-                _ = stopped(&mut self.shutdown) => return Outcome::Shutdown,
+                _ = stopped(&self.shutdown) => return Outcome::Shutdown,
                 written = writing => written,
             };
             match written {
