@@ -47,7 +47,9 @@ fn main() {
             capture(|cluster, seen| {
                 cluster.elect(1);
                 for write in 0..5u8 {
-                    cluster.propose(1, Bytes::from(vec![write; 8])).expect("leader");
+                    cluster
+                        .propose(1, Bytes::from(vec![write; 8]))
+                        .expect("leader");
                     cluster.read(3);
                     record(cluster, seen, 4);
                 }
@@ -58,7 +60,9 @@ fn main() {
             capture(|cluster, seen| {
                 cluster.elect(1);
                 cluster.crash(3);
-                cluster.propose(1, Bytes::from_static(b"x")).expect("leader");
+                cluster
+                    .propose(1, Bytes::from_static(b"x"))
+                    .expect("leader");
                 cluster.stabilize();
                 cluster.compact(1);
                 cluster.restart(3);
