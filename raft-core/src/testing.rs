@@ -820,6 +820,73 @@ impl Checker {
     }
 }
 
+// ---- helpers for tests that drive one node by hand ----
+
+/// A message of the simulated group.
+pub fn message(from: NodeId, to: NodeId, term: u64, body: MessageBody) -> Message {
+    Message {
+        group_id: GROUP_ID,
+        from,
+        to,
+        term,
+        body,
+    }
+}
+
+/// An acknowledgement of the leader's log up to `index`.
+pub fn acknowledge(index: u64) -> MessageBody {
+    MessageBody::AppendResponse {
+        index,
+        reject: false,
+        reject_hint: 0,
+        hint_term: 0,
+    }
+}
+
+/// The term [`leader_of_three`] leads: the bootstrap entries are of term 1, its election
+/// raises it to 2.
+pub const LEADER_OF_THREE_TERM: u64 = 2;
+
+/// Node 1 of a group of three, made leader by hand (one vote delivered directly, pre-vote off),
+/// with its first Ready handled. `adjust` may change its configuration first.
+///
+/// # Panics
+/// If the configuration keeps the node from winning.
+pub fn leader_of_three(adjust: impl Fn(&mut Config)) -> Node {
+    let mut config = Config::new(1, GROUP_ID);
+    config.pre_vote = false;
+    adjust(&mut config);
+    let mut node = Node::new(config, InitialState::bootstrap(&[1, 2, 3])).expect("valid config");
+    while node.role() != Role::Candidate {
+        node.tick();
+    }
+    let granted = MessageBody::VoteResponse {
+        pre_vote: false,
+        granted: true,
+    };
+    let term = node.term();
+    node.step(message(2, 1, term, granted))
+        .expect("a vote in the candidate's term");
+    assert_eq!(node.role(), Role::Leader);
+    assert_eq!(node.term(), LEADER_OF_THREE_TERM);
+    let ready = node.ready();
+    node.advance(ready.number);
+    node
+}
+
+/// Handles every Ready of a lone `node` (persisting nothing, applying nothing) and returns the
+/// messages it sent.
+pub fn drain(node: &mut Node) -> Vec<Message> {
+    let mut sent = Vec::new();
+    while node.has_ready() {
+        let ready = node.ready();
+        sent.extend(ready.messages);
+        sent.extend(ready.persisted_messages);
+        node.advance(ready.number);
+    }
+    sent
+}
+
 /// Encodes an application state as snapshot data: a count, then each write as
 /// `(length: u32 LE, bytes)`.
 pub fn encode_state(state: &[Bytes]) -> Bytes {

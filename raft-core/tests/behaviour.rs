@@ -3,7 +3,10 @@
 //! snapshots, membership, leadership transfer and hostile input.
 
 use bytes::Bytes;
-use raft_core::testing::{Cluster, GROUP_ID, LinkFaults};
+use raft_core::testing::{
+    Cluster, GROUP_ID, LEADER_OF_THREE_TERM as LEADER_TERM, LinkFaults, acknowledge,
+    leader_of_three as lone_leader, message,
+};
 use raft_core::{
     CompactError, ConfChange, ConfState, Config, Entry, EntryKind, InitialState, Message,
     MessageBody, Node, ProgressState, ProposeError, ReadMode, Role, Snapshot, SnapshotMeta,
@@ -12,49 +15,6 @@ use raft_core::{
 
 fn data(text: &str) -> Bytes {
     Bytes::from(text.to_owned())
-}
-
-fn message(from: u64, to: u64, term: u64, body: MessageBody) -> Message {
-    Message {
-        group_id: GROUP_ID,
-        from,
-        to,
-        term,
-        body,
-    }
-}
-
-/// The term of [`lone_leader`]: bootstrap entries are of term 1, the first election is 2.
-const LEADER_TERM: u64 = 2;
-
-/// Node 1 of a group of three, made leader of term 2 by hand (votes delivered directly).
-fn lone_leader(adjust: impl Fn(&mut Config)) -> Node {
-    let mut config = Config::new(1, GROUP_ID);
-    config.pre_vote = false;
-    adjust(&mut config);
-    let mut node = Node::new(config, InitialState::bootstrap(&[1, 2, 3])).unwrap();
-    while node.role() != Role::Candidate {
-        node.tick();
-    }
-    let granted = MessageBody::VoteResponse {
-        pre_vote: false,
-        granted: true,
-    };
-    let term = node.term();
-    node.step(message(2, 1, term, granted)).unwrap();
-    assert_eq!(node.role(), Role::Leader);
-    let ready = node.ready();
-    node.advance(ready.number);
-    node
-}
-
-fn acknowledge(index: u64) -> MessageBody {
-    MessageBody::AppendResponse {
-        index,
-        reject: false,
-        reject_hint: 0,
-        hint_term: 0,
-    }
 }
 
 /// Ticks every node until some node leads, then settles.

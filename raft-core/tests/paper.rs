@@ -2,10 +2,8 @@
 //! simulated network of `raft_core::testing`.
 
 use bytes::Bytes;
-use raft_core::testing::{Cluster, GROUP_ID};
-use raft_core::{
-    Config, Entry, EntryKind, HardState, InitialState, Message, MessageBody, Node, Role,
-};
+use raft_core::testing::{Cluster, GROUP_ID, message};
+use raft_core::{Config, Entry, EntryKind, HardState, InitialState, MessageBody, Node, Role};
 
 fn data(text: &'static str) -> Bytes {
     Bytes::from_static(text.as_bytes())
@@ -15,16 +13,6 @@ fn data(text: &'static str) -> Bytes {
 fn plain(config: &mut Config) {
     config.pre_vote = false;
     config.check_quorum = false;
-}
-
-fn message(from: u64, to: u64, term: u64, body: MessageBody) -> Message {
-    Message {
-        group_id: GROUP_ID,
-        from,
-        to,
-        term,
-        body,
-    }
 }
 
 fn entry(index: u64, term: u64) -> Entry {

@@ -2,64 +2,14 @@
 //! was found and fixed (the comments describe the bug as it was).
 
 use bytes::Bytes;
-use raft_core::testing::{Cluster, GROUP_ID};
+use raft_core::testing::{Cluster, GROUP_ID, acknowledge, drain, leader_of_three, message};
 use raft_core::{
-    ConfChange, ConfState, Config, INDEX_AND_TERM_MAX, InitialState, Message, MessageBody, Node,
-    ReadMode, Role, Snapshot, SnapshotMeta,
+    ConfChange, ConfState, Config, INDEX_AND_TERM_MAX, InitialState, MessageBody, Node, ReadMode,
+    Role, Snapshot, SnapshotMeta,
 };
 
 fn data(text: &str) -> Bytes {
     Bytes::from(text.to_owned())
-}
-
-fn message(from: u64, to: u64, term: u64, body: MessageBody) -> Message {
-    Message {
-        group_id: GROUP_ID,
-        from,
-        to,
-        term,
-        body,
-    }
-}
-
-fn acknowledge(index: u64) -> MessageBody {
-    MessageBody::AppendResponse {
-        index,
-        reject: false,
-        reject_hint: 0,
-        hint_term: 0,
-    }
-}
-
-/// Node 1 of a group of three, made leader of term 2 by hand (votes delivered directly).
-fn lone_leader() -> Node {
-    let mut config = Config::new(1, GROUP_ID);
-    config.pre_vote = false;
-    let mut node = Node::new(config, InitialState::bootstrap(&[1, 2, 3])).unwrap();
-    while node.role() != Role::Candidate {
-        node.tick();
-    }
-    let granted = MessageBody::VoteResponse {
-        pre_vote: false,
-        granted: true,
-    };
-    let term = node.term();
-    node.step(message(2, 1, term, granted)).unwrap();
-    assert_eq!(node.role(), Role::Leader);
-    let ready = node.ready();
-    node.advance(ready.number);
-    node
-}
-
-fn drain(node: &mut Node) -> Vec<Message> {
-    let mut out = Vec::new();
-    while node.has_ready() {
-        let ready = node.ready();
-        out.extend(ready.messages);
-        out.extend(ready.persisted_messages);
-        node.advance(ready.number);
-    }
-    out
 }
 
 // ---- Finding 1: the answer to a stale-term Append/Heartbeat acknowledges the whole log ----
@@ -228,7 +178,7 @@ fn lease_read_is_not_served_during_a_leadership_transfer() {
 /// `unreachable!` when no snapshot exists (node.rs:1491).
 #[test]
 fn hostile_reject_hint_beyond_the_log_does_not_panic_the_leader() {
-    let mut leader = lone_leader();
+    let mut leader = leader_of_three(|_| {});
     let term = leader.term();
     let noop = leader.last_index();
     leader.step(message(2, 1, term, acknowledge(noop))).unwrap();
@@ -249,7 +199,7 @@ fn hostile_reject_hint_beyond_the_log_does_not_panic_the_leader() {
 /// (progress.rs:203; panics in debug builds, wraps in release).
 #[test]
 fn hostile_reject_hint_u64_max_does_not_overflow() {
-    let mut leader = lone_leader();
+    let mut leader = leader_of_three(|_| {});
     let term = leader.term();
     drain(&mut leader);
     let next = leader.progress(2).unwrap().next_index;

@@ -2,7 +2,7 @@
 //! from a simulated group (elections, replication, reads, a snapshot, a transfer), postcard-
 //! encoded back to back as the target reads them.
 //!
-//! Run from the repository root: `cargo run -p raft-core --example fuzz_corpus -- fuzz/corpus`.
+//! Run from the repository root: `cargo run -p raft-core --example raft_step_corpus -- fuzz/corpus`.
 
 use bytes::Bytes;
 use raft_core::Message;
@@ -29,7 +29,7 @@ fn main() {
     let directory: PathBuf = std::env::args_os()
         .nth(1)
         .map(PathBuf::from)
-        .expect("usage: fuzz_corpus <corpus directory>")
+        .expect("usage: raft_step_corpus <corpus directory>")
         .join("raft_step");
     std::fs::create_dir_all(&directory).expect("create the corpus directory");
     let scenarios: Vec<(&str, Vec<Message>)> = vec![
