@@ -541,15 +541,7 @@ impl<F: FileSystem> Wal<F> {
     fn sync_inner(&mut self) -> Result<()> {
         self.flush()?;
         if self.active_unsynced {
-            let segment = self
-                .segments
-                .get_mut(&self.segment_active)
-                .expect("the active segment is open");
-            segment
-                .file
-                .sync_data()
-                .map_err(|error| Error::io("fdatasync", &segment.path, error))?;
-            self.active_unsynced = false;
+            self.sync_active()?;
         }
         if self.dir_unsynced {
             let dir = &self.config.dir;
