@@ -49,10 +49,19 @@ pub enum EncodeError {
 /// Why the payload of a frame is not a message. The connection that sent it is closed.
 #[derive(Debug, thiserror::Error)]
 pub enum MessageError {
+    /// The payload is empty: it lacks even the kind byte.
+    #[error("the frame is empty")]
+    Empty,
+    /// The kind byte is neither [`KIND_MESSAGE`] nor [`KIND_PING`].
+    #[error("the frame is of unknown kind {0}")]
+    UnknownKind(u8),
+    /// A ping where a message was expected (by [`decode_message`]).
+    #[error("the frame is a ping, not a message")]
+    Ping,
     /// postcard rejected the bytes.
     #[error("the frame is not a valid message: {0}")]
     Postcard(#[from] postcard::Error),
-    /// A valid message was followed by bytes that belong to nothing.
+    /// A valid message (or a ping) was followed by bytes that belong to nothing.
     #[error("{trailing_bytes} bytes follow the message inside its frame")]
     TrailingBytes {
         /// How many bytes were left over.
@@ -71,7 +80,18 @@ pub enum MessageError {
 /// ```
 ///
 /// During the handshake the payloads are the fixed records of [`crate::handshake`]; afterwards
-/// each payload is one postcard-encoded message, and a frame never holds part of two messages.
+/// each payload starts with a kind byte:
+///
+/// ```text
+/// +-----------+-----------------------------------------------+
+/// | kind (1)  | body                                          |
+/// +-----------+-----------------------------------------------+
+///   0 = message: the body is one postcard-encoded message
+///   1 = ping:    no body (sent by a writer that has been idle for `ping_interval_ms`, so that
+///                the peer's reader sees traffic; see `read_timeout_ms`)
+/// ```
+///
+/// A frame never holds part of two messages, and `frame_size_bytes_max` counts the kind byte.
 ///
 /// It is a two-state machine, as in tokio-util's `LengthDelimitedCodec`: first the header, then
 /// the data whose length the header gave. "Need more bytes" is `Ok(None)`.
@@ -158,7 +178,29 @@ pub fn encode_frame_payload(
     Ok(())
 }
 
-/// Appends `message` as one frame to `destination`, serializing it in place.
+/// The kind byte of a frame that carries a message.
+pub const KIND_MESSAGE: u8 = 0;
+/// The kind byte of a ping frame (a payload of exactly this one byte).
+pub const KIND_PING: u8 = 1;
+
+/// What the payload of a frame holds after the handshake.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Payload<M> {
+    /// A message for the node loop.
+    Message(M),
+    /// A ping: proof of life from an idle peer, consumed by the transport.
+    Ping,
+}
+
+/// Appends one ping frame to `destination`.
+pub fn encode_ping(destination: &mut BytesMut) {
+    destination.reserve(FRAME_HEADER_BYTES + 1);
+    destination.put_u32(1);
+    destination.put_u8(KIND_PING);
+}
+
+/// Appends `message` as one frame (kind [`KIND_MESSAGE`]) to `destination`, serializing it in
+/// place.
 ///
 /// On error `destination` is left as it was, so the frames already in it still go out.
 pub fn encode_message<M: Serialize>(
@@ -168,6 +210,7 @@ pub fn encode_message<M: Serialize>(
 ) -> Result<(), EncodeError> {
     let start = destination.len();
     destination.put_u32(0);
+    destination.put_u8(KIND_MESSAGE);
     if let Err(error) = postcard::to_io(message, (&mut *destination).writer()) {
         destination.truncate(start);
         return Err(EncodeError::Serialize(error));
@@ -185,15 +228,33 @@ pub fn encode_message<M: Serialize>(
     Ok(())
 }
 
-/// Decodes one message from the payload of a frame; every byte must belong to it.
-pub fn decode_message<M: DeserializeOwned>(payload: &[u8]) -> Result<M, MessageError> {
-    let (message, rest) = postcard::take_from_bytes(payload)?;
+/// Decodes the payload of a frame: a message or a ping; every byte must belong to it.
+pub fn decode_payload<M: DeserializeOwned>(payload: &[u8]) -> Result<Payload<M>, MessageError> {
+    let Some((&kind, body)) = payload.split_first() else {
+        return Err(MessageError::Empty);
+    };
+    let (decoded, rest) = match kind {
+        KIND_MESSAGE => {
+            let (message, rest) = postcard::take_from_bytes(body)?;
+            (Payload::Message(message), rest)
+        }
+        KIND_PING => (Payload::Ping, body),
+        other => return Err(MessageError::UnknownKind(other)),
+    };
     if !rest.is_empty() {
         return Err(MessageError::TrailingBytes {
             trailing_bytes: rest.len(),
         });
     }
-    Ok(message)
+    Ok(decoded)
+}
+
+/// Decodes the payload of a frame that must hold a message (not a ping).
+pub fn decode_message<M: DeserializeOwned>(payload: &[u8]) -> Result<M, MessageError> {
+    match decode_payload(payload)? {
+        Payload::Message(message) => Ok(message),
+        Payload::Ping => Err(MessageError::Ping),
+    }
 }
 
 /// The frames found in a byte slice by [`decode_frames`].
@@ -302,25 +363,72 @@ mod tests {
 
     #[test]
     fn trailing_bytes_and_garbage_are_errors() {
-        let mut payload = postcard::to_allocvec(&note(3, "x")).unwrap();
+        let mut payload = vec![KIND_MESSAGE];
+        payload.extend(postcard::to_allocvec(&note(3, "x")).unwrap());
+        assert_eq!(decode_message::<Note>(&payload).unwrap(), note(3, "x"));
         payload.push(0);
         assert!(matches!(
             decode_message::<Note>(&payload),
             Err(MessageError::TrailingBytes { trailing_bytes: 1 })
         ));
-        assert!(decode_message::<Note>(&[0xff, 0xff, 0xff, 0xff, 0xff, 0xff]).is_err());
+        assert!(decode_message::<Note>(&[0, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff]).is_err());
+        assert!(matches!(
+            decode_message::<Note>(&[]),
+            Err(MessageError::Empty)
+        ));
+        assert!(matches!(
+            decode_message::<Note>(&[7, 1, 0]),
+            Err(MessageError::UnknownKind(7))
+        ));
+        assert!(matches!(
+            decode_payload::<Note>(&[KIND_PING, 0]),
+            Err(MessageError::TrailingBytes { trailing_bytes: 1 })
+        ));
+    }
+
+    #[test]
+    fn pings_and_messages_share_the_stream() {
+        let mut wire = BytesMut::new();
+        encode_ping(&mut wire);
+        encode_message(&note(1, "between"), 1024, &mut wire).unwrap();
+        encode_ping(&mut wire);
+        assert_eq!(&wire[..5], &[0, 0, 0, 1, KIND_PING]);
+        let decoded = decode_frames(&wire, 1024).unwrap();
+        let payloads: Vec<Payload<Note>> = decoded
+            .payloads
+            .iter()
+            .map(|payload| decode_payload(payload).unwrap())
+            .collect();
+        assert_eq!(
+            payloads,
+            vec![
+                Payload::Ping,
+                Payload::Message(note(1, "between")),
+                Payload::Ping
+            ]
+        );
+        assert!(matches!(
+            decode_message::<Note>(&decoded.payloads[0]),
+            Err(MessageError::Ping)
+        ));
     }
 
     proptest::proptest! {
         #[test]
-        fn any_messages_cut_anywhere_decode_to_themselves(
+        fn any_messages_and_pings_cut_anywhere_decode_to_themselves(
             notes in proptest::collection::vec((proptest::num::u32::ANY, ".{0,40}"), 0..20),
             cuts in proptest::collection::vec(proptest::sample::Index::arbitrary(), 0..8),
         ) {
-            let notes: Vec<Note> = notes.iter().map(|(group, text)| note(*group, text)).collect();
+            // A ping follows every note of an odd group, as an idle writer would interleave them.
+            let mut expected = Vec::new();
             let mut wire = BytesMut::new();
-            for each in &notes {
-                encode_message(each, 1024, &mut wire).unwrap();
+            for (group, text) in &notes {
+                encode_message(&note(*group, text), 1024, &mut wire).unwrap();
+                expected.push(Payload::Message(note(*group, text)));
+                if group % 2 == 1 {
+                    encode_ping(&mut wire);
+                    expected.push(Payload::Ping);
+                }
             }
             let mut cut_points: Vec<usize> = cuts.iter().map(|cut| cut.index(wire.len() + 1)).collect();
             cut_points.push(wire.len());
@@ -333,10 +441,10 @@ mod tests {
                 source.extend_from_slice(&wire[fed..cut]);
                 fed = cut;
                 while let Some(payload) = decoder.decode(&mut source).unwrap() {
-                    decoded.push(decode_message::<Note>(&payload).unwrap());
+                    decoded.push(decode_payload::<Note>(&payload).unwrap());
                 }
             }
-            proptest::prop_assert_eq!(decoded, notes);
+            proptest::prop_assert_eq!(decoded, expected);
             proptest::prop_assert!(source.is_empty());
         }
     }

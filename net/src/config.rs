@@ -29,12 +29,28 @@ pub struct TransportConfig {
     pub backoff_initial_ms: u64,
     /// The delay between dials doubles up to this.
     pub backoff_max_ms: u64,
-    /// Time allowed to connect and finish the handshake.
+    /// Time allowed to connect and finish the handshake (two round trips). Also how long an
+    /// unauthenticated stranger may hold one of the pending-handshake slots.
     pub handshake_timeout_ms: u64,
-    /// Time allowed for one batch to be written. A peer that stops reading (hung, or gone without
-    /// closing its socket) holds the write; past this the connection is closed and the peer
-    /// reported down, instead of waiting for TCP to give up after many minutes.
+    /// Connections accepted but not yet through the handshake; past this, a new connection is
+    /// closed at once and counted in [`crate::Metrics::handshakes_shed`].
+    pub pending_handshakes_max: usize,
+    /// Of those, how many may come from one IP address, so that one stranger cannot take every
+    /// slot and lock the real peers out.
+    pub pending_handshakes_per_address_max: usize,
+    /// Time allowed for a write to make progress. A peer that stops reading (hung, or gone
+    /// without closing its socket) stalls the write once the socket buffers are full; when no
+    /// byte has been written for this long the connection is closed and the peer reported down.
+    /// A slow peer that keeps reading is never cut off, however large the message.
     pub write_timeout_ms: u64,
+    /// A writer that has written nothing for this long sends a ping frame, so that the peer's
+    /// reader hears from a live server even when there is nothing to say.
+    pub ping_interval_ms: u64,
+    /// A connection from which nothing at all (message or ping) has been read for this long is
+    /// closed and the peer reported down: it is hung, or gone without closing its socket. Must
+    /// exceed `ping_interval_ms` (of every server: use the same values cluster-wide); three
+    /// intervals tolerate two lost or late pings.
+    pub read_timeout_ms: u64,
     /// Seed of the reconnection jitter; `None` draws one (from madsim's RNG under the simulator).
     pub jitter_seed: Option<u64>,
     /// Faults injected on receive, for the simulator; all off by default.
@@ -48,7 +64,9 @@ pub const FRAME_SIZE_BYTES_MIN: usize = 1024;
 
 impl TransportConfig {
     /// A configuration with the defaults: 4096 queued messages per peer, 4096 incoming events,
-    /// 16 MiB frames, backoff from 50 ms to 2 s, a 5 s handshake, 10 s per write, no faults.
+    /// 16 MiB frames, backoff from 50 ms to 2 s, a 1 s handshake, at most 128 pending handshakes
+    /// (16 per address), 10 s without write progress, a ping after 1 s idle, 3 s without
+    /// reading anything, no faults.
     pub fn new(
         server_id: ServerId,
         cluster_id: u64,
@@ -65,8 +83,12 @@ impl TransportConfig {
             frame_size_bytes_max: 16 * 1024 * 1024,
             backoff_initial_ms: 50,
             backoff_max_ms: 2000,
-            handshake_timeout_ms: 5000,
+            handshake_timeout_ms: 1000,
+            pending_handshakes_max: 128,
+            pending_handshakes_per_address_max: 16,
             write_timeout_ms: 10_000,
+            ping_interval_ms: 1000,
+            read_timeout_ms: 3000,
             jitter_seed: None,
             faults: FaultConfig::default(),
         }
@@ -80,7 +102,11 @@ impl TransportConfig {
         if self.cluster_secret.len() < CLUSTER_SECRET_BYTES_MIN {
             return Err(ConfigError::SecretTooShort);
         }
-        if self.queue_capacity_per_peer == 0 || self.incoming_capacity == 0 {
+        if self.queue_capacity_per_peer == 0
+            || self.incoming_capacity == 0
+            || self.pending_handshakes_max == 0
+            || self.pending_handshakes_per_address_max == 0
+        {
             return Err(ConfigError::ZeroCapacity);
         }
         if self.frame_size_bytes_max < FRAME_SIZE_BYTES_MIN
@@ -91,7 +117,11 @@ impl TransportConfig {
         if self.backoff_initial_ms == 0 || self.backoff_max_ms < self.backoff_initial_ms {
             return Err(ConfigError::Backoff);
         }
-        if self.handshake_timeout_ms == 0 || self.write_timeout_ms == 0 {
+        if self.handshake_timeout_ms == 0
+            || self.write_timeout_ms == 0
+            || self.ping_interval_ms == 0
+            || self.read_timeout_ms <= self.ping_interval_ms
+        {
             return Err(ConfigError::Timeout);
         }
         self.faults.validate()
@@ -113,7 +143,14 @@ impl fmt::Debug for TransportConfig {
             .field("backoff_initial_ms", &self.backoff_initial_ms)
             .field("backoff_max_ms", &self.backoff_max_ms)
             .field("handshake_timeout_ms", &self.handshake_timeout_ms)
+            .field("pending_handshakes_max", &self.pending_handshakes_max)
+            .field(
+                "pending_handshakes_per_address_max",
+                &self.pending_handshakes_per_address_max,
+            )
             .field("write_timeout_ms", &self.write_timeout_ms)
+            .field("ping_interval_ms", &self.ping_interval_ms)
+            .field("read_timeout_ms", &self.read_timeout_ms)
             .field("jitter_seed", &self.jitter_seed)
             .field("faults", &self.faults)
             .finish()
@@ -165,8 +202,8 @@ pub enum ConfigError {
     /// The cluster secret is shorter than [`CLUSTER_SECRET_BYTES_MIN`].
     #[error("the cluster secret is shorter than {CLUSTER_SECRET_BYTES_MIN} bytes")]
     SecretTooShort,
-    /// A queue capacity is zero.
-    #[error("queue capacities must be at least 1")]
+    /// A queue capacity or a pending-handshake limit is zero.
+    #[error("queue capacities and pending-handshake limits must be at least 1")]
     ZeroCapacity,
     /// The maximum frame size is outside [`FRAME_SIZE_BYTES_MIN`]..=`u32::MAX`.
     #[error("frame_size_bytes_max {0} is outside {FRAME_SIZE_BYTES_MIN}..=4294967295")]
@@ -174,8 +211,12 @@ pub enum ConfigError {
     /// The backoff is zero or its maximum is below its initial value.
     #[error("the backoff needs 0 < backoff_initial_ms <= backoff_max_ms")]
     Backoff,
-    /// A timeout is zero.
-    #[error("handshake_timeout_ms and write_timeout_ms must be positive")]
+    /// A timeout or the ping interval is zero, or the read timeout does not exceed the ping
+    /// interval.
+    #[error(
+        "handshake_timeout_ms, write_timeout_ms and ping_interval_ms must be positive, and \
+         read_timeout_ms must exceed ping_interval_ms"
+    )]
     Timeout,
     /// The fault chances add up to more than a million per million, or the delay range is empty.
     #[error("fault chances exceed one million per million or the delay range is reversed")]
@@ -210,6 +251,13 @@ mod tests {
             (|c| c.backoff_max_ms = 1, ConfigError::Backoff),
             (|c| c.handshake_timeout_ms = 0, ConfigError::Timeout),
             (|c| c.write_timeout_ms = 0, ConfigError::Timeout),
+            (|c| c.ping_interval_ms = 0, ConfigError::Timeout),
+            (|c| c.read_timeout_ms = 1000, ConfigError::Timeout),
+            (|c| c.pending_handshakes_max = 0, ConfigError::ZeroCapacity),
+            (
+                |c| c.pending_handshakes_per_address_max = 0,
+                ConfigError::ZeroCapacity,
+            ),
             (
                 |c| c.faults.drop_per_million = 2_000_000,
                 ConfigError::Faults,

@@ -1,7 +1,7 @@
 //! One authenticated TCP connection: establishing it, and the task that reads it.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use bytes::BytesMut;
@@ -11,7 +11,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::codec::Decoder;
 use tokio_util::sync::CancellationToken;
 
-use crate::codec::{FRAME_HEADER_BYTES, FrameDecoder, FrameError, decode_message};
+use crate::codec::{FRAME_HEADER_BYTES, FrameDecoder, FrameError, Payload, decode_payload};
 use crate::config::{FaultConfig, TransportConfig};
 use crate::handshake::{
     HANDSHAKE_FRAME_BYTES_MAX, HandshakeFailure, HandshakeSettings, Role, handshake,
@@ -20,8 +20,14 @@ use crate::metrics::{Counters, add};
 use crate::random::{self, SeededRng};
 use crate::{Incoming, Message, ServerId};
 
-/// Bytes the reader asks the socket for at least, per read.
-const READ_CHUNK_BYTES: usize = 64 * 1024;
+/// Bytes the reader asks the socket for at least, per read, once the peer is authenticated.
+pub(crate) const READ_CHUNK_BYTES: usize = 64 * 1024;
+/// Bytes the reader asks the socket for at most, per read, before the peer is authenticated:
+/// one handshake frame. A silent or slow stranger costs this much buffer, not a read chunk.
+const HANDSHAKE_READ_BYTES: usize = HANDSHAKE_FRAME_BYTES_MAX + FRAME_HEADER_BYTES;
+/// At most one warning about refused handshakes (and shed connections) per this interval; the
+/// others go to the debug level. The counters carry the totals.
+const WARNING_INTERVAL: Duration = Duration::from_secs(1);
 
 /// What every task of one transport shares.
 pub(crate) struct Context<M> {
@@ -30,6 +36,38 @@ pub(crate) struct Context<M> {
     pub(crate) incoming: mpsc::Sender<Incoming<M>>,
     /// Cancelled when the transport stops (by `shutdown` or when the last handle is dropped).
     pub(crate) shutdown: CancellationToken,
+    /// Keeps a flood of strangers from flooding the log.
+    pub(crate) warnings: WarningLimiter,
+}
+
+/// Lets one warning through per [`WARNING_INTERVAL`] and counts the ones held back.
+#[derive(Debug, Default)]
+pub(crate) struct WarningLimiter {
+    state: Mutex<WarningState>,
+}
+
+#[derive(Debug, Default)]
+struct WarningState {
+    last: Option<tokio::time::Instant>,
+    held_back: u64,
+}
+
+impl WarningLimiter {
+    /// `Some(warnings held back since the last one)` if a warning may be logged now.
+    pub(crate) fn admit(&self) -> Option<u64> {
+        let now = tokio::time::Instant::now();
+        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        match state.last {
+            Some(last) if now.duration_since(last) < WARNING_INTERVAL => {
+                state.held_back += 1;
+                None
+            }
+            _ => {
+                state.last = Some(now);
+                Some(std::mem::take(&mut state.held_back))
+            }
+        }
+    }
 }
 
 impl<M: Message> Context<M> {
@@ -39,12 +77,22 @@ impl<M: Message> Context<M> {
 
     pub(crate) fn record_handshake_failure(&self, reason: HandshakeFailure, address: SocketAddr) {
         add(&self.counters.handshake_failures[reason.index()], 1);
-        tracing::warn!(
-            server = self.config.server_id,
-            %address,
-            %reason,
-            "handshake refused; connection closed"
-        );
+        match self.warnings.admit() {
+            Some(held_back) => tracing::warn!(
+                server = self.config.server_id,
+                %address,
+                %reason,
+                held_back,
+                "handshake refused; connection closed (held_back: similar warnings not logged \
+                 in the last second; see the metrics)"
+            ),
+            None => tracing::debug!(
+                server = self.config.server_id,
+                %address,
+                %reason,
+                "handshake refused; connection closed"
+            ),
+        }
     }
 
     /// Hands an event to the node loop, waiting while its channel is full. False when the
@@ -75,23 +123,40 @@ pub(crate) async fn stopped(shutdown: &CancellationToken) {
 
 /// Reads frames from one half of a connection, keeping the bytes that arrived past the last
 /// complete frame.
+///
+/// It starts in handshake mode (frames of at most [`HANDSHAKE_FRAME_BYTES_MAX`], reads of at most
+/// one such frame) and switches to 64 KiB reads when [`FrameReader::authenticated`] is called.
 pub(crate) struct FrameReader<R> {
     source: R,
     buffer: BytesMut,
     decoder: FrameDecoder,
+    read_bytes: usize,
 }
 
 impl<R: AsyncRead + Unpin> FrameReader<R> {
-    pub(crate) fn new(source: R, frame_size_bytes_max: usize) -> Self {
+    /// A reader in handshake mode.
+    pub(crate) fn new(source: R) -> Self {
         FrameReader {
             source,
             buffer: BytesMut::new(),
-            decoder: FrameDecoder::new(frame_size_bytes_max),
+            decoder: FrameDecoder::new(HANDSHAKE_FRAME_BYTES_MAX),
+            read_bytes: HANDSHAKE_READ_BYTES,
         }
     }
 
-    pub(crate) fn set_frame_size_bytes_max(&mut self, frame_size_bytes_max: usize) {
+    /// The peer is authenticated: accept frames up to `frame_size_bytes_max`, read in chunks.
+    pub(crate) fn authenticated(&mut self, frame_size_bytes_max: usize) {
         self.decoder.set_frame_size_bytes_max(frame_size_bytes_max);
+        self.read_bytes = READ_CHUNK_BYTES;
+    }
+
+    /// Lets go of a large buffer, left behind by a large frame, keeping the bytes not yet decoded.
+    /// Call it after such a frame: the allocation that held the frame would otherwise stay with
+    /// the connection, since later reads reuse it.
+    pub(crate) fn release_large_buffer(&mut self) {
+        let mut fresh = BytesMut::with_capacity(self.buffer.len().max(READ_CHUNK_BYTES));
+        fresh.extend_from_slice(&self.buffer);
+        self.buffer = fresh;
     }
 
     /// The next frame already in the buffer, without reading the socket.
@@ -101,10 +166,20 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
 
     /// Reads more bytes from the socket; `Ok(0)` is the end of the stream.
     pub(crate) async fn fill(&mut self) -> std::io::Result<usize> {
-        if self.buffer.capacity() - self.buffer.len() < READ_CHUNK_BYTES {
-            self.buffer.reserve(READ_CHUNK_BYTES);
+        if self.buffer.capacity() - self.buffer.len() < self.read_bytes {
+            self.buffer.reserve(self.read_bytes);
         }
-        self.source.read_buf(&mut self.buffer).await
+        if self.read_bytes == READ_CHUNK_BYTES {
+            self.source.read_buf(&mut self.buffer).await
+        } else {
+            // `take` keeps a handshake-mode read within one handshake frame even when the buffer
+            // happens to have more room.
+            let limit = self.read_bytes as u64;
+            (&mut self.source)
+                .take(limit)
+                .read_buf(&mut self.buffer)
+                .await
+        }
     }
 
     /// The next frame, reading the socket as needed; `Ok(None)` at the end of the stream.
@@ -126,6 +201,8 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
 /// reader, which closes the socket.
 pub(crate) struct Connection<M> {
     pub(crate) peer: ServerId,
+    /// The largest frame the writer sends: the smaller of this server's and the peer's limits.
+    pub(crate) frame_size_bytes_max: usize,
     pub(crate) writer: WriteHalf<TcpStream>,
     /// Resolves when the reader has stopped (end of stream, error, malformed frame).
     pub(crate) reader_done: oneshot::Receiver<()>,
@@ -172,20 +249,28 @@ pub(crate) async fn establish<M: Message>(
     // A failure here changes performance, not correctness.
     let _ = stream.set_nodelay(true);
     let (read_half, mut writer) = tokio::io::split(stream);
-    let mut reader = FrameReader::new(read_half, HANDSHAKE_FRAME_BYTES_MAX);
+    let mut reader = FrameReader::new(read_half);
     let config = &context.config;
     let settings = HandshakeSettings {
         server_id: config.server_id,
         cluster_id: config.cluster_id,
         cluster_secret: &config.cluster_secret,
+        // The config check keeps it within u32.
+        frame_size_bytes_max: u32::try_from(config.frame_size_bytes_max).unwrap_or(u32::MAX),
         role,
         nonce: random::nonce()?,
     };
-    let peer = handshake(&mut reader, &mut writer, &settings, |claimed| {
+    let remote = handshake(&mut reader, &mut writer, &settings, |claimed| {
         check_peer(config, role, expected, claimed)
     })
     .await?;
-    reader.set_frame_size_bytes_max(config.frame_size_bytes_max);
+    let peer = remote.server_id;
+    reader.authenticated(config.frame_size_bytes_max);
+    // The peer's limit may be below this server's (while a new limit is rolled out, say); frames
+    // it would refuse are dropped here instead. A limit below the minimum is not believed.
+    let frame_size_bytes_max = config
+        .frame_size_bytes_max
+        .min((remote.frame_size_bytes_max as usize).max(crate::config::FRAME_SIZE_BYTES_MIN));
     let (done_sender, reader_done) = oneshot::channel();
     let (stop_reader, stop_receiver) = oneshot::channel();
     let connection_number = context
@@ -208,6 +293,7 @@ pub(crate) async fn establish<M: Message>(
     );
     Ok(Connection {
         peer,
+        frame_size_bytes_max,
         writer,
         reader_done,
         _stop_reader: stop_reader,
@@ -249,6 +335,7 @@ impl<M: Message> ReadLoop<M> {
     /// the transport stops. `_done` is dropped on return, which tells the writer.
     async fn run(mut self, mut stop: oneshot::Receiver<()>, _done: oneshot::Sender<()>) {
         let shutdown = self.context.shutdown.clone();
+        let read_timeout = Duration::from_millis(self.context.config.read_timeout_ms);
         loop {
             // Everything already buffered is handled before the socket is read again.
             loop {
@@ -262,36 +349,54 @@ impl<M: Message> ReadLoop<M> {
                     Err(error) => return self.frame_error(error),
                 }
             }
+            // Only time spent waiting for the socket counts: while the node loop is slow to take
+            // messages, the peer is not to blame.
             let filled = tokio::select! {
                 biased;
                 _ = stopped(&shutdown) => return,
                 _ = &mut stop => return,
-                filled = self.reader.fill() => filled,
+                filled = tokio::time::timeout(read_timeout, self.reader.fill()) => filled,
             };
             match filled {
-                Ok(0) => return self.closed("the peer closed the connection"),
-                Ok(_) => {}
-                Err(error) => return self.closed(&error.to_string()),
+                Ok(Ok(0)) => return self.closed("the peer closed the connection"),
+                Ok(Ok(_)) => {}
+                Ok(Err(error)) => return self.closed(&error.to_string()),
+                Err(_elapsed) => {
+                    add(&self.context.counters.read_timeouts, 1);
+                    tracing::warn!(
+                        peer = self.peer,
+                        read_timeout_ms = self.context.config.read_timeout_ms,
+                        "nothing read from the peer, not even a ping; connection closed"
+                    );
+                    return;
+                }
             }
         }
     }
 
     /// Decodes one payload and delivers it (with faults applied). False ends the connection.
     async fn handle_frame(&mut self, payload: BytesMut) -> bool {
+        if payload.len() > READ_CHUNK_BYTES {
+            self.reader.release_large_buffer();
+        }
         let counters = &self.context.counters;
-        add(&counters.frames_received, 1);
-        add(
-            &counters.bytes_received,
-            (payload.len() + FRAME_HEADER_BYTES) as u64,
-        );
-        let message: M = match decode_message(&payload) {
-            Ok(message) => message,
+        let message: M = match decode_payload(&payload) {
+            Ok(Payload::Message(message)) => message,
+            Ok(Payload::Ping) => {
+                add(&counters.pings_received, 1);
+                return true;
+            }
             Err(error) => {
                 add(&counters.frames_malformed, 1);
                 tracing::warn!(peer = self.peer, %error, "malformed frame; connection closed");
                 return false;
             }
         };
+        add(&counters.frames_received, 1);
+        add(
+            &counters.bytes_received,
+            (payload.len() + FRAME_HEADER_BYTES) as u64,
+        );
         match self.faults.decide() {
             FaultDecision::Deliver => self.deliver(message).await,
             FaultDecision::Drop => {
@@ -301,9 +406,9 @@ impl<M: Message> ReadLoop<M> {
             FaultDecision::Duplicate => {
                 add(&counters.faults_duplicated, 1);
                 // Decoding again gives the copy without asking messages to be `Clone`.
-                let copy: M = match decode_message(&payload) {
-                    Ok(copy) => copy,
-                    Err(_) => return false,
+                let copy: M = match decode_payload(&payload) {
+                    Ok(Payload::Message(copy)) => copy,
+                    Ok(Payload::Ping) | Err(_) => return false,
                 };
                 self.deliver(message).await && self.deliver(copy).await
             }

@@ -1,17 +1,46 @@
 //! The handshake that opens every connection: who is speaking, in which cluster, proven with the
 //! cluster secret.
 //!
-//! Both sides run the same four steps, each record in its own frame (see
-//! [`crate::codec::FrameDecoder`] for the frame layout):
+//! Each record travels in its own frame (see [`crate::codec::FrameDecoder`] for the frame layout;
+//! before authentication frames are limited to [`HANDSHAKE_FRAME_BYTES_MAX`] bytes). The acceptor
+//! says nothing until the dialer has spoken, and reveals who it is only once the dialer has
+//! proven that it holds the cluster secret:
 //!
-//! 1. send a [`Hello`] with a fresh random nonce;
-//! 2. read the peer's [`Hello`] and check version, cluster id and server id;
-//! 3. send a proof: HMAC-SHA256, keyed by the cluster secret, over a label naming the sender's role
-//!    followed by the dialer's and the acceptor's hellos exactly as sent;
-//! 4. read the peer's proof and verify it (in constant time, by the `hmac` crate).
+//! ```text
+//!  dialer                                                     acceptor
+//!    | 1. hello_d  (Hello: version, cluster, id, frame max, nonce_d) |
+//!    | ------------------------------------------------------------> | checks magic, version,
+//!    |                                                               | cluster id
+//!    | 2. challenge (nonce_a: 16 fresh random bytes)                 |
+//!    | <------------------------------------------------------------ |
+//!    | 3. proof_d = HMAC(secret, "…dialer" || hello_d || nonce_a)    |
+//!    | ------------------------------------------------------------> | verifies proof_d, then
+//!    |                                                               | checks the dialer's id
+//!    | 4. hello_a  (Hello, its nonce field = nonce_a)                 |
+//!    |    proof_a = HMAC(secret, "…acceptor" || hello_d || nonce_a || hello_a)
+//!    | <------------------------------------------------------------ | (two frames, one write)
+//!    | checks version, cluster id, the id it dialed; verifies proof_a |
+//! ```
 //!
-//! Because each proof covers both nonces, a recorded handshake cannot be replayed into a new
-//! connection, and because the label names the role, a proof cannot be reflected back to its sender.
+//! What each rule is for:
+//!
+//! - **Replay.** Each side's proof covers the other side's fresh nonce (`proof_d` covers
+//!   `nonce_a`, `proof_a` covers `nonce_d` inside `hello_d`), so a recorded handshake is useless
+//!   on a new connection.
+//! - **Reflection.** The label names the sender's role, and the two proofs cover different
+//!   records, so neither proof can be sent back to its author.
+//! - **Scanners.** A stranger that sends nothing receives nothing. One that sends a well-formed
+//!   hello with the right version and cluster id (neither is secret) receives 16 random bytes,
+//!   and nothing else unless it proves the secret: it cannot learn the acceptor's server id, and
+//!   since the dialer's id is checked only after its proof, refusals do not tell members from
+//!   strangers. The price: a dialer refused by the acceptor (wrong cluster, wrong secret, wrong
+//!   direction) only sees the connection closed ([`HandshakeFailure::Io`]); the acceptor logs and
+//!   counts the real reason.
+//! - **Frame sizes.** Each hello carries its sender's `frame_size_bytes_max`; a writer never
+//!   sends a frame larger than the peer accepts, so a message too large for the peer is dropped
+//!   and counted at the sender instead of closing the connection at the receiver (and again at
+//!   every resend). Servers with different limits still talk, so the limit can be changed one
+//!   server at a time.
 //!
 //! Limits, on purpose for now: nothing is encrypted and frames after the handshake are not
 //! authenticated, so an attacker on the path can read and alter traffic or take over an
@@ -31,32 +60,32 @@ use crate::ServerId;
 use crate::codec::{FrameError, encode_frame_payload};
 use crate::connection::FrameReader;
 
-/// Version of the wire protocol; peers with another version are refused.
-pub const PROTOCOL_VERSION: u16 = 1;
+/// Version of the wire protocol; peers with another version are refused. Version 2 changed the
+/// handshake's order, added the frame limit to the hello and the kind byte to every frame.
+pub const PROTOCOL_VERSION: u16 = 2;
 /// Bytes of an encoded [`Hello`].
-pub const HELLO_BYTES: usize = 38;
+pub const HELLO_BYTES: usize = 42;
 /// Bytes of a proof (an HMAC-SHA256 tag).
 pub const PROOF_BYTES: usize = 32;
-/// Bytes of a nonce.
+/// Bytes of a nonce (and of the acceptor's challenge).
 pub const NONCE_BYTES: usize = 16;
 /// The largest frame read before the peer is authenticated, so that a stranger cannot make the
-/// server reserve a large buffer.
+/// server reserve a large buffer (the reader also reads at most this much at a time until then).
 pub const HANDSHAKE_FRAME_BYTES_MAX: usize = 64;
 
 const MAGIC: [u8; 4] = *b"AGNT";
 
-/// The first record each side sends, [`HELLO_BYTES`] long, as the payload of one frame.
+/// The record that introduces each side, [`HELLO_BYTES`] long, as the payload of one frame.
 ///
 /// ```text
-/// offset 0        4          6             14            22           38
-///        +--------+----------+-------------+-------------+------------+
-///        | magic  | version  | cluster id  | server id   | nonce      |
-///        | "AGNT" | u16 BE   | u64 BE      | u64 BE      | 16 random  |
-///        +--------+----------+-------------+-------------+------------+
+/// offset 0        4          6             14            22               26           42
+///        +--------+----------+-------------+-------------+----------------+------------+
+///        | magic  | version  | cluster id  | server id   | frame size max | nonce      |
+///        | "AGNT" | u16 BE   | u64 BE      | u64 BE      | u32 BE         | 16 random  |
+///        +--------+----------+-------------+-------------+----------------+------------+
 /// ```
 ///
-/// The proof that follows it is a frame of [`PROOF_BYTES`]:
-/// `HMAC-SHA256(cluster secret, role label || dialer's hello || acceptor's hello)`.
+/// The order of the records and what the proofs cover are in the [module documentation](self).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Hello {
     /// [`PROTOCOL_VERSION`] of the sender.
@@ -65,7 +94,9 @@ pub struct Hello {
     pub cluster_id: u64,
     /// The sender's server id.
     pub server_id: ServerId,
-    /// Fresh random bytes for this connection.
+    /// The largest frame payload the sender accepts after the handshake.
+    pub frame_size_bytes_max: u32,
+    /// Fresh random bytes for this connection (the acceptor repeats its challenge here).
     pub nonce: [u8; NONCE_BYTES],
 }
 
@@ -77,7 +108,8 @@ impl Hello {
         bytes[4..6].copy_from_slice(&self.version.to_be_bytes());
         bytes[6..14].copy_from_slice(&self.cluster_id.to_be_bytes());
         bytes[14..22].copy_from_slice(&self.server_id.to_be_bytes());
-        bytes[22..38].copy_from_slice(&self.nonce);
+        bytes[22..26].copy_from_slice(&self.frame_size_bytes_max.to_be_bytes());
+        bytes[26..42].copy_from_slice(&self.nonce);
         bytes
     }
 
@@ -91,12 +123,14 @@ impl Hello {
         let version = fields.get_u16();
         let cluster_id = fields.get_u64();
         let server_id = fields.get_u64();
+        let frame_size_bytes_max = fields.get_u32();
         let mut nonce = [0; NONCE_BYTES];
         fields.copy_to_slice(&mut nonce);
         Ok(Hello {
             version,
             cluster_id,
             server_id,
+            frame_size_bytes_max,
             nonce,
         })
     }
@@ -106,7 +140,8 @@ impl Hello {
 /// [`crate::Metrics::handshake_failures`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, thiserror::Error)]
 pub enum HandshakeFailure {
-    /// The connection failed or closed mid-handshake, or no nonce could be drawn.
+    /// The connection failed or closed mid-handshake, or no nonce could be drawn. A dialer that
+    /// the acceptor refuses sees this: the acceptor does not say why (it counts the reason).
     #[error("the connection failed during the handshake")]
     Io,
     /// The peer did not finish the handshake in time.
@@ -167,59 +202,79 @@ pub enum Role {
 impl Role {
     fn label(self) -> &'static [u8] {
         match self {
-            Role::Dialer => b"agenda net handshake v1: dialer",
-            Role::Acceptor => b"agenda net handshake v1: acceptor",
-        }
-    }
-
-    fn other(self) -> Role {
-        match self {
-            Role::Dialer => Role::Acceptor,
-            Role::Acceptor => Role::Dialer,
+            Role::Dialer => b"agenda net handshake v2: dialer",
+            Role::Acceptor => b"agenda net handshake v2: acceptor",
         }
     }
 }
 
-fn proof_mac(
-    secret: &[u8],
-    role: Role,
-    dialer_hello: &[u8; HELLO_BYTES],
-    acceptor_hello: &[u8; HELLO_BYTES],
-) -> Hmac<Sha256> {
+fn mac(secret: &[u8], role: Role, records: &[&[u8]]) -> Hmac<Sha256> {
     // HMAC accepts keys of any length; an empty key is refused earlier, by the config check.
     let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(secret)
         .expect("HMAC-SHA256 takes keys of any length");
     mac.update(role.label());
-    mac.update(dialer_hello);
-    mac.update(acceptor_hello);
+    for record in records {
+        mac.update(record);
+    }
     mac
 }
 
-/// The proof that the side playing `role` sends.
-pub fn proof(
+/// The dialer's proof (record 3): over its own hello and the acceptor's challenge.
+pub fn dialer_proof(
     secret: &[u8],
-    role: Role,
     dialer_hello: &[u8; HELLO_BYTES],
-    acceptor_hello: &[u8; HELLO_BYTES],
+    challenge: &[u8; NONCE_BYTES],
 ) -> [u8; PROOF_BYTES] {
-    proof_mac(secret, role, dialer_hello, acceptor_hello)
+    mac(secret, Role::Dialer, &[dialer_hello, challenge])
         .finalize()
         .into_bytes()
         .into()
 }
 
-/// Whether `received` is the proof that the side playing `role` must send; compared in constant
-/// time.
-pub fn verify_proof(
+/// The acceptor's proof (record 4): over the dialer's hello, the challenge and its own hello.
+pub fn acceptor_proof(
     secret: &[u8],
-    role: Role,
     dialer_hello: &[u8; HELLO_BYTES],
+    challenge: &[u8; NONCE_BYTES],
+    acceptor_hello: &[u8; HELLO_BYTES],
+) -> [u8; PROOF_BYTES] {
+    mac(
+        secret,
+        Role::Acceptor,
+        &[dialer_hello, challenge, acceptor_hello],
+    )
+    .finalize()
+    .into_bytes()
+    .into()
+}
+
+/// Whether `received` is the dialer's proof; compared in constant time (by the `hmac` crate).
+pub fn verify_dialer_proof(
+    secret: &[u8],
+    dialer_hello: &[u8; HELLO_BYTES],
+    challenge: &[u8; NONCE_BYTES],
+    received: &[u8],
+) -> bool {
+    mac(secret, Role::Dialer, &[dialer_hello, challenge])
+        .verify_slice(received)
+        .is_ok()
+}
+
+/// Whether `received` is the acceptor's proof; compared in constant time.
+pub fn verify_acceptor_proof(
+    secret: &[u8],
+    dialer_hello: &[u8; HELLO_BYTES],
+    challenge: &[u8; NONCE_BYTES],
     acceptor_hello: &[u8; HELLO_BYTES],
     received: &[u8],
 ) -> bool {
-    proof_mac(secret, role, dialer_hello, acceptor_hello)
-        .verify_slice(received)
-        .is_ok()
+    mac(
+        secret,
+        Role::Acceptor,
+        &[dialer_hello, challenge, acceptor_hello],
+    )
+    .verify_slice(received)
+    .is_ok()
 }
 
 /// What one side brings to a handshake.
@@ -227,76 +282,143 @@ pub(crate) struct HandshakeSettings<'a> {
     pub(crate) server_id: ServerId,
     pub(crate) cluster_id: u64,
     pub(crate) cluster_secret: &'a [u8],
+    pub(crate) frame_size_bytes_max: u32,
     pub(crate) role: Role,
     pub(crate) nonce: [u8; NONCE_BYTES],
 }
 
-/// Runs the handshake on a fresh connection and returns the authenticated peer's id.
+impl HandshakeSettings<'_> {
+    fn hello(&self) -> [u8; HELLO_BYTES] {
+        Hello {
+            version: PROTOCOL_VERSION,
+            cluster_id: self.cluster_id,
+            server_id: self.server_id,
+            frame_size_bytes_max: self.frame_size_bytes_max,
+            nonce: self.nonce,
+        }
+        .to_bytes()
+    }
+
+    /// Parses the peer's hello and checks what both sides must share.
+    fn check_hello(&self, record: &[u8]) -> Result<Hello, HandshakeFailure> {
+        let remote = Hello::from_bytes(record)?;
+        if remote.version != PROTOCOL_VERSION {
+            return Err(HandshakeFailure::Version);
+        }
+        if remote.cluster_id != self.cluster_id {
+            return Err(HandshakeFailure::ClusterId);
+        }
+        Ok(remote)
+    }
+}
+
+/// Runs the handshake on a fresh connection and returns the authenticated peer's hello.
 ///
 /// `check_peer` decides whether the id the peer claims is acceptable (known, expected, right
-/// direction) before any proof is sent.
+/// direction). The acceptor asks it only after the dialer's proof has been verified, and the
+/// dialer before it verifies the acceptor's proof.
 pub(crate) async fn handshake<R, W>(
     reader: &mut FrameReader<R>,
     writer: &mut W,
     settings: &HandshakeSettings<'_>,
     check_peer: impl Fn(ServerId) -> Result<(), HandshakeFailure>,
-) -> Result<ServerId, HandshakeFailure>
+) -> Result<Hello, HandshakeFailure>
 where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
-    let local_hello = Hello {
-        version: PROTOCOL_VERSION,
-        cluster_id: settings.cluster_id,
-        server_id: settings.server_id,
-        nonce: settings.nonce,
+    match settings.role {
+        Role::Dialer => dial_side(reader, writer, settings, check_peer).await,
+        Role::Acceptor => accept_side(reader, writer, settings, check_peer).await,
     }
-    .to_bytes();
-    write_record(writer, &local_hello).await?;
-    let remote_hello_frame = read_record(reader).await?;
-    let remote = Hello::from_bytes(&remote_hello_frame)?;
-    if remote.version != PROTOCOL_VERSION {
-        return Err(HandshakeFailure::Version);
-    }
-    if remote.cluster_id != settings.cluster_id {
-        return Err(HandshakeFailure::ClusterId);
-    }
+}
+
+async fn dial_side<R, W>(
+    reader: &mut FrameReader<R>,
+    writer: &mut W,
+    settings: &HandshakeSettings<'_>,
+    check_peer: impl Fn(ServerId) -> Result<(), HandshakeFailure>,
+) -> Result<Hello, HandshakeFailure>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let dialer_hello = settings.hello();
+    write_records(writer, &[&dialer_hello]).await?;
+    let challenge: [u8; NONCE_BYTES] = read_record(reader)
+        .await?
+        .as_ref()
+        .try_into()
+        .map_err(|_| HandshakeFailure::Malformed)?;
+    let proof = dialer_proof(settings.cluster_secret, &dialer_hello, &challenge);
+    write_records(writer, &[&proof]).await?;
+    let acceptor_hello_frame = read_record(reader).await?;
+    let remote = settings.check_hello(&acceptor_hello_frame)?;
     check_peer(remote.server_id)?;
-    let remote_hello = remote.to_bytes();
-    let (dialer_hello, acceptor_hello) = match settings.role {
-        Role::Dialer => (&local_hello, &remote_hello),
-        Role::Acceptor => (&remote_hello, &local_hello),
-    };
-    let local_proof = proof(
+    let acceptor_hello = remote.to_bytes();
+    let received_proof = read_record(reader).await?;
+    if !verify_acceptor_proof(
         settings.cluster_secret,
-        settings.role,
-        dialer_hello,
-        acceptor_hello,
-    );
-    write_record(writer, &local_proof).await?;
-    let remote_proof = read_record(reader).await?;
-    let peer_role = settings.role.other();
-    if !verify_proof(
-        settings.cluster_secret,
-        peer_role,
-        dialer_hello,
-        acceptor_hello,
-        &remote_proof,
+        &dialer_hello,
+        &challenge,
+        &acceptor_hello,
+        &received_proof,
     ) {
         return Err(HandshakeFailure::Authentication);
     }
-    Ok(remote.server_id)
+    Ok(remote)
 }
 
-async fn write_record<W: AsyncWrite + Unpin>(
+async fn accept_side<R, W>(
+    reader: &mut FrameReader<R>,
     writer: &mut W,
-    record: &[u8],
+    settings: &HandshakeSettings<'_>,
+    check_peer: impl Fn(ServerId) -> Result<(), HandshakeFailure>,
+) -> Result<Hello, HandshakeFailure>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    // Nothing is sent before the dialer has spoken.
+    let dialer_hello_frame = read_record(reader).await?;
+    let remote = settings.check_hello(&dialer_hello_frame)?;
+    let dialer_hello = remote.to_bytes();
+    let challenge = settings.nonce;
+    write_records(writer, &[&challenge]).await?;
+    let received_proof = read_record(reader).await?;
+    if !verify_dialer_proof(
+        settings.cluster_secret,
+        &dialer_hello,
+        &challenge,
+        &received_proof,
+    ) {
+        return Err(HandshakeFailure::Authentication);
+    }
+    // Only now, so that refusals do not tell a stranger which ids are members.
+    check_peer(remote.server_id)?;
+    let acceptor_hello = settings.hello();
+    let proof = acceptor_proof(
+        settings.cluster_secret,
+        &dialer_hello,
+        &challenge,
+        &acceptor_hello,
+    );
+    write_records(writer, &[&acceptor_hello, &proof]).await?;
+    Ok(remote)
+}
+
+/// Writes each record as a frame, all in one write.
+async fn write_records<W: AsyncWrite + Unpin>(
+    writer: &mut W,
+    records: &[&[u8]],
 ) -> Result<(), HandshakeFailure> {
-    let mut frame = BytesMut::with_capacity(64);
-    encode_frame_payload(record, HANDSHAKE_FRAME_BYTES_MAX, &mut frame)
-        .map_err(|_| HandshakeFailure::Malformed)?;
+    let mut frames = BytesMut::with_capacity(2 * (HANDSHAKE_FRAME_BYTES_MAX + 4));
+    for record in records {
+        encode_frame_payload(record, HANDSHAKE_FRAME_BYTES_MAX, &mut frames)
+            .map_err(|_| HandshakeFailure::Malformed)?;
+    }
     writer
-        .write_all(&frame)
+        .write_all(&frames)
         .await
         .map_err(|_| HandshakeFailure::Io)?;
     // madsim's TCP delivers written bytes only on flush.
@@ -322,6 +444,7 @@ mod tests {
             version: PROTOCOL_VERSION,
             cluster_id: 42,
             server_id,
+            frame_size_bytes_max: 1 << 20,
             nonce: [nonce_byte; NONCE_BYTES],
         }
     }
@@ -337,51 +460,49 @@ mod tests {
             Err(HandshakeFailure::Malformed)
         );
         assert_eq!(
-            Hello::from_bytes(&original.to_bytes()[..37]),
+            Hello::from_bytes(&original.to_bytes()[..HELLO_BYTES - 1]),
             Err(HandshakeFailure::Malformed)
         );
     }
 
     #[test]
-    fn a_proof_verifies_only_with_the_same_secret_role_and_hellos() {
+    fn a_proof_verifies_only_with_the_same_secret_role_and_records() {
         let dialer = hello(1, 1).to_bytes();
         let acceptor = hello(2, 2).to_bytes();
-        let tag = proof(b"secret", Role::Dialer, &dialer, &acceptor);
-        assert!(verify_proof(
+        let challenge = [2; NONCE_BYTES];
+        let tag = dialer_proof(b"secret", &dialer, &challenge);
+        assert!(verify_dialer_proof(b"secret", &dialer, &challenge, &tag));
+        assert!(!verify_dialer_proof(b"other", &dialer, &challenge, &tag));
+        assert!(!verify_dialer_proof(
             b"secret",
-            Role::Dialer,
             &dialer,
-            &acceptor,
+            &[3; NONCE_BYTES],
             &tag
         ));
-        assert!(!verify_proof(
-            b"other",
-            Role::Dialer,
-            &dialer,
-            &acceptor,
-            &tag
-        ));
-        assert!(!verify_proof(
+        assert!(!verify_dialer_proof(
             b"secret",
-            Role::Acceptor,
             &dialer,
-            &acceptor,
-            &tag
-        ));
-        let fresh = hello(2, 3).to_bytes();
-        assert!(!verify_proof(
-            b"secret",
-            Role::Dialer,
-            &dialer,
-            &fresh,
-            &tag
-        ));
-        assert!(!verify_proof(
-            b"secret",
-            Role::Dialer,
-            &dialer,
-            &acceptor,
+            &challenge,
             &tag[..31]
+        ));
+        // Not reflectable: the dialer's proof is not an acceptor's proof, nor the reverse.
+        assert!(!verify_acceptor_proof(
+            b"secret", &dialer, &challenge, &acceptor, &tag
+        ));
+        let answer = acceptor_proof(b"secret", &dialer, &challenge, &acceptor);
+        assert!(verify_acceptor_proof(
+            b"secret", &dialer, &challenge, &acceptor, &answer
+        ));
+        assert!(!verify_dialer_proof(
+            b"secret", &dialer, &challenge, &answer
+        ));
+        let other_dialer = hello(1, 5).to_bytes();
+        assert!(!verify_acceptor_proof(
+            b"secret",
+            &other_dialer,
+            &challenge,
+            &acceptor,
+            &answer
         ));
     }
 

@@ -29,6 +29,12 @@ pub(crate) struct Counters {
     pub(crate) faults_dropped: AtomicU64,
     pub(crate) faults_duplicated: AtomicU64,
     pub(crate) faults_delayed: AtomicU64,
+    pub(crate) connections_accepted: AtomicU64,
+    pub(crate) handshakes_shed: AtomicU64,
+    pub(crate) read_timeouts: AtomicU64,
+    pub(crate) pings_sent: AtomicU64,
+    pub(crate) pings_received: AtomicU64,
+    pub(crate) messages_dropped_write_failed: AtomicU64,
 }
 
 /// Adds `amount` to a counter.
@@ -61,6 +67,12 @@ impl Counters {
             faults_dropped: read(&self.faults_dropped),
             faults_duplicated: read(&self.faults_duplicated),
             faults_delayed: read(&self.faults_delayed),
+            connections_accepted: read(&self.connections_accepted),
+            handshakes_shed: read(&self.handshakes_shed),
+            read_timeouts: read(&self.read_timeouts),
+            pings_sent: read(&self.pings_sent),
+            pings_received: read(&self.pings_received),
+            messages_dropped_write_failed: read(&self.messages_dropped_write_failed),
         }
     }
 }
@@ -74,7 +86,7 @@ pub struct Metrics {
     pub bytes_sent: u64,
     /// Socket writes of message frames; `frames_sent / writes` is the batching factor.
     pub writes: u64,
-    /// Connections closed because a write took longer than `write_timeout_ms`.
+    /// Connections closed because a write made no progress for `write_timeout_ms`.
     pub write_timeouts: u64,
     /// Message frames read from sockets (before injected faults).
     pub frames_received: u64,
@@ -111,6 +123,21 @@ pub struct Metrics {
     pub faults_duplicated: u64,
     /// Received messages held back by the fault hooks.
     pub faults_delayed: u64,
+    /// TCP connections accepted by the listener, before any handshake.
+    pub connections_accepted: u64,
+    /// Accepted connections closed at once because `pending_handshakes_max` handshakes (or
+    /// `pending_handshakes_per_address_max` from the same address) were already pending.
+    pub handshakes_shed: u64,
+    /// Connections closed because nothing (message or ping) was read for `read_timeout_ms`.
+    pub read_timeouts: u64,
+    /// Ping frames written by idle writers (not in `frames_sent`, `bytes_sent` or `writes`).
+    pub pings_sent: u64,
+    /// Ping frames read (not in `frames_received` or `bytes_received`).
+    pub pings_received: u64,
+    /// Messages lost because the write of their batch failed or made no progress for
+    /// `write_timeout_ms` (the connection is then closed); a part of such a batch may have
+    /// reached the peer.
+    pub messages_dropped_write_failed: u64,
 }
 
 impl Metrics {

@@ -2,20 +2,21 @@
 //! its connection, and one reader per connection (in [`crate::connection`]).
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
-use std::sync::Arc;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use bytes::BytesMut;
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::codec::encode_message;
+use crate::codec::{encode_message, encode_ping};
 use crate::config::{ConfigError, TransportConfig};
-use crate::connection::{Connection, Context, DialError, dial, establish, stopped};
+use crate::connection::{Connection, Context, DialError, WarningLimiter, dial, establish, stopped};
 use crate::handshake::{HandshakeFailure, Role};
 use crate::metrics::{Counters, Metrics, add};
 use crate::random::{self, SeededRng};
@@ -24,6 +25,9 @@ use crate::{Incoming, Message, ServerId};
 /// A writer stops draining its queue into one write once the batch reaches this many bytes, so
 /// that one busy peer cannot make a write arbitrarily large.
 const WRITE_BATCH_BYTES_TARGET: usize = 256 * 1024;
+/// A batch buffer grown past this (by a large message) is replaced after its write, so that one
+/// snapshot does not pin its size for the life of the connection.
+const WRITE_BUFFER_BYTES_KEPT_MAX: usize = 2 * WRITE_BATCH_BYTES_TARGET;
 /// Accepted connections waiting for their peer task; a few at most, since only one is in use.
 const ACCEPTED_CAPACITY: usize = 2;
 /// Pause after a failed `accept` (for example out of file descriptors) before trying again.
@@ -55,6 +59,7 @@ impl Transport {
             counters: counters.clone(),
             incoming: incoming_sender,
             shutdown: shutdown.clone(),
+            warnings: WarningLimiter::default(),
         });
         let mut queues = HashMap::new();
         let mut routes = HashMap::new();
@@ -82,7 +87,17 @@ impl Transport {
             };
             tokio::spawn(task.run());
         }
-        tokio::spawn(accept_loop(context.clone(), listener, Arc::new(routes)));
+        let pending = Arc::new(PendingHandshakes {
+            total_max: context.config.pending_handshakes_max,
+            per_address_max: context.config.pending_handshakes_per_address_max,
+            state: Mutex::default(),
+        });
+        tokio::spawn(accept_loop(
+            context.clone(),
+            listener,
+            Arc::new(routes),
+            pending,
+        ));
         let shared = Shared {
             server_id: context.config.server_id,
             local_address,
@@ -199,12 +214,72 @@ impl<M: Message> TransportHandle<M> {
     }
 }
 
+/// The handshakes in progress on accepted connections, in all and per source address.
+///
+/// Each costs a task, a socket and a small buffer until it completes or `handshake_timeout_ms`
+/// passes; without a bound, strangers that connect and say nothing (slowloris) would use up the
+/// process's file descriptors. The per-address bound keeps one stranger from taking every slot
+/// and locking the real peers out; many addresses (a botnet, an IPv6 prefix) still can, for as
+/// long as they keep it up, which a firewall is better placed to stop.
+struct PendingHandshakes {
+    total_max: usize,
+    per_address_max: usize,
+    state: Mutex<PendingState>,
+}
+
+#[derive(Default)]
+struct PendingState {
+    total: usize,
+    per_address: HashMap<IpAddr, usize>,
+}
+
+/// One pending handshake's place; freed when dropped.
+struct PendingSlot {
+    pending: Arc<PendingHandshakes>,
+    address: IpAddr,
+}
+
+impl PendingHandshakes {
+    fn try_take(self: &Arc<Self>, address: IpAddr) -> Option<PendingSlot> {
+        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        let from_address = state.per_address.get(&address).copied().unwrap_or(0);
+        if state.total >= self.total_max || from_address >= self.per_address_max {
+            return None;
+        }
+        state.total += 1;
+        state.per_address.insert(address, from_address + 1);
+        Some(PendingSlot {
+            pending: self.clone(),
+            address,
+        })
+    }
+}
+
+impl Drop for PendingSlot {
+    fn drop(&mut self) {
+        let mut state = self
+            .pending
+            .state
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        state.total -= 1;
+        if let Some(count) = state.per_address.get_mut(&self.address) {
+            *count -= 1;
+            if *count == 0 {
+                state.per_address.remove(&self.address);
+            }
+        }
+    }
+}
+
 /// Accepts connections and runs each handshake in its own task, so that a slow or silent stranger
-/// does not hold up the others.
+/// does not hold up the others; past the limits of [`PendingHandshakes`] a new connection is
+/// closed at once.
 async fn accept_loop<M: Message>(
     context: Arc<Context<M>>,
     listener: TcpListener,
     routes: Arc<HashMap<ServerId, mpsc::Sender<Connection<M>>>>,
+    pending: Arc<PendingHandshakes>,
 ) {
     let shutdown = context.shutdown.clone();
     loop {
@@ -215,7 +290,27 @@ async fn accept_loop<M: Message>(
         };
         match accepted {
             Ok((stream, address)) => {
-                tokio::spawn(accept_one(context.clone(), routes.clone(), stream, address));
+                add(&context.counters.connections_accepted, 1);
+                let Some(slot) = pending.try_take(address.ip()) else {
+                    add(&context.counters.handshakes_shed, 1);
+                    if let Some(held_back) = context.warnings.admit() {
+                        tracing::warn!(
+                            server = context.config.server_id,
+                            %address,
+                            held_back,
+                            "too many pending handshakes; connection closed at once"
+                        );
+                    }
+                    drop(stream);
+                    continue;
+                };
+                tokio::spawn(accept_one(
+                    context.clone(),
+                    routes.clone(),
+                    stream,
+                    address,
+                    slot,
+                ));
             }
             Err(error) => {
                 tracing::warn!(%error, "accept failed");
@@ -234,6 +329,7 @@ async fn accept_one<M: Message>(
     routes: Arc<HashMap<ServerId, mpsc::Sender<Connection<M>>>>,
     stream: TcpStream,
     address: SocketAddr,
+    slot: PendingSlot,
 ) {
     let shutdown = context.shutdown.clone();
     let handshake = tokio::time::timeout(
@@ -245,6 +341,7 @@ async fn accept_one<M: Message>(
         _ = stopped(&shutdown) => return,
         result = handshake => result,
     };
+    drop(slot);
     let connection = match result {
         Ok(Ok(connection)) => connection,
         Ok(Err(reason)) => return context.record_handshake_failure(reason, address),
@@ -399,8 +496,13 @@ impl<M: Message> PeerTask<M> {
         self.context.deliver(event).await;
     }
 
-    /// Writes queued messages to `connection` until it ends, is replaced, or the transport stops.
+    /// Writes queued messages to `connection` until it ends, is replaced, or the transport stops;
+    /// when there is nothing to write for `ping_interval_ms`, writes a ping.
     async fn serve(&mut self, connection: &mut Connection<M>) -> Outcome<M> {
+        let config = &self.context.config;
+        let ping_interval = Duration::from_millis(config.ping_interval_ms);
+        let write_timeout = Duration::from_millis(config.write_timeout_ms);
+        let mut last_write = Instant::now();
         loop {
             let first = tokio::select! {
                 biased;
@@ -411,46 +513,75 @@ impl<M: Message> PeerTask<M> {
                     None => Outcome::Shutdown,
                 },
                 message = self.queue.recv() => match message {
-                    Some(message) => message,
+                    Some(message) => Some(message),
                     None => return Outcome::Shutdown,
                 },
+                _ = tokio::time::sleep_until(last_write + ping_interval) => None,
             };
-            let frames = self.encode_batch(first);
-            if frames == 0 {
-                continue;
-            }
-            let write_timeout = Duration::from_millis(self.context.config.write_timeout_ms);
-            let writing =
-                tokio::time::timeout(write_timeout, write_batch(connection, &self.buffer));
+            let frames = match first {
+                Some(first) => {
+                    let frames = self.encode_batch(first, connection.frame_size_bytes_max);
+                    if frames == 0 {
+                        continue;
+                    }
+                    frames
+                }
+                None => {
+                    self.buffer.clear();
+                    encode_ping(&mut self.buffer);
+                    0
+                }
+            };
+            let writing = write_with_progress(&mut connection.writer, &self.buffer, write_timeout);
             let written = tokio::select! {
                 biased;
                 _ = stopped(&self.shutdown) => return Outcome::Shutdown,
                 written = writing => written,
             };
+            let batch_bytes = self.buffer.len() as u64;
+            if self.buffer.capacity() > WRITE_BUFFER_BYTES_KEPT_MAX {
+                self.buffer = BytesMut::with_capacity(WRITE_BATCH_BYTES_TARGET);
+            }
+            let counters = &self.context.counters;
             match written {
-                Ok(Ok(())) => {}
-                Ok(Err(error)) => {
-                    tracing::info!(peer = self.peer, %error, "write failed; connection closed");
-                    return Outcome::Closed;
-                }
-                Err(_elapsed) => {
-                    add(&self.context.counters.write_timeouts, 1);
-                    tracing::warn!(peer = self.peer, "write timed out; connection closed");
+                Ok(()) => {}
+                Err(failure) => {
+                    add(&counters.messages_dropped_write_failed, frames);
+                    match failure {
+                        WriteFailure::Io(error) => tracing::info!(
+                            peer = self.peer,
+                            %error,
+                            messages_lost = frames,
+                            "write failed; connection closed"
+                        ),
+                        WriteFailure::Stalled => {
+                            add(&counters.write_timeouts, 1);
+                            tracing::warn!(
+                                peer = self.peer,
+                                messages_lost = frames,
+                                "write made no progress within write_timeout_ms; \
+                                 connection closed"
+                            );
+                        }
+                    }
                     return Outcome::Closed;
                 }
             }
-            let counters = &self.context.counters;
-            add(&counters.frames_sent, frames);
-            add(&counters.bytes_sent, self.buffer.len() as u64);
-            add(&counters.writes, 1);
+            last_write = Instant::now();
+            if frames == 0 {
+                add(&counters.pings_sent, 1);
+            } else {
+                add(&counters.frames_sent, frames);
+                add(&counters.bytes_sent, batch_bytes);
+                add(&counters.writes, 1);
+            }
         }
     }
 
-    /// Encodes `first` and whatever else is queued (up to the batch target) into the buffer;
-    /// returns the number of frames.
-    fn encode_batch(&mut self, first: M) -> u64 {
+    /// Encodes `first` and whatever else is queued (up to the batch target) into the buffer, as
+    /// frames of at most `frame_size_bytes_max`; returns the number of frames.
+    fn encode_batch(&mut self, first: M, frame_size_bytes_max: usize) -> u64 {
         self.buffer.clear();
-        let frame_size_bytes_max = self.context.config.frame_size_bytes_max;
         let mut frames = 0;
         let mut next = Some(first);
         while let Some(message) = next {
@@ -480,10 +611,38 @@ async fn next_accepted<M>(
     }
 }
 
-async fn write_batch<M>(connection: &mut Connection<M>, batch: &[u8]) -> std::io::Result<()> {
-    connection.writer.write_all(batch).await?;
+/// Why a batch could not be written.
+enum WriteFailure {
+    Io(std::io::Error),
+    /// No byte was accepted for `write_timeout_ms`: the peer stopped reading.
+    Stalled,
+}
+
+/// Writes `batch` and flushes, failing only when the socket errs or accepts nothing for
+/// `timeout`. Each `write` returns as soon as the socket takes some bytes, so the deadline
+/// measures a stall, not the size of the batch: a slow peer that keeps reading gets any message.
+async fn write_with_progress<W: AsyncWrite + Unpin>(
+    writer: &mut W,
+    batch: &[u8],
+    timeout: Duration,
+) -> Result<(), WriteFailure> {
+    let mut written = 0;
+    while written < batch.len() {
+        match tokio::time::timeout(timeout, writer.write(&batch[written..])).await {
+            Ok(Ok(0)) => {
+                return Err(WriteFailure::Io(std::io::ErrorKind::WriteZero.into()));
+            }
+            Ok(Ok(count)) => written += count,
+            Ok(Err(error)) => return Err(WriteFailure::Io(error)),
+            Err(_elapsed) => return Err(WriteFailure::Stalled),
+        }
+    }
     // madsim's TCP only delivers on flush; for a real socket it is a no-op.
-    connection.writer.flush().await
+    match tokio::time::timeout(timeout, writer.flush()).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(error)) => Err(WriteFailure::Io(error)),
+        Err(_elapsed) => Err(WriteFailure::Stalled),
+    }
 }
 
 /// The pause after `attempt + 1` consecutive failures: the delay doubles from

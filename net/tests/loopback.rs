@@ -7,7 +7,10 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use bytes::{BufMut, BytesMut};
-use net::handshake::{HELLO_BYTES, Hello, PROTOCOL_VERSION, Role, proof};
+use net::handshake::{
+    HELLO_BYTES, Hello, NONCE_BYTES, PROTOCOL_VERSION, acceptor_proof, dialer_proof,
+    verify_dialer_proof,
+};
 use net::{
     HandshakeFailure, Incoming, Metrics, SendError, ServerId, Transport, TransportConfig,
     TransportHandle,
@@ -235,8 +238,10 @@ async fn messages_queued_before_the_connection_go_out_in_one_write() {
     assert_eq!(metrics.writes, 1, "{metrics:?}");
 }
 
+/// The hello carries each side's frame limit: a message over the peer's limit is dropped and
+/// counted by the sender, and the connection carries on.
 #[tokio::test]
-async fn an_oversized_frame_closes_the_connection_and_is_counted() {
+async fn a_message_over_the_peers_limit_is_dropped_by_the_sender() {
     let (listener_1, address_1) = bind().await;
     let (listener_2, address_2) = bind().await;
     let mut large_config = config(1, &[(2, address_2)]);
@@ -249,18 +254,35 @@ async fn an_oversized_frame_closes_the_connection_and_is_counted() {
     let mut oversized = message(0, 0);
     oversized.payload = vec![0; 4096];
     one.handle.send(2, oversized).unwrap();
-    wait_for_metrics(&two.handle, |metrics| metrics.frames_oversized == 1).await;
-    // Server 1 notices the closed connection, dials again, and small messages flow.
-    wait_for_metrics(&one.handle, |metrics| metrics.connections_established >= 2).await;
+    wait_for_metrics(&one.handle, |metrics| metrics.dropped_unencodable == 1).await;
     one.handle.send(2, message(0, 1)).unwrap();
     assert_eq!(next_message(&mut two.events).await, (1, message(0, 1)));
-    assert_eq!(two.handle.metrics().frames_received, 1);
+    let metrics = two.handle.metrics();
+    assert_eq!((metrics.frames_received, metrics.frames_oversized), (1, 0));
+    assert_eq!(one.handle.metrics().connections_established, 1);
 
-    // A message over the sender's own maximum never leaves it.
+    // A message over the sender's own maximum never leaves it either.
     let mut too_big_to_send = message(0, 2);
     too_big_to_send.payload = vec![0; 10_000];
     one.handle.send(2, too_big_to_send).unwrap();
-    wait_for_metrics(&one.handle, |metrics| metrics.dropped_unencodable == 1).await;
+    wait_for_metrics(&one.handle, |metrics| metrics.dropped_unencodable == 2).await;
+}
+
+/// A frame over the receiver's limit (from a peer that ignores the limit in the hello) closes
+/// the connection and is counted.
+#[tokio::test]
+async fn an_oversized_frame_closes_the_connection_and_is_counted() {
+    let (listener_5, address_5) = bind().await;
+    let (_, unused_address) = bind().await;
+    let mut small_config = config(5, &[(3, unused_address)]);
+    small_config.frame_size_bytes_max = 1024;
+    let five = start(small_config, listener_5);
+    let mut peer = handshake_by_hand(address_5, 3).await;
+    let mut oversized = message(0, 0);
+    oversized.payload = vec![0; 4096];
+    peer.write_all(&message_frame(&oversized)).await.unwrap();
+    assert_closed_by_peer(&mut peer).await;
+    wait_for_metrics(&five.handle, |metrics| metrics.frames_oversized == 1).await;
 }
 
 /// Frames a record as the transport does: length prefix, then payload.
@@ -278,22 +300,36 @@ async fn read_frame(stream: &mut TcpStream) -> Vec<u8> {
     payload
 }
 
+/// A hello record as server `server_id` of this cluster would send it.
+fn hello(server_id: ServerId, nonce_byte: u8) -> [u8; HELLO_BYTES] {
+    Hello {
+        version: PROTOCOL_VERSION,
+        cluster_id: CLUSTER_ID,
+        server_id,
+        frame_size_bytes_max: 16 * 1024 * 1024,
+        nonce: [nonce_byte; NONCE_BYTES],
+    }
+    .to_bytes()
+}
+
 /// Completes the handshake by hand, as server `claimed_id`, following the documented layout.
 async fn handshake_by_hand(address: SocketAddr, claimed_id: ServerId) -> TcpStream {
     let mut stream = TcpStream::connect(address).await.unwrap();
-    let hello = Hello {
-        version: PROTOCOL_VERSION,
-        cluster_id: CLUSTER_ID,
-        server_id: claimed_id,
-        nonce: [3; 16],
-    }
-    .to_bytes();
+    let hello = hello(claimed_id, 3);
     stream.write_all(&frame(&hello)).await.unwrap();
-    let acceptor_hello: [u8; HELLO_BYTES] = read_frame(&mut stream).await.try_into().unwrap();
-    let dialer_proof = proof(SECRET, Role::Dialer, &hello, &acceptor_hello);
+    let challenge: [u8; NONCE_BYTES] = read_frame(&mut stream).await.try_into().unwrap();
+    let dialer_proof = dialer_proof(SECRET, &hello, &challenge);
     stream.write_all(&frame(&dialer_proof)).await.unwrap();
+    assert_eq!(read_frame(&mut stream).await.len(), HELLO_BYTES);
     assert_eq!(read_frame(&mut stream).await.len(), 32);
     stream
+}
+
+/// A message frame as the transport writes it: length, kind byte 0, postcard.
+fn message_frame(message: &GroupMessage) -> Vec<u8> {
+    let mut payload = vec![net::codec::KIND_MESSAGE];
+    payload.extend(postcard::to_allocvec(message).unwrap());
+    frame(&payload)
 }
 
 /// Reads until the other side closes (an orderly close or a reset both count).
@@ -343,17 +379,24 @@ async fn garbage_closes_only_its_own_connection() {
 async fn accept_by_hand(listener: &TcpListener, server_id: ServerId) -> TcpStream {
     let (mut stream, _) = listener.accept().await.unwrap();
     let dialer_hello: [u8; HELLO_BYTES] = read_frame(&mut stream).await.try_into().unwrap();
-    let hello = Hello {
-        version: PROTOCOL_VERSION,
-        cluster_id: CLUSTER_ID,
-        server_id,
-        nonce: [4; 16],
-    }
-    .to_bytes();
-    stream.write_all(&frame(&hello)).await.unwrap();
-    assert_eq!(read_frame(&mut stream).await.len(), 32);
-    let acceptor_proof = proof(SECRET, Role::Acceptor, &dialer_hello, &hello);
-    stream.write_all(&frame(&acceptor_proof)).await.unwrap();
+    let challenge = [4; NONCE_BYTES];
+    stream.write_all(&frame(&challenge)).await.unwrap();
+    let received_proof = read_frame(&mut stream).await;
+    assert!(verify_dialer_proof(
+        SECRET,
+        &dialer_hello,
+        &challenge,
+        &received_proof
+    ));
+    let hello = hello(server_id, 4);
+    let mut answer = frame(&hello);
+    answer.extend(frame(&acceptor_proof(
+        SECRET,
+        &dialer_hello,
+        &challenge,
+        &hello,
+    )));
+    stream.write_all(&answer).await.unwrap();
     stream
 }
 
@@ -484,6 +527,7 @@ async fn a_full_queue_drops_and_counts() {
     assert_eq!(one.handle.send(2, message(0, 0)), Err(SendError::Stopped));
 }
 
+/// The acceptor counts `reason`; the dialer, which is not told why, sees the connection closed.
 async fn assert_refused(change: fn(&mut TransportConfig), reason: HandshakeFailure) {
     let (listener_1, address_1) = bind().await;
     let (listener_2, address_2) = bind().await;
@@ -497,7 +541,7 @@ async fn assert_refused(change: fn(&mut TransportConfig), reason: HandshakeFailu
     })
     .await;
     wait_for_metrics(&one.handle, |metrics| {
-        metrics.handshake_failures_for(reason) >= 2
+        metrics.handshake_failures_for(HandshakeFailure::Io) >= 2
     })
     .await;
     expect_reachability(&mut one.events, Incoming::PeerDown(2)).await;
@@ -532,17 +576,15 @@ async fn a_stranger_claiming_a_higher_id_is_refused() {
     let (_, address_3) = bind().await;
     let two = start(config(2, &[(3, address_3)]), listener_2);
     let mut stream = TcpStream::connect(address_2).await.unwrap();
-    let hello = Hello {
-        version: PROTOCOL_VERSION,
-        cluster_id: CLUSTER_ID,
-        server_id: 3,
-        nonce: [0; 16],
-    };
-    stream.write_all(&frame(&hello.to_bytes())).await.unwrap();
-    let acceptor_hello = read_frame(&mut stream).await;
-    let parsed = Hello::from_bytes(&acceptor_hello).unwrap();
-    assert_eq!((parsed.server_id, parsed.cluster_id), (2, CLUSTER_ID));
-    assert_closed_by_peer(&mut stream).await;
+    let hello = hello(3, 0);
+    stream.write_all(&frame(&hello)).await.unwrap();
+    let challenge: [u8; NONCE_BYTES] = read_frame(&mut stream).await.try_into().unwrap();
+    // Even with the secret, a higher id learns nothing more: no hello, no proof.
+    let proof = dialer_proof(SECRET, &hello, &challenge);
+    stream.write_all(&frame(&proof)).await.unwrap();
+    let mut rest = Vec::new();
+    let _ = tokio::time::timeout(PATIENCE, stream.read_to_end(&mut rest)).await;
+    assert!(rest.is_empty(), "{rest:?}");
     wait_for_metrics(&two.handle, |metrics| {
         metrics.handshake_failures_for(HandshakeFailure::WrongDirection) == 1
     })

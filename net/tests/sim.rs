@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use madsim::runtime::{Handle, Runtime};
-use net::handshake::{HELLO_BYTES, Hello, PROTOCOL_VERSION, Role, proof};
+use net::handshake::{HELLO_BYTES, Hello, NONCE_BYTES, PROTOCOL_VERSION, acceptor_proof};
 use net::{FaultConfig, Incoming, Metrics, ServerId, Transport, TransportConfig};
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -262,18 +262,21 @@ async fn write_record(stream: &mut TcpStream, record: &[u8]) {
 async fn accept_then_hang_up(listener: &TcpListener) {
     let (mut stream, _) = listener.accept().await.unwrap();
     let dialer_hello: [u8; HELLO_BYTES] = read_record(&mut stream).await.try_into().unwrap();
+    let challenge = [9; NONCE_BYTES];
+    write_record(&mut stream, &challenge).await;
+    read_record(&mut stream).await;
     let hello = Hello {
         version: PROTOCOL_VERSION,
         cluster_id: 1,
         server_id: 2,
-        nonce: [9; 16],
+        frame_size_bytes_max: 1024 * 1024,
+        nonce: challenge,
     }
     .to_bytes();
     write_record(&mut stream, &hello).await;
-    read_record(&mut stream).await;
     write_record(
         &mut stream,
-        &proof(SECRET, Role::Acceptor, &dialer_hello, &hello),
+        &acceptor_proof(SECRET, &dialer_hello, &challenge, &hello),
     )
     .await;
 }
@@ -313,4 +316,85 @@ async fn a_peer_that_hangs_up_at_once_is_redialed_with_backoff() {
     // make thousands.
     assert!(metrics.connections_established >= 5, "{metrics:?}");
     assert!(metrics.dials <= 20, "{metrics:?}");
+}
+
+/// Idle connections stay up on pings alone; a paused (hung, SIGSTOPped) peer is reported down
+/// from its silence, although its socket stays open and nothing is written to it; once it
+/// resumes it is reconnected.
+#[madsim::test]
+async fn pings_keep_idle_peers_up_and_a_paused_peer_is_reported_down() {
+    let simulator = Handle::current();
+    let address_1: SocketAddr = "10.0.0.1:7000".parse().unwrap();
+    let address_2: SocketAddr = "10.0.0.2:7000".parse().unwrap();
+    let node_2 = simulator
+        .create_node()
+        .name("server-2")
+        .ip(address_2.ip())
+        .build();
+    let handle_2 = node_2
+        .spawn(async move {
+            let listener = TcpListener::bind(address_2).await.unwrap();
+            let config = config(2, 1, address_1, FaultConfig::default());
+            let (handle, mut events) = Transport::start::<GroupMessage>(config, listener).unwrap();
+            let handle_2 = handle.clone();
+            tokio::spawn(async move { while events.recv().await.is_some() {} });
+            handle_2
+        })
+        .await
+        .unwrap();
+    let node_1 = simulator
+        .create_node()
+        .name("server-1")
+        .ip(address_1.ip())
+        .build();
+    let (handle, mut events) = node_1
+        .spawn(async move {
+            let listener = TcpListener::bind(address_1).await.unwrap();
+            let config = config(1, 2, address_2, FaultConfig::default());
+            let (handle, mut events) = Transport::start::<GroupMessage>(config, listener).unwrap();
+            wait_for(&mut events, |event| *event == Incoming::PeerUp(2)).await;
+            // A minute of silence from the node loops: only pings cross.
+            tokio::time::sleep(Duration::from_secs(60)).await;
+            (handle, events)
+        })
+        .await
+        .unwrap();
+    let metrics = handle.metrics();
+    assert_eq!(metrics.peer_down_events, 0, "{metrics:?}");
+    assert_eq!(metrics.connections_established, 1, "{metrics:?}");
+    assert!(
+        metrics.pings_sent >= 30 && metrics.pings_received >= 30,
+        "{metrics:?}"
+    );
+    assert_eq!(handle_2.metrics().read_timeouts, 0);
+
+    simulator.pause(node_2.id());
+    let handle_1 = handle.clone();
+    let mut events = node_1
+        .spawn(async move {
+            // Light traffic, as Raft's heartbeats: never enough to fill a socket buffer.
+            let heartbeats = async {
+                for sequence in 0.. {
+                    let _ = handle_1.send(2, GroupMessage { group: 0, sequence });
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            };
+            tokio::select! {
+                biased;
+                () = wait_for(&mut events, |event| *event == Incoming::PeerDown(2)) => {}
+                () = heartbeats => {}
+            }
+            events
+        })
+        .await
+        .unwrap();
+    assert_eq!(handle.metrics().read_timeouts, 1);
+
+    simulator.resume(node_2.id());
+    node_1
+        .spawn(async move {
+            wait_for(&mut events, |event| *event == Incoming::PeerUp(2)).await;
+        })
+        .await
+        .unwrap();
 }
