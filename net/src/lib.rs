@@ -8,23 +8,33 @@
 //!
 //! - **One connection per pair.** Of two servers, the one with the lower id dials; the other only
 //!   accepts from lower ids. A peer that dials again replaces its older connection.
-//! - **Frames.** A 4-byte big-endian length, then one postcard-encoded message (layout in
-//!   [`codec::FrameDecoder`]). A length over `frame_size_bytes_max` is refused before anything is
-//!   allocated; before authentication the limit is 64 bytes.
+//! - **Frames.** A 4-byte big-endian length, then a kind byte and one postcard-encoded message, or
+//!   a ping (layout in [`codec::FrameDecoder`]). A length over `frame_size_bytes_max` is refused
+//!   before anything is allocated; before authentication the limit is 64 bytes, and the reader
+//!   reads at most one such frame at a time. Each side announces its limit in the handshake and
+//!   never sends a peer a frame larger than the peer's.
 //! - **Authenticated peers.** A handshake checks protocol version, cluster id and server ids and
 //!   proves knowledge of the cluster secret with HMAC-SHA256 over fresh nonces
-//!   ([`handshake`] documents the records and the limits: nothing is encrypted yet). Each refusal
-//!   is logged and counted by reason.
+//!   ([`handshake`] documents the records and the limits: nothing is encrypted yet). The acceptor
+//!   sends nothing before the dialer speaks, and reveals its id only to a dialer that has proven
+//!   the secret. Each refusal is counted by reason and logged (at most one warning a second).
 //! - **Sending never waits.** [`TransportHandle::send`] puts the message in the peer's bounded
 //!   queue or drops and counts it ([`SendError`]); Raft recovers from loss. The peer's writer
 //!   drains everything queued into one write.
 //! - **Reachability is reported.** [`Incoming::PeerDown`] when a connection ends or a dial fails,
 //!   [`Incoming::PeerUp`] when one is (re)established; dialing retries with exponential backoff
 //!   and jitter, so a restarted peer is reconnected by itself.
+//! - **A hung peer is noticed.** An idle writer sends a ping every `ping_interval_ms` (1 s); a
+//!   connection from which nothing has been read for `read_timeout_ms` (3 s) is closed and the
+//!   peer reported down, whatever the traffic. A write that makes no progress for
+//!   `write_timeout_ms` (10 s) closes the connection too; a slow peer that keeps reading is never
+//!   cut off. Messages lost with a failed write are counted.
 //! - **Bad bytes cost one connection.** A malformed or oversized frame closes that connection and
 //!   is counted; the process and the other connections carry on. Nothing from the network panics.
-//! - **Bounded everywhere.** Queues to peers, the channel to the node loop, frames and write
-//!   batches all have limits. When the node loop is slow, readers wait and TCP slows the peer.
+//! - **Bounded everywhere.** Queues to peers, the channel to the node loop, frames, write batches
+//!   and pending handshakes (128, of which 16 from one address; beyond, a new connection is closed
+//!   at once, and a handshake gets 1 s) all have limits. After a large message, buffers go back
+//!   to their usual size. When the node loop is slow, readers wait and TCP slows the peer.
 //! - **Runs under madsim unchanged.** No OS threads, no files, `biased;` in every `select!`;
 //!   nonces come from madsim's seeded RNG in simulation builds. Because simulated TCP never loses
 //!   data, [`FaultConfig`] can drop, duplicate or delay received messages, from a seed.

@@ -269,7 +269,7 @@ async fn acceptor_five(change: impl FnOnce(&mut TransportConfig)) -> (Server, So
 }
 
 // =============================================================================================
-// Findings (these fail now).
+// Findings (each failed before its fix).
 
 /// Slowloris: strangers that connect and say nothing each hold a task, a socket and a read buffer
 /// until the handshake timeout. Nothing limits how many are pending, so an attacker who opens
@@ -330,6 +330,7 @@ async fn a_silent_stranger_costs_little_memory() {
     wait_until_accepted(&five.handle, 1 + STRANGERS as u64).await;
     assert_eq!(five.handle.metrics().handshakes_shed, 0);
     let per_stranger = (live_bytes() - before) / STRANGERS;
+    eprintln!("heap per silent stranger: {per_stranger} bytes");
     assert!(
         per_stranger < 16 * 1024,
         "each silent, unauthenticated connection holds {per_stranger} bytes of heap"
@@ -476,7 +477,7 @@ async fn a_large_message_does_not_pin_its_buffer() {
 }
 
 // =============================================================================================
-// Properties checked and found to hold (these pass).
+// Properties the review checked and found to hold.
 
 /// A recorded dialer hello and proof, replayed on a new connection, are refused: the acceptor's
 /// fresh challenge changes what the proof must cover.
