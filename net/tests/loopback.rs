@@ -2,71 +2,19 @@
 
 #![cfg(not(madsim))]
 
-use std::collections::BTreeMap;
+mod support;
+use support::*;
+
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use bytes::{BufMut, BytesMut};
 use net::handshake::{
     HELLO_BYTES, Hello, NONCE_BYTES, PROTOCOL_VERSION, acceptor_proof, dialer_proof,
     verify_dialer_proof,
 };
-use net::{
-    HandshakeFailure, Incoming, Metrics, SendError, ServerId, Transport, TransportConfig,
-    TransportHandle,
-};
-use serde::{Deserialize, Serialize};
+use net::{HandshakeFailure, Incoming, SendError, ServerId, TransportConfig};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::mpsc;
-
-const CLUSTER_ID: u64 = 7;
-const SECRET: &[u8; 32] = b"agenda loopback test secret 32 b";
-/// A guard against a hung test, far above what any step needs.
-const PATIENCE: Duration = Duration::from_secs(10);
-
-/// A message as raft-core's will be: every message names its group.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-struct GroupMessage {
-    group: u32,
-    sequence: u64,
-    payload: Vec<u8>,
-}
-
-fn message(group: u32, sequence: u64) -> GroupMessage {
-    GroupMessage {
-        group,
-        sequence,
-        payload: vec![group as u8; 16],
-    }
-}
-
-type Events = mpsc::Receiver<Incoming<GroupMessage>>;
-
-struct Server {
-    handle: TransportHandle<GroupMessage>,
-    events: Events,
-}
-
-async fn bind() -> (TcpListener, SocketAddr) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let address = listener.local_addr().unwrap();
-    (listener, address)
-}
-
-fn config(server_id: ServerId, peers: &[(ServerId, SocketAddr)]) -> TransportConfig {
-    let mut config = TransportConfig::new(server_id, CLUSTER_ID, *SECRET, BTreeMap::new());
-    config.peers = peers.iter().copied().collect();
-    // Short backoff keeps reconnection tests quick.
-    config.backoff_initial_ms = 10;
-    config.backoff_max_ms = 100;
-    config
-}
-
-fn start(config: TransportConfig, listener: TcpListener) -> Server {
-    let (handle, events) = Transport::start(config, listener).unwrap();
-    Server { handle, events }
-}
 
 /// Two servers, 1 and 2, that know each other.
 async fn pair() -> (Server, Server) {
@@ -77,51 +25,12 @@ async fn pair() -> (Server, Server) {
     (one, two)
 }
 
-async fn next_event(events: &mut Events) -> Incoming<GroupMessage> {
-    tokio::time::timeout(PATIENCE, events.recv())
-        .await
-        .expect("no event in time")
-        .expect("the transport closed its channel")
-}
-
 /// The next message, skipping reachability events.
 async fn next_message(events: &mut Events) -> (ServerId, GroupMessage) {
     loop {
         if let Incoming::Message { from, message } = next_event(events).await {
             return (from, message);
         }
-    }
-}
-
-/// Waits for a reachability event about `peer`, skipping messages.
-async fn expect_reachability(events: &mut Events, expected: Incoming<GroupMessage>) {
-    loop {
-        let event = next_event(events).await;
-        if let Incoming::Message { .. } = event {
-            continue;
-        }
-        if event == expected {
-            return;
-        }
-    }
-}
-
-/// Polls the counters until `condition` holds.
-async fn wait_for_metrics(
-    handle: &TransportHandle<GroupMessage>,
-    condition: impl Fn(&Metrics) -> bool,
-) -> Metrics {
-    let deadline = tokio::time::Instant::now() + PATIENCE;
-    loop {
-        let metrics = handle.metrics();
-        if condition(&metrics) {
-            return metrics;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "condition never held: {metrics:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }
 
@@ -285,14 +194,6 @@ async fn an_oversized_frame_closes_the_connection_and_is_counted() {
     wait_for_metrics(&five.handle, |metrics| metrics.frames_oversized == 1).await;
 }
 
-/// Frames a record as the transport does: length prefix, then payload.
-fn frame(payload: &[u8]) -> Vec<u8> {
-    let mut framed = BytesMut::new();
-    framed.put_u32(payload.len() as u32);
-    framed.put_slice(payload);
-    framed.to_vec()
-}
-
 async fn read_frame(stream: &mut TcpStream) -> Vec<u8> {
     let length = stream.read_u32().await.unwrap() as usize;
     let mut payload = vec![0; length];
@@ -330,13 +231,6 @@ fn message_frame(message: &GroupMessage) -> Vec<u8> {
     let mut payload = vec![net::codec::KIND_MESSAGE];
     payload.extend(postcard::to_allocvec(message).unwrap());
     frame(&payload)
-}
-
-/// Reads until the other side closes (an orderly close or a reset both count).
-async fn assert_closed_by_peer(stream: &mut TcpStream) {
-    let mut rest = Vec::new();
-    let read = tokio::time::timeout(PATIENCE, stream.read_to_end(&mut rest)).await;
-    assert!(read.is_ok(), "the connection stayed open");
 }
 
 #[tokio::test]

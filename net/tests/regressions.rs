@@ -9,22 +9,20 @@
 // The counting allocator below needs an `unsafe impl`, as in raft-core/tests/allocations.rs.
 #![allow(unsafe_code)]
 
+mod support;
+use support::*;
+
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
-use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use bytes::{BufMut, BytesMut};
 use net::codec::{KIND_MESSAGE, KIND_PING};
 use net::handshake::{
     HELLO_BYTES, Hello, NONCE_BYTES, PROTOCOL_VERSION, acceptor_proof, dialer_proof,
     verify_dialer_proof,
 };
-use net::{
-    HandshakeFailure, Incoming, Metrics, ServerId, Transport, TransportConfig, TransportHandle,
-};
-use serde::{Deserialize, Serialize};
+use net::{HandshakeFailure, Incoming, ServerId, TransportConfig, TransportHandle};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::mpsc;
@@ -82,95 +80,6 @@ unsafe impl GlobalAlloc for Counting {
 static ALLOCATOR: Counting = Counting;
 
 // ---------------------------------------------------------------------------------------------
-
-const CLUSTER_ID: u64 = 7;
-const SECRET: &[u8; 32] = b"agenda loopback test secret 32 b";
-const PATIENCE: Duration = Duration::from_secs(10);
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-struct GroupMessage {
-    group: u32,
-    sequence: u64,
-    payload: Vec<u8>,
-}
-
-fn message(group: u32, sequence: u64) -> GroupMessage {
-    GroupMessage {
-        group,
-        sequence,
-        payload: vec![group as u8; 16],
-    }
-}
-
-type Events = mpsc::Receiver<Incoming<GroupMessage>>;
-
-struct Server {
-    handle: TransportHandle<GroupMessage>,
-    events: Events,
-}
-
-async fn bind() -> (TcpListener, SocketAddr) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let address = listener.local_addr().unwrap();
-    (listener, address)
-}
-
-fn config(server_id: ServerId, peers: &[(ServerId, SocketAddr)]) -> TransportConfig {
-    let mut config = TransportConfig::new(server_id, CLUSTER_ID, *SECRET, BTreeMap::new());
-    config.peers = peers.iter().copied().collect();
-    config.backoff_initial_ms = 10;
-    config.backoff_max_ms = 100;
-    config
-}
-
-fn start(config: TransportConfig, listener: TcpListener) -> Server {
-    let (handle, events) = Transport::start(config, listener).unwrap();
-    Server { handle, events }
-}
-
-async fn next_event(events: &mut Events) -> Incoming<GroupMessage> {
-    tokio::time::timeout(PATIENCE, events.recv())
-        .await
-        .expect("no event in time")
-        .expect("the transport closed its channel")
-}
-
-async fn expect_reachability(events: &mut Events, expected: Incoming<GroupMessage>) {
-    loop {
-        let event = next_event(events).await;
-        if let Incoming::Message { .. } = event {
-            continue;
-        }
-        if event == expected {
-            return;
-        }
-    }
-}
-
-async fn wait_for_metrics(
-    handle: &TransportHandle<GroupMessage>,
-    condition: impl Fn(&Metrics) -> bool,
-) -> Metrics {
-    let deadline = tokio::time::Instant::now() + PATIENCE;
-    loop {
-        let metrics = handle.metrics();
-        if condition(&metrics) {
-            return metrics;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "condition never held: {metrics:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-}
-
-fn frame(payload: &[u8]) -> Vec<u8> {
-    let mut framed = BytesMut::new();
-    framed.put_u32(payload.len() as u32);
-    framed.put_slice(payload);
-    framed.to_vec()
-}
 
 /// The next frame's payload, skipping the pings of an idle writer (no handshake record is one
 /// byte long).
@@ -251,12 +160,6 @@ async fn accept_by_hand(listener: &TcpListener, server_id: ServerId) -> TcpStrea
 async fn wait_until_accepted(handle: &TransportHandle<GroupMessage>, count: u64) {
     wait_for_metrics(handle, |metrics| metrics.connections_accepted >= count).await;
     tokio::time::sleep(Duration::from_millis(50)).await;
-}
-
-async fn assert_closed_by_peer(stream: &mut TcpStream) {
-    let mut rest = Vec::new();
-    let read = tokio::time::timeout(PATIENCE, stream.read_to_end(&mut rest)).await;
-    assert!(read.is_ok(), "the connection stayed open");
 }
 
 /// Server 5 accepting from server 3 (whose address is never dialed).
