@@ -16,7 +16,9 @@ pub enum ReadMode {
     /// newest heartbeat a quorum acknowledged. A follower that received that heartbeat votes
     /// for no other candidate until a full election timeout of its own ticks has passed (leader
     /// stickiness, from `check_quorum`); the two ticks absorb where ticks fall relative to
-    /// message arrival. A leadership transfer revokes the lease for the rest of the term.
+    /// message arrival. A leadership transfer revokes the lease for the rest of the term. A node
+    /// that restarts honours a lease it may have acknowledged before: it refuses votes for one
+    /// election timeout after it starts.
     ///
     /// Clock assumption: every node's ticks run at the same rate, within that two-tick margin
     /// per election timeout. A leader whose clock stalls (a paused VM, a long GC) or a follower

@@ -108,9 +108,11 @@ impl Node {
             MessageBody::RequestVote {
                 pre_vote, transfer, ..
             } => {
-                let leader_alive = self.config.check_quorum
-                    && self.leader_id != NO_NODE
+                let heard_recently = self.leader_id != NO_NODE
                     && self.election_elapsed_ticks < self.config.election_timeout_ticks;
+                let restarted_within_lease = self.ticks < self.lease_honoured_until_tick;
+                let leader_alive =
+                    self.config.check_quorum && (heard_recently || restarted_within_lease);
                 if leader_alive && !transfer {
                     // Leader stickiness: a live leader is not deposed by a node that merely
                     // lost touch with it.

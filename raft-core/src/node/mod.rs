@@ -199,6 +199,9 @@ pub struct Node {
     transfer: Option<(NodeId, u32)>,
     /// Ticks since this node started; the leader's clock for leases.
     ticks: u64,
+    /// Until `ticks` reaches this, a restarted node with lease reads treats the leader it may
+    /// have acknowledged before the restart as alive (see `step_higher_term`).
+    lease_honoured_until_tick: u64,
     /// Whether this leader sent `TimeoutNow` in its term: the target campaigns regardless of
     /// leader stickiness, so lease reads are no longer safe in this term.
     lease_revoked: bool,
@@ -322,6 +325,15 @@ impl Node {
             randomized_election_timeout_ticks: config.election_timeout_ticks,
             transfer: None,
             ticks: 0,
+            // A node that restarts may have acknowledged a leader's heartbeat just before it
+            // went down; that leader's lease counts on this node not voting for anyone else for
+            // an election timeout, a promise kept in memory only. It is kept again after the
+            // restart. A brand-new node acknowledged nothing.
+            lease_honoured_until_tick: if !fresh && config.read_mode == ReadMode::LeaseBased {
+                u64::from(config.election_timeout_ticks)
+            } else {
+                0
+            },
             lease_revoked: false,
             base_membership: membership,
             voter_before_pending_change: false,
