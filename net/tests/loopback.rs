@@ -8,10 +8,7 @@ use support::*;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use net::handshake::{
-    HELLO_BYTES, Hello, NONCE_BYTES, PROTOCOL_VERSION, acceptor_proof, dialer_proof,
-    verify_dialer_proof,
-};
+use net::handshake::{NONCE_BYTES, dialer_proof};
 use net::{HandshakeFailure, Incoming, SendError, ServerId, TransportConfig};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -186,51 +183,12 @@ async fn an_oversized_frame_closes_the_connection_and_is_counted() {
     let mut small_config = config(5, &[(3, unused_address)]);
     small_config.frame_size_bytes_max = 1024;
     let five = start(small_config, listener_5);
-    let mut peer = handshake_by_hand(address_5, 3).await;
+    let mut peer = handshake_by_hand(address_5, 3).await.0;
     let mut oversized = message(0, 0);
     oversized.payload = vec![0; 4096];
     peer.write_all(&message_frame(&oversized)).await.unwrap();
     assert_closed_by_peer(&mut peer).await;
     wait_for_metrics(&five.handle, |metrics| metrics.frames_oversized == 1).await;
-}
-
-async fn read_frame(stream: &mut TcpStream) -> Vec<u8> {
-    let length = stream.read_u32().await.unwrap() as usize;
-    let mut payload = vec![0; length];
-    stream.read_exact(&mut payload).await.unwrap();
-    payload
-}
-
-/// A hello record as server `server_id` of this cluster would send it.
-fn hello(server_id: ServerId, nonce_byte: u8) -> [u8; HELLO_BYTES] {
-    Hello {
-        version: PROTOCOL_VERSION,
-        cluster_id: CLUSTER_ID,
-        server_id,
-        frame_size_bytes_max: 16 * 1024 * 1024,
-        nonce: [nonce_byte; NONCE_BYTES],
-    }
-    .to_bytes()
-}
-
-/// Completes the handshake by hand, as server `claimed_id`, following the documented layout.
-async fn handshake_by_hand(address: SocketAddr, claimed_id: ServerId) -> TcpStream {
-    let mut stream = TcpStream::connect(address).await.unwrap();
-    let hello = hello(claimed_id, 3);
-    stream.write_all(&frame(&hello)).await.unwrap();
-    let challenge: [u8; NONCE_BYTES] = read_frame(&mut stream).await.try_into().unwrap();
-    let dialer_proof = dialer_proof(SECRET, &hello, &challenge);
-    stream.write_all(&frame(&dialer_proof)).await.unwrap();
-    assert_eq!(read_frame(&mut stream).await.len(), HELLO_BYTES);
-    assert_eq!(read_frame(&mut stream).await.len(), 32);
-    stream
-}
-
-/// A message frame as the transport writes it: length, kind byte 0, postcard.
-fn message_frame(message: &GroupMessage) -> Vec<u8> {
-    let mut payload = vec![net::codec::KIND_MESSAGE];
-    payload.extend(postcard::to_allocvec(message).unwrap());
-    frame(&payload)
 }
 
 #[tokio::test]
@@ -256,7 +214,7 @@ async fn garbage_closes_only_its_own_connection() {
     .await;
 
     // An authenticated peer that then sends a frame that is not a message.
-    let mut confused = handshake_by_hand(address_5, 3).await;
+    let mut confused = handshake_by_hand(address_5, 3).await.0;
     confused.write_all(&frame(&[0xff; 10])).await.unwrap();
     assert_closed_by_peer(&mut confused).await;
     wait_for_metrics(&five.handle, |metrics| metrics.frames_malformed == 1).await;
@@ -267,31 +225,6 @@ async fn garbage_closes_only_its_own_connection() {
     five.handle.send(1, message(0, 2)).unwrap();
     assert_eq!(next_message(&mut one.events).await, (5, message(0, 2)));
     assert_eq!(five.handle.metrics().connections_established, 2);
-}
-
-/// Accepts one connection and completes the handshake by hand as acceptor `server_id`.
-async fn accept_by_hand(listener: &TcpListener, server_id: ServerId) -> TcpStream {
-    let (mut stream, _) = listener.accept().await.unwrap();
-    let dialer_hello: [u8; HELLO_BYTES] = read_frame(&mut stream).await.try_into().unwrap();
-    let challenge = [4; NONCE_BYTES];
-    stream.write_all(&frame(&challenge)).await.unwrap();
-    let received_proof = read_frame(&mut stream).await;
-    assert!(verify_dialer_proof(
-        SECRET,
-        &dialer_hello,
-        &challenge,
-        &received_proof
-    ));
-    let hello = hello(server_id, 4);
-    let mut answer = frame(&hello);
-    answer.extend(frame(&acceptor_proof(
-        SECRET,
-        &dialer_hello,
-        &challenge,
-        &hello,
-    )));
-    stream.write_all(&answer).await.unwrap();
-    stream
 }
 
 #[tokio::test]
@@ -318,9 +251,9 @@ async fn a_peer_that_dials_again_replaces_its_connection() {
     let (listener_5, address_5) = bind().await;
     let (_, unused_address) = bind().await;
     let mut five = start(config(5, &[(3, unused_address)]), listener_5);
-    let mut first = handshake_by_hand(address_5, 3).await;
+    let mut first = handshake_by_hand(address_5, 3).await.0;
     expect_reachability(&mut five.events, Incoming::PeerUp(3)).await;
-    let mut second = handshake_by_hand(address_5, 3).await;
+    let mut second = handshake_by_hand(address_5, 3).await.0;
     assert_closed_by_peer(&mut first).await;
     wait_for_metrics(&five.handle, |metrics| metrics.connections_replaced == 1).await;
     // Server 5 now writes to the newer connection.

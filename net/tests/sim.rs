@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use madsim::runtime::{Handle, Runtime};
+use madsim::runtime::{Handle, NodeHandle, Runtime};
 use net::handshake::{HELLO_BYTES, Hello, NONCE_BYTES, PROTOCOL_VERSION, acceptor_proof};
 use net::{FaultConfig, Incoming, Metrics, ServerId, Transport, TransportConfig};
 use serde::{Deserialize, Serialize};
@@ -46,22 +46,25 @@ struct Observed {
     reply_received: bool,
 }
 
+/// Two simulated machines, server-1 at 10.0.0.1 and server-2 at 10.0.0.2, each listening on
+/// port 7000.
+fn two_servers() -> [(NodeHandle, SocketAddr); 2] {
+    let simulator = Handle::current();
+    [1u8, 2].map(|number| {
+        let address = SocketAddr::from(([10, 0, 0, number], 7000));
+        let node = simulator
+            .create_node()
+            .name(format!("server-{number}"))
+            .ip(address.ip())
+            .build();
+        (node, address)
+    })
+}
+
 /// Server 1 sends `MESSAGES` messages to server 2, whose transport injects `faults`; server 2
 /// answers the first message it gets.
 async fn exchange(faults: FaultConfig) -> Observed {
-    let simulator = Handle::current();
-    let address_1: SocketAddr = "10.0.0.1:7000".parse().unwrap();
-    let address_2: SocketAddr = "10.0.0.2:7000".parse().unwrap();
-    let node_1 = simulator
-        .create_node()
-        .name("server-1")
-        .ip(address_1.ip())
-        .build();
-    let node_2 = simulator
-        .create_node()
-        .name("server-2")
-        .ip(address_2.ip())
-        .build();
+    let [(node_1, address_1), (node_2, address_2)] = two_servers();
 
     let receiver = node_2.spawn(async move {
         let listener = TcpListener::bind(address_2).await.unwrap();
@@ -283,19 +286,7 @@ async fn accept_then_hang_up(listener: &TcpListener) {
 
 #[madsim::test]
 async fn a_peer_that_hangs_up_at_once_is_redialed_with_backoff() {
-    let simulator = Handle::current();
-    let address_1: SocketAddr = "10.0.0.1:7000".parse().unwrap();
-    let address_2: SocketAddr = "10.0.0.2:7000".parse().unwrap();
-    let node_1 = simulator
-        .create_node()
-        .name("server-1")
-        .ip(address_1.ip())
-        .build();
-    let node_2 = simulator
-        .create_node()
-        .name("server-2")
-        .ip(address_2.ip())
-        .build();
+    let [(node_1, address_1), (node_2, address_2)] = two_servers();
     node_2.spawn(async move {
         let listener = TcpListener::bind(address_2).await.unwrap();
         loop {
