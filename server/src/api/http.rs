@@ -1,0 +1,709 @@
+//! The HTTP/JSON API (axum): a thin adapter over the service, for outside tools. Parsing and
+//! encoding only. Outside the simulator only.
+//!
+//! | route | does |
+//! |---|---|
+//! | `PUT /v1/kv/{key}` | writes the body (UTF-8) as the value: 200 `{"shard","index"}` |
+//! | `GET /v1/kv/{key}` | the value as the body, 404 when absent; `?consistency=stale` reads the local replica |
+//! | `DELETE /v1/kv/{key}` | 200 `{"shard","index","deleted"}` |
+//! | `POST /v1/kv/{key}/cas` | `{"expected": null or "v", "value": "w"}`: 200 when swapped, 409 with the current value otherwise |
+//! | `GET /v1/kv?prefix=P&limit=N` | the keys under `P` in order, as a JSON list |
+//! | `POST /v1/txn` | compares, then `success` or `failure` operations, atomically (one shard) |
+//! | `POST /v1/shards/{id}/members` | `{"action": "add_learner" or "add_voter" or "remove", "server": N}` |
+//! | `POST /v1/shards/{id}/transfer` | `{"to": N}`: hands the shard's leadership to voter `N` |
+//! | `GET /v1/cluster/status` | per shard: leader, term, every replica's role, commit and applied index |
+//! | `GET /health`, `GET /metrics` | liveness; Prometheus text |
+//!
+//! The key-value, txn and membership routes need `Authorization: Bearer <operator token>`
+//! (401 otherwise). An optional `Request-Id` header makes a write idempotent across retries.
+//! Errors are `{"code": ..., "message": ...}`. Limits: keys of at most 4 KiB, values and
+//! bodies of at most 1 MiB (413 beyond).
+
+use crate::metrics::Metrics;
+use crate::service::Service;
+use axum::body::Bytes as Body;
+use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response as HttpResponse};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use bytes::Bytes;
+use client::protocol::{KEY_BYTES_MAX, VALUE_BYTES_MAX};
+use client::{Consistency, ErrorCode, ErrorResponse, MembershipChange, Request, Response};
+use kv::{Compare, Op, OpResult, Txn, Versioned, Write, WriteResult};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value as Json_, json};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+/// The largest request body, in bytes: a value at its limit plus room for JSON framing.
+pub const BODY_BYTES_MAX: usize = VALUE_BYTES_MAX + 64 * 1024;
+
+/// Serves the API on `listener` until `shutdown`.
+pub(crate) async fn serve(listener: TcpListener, service: Service, shutdown: CancellationToken) {
+    let app = router(service);
+    let result = axum::serve(listener, app)
+        .with_graceful_shutdown(async move { shutdown.cancelled().await })
+        .await;
+    if let Err(error) = result {
+        tracing::error!(%error, "the HTTP server stopped");
+    }
+}
+
+/// The routes, for tests that drive them without a socket.
+pub fn router(service: Service) -> Router {
+    Router::new()
+        .route("/health", get(health))
+        .route("/metrics", get(metrics))
+        .route("/v1/cluster/status", get(cluster_status))
+        .route("/v1/kv", get(list))
+        .route(
+            "/v1/kv/{*key}",
+            get(get_key).put(put_key).delete(delete_key).post(post_key),
+        )
+        .route("/v1/txn", post(txn))
+        .route("/v1/shards/{id}/members", post(members))
+        .route("/v1/shards/{id}/transfer", post(transfer))
+        .fallback(not_found)
+        .layer(DefaultBodyLimit::max(BODY_BYTES_MAX))
+        .with_state(service)
+}
+
+/// An API error: a status and the JSON body `{"code", "message"}`.
+struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+
+    fn bad_request(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::BAD_REQUEST, "bad_request", message)
+    }
+}
+
+impl From<ErrorResponse> for ApiError {
+    fn from(error: ErrorResponse) -> ApiError {
+        let status = match error.code {
+            ErrorCode::Unauthorized => StatusCode::UNAUTHORIZED,
+            ErrorCode::BadRequest | ErrorCode::CrossShard => StatusCode::BAD_REQUEST,
+            ErrorCode::NotLeader | ErrorCode::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            ErrorCode::SequenceForgotten => StatusCode::CONFLICT,
+            ErrorCode::NotFound => StatusCode::NOT_FOUND,
+            ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        ApiError::new(status, error.code.as_str(), error.message)
+    }
+}
+
+impl From<JsonRejection> for ApiError {
+    fn from(rejection: JsonRejection) -> ApiError {
+        let status = rejection.status();
+        let code = if status == StatusCode::PAYLOAD_TOO_LARGE {
+            "too_large"
+        } else {
+            "bad_request"
+        };
+        ApiError::new(status, code, rejection.body_text())
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> HttpResponse {
+        let body = json!({ "code": self.code, "message": self.message });
+        (self.status, Json(body)).into_response()
+    }
+}
+
+type ApiResult = Result<HttpResponse, ApiError>;
+
+/// The service answered something that does not fit the request: a bug, reported as a 500.
+fn unexpected(what: impl std::fmt::Display) -> ApiError {
+    ApiError::new(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "internal",
+        format!("unexpected answer: {what}"),
+    )
+}
+
+/// Counts 4xx answers, then hands the result to axum.
+fn finish(service: &Service, result: ApiResult) -> HttpResponse {
+    Metrics::add(&service.metrics().counters.http_requests, 1);
+    match result {
+        Ok(response) => response,
+        Err(error) => {
+            if error.status.is_client_error() {
+                Metrics::add(&service.metrics().counters.http_bad_requests, 1);
+            }
+            error.into_response()
+        }
+    }
+}
+
+fn authorize(service: &Service, headers: &HeaderMap) -> Result<(), ApiError> {
+    let token = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.strip_prefix("Bearer "));
+    match token {
+        Some(token) if service.authorize(token) => Ok(()),
+        Some(_) => Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "unknown operator token",
+        )),
+        None => Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "missing `Authorization: Bearer <operator token>`",
+        )),
+    }
+}
+
+fn request_id(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+    match headers.get("request-id") {
+        None => Ok(None),
+        Some(value) => match value.to_str() {
+            Ok(id) if !id.is_empty() && id.len() <= 128 => Ok(Some(id.to_owned())),
+            _ => Err(ApiError::bad_request(
+                "Request-Id must be 1 to 128 visible ASCII characters",
+            )),
+        },
+    }
+}
+
+fn check_key(key: &str) -> Result<Bytes, ApiError> {
+    if key.is_empty() {
+        return Err(ApiError::bad_request("the key is empty"));
+    }
+    if key.len() > KEY_BYTES_MAX {
+        return Err(ApiError::bad_request(format!(
+            "key of {} bytes exceeds the limit of {KEY_BYTES_MAX} bytes",
+            key.len()
+        )));
+    }
+    Ok(Bytes::copy_from_slice(key.as_bytes()))
+}
+
+fn text(bytes: &Bytes) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+fn versioned_json(key: &Bytes, versioned: &Versioned) -> Json_ {
+    json!({
+        "key": text(key),
+        "value": text(&versioned.value),
+        "create_index": versioned.create_index,
+        "mod_index": versioned.mod_index,
+    })
+}
+
+async fn run(service: &Service, request: Request) -> Result<Response, ApiError> {
+    match service.execute(request).await {
+        Response::Error(error) => Err(error.into()),
+        response => Ok(response),
+    }
+}
+
+async fn write(
+    service: &Service,
+    headers: &HeaderMap,
+    write: Write,
+) -> Result<(u64, u64, WriteResult), ApiError> {
+    let command = service.command(write, request_id(headers)?.as_deref());
+    match run(service, Request::Write(command)).await? {
+        Response::Written {
+            shard,
+            index,
+            result,
+        } => Ok((shard, index, result)),
+        other => Err(unexpected(format!("{other:?}"))),
+    }
+}
+
+async fn health(State(service): State<Service>) -> HttpResponse {
+    finish(
+        &service,
+        Ok(Json(json!({"status": "ok", "server_id": service.server_id()})).into_response()),
+    )
+}
+
+async fn metrics(State(service): State<Service>) -> HttpResponse {
+    let body = service.metrics_text();
+    finish(
+        &service,
+        Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()),
+    )
+}
+
+async fn not_found(State(service): State<Service>) -> HttpResponse {
+    finish(
+        &service,
+        Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "no such route",
+        )),
+    )
+}
+
+async fn cluster_status(State(service): State<Service>) -> HttpResponse {
+    let status = service.cluster_status().await;
+    let shards: Vec<Json_> = status
+        .shards
+        .iter()
+        .map(|shard| {
+            let replicas: Vec<Json_> = shard
+                .replicas
+                .iter()
+                .map(|replica| {
+                    json!({
+                        "server_id": replica.server_id,
+                        "role": replica.role.as_str(),
+                        "term": replica.term,
+                        "leader_id": replica.leader_id,
+                        "commit_index": replica.commit_index,
+                        "applied_index": replica.applied_index,
+                        "first_index": replica.first_index,
+                        "last_index": replica.last_index,
+                        "voters": replica.voters,
+                        "learners": replica.learners,
+                        "keys": replica.keys,
+                        "state_digest": format!("{:016x}", replica.state_digest),
+                    })
+                })
+                .collect();
+            json!({
+                "shard": shard.shard,
+                "name": shard.name,
+                "start": text(&shard.start),
+                "end": text(&shard.end),
+                "leader_id": shard.leader_id,
+                "term": shard.term,
+                "replicas": replicas,
+            })
+        })
+        .collect();
+    let body = json!({
+        "server_id": service.server_id(),
+        "all_shards_led": status.all_shards_led(),
+        "shards": shards,
+        "unreachable": status.unreachable,
+    });
+    finish(&service, Ok(Json(body).into_response()))
+}
+
+#[derive(Deserialize)]
+struct ReadQuery {
+    consistency: Option<String>,
+}
+
+fn consistency(query: &ReadQuery) -> Result<Consistency, ApiError> {
+    match query.consistency.as_deref() {
+        None | Some("linearizable") => Ok(Consistency::Linearizable),
+        Some("stale") => Ok(Consistency::Stale),
+        Some(other) => Err(ApiError::bad_request(format!(
+            "consistency must be `linearizable` or `stale`, not {other:?}"
+        ))),
+    }
+}
+
+async fn get_key(
+    State(service): State<Service>,
+    headers: HeaderMap,
+    Path(key): Path<String>,
+    query: Result<Query<ReadQuery>, QueryRejection>,
+) -> HttpResponse {
+    let result = async {
+        authorize(&service, &headers)?;
+        let key = check_key(&key)?;
+        let Query(query) =
+            query.map_err(|rejection| ApiError::bad_request(rejection.body_text()))?;
+        let request = Request::Get {
+            key,
+            consistency: consistency(&query)?,
+        };
+        match run(&service, request).await? {
+            Response::Value(Some(versioned)) => Ok((
+                [
+                    ("x-create-index", versioned.create_index.to_string()),
+                    ("x-mod-index", versioned.mod_index.to_string()),
+                ],
+                versioned.value,
+            )
+                .into_response()),
+            Response::Value(None) => Err(ApiError::new(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                "no such key",
+            )),
+            other => Err(unexpected(format!("{other:?}"))),
+        }
+    }
+    .await;
+    finish(&service, result)
+}
+
+async fn put_key(
+    State(service): State<Service>,
+    headers: HeaderMap,
+    Path(key): Path<String>,
+    body: Body,
+) -> HttpResponse {
+    let result = async {
+        authorize(&service, &headers)?;
+        let key = check_key(&key)?;
+        if std::str::from_utf8(&body).is_err() {
+            return Err(ApiError::bad_request("the value must be UTF-8 text"));
+        }
+        let (shard, index, _) = write(&service, &headers, Write::Put { key, value: body }).await?;
+        Ok(Json(json!({"shard": shard, "index": index})).into_response())
+    }
+    .await;
+    finish(&service, result)
+}
+
+async fn delete_key(
+    State(service): State<Service>,
+    headers: HeaderMap,
+    Path(key): Path<String>,
+) -> HttpResponse {
+    let result = async {
+        authorize(&service, &headers)?;
+        let key = check_key(&key)?;
+        let (shard, index, outcome) = write(&service, &headers, Write::Delete { key }).await?;
+        let deleted = matches!(outcome, WriteResult::Delete { previous: Some(_) });
+        Ok(Json(json!({"shard": shard, "index": index, "deleted": deleted})).into_response())
+    }
+    .await;
+    finish(&service, result)
+}
+
+#[derive(Deserialize)]
+struct CasBody {
+    expected: Option<String>,
+    value: String,
+}
+
+/// `POST /v1/kv/{key}/cas`: the only POST under `/v1/kv/`.
+async fn post_key(
+    State(service): State<Service>,
+    headers: HeaderMap,
+    Path(path): Path<String>,
+    body: Result<Json<CasBody>, JsonRejection>,
+) -> HttpResponse {
+    let result = async {
+        authorize(&service, &headers)?;
+        let Some(key) = path.strip_suffix("/cas") else {
+            return Err(ApiError::new(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                "POST under /v1/kv/ is only /v1/kv/{key}/cas",
+            ));
+        };
+        let key = check_key(key)?;
+        let Json(body) = body?;
+        let compare = match body.expected {
+            None => Compare::Absent { key: key.clone() },
+            Some(expected) => Compare::ValueEquals {
+                key: key.clone(),
+                value: Bytes::from(expected),
+            },
+        };
+        let txn = Txn {
+            compares: vec![compare],
+            success: vec![Op::Put {
+                key: key.clone(),
+                value: Bytes::from(body.value),
+            }],
+            failure: vec![Op::Get { key: key.clone() }],
+        };
+        let (shard, index, outcome) = write(&service, &headers, Write::Txn(txn)).await?;
+        match outcome {
+            WriteResult::Txn {
+                succeeded: true, ..
+            } => Ok(
+                Json(json!({"succeeded": true, "shard": shard, "index": index})).into_response(),
+            ),
+            WriteResult::Txn { results, .. } => {
+                let current = match results.first() {
+                    Some(OpResult::Get {
+                        current: Some(versioned),
+                    }) => Json_::String(text(&versioned.value)),
+                    _ => Json_::Null,
+                };
+                Ok((
+                    StatusCode::CONFLICT,
+                    Json(json!({
+                        "succeeded": false,
+                        "code": "compare_failed",
+                        "message": "the key's value is not the expected one",
+                        "current": current,
+                    })),
+                )
+                    .into_response())
+            }
+            other => Err(unexpected(format!("{other:?}"))),
+        }
+    }
+    .await;
+    finish(&service, result)
+}
+
+#[derive(Deserialize)]
+struct ListQuery {
+    prefix: Option<String>,
+    limit: Option<u32>,
+    consistency: Option<String>,
+}
+
+/// The end of the range of keys that start with `prefix` (empty: no end).
+fn prefix_end(prefix: &[u8]) -> Bytes {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xff {
+            end.push(last + 1);
+            return Bytes::from(end);
+        }
+    }
+    Bytes::new()
+}
+
+async fn list(
+    State(service): State<Service>,
+    headers: HeaderMap,
+    query: Result<Query<ListQuery>, QueryRejection>,
+) -> HttpResponse {
+    let result = async {
+        authorize(&service, &headers)?;
+        let Query(query) =
+            query.map_err(|rejection| ApiError::bad_request(rejection.body_text()))?;
+        let prefix = Bytes::from(query.prefix.unwrap_or_default());
+        if prefix.len() > KEY_BYTES_MAX {
+            return Err(ApiError::bad_request(
+                "the prefix is longer than a key may be",
+            ));
+        }
+        let request = Request::Scan {
+            end: prefix_end(&prefix),
+            start: prefix,
+            limit: query.limit.unwrap_or(1000),
+            consistency: consistency(&ReadQuery {
+                consistency: query.consistency,
+            })?,
+        };
+        match run(&service, request).await? {
+            Response::Scan { entries, more } => {
+                let keys: Vec<Json_> = entries
+                    .iter()
+                    .map(|(key, versioned)| versioned_json(key, versioned))
+                    .collect();
+                Ok(Json(json!({"entries": keys, "more": more})).into_response())
+            }
+            other => Err(unexpected(format!("{other:?}"))),
+        }
+    }
+    .await;
+    finish(&service, result)
+}
+
+/// One compare of `POST /v1/txn`.
+#[derive(Deserialize, Serialize)]
+#[serde(tag = "op", rename_all = "snake_case", deny_unknown_fields)]
+enum JsonCompare {
+    ValueEquals { key: String, value: String },
+    ModIndexEquals { key: String, mod_index: u64 },
+    Absent { key: String },
+    Exists { key: String },
+}
+
+/// One operation of `POST /v1/txn`.
+#[derive(Deserialize, Serialize)]
+#[serde(tag = "op", rename_all = "snake_case", deny_unknown_fields)]
+enum JsonOp {
+    Put { key: String, value: String },
+    Delete { key: String },
+    Get { key: String },
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TxnBody {
+    #[serde(default)]
+    compare: Vec<JsonCompare>,
+    #[serde(default)]
+    success: Vec<JsonOp>,
+    #[serde(default)]
+    failure: Vec<JsonOp>,
+}
+
+fn to_op(op: JsonOp) -> Result<Op, ApiError> {
+    Ok(match op {
+        JsonOp::Put { key, value } => Op::Put {
+            key: check_key(&key)?,
+            value: Bytes::from(value),
+        },
+        JsonOp::Delete { key } => Op::Delete {
+            key: check_key(&key)?,
+        },
+        JsonOp::Get { key } => Op::Get {
+            key: check_key(&key)?,
+        },
+    })
+}
+
+async fn txn(
+    State(service): State<Service>,
+    headers: HeaderMap,
+    body: Result<Json<TxnBody>, JsonRejection>,
+) -> HttpResponse {
+    let result = async {
+        authorize(&service, &headers)?;
+        let Json(body) = body?;
+        let mut compares = Vec::new();
+        for compare in body.compare {
+            compares.push(match compare {
+                JsonCompare::ValueEquals { key, value } => Compare::ValueEquals {
+                    key: check_key(&key)?,
+                    value: Bytes::from(value),
+                },
+                JsonCompare::ModIndexEquals { key, mod_index } => Compare::ModIndexEquals {
+                    key: check_key(&key)?,
+                    mod_index,
+                },
+                JsonCompare::Absent { key } => Compare::Absent {
+                    key: check_key(&key)?,
+                },
+                JsonCompare::Exists { key } => Compare::Exists {
+                    key: check_key(&key)?,
+                },
+            });
+        }
+        let success = body
+            .success
+            .into_iter()
+            .map(to_op)
+            .collect::<Result<_, _>>()?;
+        let failure = body
+            .failure
+            .into_iter()
+            .map(to_op)
+            .collect::<Result<_, _>>()?;
+        let txn = Txn {
+            compares,
+            success,
+            failure,
+        };
+        let (shard, index, outcome) = write(&service, &headers, Write::Txn(txn)).await?;
+        let WriteResult::Txn { succeeded, results } = outcome else {
+            return Err(unexpected("a txn answered as another write"));
+        };
+        let results: Vec<Json_> = results
+            .iter()
+            .map(|result| match result {
+                OpResult::Put { .. } => json!({"op": "put"}),
+                OpResult::Delete { previous } => {
+                    json!({"op": "delete", "deleted": previous.is_some()})
+                }
+                OpResult::Get {
+                    current: Some(versioned),
+                } => json!({
+                    "op": "get",
+                    "value": text(&versioned.value),
+                    "create_index": versioned.create_index,
+                    "mod_index": versioned.mod_index,
+                }),
+                OpResult::Get { current: None } => json!({"op": "get", "value": null}),
+            })
+            .collect();
+        Ok(Json(
+            json!({"succeeded": succeeded, "shard": shard, "index": index, "results": results}),
+        )
+        .into_response())
+    }
+    .await;
+    finish(&service, result)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MembersBody {
+    action: String,
+    server: u64,
+}
+
+async fn members(
+    State(service): State<Service>,
+    headers: HeaderMap,
+    Path(shard): Path<u64>,
+    body: Result<Json<MembersBody>, JsonRejection>,
+) -> HttpResponse {
+    let result = async {
+        authorize(&service, &headers)?;
+        let Json(body) = body?;
+        let change = match body.action.as_str() {
+            "add_learner" => MembershipChange::AddLearner(body.server),
+            "add_voter" => MembershipChange::AddVoter(body.server),
+            "remove" => MembershipChange::Remove(body.server),
+            other => {
+                return Err(ApiError::bad_request(format!(
+                    "action must be add_learner, add_voter or remove, not {other:?}"
+                )));
+            }
+        };
+        if service.config().server(body.server).is_none() {
+            return Err(ApiError::bad_request(format!(
+                "server {} is not in the configuration",
+                body.server
+            )));
+        }
+        run(&service, Request::ChangeMembership { shard, change }).await?;
+        Ok(Json(json!({"done": true})).into_response())
+    }
+    .await;
+    finish(&service, result)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TransferBody {
+    to: u64,
+}
+
+async fn transfer(
+    State(service): State<Service>,
+    headers: HeaderMap,
+    Path(shard): Path<u64>,
+    body: Result<Json<TransferBody>, JsonRejection>,
+) -> HttpResponse {
+    let result = async {
+        authorize(&service, &headers)?;
+        let Json(body) = body?;
+        run(&service, Request::TransferLeader { shard, to: body.to }).await?;
+        Ok(Json(json!({"done": true})).into_response())
+    }
+    .await;
+    finish(&service, result)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::prefix_end;
+
+    #[test]
+    fn the_end_of_a_prefix_range_is_the_next_prefix() {
+        assert_eq!(&prefix_end(b"us/")[..], b"us0");
+        assert_eq!(&prefix_end(b"a\xff")[..], b"b");
+        assert_eq!(&prefix_end(b"\xff\xff")[..], b"");
+        assert_eq!(&prefix_end(b"")[..], b"");
+    }
+}

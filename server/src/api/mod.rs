@@ -1,0 +1,5 @@
+//! The protocol doors: parsing and encoding only; the service decides.
+
+#[cfg(not(madsim))]
+pub mod http;
+pub(crate) mod native;

@@ -1,0 +1,178 @@
+//! The native client port: the project's framing over TCP, a hello with an operator token,
+//! then pipelined requests answered by id (see `client::protocol`). Parsing and encoding only;
+//! the service decides everything else.
+
+use crate::metrics::Metrics;
+use crate::service::Service;
+use bytes::BytesMut;
+use client::protocol::{
+    CLIENT_FRAME_BYTES_MAX, ClientFrame, FrameReader, Request, Response, ServerFrame,
+};
+use client::{ErrorCode, ErrorResponse};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Semaphore, mpsc};
+use tokio_util::sync::CancellationToken;
+
+/// How long a new connection may take to say hello.
+const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
+/// Answers queued for one connection's writer.
+const ANSWER_QUEUE_CAPACITY: usize = 1024;
+
+/// Accepts client connections until `shutdown`.
+pub(crate) async fn serve(listener: TcpListener, service: Service, shutdown: CancellationToken) {
+    let connections_max = service.config_limits().client_connections_max;
+    let connections = Arc::new(Semaphore::new(connections_max));
+    loop {
+        let accepted = tokio::select! {
+            biased;
+            () = shutdown.cancelled() => return,
+            accepted = listener.accept() => accepted,
+        };
+        let Ok((stream, _)) = accepted else {
+            // Out of descriptors or a reset during accept: pause briefly and go on.
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            continue;
+        };
+        let Ok(permit) = connections.clone().try_acquire_owned() else {
+            // Over the limit: the connection is closed at once (dropped).
+            continue;
+        };
+        Metrics::add(&service.metrics().counters.client_connections, 1);
+        let service = service.clone();
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            serve_connection(stream, service, shutdown).await;
+            drop(permit);
+        });
+    }
+}
+
+async fn serve_connection(stream: TcpStream, service: Service, shutdown: CancellationToken) {
+    let _ = stream.set_nodelay(true);
+    let (reader, mut writer) = stream.into_split();
+    let mut frames = FrameReader::new(reader, CLIENT_FRAME_BYTES_MAX);
+    let hello = tokio::time::timeout(HELLO_TIMEOUT, frames.next()).await;
+    let welcome = match hello {
+        Ok(Ok(Some(payload))) => match net::codec::decode_message::<ClientFrame>(&payload) {
+            Ok(ClientFrame {
+                id,
+                request: Request::Hello { token },
+            }) => {
+                if service.authorize(&token) {
+                    Ok(ServerFrame {
+                        id,
+                        response: Response::Welcome {
+                            server_id: service.server_id(),
+                        },
+                    })
+                } else {
+                    Err(Some(refusal(
+                        id,
+                        ErrorCode::Unauthorized,
+                        "unknown operator token",
+                    )))
+                }
+            }
+            Ok(frame) => Err(Some(refusal(
+                frame.id,
+                ErrorCode::Unauthorized,
+                "the first frame must be a hello with an operator token",
+            ))),
+            Err(_) => {
+                Metrics::add(&service.metrics().counters.client_frames_malformed, 1);
+                Err(None)
+            }
+        },
+        _ => Err(None),
+    };
+    let mut buffer = BytesMut::new();
+    match welcome {
+        Ok(frame) => {
+            if !encode(&frame, &mut buffer) || writer.write_all(&buffer).await.is_err() {
+                return;
+            }
+        }
+        Err(answer) => {
+            if let Some(frame) = answer
+                && encode(&frame, &mut buffer)
+            {
+                let _ = writer.write_all(&buffer).await;
+            }
+            return;
+        }
+    }
+    let (answers, mut queue) = mpsc::channel::<ServerFrame>(ANSWER_QUEUE_CAPACITY);
+    let writer_task = tokio::spawn(async move {
+        let mut buffer = BytesMut::new();
+        while let Some(frame) = queue.recv().await {
+            buffer.clear();
+            encode(&frame, &mut buffer);
+            while let Ok(frame) = queue.try_recv() {
+                encode(&frame, &mut buffer);
+            }
+            if writer.write_all(&buffer).await.is_err() {
+                return;
+            }
+        }
+    });
+    let in_flight = Arc::new(Semaphore::new(
+        service.config_limits().requests_per_connection_max,
+    ));
+    loop {
+        let next = tokio::select! {
+            biased;
+            () = shutdown.cancelled() => break,
+            next = frames.next() => next,
+        };
+        let Ok(Some(payload)) = next else { break };
+        let frame = match net::codec::decode_message::<ClientFrame>(&payload) {
+            Ok(frame) => frame,
+            Err(_) => {
+                Metrics::add(&service.metrics().counters.client_frames_malformed, 1);
+                break;
+            }
+        };
+        // Waiting for a permit stops reading: a client with too many requests in flight is
+        // slowed by TCP, not served without bound.
+        let Ok(permit) = in_flight.clone().acquire_owned().await else {
+            break;
+        };
+        let service = service.clone();
+        let answers = answers.clone();
+        tokio::spawn(async move {
+            let response = service.execute(frame.request).await;
+            let _ = answers
+                .send(ServerFrame {
+                    id: frame.id,
+                    response,
+                })
+                .await;
+            drop(permit);
+        });
+    }
+    drop(answers);
+    let _ = writer_task.await;
+}
+
+fn refusal(id: u64, code: ErrorCode, message: &str) -> ServerFrame {
+    ServerFrame {
+        id,
+        response: Response::Error(ErrorResponse::new(code, message)),
+    }
+}
+
+/// Encodes a frame; an answer too large for a frame is replaced by an error answer.
+fn encode(frame: &ServerFrame, buffer: &mut BytesMut) -> bool {
+    if net::codec::encode_message(frame, CLIENT_FRAME_BYTES_MAX, buffer).is_ok() {
+        return true;
+    }
+    let replacement = refusal(
+        frame.id,
+        ErrorCode::BadRequest,
+        "the answer is larger than a frame; ask for fewer keys",
+    );
+    net::codec::encode_message(&replacement, CLIENT_FRAME_BYTES_MAX, buffer).is_ok()
+}

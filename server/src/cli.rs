@@ -1,0 +1,348 @@
+//! The command line: `serve` and `demo`.
+
+use anyhow::{Context, bail};
+use clap::{Parser, Subcommand};
+use server::{ServerAddresses, ServerConfig, StartOptions, default_shards};
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ExitCode};
+use std::time::{Duration, Instant};
+
+/// An Agenda server: sharded, replicated (Raft) key-value storage for the team calendar.
+#[derive(Parser, Debug)]
+#[command(version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+    /// Log level: error, warn, info, debug or trace.
+    #[arg(long, global = true, default_value = "info")]
+    log_level: tracing::Level,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Runs one server from a TOML configuration file.
+    Serve {
+        /// The configuration file (server id, addresses, peers, data directory, shard map,
+        /// timeouts, cluster secret, operator tokens).
+        #[arg(long)]
+        config: PathBuf,
+        /// Creates the data directory and bootstraps this server's shards. Only for a new
+        /// server: a directory that already holds data is refused, and without this flag a
+        /// missing directory is refused too (a server never rejoins with a blank state).
+        #[arg(long)]
+        init: bool,
+    },
+    /// Starts a local cluster: N servers as child processes on loopback, each with its own
+    /// data directory, the four default shards laid over them; prints the URLs, the cluster's
+    /// status and an example; stops everything on Ctrl-C.
+    Demo {
+        /// How many servers (3 to 12).
+        #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(3..=12))]
+        servers: u16,
+        /// The HTTP port of server 1; server i listens on this plus i - 1. Client ports are
+        /// 1000 above, peer ports 2000 above.
+        #[arg(long, default_value_t = 8081)]
+        http_port: u16,
+        /// Where the data directories go (default: a new directory under the system's
+        /// temporary directory).
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+    },
+}
+
+pub(crate) fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_max_level(cli.log_level)
+        .with_writer(std::io::stderr)
+        .init();
+    let result = match cli.command {
+        Command::Serve { config, init } => serve(&config, init),
+        Command::Demo {
+            servers,
+            http_port,
+            data_dir,
+        } => demo(usize::from(servers), http_port, data_dir),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn serve(path: &Path, init: bool) -> anyhow::Result<()> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading the configuration {}", path.display()))?;
+    let config: ServerConfig = toml::from_str(&text)
+        .with_context(|| format!("parsing the configuration {}", path.display()))?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the runtime")?;
+    runtime.block_on(async move {
+        let server = server::start(config, storage::StdFs, StartOptions { init })
+            .await
+            .context("the server did not start")?;
+        let shutdown = server.shutdown_token();
+        tokio::spawn(async move {
+            wait_for_signal().await;
+            tracing::info!("stopping: syncing the WAL and closing connections");
+            shutdown.cancel();
+        });
+        server.wait().await.map_err(anyhow::Error::msg)
+    })
+}
+
+async fn wait_for_signal() {
+    let mut terminate =
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+    let terminated = async {
+        match &mut terminate {
+            Some(signal) => {
+                signal.recv().await;
+            }
+            None => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        biased;
+        _ = tokio::signal::ctrl_c() => {}
+        () = terminated => {}
+    }
+}
+
+/// The configuration of server `id` of a demo cluster of `servers`.
+fn demo_config(
+    id: u64,
+    servers: usize,
+    http_port: u16,
+    data_dir: &Path,
+    token: &str,
+    secret: &str,
+) -> ServerConfig {
+    let address = |port: u16| SocketAddr::from(([127, 0, 0, 1], port));
+    let addresses = (1..=servers as u64)
+        .map(|server| {
+            let http = http_port + (server as u16 - 1);
+            ServerAddresses {
+                id: server,
+                http: Some(address(http)),
+                client: address(http + 1000),
+                peer: address(http + 2000),
+            }
+        })
+        .collect();
+    ServerConfig {
+        server_id: id,
+        cluster_id: 1,
+        cluster_secret: secret.to_owned(),
+        operator_tokens: vec![token.to_owned()],
+        data_dir: data_dir.join(format!("server-{id}")),
+        servers: addresses,
+        shards: default_shards(servers),
+        timing: Default::default(),
+        limits: Default::default(),
+    }
+}
+
+fn random_hex() -> anyhow::Result<String> {
+    let mut bytes = [0u8; 16];
+    getrandom_bytes(&mut bytes)?;
+    Ok(bytes.iter().map(|byte| format!("{byte:02x}")).collect())
+}
+
+fn getrandom_bytes(bytes: &mut [u8]) -> anyhow::Result<()> {
+    let mut file = std::fs::File::open("/dev/urandom").context("opening /dev/urandom")?;
+    file.read_exact(bytes).context("reading /dev/urandom")?;
+    Ok(())
+}
+
+struct Children(Vec<(u64, Child)>);
+
+impl Drop for Children {
+    fn drop(&mut self) {
+        for (_, child) in &mut self.0 {
+            let _ = std::process::Command::new("kill")
+                .arg("-TERM")
+                .arg(child.id().to_string())
+                .status();
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        for (id, child) in &mut self.0 {
+            loop {
+                match child.try_wait() {
+                    Ok(Some(status)) => {
+                        eprintln!("server {id} stopped ({status})");
+                        break;
+                    }
+                    Ok(None) if Instant::now() < deadline => {
+                        std::thread::sleep(Duration::from_millis(50));
+                    }
+                    _ => {
+                        let _ = child.kill();
+                        let _ = child.wait();
+                        break;
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn demo(servers: usize, http_port: u16, data_dir: Option<PathBuf>) -> anyhow::Result<()> {
+    if usize::from(http_port) + servers + 2000 > usize::from(u16::MAX) {
+        bail!("--http-port {http_port} leaves no room for the client and peer ports");
+    }
+    let data_dir = match data_dir {
+        Some(dir) => dir,
+        None => std::env::temp_dir().join(format!("agenda-demo-{}", std::process::id())),
+    };
+    std::fs::create_dir_all(&data_dir)
+        .with_context(|| format!("creating {}", data_dir.display()))?;
+    let token = format!("operator-{}", random_hex()?);
+    let secret = random_hex()?;
+    let executable = std::env::current_exe().context("finding this program")?;
+    let mut children = Children(Vec::new());
+    for id in 1..=servers as u64 {
+        let config = demo_config(id, servers, http_port, &data_dir, &token, &secret);
+        let path = data_dir.join(format!("server-{id}.toml"));
+        let text = toml::to_string(&config).context("writing a configuration")?;
+        std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
+        let fresh = !config.data_dir.join("IDENTITY").exists();
+        let mut command = std::process::Command::new(&executable);
+        command.arg("serve").arg("--config").arg(&path);
+        if fresh {
+            command.arg("--init");
+        }
+        let log = std::fs::File::create(data_dir.join(format!("server-{id}.log")))?;
+        command.stdout(log.try_clone()?).stderr(log);
+        let child = command
+            .spawn()
+            .with_context(|| format!("starting server {id}"))?;
+        children.0.push((id, child));
+    }
+    let status_url = SocketAddr::from(([127, 0, 0, 1], http_port));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        for (id, child) in &mut children.0 {
+            if let Some(exit) = child.try_wait()? {
+                bail!(
+                    "server {id} exited ({exit}); see {}",
+                    data_dir.join(format!("server-{id}.log")).display()
+                );
+            }
+        }
+        if let Ok(body) = http_get(status_url, "/v1/cluster/status")
+            && body.contains("\"all_shards_led\":true")
+        {
+            break body;
+        }
+        if Instant::now() > deadline {
+            bail!("the cluster did not elect a leader for every shard within 60 s");
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    println!(
+        "Agenda demo cluster: {servers} servers, data in {}",
+        data_dir.display()
+    );
+    for id in 1..=servers as u16 {
+        println!("  server {id}: http://127.0.0.1:{}", http_port + id - 1);
+    }
+    println!("token: {token}");
+    println!();
+    print_status(&status);
+    println!();
+    println!("Try it:");
+    println!(
+        "  curl -X PUT -H 'Authorization: Bearer {token}' --data 'Alice' http://127.0.0.1:{http_port}/v1/kv/us/alice"
+    );
+    println!(
+        "  curl -H 'Authorization: Bearer {token}' http://127.0.0.1:{}/v1/kv/us/alice",
+        http_port + 1
+    );
+    println!("  curl http://127.0.0.1:{http_port}/v1/cluster/status");
+    println!();
+    println!("Press Ctrl-C to stop the cluster.");
+    let _ = std::io::stdout().flush();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        let watch_children = async {
+            loop {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                for (id, child) in &mut children.0 {
+                    if let Ok(Some(exit)) = child.try_wait() {
+                        return (*id, exit);
+                    }
+                }
+            }
+        };
+        tokio::select! {
+            biased;
+            () = wait_for_signal() => {}
+            (id, exit) = watch_children => {
+                eprintln!("server {id} exited ({exit}); stopping the cluster");
+            }
+        }
+    });
+    println!("stopping...");
+    drop(children);
+    Ok(())
+}
+
+/// Prints the shards, their leaders and replicas from the status JSON.
+fn print_status(body: &str) {
+    let Ok(status) = serde_json::from_str::<serde_json::Value>(body) else {
+        println!("{body}");
+        return;
+    };
+    println!(
+        "{:<12} {:<10} {:>6}  replicas (server:role:applied)",
+        "shard", "leader", "term"
+    );
+    for shard in status["shards"].as_array().into_iter().flatten() {
+        let replicas: Vec<String> = shard["replicas"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|replica| {
+                format!(
+                    "{}:{}:{}",
+                    replica["server_id"],
+                    replica["role"].as_str().unwrap_or("?"),
+                    replica["applied_index"]
+                )
+            })
+            .collect();
+        println!(
+            "{:<12} {:<10} {:>6}  {}",
+            shard["name"].as_str().unwrap_or("?"),
+            format!("server {}", shard["leader_id"]),
+            shard["term"],
+            replicas.join("  ")
+        );
+    }
+}
+
+/// A minimal HTTP/1.1 GET on loopback (the demo needs nothing more).
+fn http_get(address: SocketAddr, path: &str) -> std::io::Result<String> {
+    let mut stream = TcpStream::connect_timeout(&address, Duration::from_secs(1))?;
+    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response)?;
+    match response.split_once("\r\n\r\n") {
+        Some((head, body)) if head.starts_with("HTTP/1.1 200") => Ok(body.to_owned()),
+        _ => Err(std::io::Error::other("not a 200 answer")),
+    }
+}

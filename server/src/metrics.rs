@@ -1,0 +1,217 @@
+//! Counters and latency histograms of one server, rendered in Prometheus' text format.
+
+use std::fmt::Write as _;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+/// Upper bounds of the latency buckets, in microseconds.
+const LATENCY_BUCKETS_US: [u64; 14] = [
+    100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 500_000,
+    1_000_000, 5_000_000,
+];
+
+/// A latency histogram with fixed buckets.
+#[derive(Debug, Default)]
+pub struct Histogram {
+    buckets: [AtomicU64; LATENCY_BUCKETS_US.len()],
+    count: AtomicU64,
+    sum_us: AtomicU64,
+}
+
+impl Histogram {
+    /// Records one observation.
+    pub fn observe(&self, latency: Duration) {
+        let micros = latency.as_micros().min(u128::from(u64::MAX)) as u64;
+        if let Some(position) = LATENCY_BUCKETS_US.iter().position(|bound| micros <= *bound) {
+            self.buckets[position].fetch_add(1, Ordering::Relaxed);
+        }
+        self.count.fetch_add(1, Ordering::Relaxed);
+        self.sum_us.fetch_add(micros, Ordering::Relaxed);
+    }
+
+    /// How many observations were recorded.
+    pub fn count(&self) -> u64 {
+        self.count.load(Ordering::Relaxed)
+    }
+
+    fn render(&self, out: &mut String, name: &str, labels: &str) {
+        let mut cumulative = 0;
+        for (bound, bucket) in LATENCY_BUCKETS_US.iter().zip(&self.buckets) {
+            cumulative += bucket.load(Ordering::Relaxed);
+            let seconds = *bound as f64 / 1e6;
+            let _ = writeln!(
+                out,
+                "{name}_bucket{{{labels}le=\"{seconds}\"}} {cumulative}"
+            );
+        }
+        let count = self.count();
+        let _ = writeln!(out, "{name}_bucket{{{labels}le=\"+Inf\"}} {count}");
+        let sum = self.sum_us.load(Ordering::Relaxed) as f64 / 1e6;
+        let _ = writeln!(out, "{name}_sum{{{}}} {sum}", labels.trim_end_matches(','));
+        let _ = writeln!(
+            out,
+            "{name}_count{{{}}} {count}",
+            labels.trim_end_matches(',')
+        );
+    }
+}
+
+macro_rules! counters {
+    ($($name:ident: $help:literal,)*) => {
+        /// The server's counters. Never reset.
+        #[derive(Debug, Default)]
+        pub struct Counters {
+            $(#[doc = $help] pub $name: AtomicU64,)*
+        }
+
+        impl Counters {
+            fn render(&self, out: &mut String) {
+                $(
+                    let _ = writeln!(out, "# HELP agenda_{} {}", stringify!($name), $help);
+                    let _ = writeln!(out, "# TYPE agenda_{} counter", stringify!($name));
+                    let _ = writeln!(out, "agenda_{} {}", stringify!($name), self.$name.load(Ordering::Relaxed));
+                )*
+            }
+        }
+    };
+}
+
+counters! {
+    proposals: "Writes proposed to a Raft group led here.",
+    proposals_refused: "Proposals refused (not leader, limits, transfer in progress).",
+    entries_applied: "Committed entries applied to a state machine.",
+    writes_applied: "Client writes applied (first time, not duplicates).",
+    duplicates_answered: "Retried writes answered from the exactly-once table.",
+    fsyncs: "WAL syncs (one per persisted batch, for every group together).",
+    entries_persisted: "Log entries written to the WAL.",
+    snapshots_taken: "State machine snapshots taken (the log is compacted after each).",
+    snapshots_sent: "Snapshots sent to followers (in chunks).",
+    snapshots_installed: "Snapshots received and installed.",
+    snapshot_chunks_dropped: "Snapshot chunks out of order or from a stale transfer, dropped.",
+    leader_changes: "Times a local replica saw its group's leader change.",
+    elections_won: "Times a local replica became leader.",
+    leadership_transfers: "Leadership transfers started to balance leaders.",
+    reads_linearizable: "Linearizable reads served after a ReadIndex round.",
+    reads_stale: "Reads served from the local replica without a round.",
+    read_rounds: "ReadIndex rounds started (many reads share one).",
+    peer_messages_dropped: "Messages to peers dropped (queue full, unknown peer, stopped).",
+    peer_messages_refused: "Messages from peers refused (spoofed sender, unknown group, malformed).",
+    raft_step_errors: "Raft messages a replica refused (wrong group, malformed, stale).",
+    requests_forwarded: "Requests the router forwarded to another server.",
+    requests_retried: "Router attempts retried after not-leader or unavailable.",
+    requests_failed: "Requests answered with an error.",
+    client_connections: "Native client connections accepted.",
+    client_frames_malformed: "Native client frames that did not decode (the connection is closed).",
+    client_unauthorized: "Native or HTTP requests refused for a missing or wrong token.",
+    http_requests: "HTTP requests served.",
+    http_bad_requests: "HTTP requests answered with a 4xx status.",
+    replicas_failed: "Replicas stopped because a snapshot or state could not be used.",
+}
+
+/// Gauges the node loop refreshes.
+#[derive(Debug, Default)]
+pub struct Gauges {
+    /// Requests waiting in the node loop's queue.
+    pub node_queue_depth: AtomicU64,
+    /// Proposals waiting for their commit, over every group.
+    pub pending_proposals: AtomicU64,
+    /// Reads waiting for their ReadIndex round, over every group.
+    pub pending_reads: AtomicU64,
+    /// Local replicas that lead their group.
+    pub leaders: AtomicU64,
+    /// Log entries held in memory, over every group.
+    pub entries_in_memory: AtomicU64,
+}
+
+/// Every metric of one server.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    /// Counters.
+    pub counters: Counters,
+    /// Gauges.
+    pub gauges: Gauges,
+    /// Latency of requests by kind, as the service saw them (routing and retries included).
+    latencies: Mutex<Vec<(&'static str, std::sync::Arc<Histogram>)>>,
+    /// Latency of WAL persists (writes and the fsync).
+    pub persist_latency: Histogram,
+    /// Entries per persisted batch: the sum is `entries_persisted`, the count `fsyncs`.
+    pub entries_per_fsync_max: AtomicU64,
+}
+
+impl Metrics {
+    /// The histogram of one request kind.
+    pub fn latency(&self, kind: &'static str) -> std::sync::Arc<Histogram> {
+        let mut latencies = self.latencies.lock().expect("metrics lock");
+        if let Some((_, histogram)) = latencies.iter().find(|(name, _)| *name == kind) {
+            return histogram.clone();
+        }
+        let histogram = std::sync::Arc::new(Histogram::default());
+        latencies.push((kind, histogram.clone()));
+        histogram
+    }
+
+    /// Adds one to a counter.
+    pub fn add(counter: &AtomicU64, amount: u64) {
+        counter.fetch_add(amount, Ordering::Relaxed);
+    }
+
+    /// Renders every metric (and the transport's) in Prometheus' text format.
+    pub fn render(&self, transport: &net::Metrics) -> String {
+        let mut out = String::new();
+        self.counters.render(&mut out);
+        let gauges = [
+            ("node_queue_depth", &self.gauges.node_queue_depth),
+            ("pending_proposals", &self.gauges.pending_proposals),
+            ("pending_reads", &self.gauges.pending_reads),
+            ("leaders", &self.gauges.leaders),
+            ("entries_in_memory", &self.gauges.entries_in_memory),
+            ("entries_per_fsync_max", &self.entries_per_fsync_max),
+        ];
+        for (name, gauge) in gauges {
+            let _ = writeln!(out, "# TYPE agenda_{name} gauge");
+            let _ = writeln!(out, "agenda_{name} {}", gauge.load(Ordering::Relaxed));
+        }
+        let fsyncs = self.counters.fsyncs.load(Ordering::Relaxed);
+        let entries = self.counters.entries_persisted.load(Ordering::Relaxed);
+        let ratio = if fsyncs == 0 {
+            0.0
+        } else {
+            entries as f64 / fsyncs as f64
+        };
+        let _ = writeln!(
+            out,
+            "# HELP agenda_entries_per_fsync Log entries per WAL sync, on average."
+        );
+        let _ = writeln!(out, "# TYPE agenda_entries_per_fsync gauge");
+        let _ = writeln!(out, "agenda_entries_per_fsync {ratio}");
+        let _ = writeln!(out, "# TYPE agenda_persist_seconds histogram");
+        self.persist_latency
+            .render(&mut out, "agenda_persist_seconds", "");
+        let _ = writeln!(out, "# TYPE agenda_request_seconds histogram");
+        for (kind, histogram) in self.latencies.lock().expect("metrics lock").iter() {
+            histogram.render(
+                &mut out,
+                "agenda_request_seconds",
+                &format!("kind=\"{kind}\","),
+            );
+        }
+        let transport_counters = [
+            ("frames_sent", transport.frames_sent),
+            ("frames_received", transport.frames_received),
+            ("bytes_sent", transport.bytes_sent),
+            ("bytes_received", transport.bytes_received),
+            ("dropped_queue_full", transport.dropped_queue_full),
+            ("frames_malformed", transport.frames_malformed),
+            ("frames_oversized", transport.frames_oversized),
+            ("handshake_failures", transport.handshake_failures_total()),
+            ("connections_established", transport.connections_established),
+            ("peer_down_events", transport.peer_down_events),
+        ];
+        for (name, value) in transport_counters {
+            let _ = writeln!(out, "# TYPE agenda_transport_{name} counter");
+            let _ = writeln!(out, "agenda_transport_{name} {value}");
+        }
+        out
+    }
+}

@@ -1,0 +1,422 @@
+//! The server's disk: one WAL for every group, the snapshot store and the identity file, all
+//! through storage's `FileSystem` seam (real files in production, `MemFs` under the simulator).
+//!
+//! Layout of a data directory:
+//!
+//! ```text
+//! <data_dir>/IDENTITY        which server and cluster the directory belongs to
+//! <data_dir>/wal/            the write-ahead log (storage::Wal)
+//! <data_dir>/snapshots/      one snapshot per group (storage::SnapshotStore)
+//! ```
+
+use bytes::Bytes;
+use raft_core::{ConfState, Entry, EntryKind, GroupId, HardState, InitialState};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+use storage::{File, FileSystem, SnapshotStore, Wal, WalConfig};
+
+/// Why a server refuses to start from its data directory.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// `--init` on a directory that already belongs to a server.
+    #[error(
+        "{dir} already holds a server's data; refusing to initialize it again (start without --init)"
+    )]
+    AlreadyInitialized {
+        /// The data directory.
+        dir: PathBuf,
+    },
+    /// No identity file: the directory is new or was lost.
+    #[error(
+        "{dir} holds no server data (no IDENTITY file). If this is a new server, start it once with --init; if it lost its data, do not start it blank: remove it from its shards and add it back as a new member"
+    )]
+    NotInitialized {
+        /// The data directory.
+        dir: PathBuf,
+    },
+    /// The identity file names another server or cluster, or cannot be read.
+    #[error("{dir}/IDENTITY does not match this configuration: {reason}")]
+    IdentityMismatch {
+        /// The data directory.
+        dir: PathBuf,
+        /// What differs.
+        reason: String,
+    },
+    /// The WAL or a snapshot is damaged, or the disk failed: the replica must not start from it.
+    #[error("the data in {dir} cannot be recovered safely: {source}")]
+    Storage {
+        /// The data directory.
+        dir: PathBuf,
+        /// What storage found.
+        #[source]
+        source: storage::Error,
+    },
+    /// What the disk holds contradicts itself (a log compacted past the newest snapshot, a
+    /// group this server should host with no state at all, a snapshot that does not decode).
+    #[error("the data in {dir} is inconsistent: {reason}")]
+    Inconsistent {
+        /// The data directory.
+        dir: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+/// The format of snapshot files' data: the membership as of the snapshot and the state
+/// machine's own bytes.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+struct StoredSnapshot {
+    conf_state: ConfState,
+    data: Bytes,
+}
+
+const STORED_SNAPSHOT_FORMAT: u8 = 1;
+
+fn encode_stored(conf_state: &ConfState, data: &Bytes) -> Bytes {
+    let stored = StoredSnapshot {
+        conf_state: conf_state.clone(),
+        data: data.clone(),
+    };
+    let mut bytes = vec![STORED_SNAPSHOT_FORMAT];
+    bytes.extend(postcard::to_allocvec(&stored).expect("snapshots always serialize"));
+    Bytes::from(bytes)
+}
+
+fn decode_stored(bytes: &[u8]) -> Result<StoredSnapshot, String> {
+    match bytes.split_first() {
+        Some((&STORED_SNAPSHOT_FORMAT, rest)) => {
+            postcard::from_bytes(rest).map_err(|error| error.to_string())
+        }
+        Some((format, _)) => Err(format!("unknown snapshot format {format}")),
+        None => Err("empty snapshot".to_owned()),
+    }
+}
+
+/// The kind byte in front of every entry payload in the WAL (the WAL stores bytes only).
+fn entry_payload(entry: &Entry) -> Bytes {
+    let kind = match entry.kind {
+        EntryKind::Normal => 0u8,
+        EntryKind::ConfChange => 1u8,
+    };
+    let mut payload = Vec::with_capacity(1 + entry.data.len());
+    payload.push(kind);
+    payload.extend_from_slice(&entry.data);
+    Bytes::from(payload)
+}
+
+fn entry_from_wal(entry: storage::Entry) -> Result<Entry, String> {
+    let kind = match entry.payload.first() {
+        Some(0) => EntryKind::Normal,
+        Some(1) => EntryKind::ConfChange,
+        Some(other) => return Err(format!("entry {} has unknown kind {other}", entry.index)),
+        None => return Err(format!("entry {} has no kind byte", entry.index)),
+    };
+    Ok(Entry {
+        index: entry.index,
+        term: entry.term,
+        kind,
+        data: entry.payload.slice(1..),
+    })
+}
+
+/// A snapshot to make durable before the WAL forgets what it covers.
+#[derive(Debug)]
+pub(crate) struct SnapshotSave {
+    pub group: GroupId,
+    pub index: u64,
+    pub term: u64,
+    pub conf_state: ConfState,
+    pub data: Bytes,
+    /// Received from a leader (the log is replaced) rather than taken here (the log is
+    /// compacted).
+    pub installed: bool,
+}
+
+/// One group's writes of one Ready.
+#[derive(Debug, Default)]
+pub(crate) struct GroupWrite {
+    pub group: GroupId,
+    pub entries: Vec<Entry>,
+    pub hard_state: Option<HardState>,
+}
+
+/// Everything to make durable with one fsync.
+#[derive(Debug, Default)]
+pub(crate) struct PersistBatch {
+    pub snapshots: Vec<SnapshotSave>,
+    pub groups: Vec<GroupWrite>,
+}
+
+impl PersistBatch {
+    pub(crate) fn is_empty(&self) -> bool {
+        self.snapshots.is_empty() && self.groups.is_empty()
+    }
+
+    pub(crate) fn entries(&self) -> u64 {
+        self.groups
+            .iter()
+            .map(|group| group.entries.len() as u64)
+            .sum()
+    }
+}
+
+/// What recovery found for one group.
+#[derive(Debug)]
+pub(crate) struct Recovered {
+    pub initial: InitialState,
+    /// The state machine's bytes from the snapshot, if there is one.
+    pub state: Option<Bytes>,
+}
+
+/// The WAL, the snapshot store and the directory they live in.
+pub(crate) struct Disk<F: FileSystem> {
+    dir: PathBuf,
+    wal: Wal<F>,
+    snapshots: SnapshotStore<F>,
+}
+
+const IDENTITY_FILE: &str = "IDENTITY";
+
+fn identity_text(server_id: u64, cluster_id: u64) -> String {
+    format!("agenda data directory, format 1\nserver_id = {server_id}\ncluster_id = {cluster_id}\n")
+}
+
+impl<F: FileSystem + Clone> Disk<F> {
+    /// Opens (or, with `init`, creates) a data directory and recovers its WAL.
+    pub(crate) fn open(
+        fs: F,
+        dir: &Path,
+        server_id: u64,
+        cluster_id: u64,
+        init: bool,
+    ) -> Result<Disk<F>, StartError> {
+        let storage_error = |source| StartError::Storage {
+            dir: dir.to_owned(),
+            source,
+        };
+        let io_error = |operation: &'static str, path: &Path, error: std::io::Error| {
+            storage_error(storage::Error::Io {
+                operation,
+                path: path.to_owned(),
+                source: error,
+            })
+        };
+        let identity_path = dir.join(IDENTITY_FILE);
+        let expected = identity_text(server_id, cluster_id);
+        let existing =
+            read_whole(&fs, &identity_path).map_err(|e| io_error("read", &identity_path, e))?;
+        match (existing, init) {
+            (Some(_), true) => {
+                return Err(StartError::AlreadyInitialized {
+                    dir: dir.to_owned(),
+                });
+            }
+            (None, false) => {
+                return Err(StartError::NotInitialized {
+                    dir: dir.to_owned(),
+                });
+            }
+            (Some(text), false) if text != expected.as_bytes() => {
+                return Err(StartError::IdentityMismatch {
+                    dir: dir.to_owned(),
+                    reason: format!(
+                        "it says {:?}, this configuration is server {server_id} of cluster {cluster_id}",
+                        String::from_utf8_lossy(&text)
+                    ),
+                });
+            }
+            (Some(_), false) => {}
+            (None, true) => {
+                fs.create_dir_all(dir)
+                    .map_err(|e| io_error("create directory", dir, e))?;
+                let mut file = fs
+                    .create(&identity_path)
+                    .map_err(|e| io_error("create", &identity_path, e))?;
+                file.write_at(0, expected.as_bytes())
+                    .and_then(|()| file.sync_data())
+                    .map_err(|e| io_error("write", &identity_path, e))?;
+                fs.sync_dir(dir)
+                    .map_err(|e| io_error("fsync directory", dir, e))?;
+            }
+        }
+        let wal = Wal::open(fs.clone(), WalConfig::new(dir.join("wal"))).map_err(storage_error)?;
+        let snapshots = SnapshotStore::open(fs, dir.join("snapshots")).map_err(storage_error)?;
+        Ok(Disk {
+            dir: dir.to_owned(),
+            wal,
+            snapshots,
+        })
+    }
+
+    fn inconsistent(&self, reason: String) -> StartError {
+        StartError::Inconsistent {
+            dir: self.dir.clone(),
+            reason,
+        }
+    }
+
+    /// The durable state of one group, or `None` if the disk holds nothing of it.
+    pub(crate) fn recover(&self, group: GroupId) -> Result<Option<Recovered>, StartError> {
+        let load = self
+            .snapshots
+            .load_newest(group)
+            .map_err(|source| StartError::Storage {
+                dir: self.dir.clone(),
+                source,
+            })?;
+        let snapshot = match &load.newest_valid {
+            Some(snapshot) => {
+                let stored = decode_stored(&snapshot.data).map_err(|reason| {
+                    self.inconsistent(format!("snapshot of group {group}: {reason}"))
+                })?;
+                Some((snapshot.index, snapshot.term, stored))
+            }
+            None => None,
+        };
+        let in_wal = self.wal.groups().contains(&group);
+        if snapshot.is_none() && !in_wal {
+            if let Some((path, reason)) = load.rejected.first() {
+                return Err(self.inconsistent(format!(
+                    "group {group}'s only snapshot {} is damaged: {reason}",
+                    path.display()
+                )));
+            }
+            return Ok(None);
+        }
+        let snapshot_index = snapshot.as_ref().map_or(0, |(index, _, _)| *index);
+        let (index_first, index_last) = (self.wal.index_first(group), self.wal.index_last(group));
+        if index_first > snapshot_index + 1 {
+            return Err(self.inconsistent(format!(
+                "group {group}'s log starts at {index_first} but its newest valid snapshot ends at {snapshot_index}{}",
+                match load.rejected.first() {
+                    Some((path, reason)) => format!(" (a newer one, {}, is damaged: {reason})", path.display()),
+                    None => String::new(),
+                }
+            )));
+        }
+        let mut entries = Vec::new();
+        if index_last > snapshot_index {
+            // The entries after the snapshot continue it only if the log agrees with the
+            // snapshot at its index; otherwise they are a stale branch that the snapshot's
+            // installation replaced before a crash cut the WAL's record of it.
+            let continues = match &snapshot {
+                None => true,
+                Some((index, term, _)) => {
+                    *index < index_first || self.wal.term(group, *index).ok() == Some(*term)
+                }
+            };
+            if continues {
+                let from = index_first.max(snapshot_index + 1);
+                for entry in self
+                    .wal
+                    .entries(group, from..index_last + 1, u64::MAX)
+                    .map_err(|source| StartError::Storage {
+                        dir: self.dir.clone(),
+                        source,
+                    })?
+                {
+                    entries
+                        .push(entry_from_wal(entry).map_err(|reason| self.inconsistent(reason))?);
+                }
+            }
+        }
+        let wal_hard_state = self.wal.hard_state(group);
+        let mut hard_state = HardState {
+            term: wal_hard_state.term,
+            vote: wal_hard_state.vote,
+            commit: wal_hard_state.commit,
+        };
+        let snapshot_term = snapshot.as_ref().map_or(0, |(_, term, _)| *term);
+        let newest_term = entries.last().map_or(snapshot_term, |entry| entry.term);
+        if newest_term > hard_state.term {
+            // A snapshot saved before the crash cut the WAL's hard state: the node saw that
+            // term but cast no vote in it (a vote leaves only once durable).
+            hard_state.term = newest_term;
+            hard_state.vote = raft_core::NO_NODE;
+        }
+        let last_index = entries.last().map_or(snapshot_index, |entry| entry.index);
+        hard_state.commit = hard_state.commit.clamp(snapshot_index, last_index);
+        let (raft_snapshot, state) = match snapshot {
+            Some((index, term, stored)) => (
+                Some(raft_core::Snapshot {
+                    meta: raft_core::SnapshotMeta {
+                        index,
+                        term,
+                        conf_state: stored.conf_state,
+                    },
+                    data: stored.data.clone(),
+                }),
+                Some(stored.data),
+            ),
+            None => (None, None),
+        };
+        Ok(Some(Recovered {
+            initial: InitialState {
+                hard_state,
+                snapshot: raft_snapshot,
+                entries,
+                bootstrap: ConfState::default(),
+            },
+            state,
+        }))
+    }
+
+    /// Makes a batch durable: snapshots first (each with its own fsync), then the WAL's
+    /// records for every group, then one fsync for all of them.
+    pub(crate) fn persist(&mut self, batch: &PersistBatch) -> Result<(), storage::Error> {
+        for save in &batch.snapshots {
+            self.snapshots.save(&storage::Snapshot {
+                group: save.group,
+                index: save.index,
+                term: save.term,
+                data: encode_stored(&save.conf_state, &save.data),
+            })?;
+            self.wal.compact(save.group, save.index + 1)?;
+            if save.installed {
+                self.wal.truncate(save.group, save.index)?;
+            }
+        }
+        let mut payloads = Vec::new();
+        for write in &batch.groups {
+            if !write.entries.is_empty() {
+                payloads.clear();
+                payloads.extend(write.entries.iter().map(|entry| storage::Entry {
+                    index: entry.index,
+                    term: entry.term,
+                    payload: entry_payload(entry),
+                }));
+                self.wal.append(write.group, &payloads)?;
+            }
+            if let Some(hard_state) = write.hard_state {
+                self.wal.set_hard_state(
+                    write.group,
+                    storage::HardState {
+                        term: hard_state.term,
+                        vote: hard_state.vote,
+                        commit: hard_state.commit,
+                    },
+                )?;
+            }
+        }
+        self.wal.sync()
+    }
+}
+
+fn read_whole<F: FileSystem>(fs: &F, path: &Path) -> std::io::Result<Option<Vec<u8>>> {
+    let file = match fs.open(path) {
+        Ok(file) => file,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(error) => return Err(error),
+    };
+    let length = file.len()?;
+    if length > 4096 {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            "identity file larger than 4 KiB",
+        ));
+    }
+    let mut bytes = vec![0; length as usize];
+    let read = file.read_at(0, &mut bytes)?;
+    bytes.truncate(read);
+    Ok(Some(bytes))
+}

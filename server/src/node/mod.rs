@@ -1,0 +1,743 @@
+//! The node loop: one task per server that drives every local replica. It is the only place
+//! that touches the clock, the disk and the peer sockets.
+//!
+//! Each turn of the loop:
+//!
+//! 1. takes what arrived (peer messages, client requests, the tick) and hands it to the Raft
+//!    nodes and state machines;
+//! 2. when no persist is in flight, gathers every replica's `Ready`, sends its `messages` at
+//!    once, and writes all their snapshots, entries and hard states to the one WAL with one
+//!    fsync (group commit), off the loop;
+//! 3. when that fsync returns: sends the `persisted_messages`, applies committed entries,
+//!    answers waiting clients and confirmed reads, and advances every node.
+//!
+//! While a persist is in flight the loop keeps taking proposals and messages, which the next
+//! batch carries: the busier the server, the more entries share one fsync.
+
+pub(crate) mod disk;
+mod replica;
+
+use crate::config::ServerConfig;
+use crate::metrics::Metrics;
+use crate::peer::{PeerMessage, SNAPSHOT_CHUNK_BYTES, SnapshotChunk};
+use crate::shard::ShardMap;
+use client::{
+    ClusterStatus, ErrorCode, ErrorResponse, Request, Response, ServerId, ShardId, ShardStatus,
+};
+use disk::{Disk, GroupWrite, PersistBatch, SnapshotSave};
+use net::{Incoming, TransportHandle};
+use raft_core::{Message, MessageBody, Node, Ready, Role};
+use replica::Replica;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use storage::FileSystem;
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+/// What the service asks of the node loop.
+#[derive(Debug)]
+pub(crate) enum NodeRequest {
+    /// Run a request on the local replica of `shard`.
+    Execute {
+        shard: ShardId,
+        request: Request,
+        reply: oneshot::Sender<Response>,
+    },
+    /// The status of every local replica.
+    LocalStatus {
+        reply: oneshot::Sender<ClusterStatus>,
+    },
+}
+
+/// What the node loop shares with the service: leader hints and the forwards waiting for a
+/// reply.
+#[derive(Debug, Default)]
+pub(crate) struct Shared {
+    /// The leader each local replica knows of, by shard (0: none known).
+    pub leaders: Mutex<BTreeMap<ShardId, ServerId>>,
+    /// Forwarded requests waiting for their reply, by forward id.
+    pub forwards: Mutex<HashMap<u64, oneshot::Sender<Response>>>,
+}
+
+type PersistOutcome<F> = (Disk<F>, PersistBatch, Result<(), storage::Error>, Duration);
+type PersistFuture<F> = Pin<Box<dyn Future<Output = PersistOutcome<F>> + Send>>;
+
+/// A snapshot being received in chunks from one leader.
+#[derive(Debug)]
+struct Assembly {
+    term: u64,
+    meta: raft_core::SnapshotMeta,
+    total_bytes: u64,
+    data: Vec<u8>,
+}
+
+/// The node loop's state.
+pub(crate) struct NodeLoop<F: FileSystem> {
+    server_id: ServerId,
+    config: Arc<ServerConfig>,
+    shard_map: ShardMap,
+    replicas: BTreeMap<ShardId, Replica>,
+    /// `None` while a persist is in flight (the disk travels with it).
+    disk: Option<Disk<F>>,
+    /// The Readys whose writes are being persisted.
+    held: Vec<(ShardId, Ready)>,
+    /// Snapshots taken since the last persist, to make durable with the next one.
+    snapshots_taken: Vec<SnapshotSave>,
+    transport: TransportHandle<PeerMessage>,
+    shared: Arc<Shared>,
+    metrics: Arc<Metrics>,
+    assemblies: HashMap<(ShardId, ServerId), Assembly>,
+    peers_down: BTreeSet<ServerId>,
+    ticks: u64,
+    balance_interval_ticks: u64,
+    next_read_id: u64,
+    kv_limits: fn() -> kv::Limits,
+}
+
+/// How the loop ended.
+pub(crate) type LoopResult = Result<(), String>;
+
+impl<F: FileSystem + Clone + Send + 'static> NodeLoop<F>
+where
+    F::File: Send,
+{
+    /// Builds the loop from the recovered replicas.
+    pub(crate) fn new(
+        config: Arc<ServerConfig>,
+        shard_map: ShardMap,
+        replicas: Vec<(crate::shard::ShardSpec, Node, kv::StateMachine)>,
+        disk: Disk<F>,
+        transport: TransportHandle<PeerMessage>,
+        shared: Arc<Shared>,
+        metrics: Arc<Metrics>,
+    ) -> NodeLoop<F> {
+        let replicas = replicas
+            .into_iter()
+            .map(|(spec, node, machine)| {
+                (spec.id, Replica::new(spec, node, machine, metrics.clone()))
+            })
+            .collect();
+        let timing = &config.timing;
+        let balance_interval_ticks = (timing.balance_interval_ms / timing.tick_ms).max(1);
+        NodeLoop {
+            server_id: config.server_id,
+            config: config.clone(),
+            shard_map,
+            replicas,
+            disk: Some(disk),
+            held: Vec::new(),
+            snapshots_taken: Vec::new(),
+            transport,
+            shared,
+            metrics,
+            assemblies: HashMap::new(),
+            peers_down: BTreeSet::new(),
+            ticks: 0,
+            balance_interval_ticks,
+            next_read_id: 1,
+            kv_limits: kv::Limits::default,
+        }
+    }
+
+    /// Runs until `shutdown` is cancelled (after the persist in flight, if any, is durable) or
+    /// the disk fails (then nothing more may be acknowledged: the error ends the loop).
+    pub(crate) async fn run(
+        mut self,
+        mut requests: mpsc::Receiver<NodeRequest>,
+        mut incoming: mpsc::Receiver<Incoming<PeerMessage>>,
+        shutdown: CancellationToken,
+    ) -> LoopResult {
+        let tick = Duration::from_millis(self.config.timing.tick_ms);
+        let mut next_tick = Instant::now() + tick;
+        let mut persisting: Option<PersistFuture<F>> = None;
+        self.publish_status();
+        loop {
+            if persisting.is_none() {
+                persisting = self.drive();
+            }
+            tokio::select! {
+                biased;
+                () = shutdown.cancelled() => {
+                    if let Some(persist) = persisting.take() {
+                        let (_, _, result, _) = persist.await;
+                        result.map_err(|error| error.to_string())?;
+                    }
+                    return Ok(());
+                }
+                outcome = async { persisting.as_mut().expect("guarded").await }, if persisting.is_some() => {
+                    persisting = None;
+                    self.persisted(outcome)?;
+                }
+                event = incoming.recv() => {
+                    let Some(event) = event else { return Err("the transport stopped".into()) };
+                    self.on_incoming(event);
+                    for _ in 0..256 {
+                        match incoming.try_recv() {
+                            Ok(event) => self.on_incoming(event),
+                            Err(_) => break,
+                        }
+                    }
+                }
+                request = requests.recv() => {
+                    let Some(request) = request else { return Ok(()) };
+                    self.on_request(request);
+                    for _ in 0..1024 {
+                        match requests.try_recv() {
+                            Ok(request) => self.on_request(request),
+                            Err(_) => break,
+                        }
+                    }
+                    let depth = requests.len() as u64;
+                    self.metrics.gauges.node_queue_depth.store(depth, Ordering::Relaxed);
+                }
+                () = tokio::time::sleep_until(next_tick) => {}
+            }
+            // Ticks are taken here, whatever woke the loop, so a busy loop still keeps time.
+            let now = Instant::now();
+            if now >= next_tick {
+                self.on_tick();
+                next_tick += tick;
+                if next_tick < now {
+                    // The loop fell behind (a long pause): skip the missed ticks.
+                    next_tick = now + tick;
+                }
+            }
+        }
+    }
+
+    // ---- inputs ---------------------------------------------------------------------------
+
+    fn on_tick(&mut self) {
+        self.ticks += 1;
+        for replica in self.replicas.values_mut() {
+            if replica.failed.is_none() {
+                replica.node.tick();
+            }
+        }
+        if self.ticks.is_multiple_of(self.balance_interval_ticks) {
+            self.balance_leaders();
+        }
+        self.publish_gauges();
+    }
+
+    fn on_request(&mut self, request: NodeRequest) {
+        match request {
+            NodeRequest::Execute {
+                shard,
+                request,
+                reply,
+            } => match self.replicas.get_mut(&shard) {
+                Some(replica) => replica.handle(request, reply),
+                None => {
+                    let _ = reply.send(Response::Error(ErrorResponse::new(
+                        ErrorCode::Unavailable,
+                        format!(
+                            "server {} hosts no replica of shard {shard}",
+                            self.server_id
+                        ),
+                    )));
+                }
+            },
+            NodeRequest::LocalStatus { reply } => {
+                let _ = reply.send(self.local_status());
+            }
+        }
+    }
+
+    fn on_incoming(&mut self, event: Incoming<PeerMessage>) {
+        match event {
+            Incoming::Message { from, message } => self.on_peer_message(from, message),
+            Incoming::PeerUp(peer) => {
+                self.peers_down.remove(&peer);
+            }
+            Incoming::PeerDown(peer) => {
+                self.peers_down.insert(peer);
+                for replica in self.replicas.values_mut() {
+                    replica.node.report_unreachable(peer);
+                }
+            }
+        }
+    }
+
+    fn on_peer_message(&mut self, from: ServerId, message: PeerMessage) {
+        match message {
+            PeerMessage::Raft(message) => {
+                if message.from != from
+                    || matches!(message.body, MessageBody::InstallSnapshot { .. })
+                {
+                    Metrics::add(&self.metrics.counters.peer_messages_refused, 1);
+                    return;
+                }
+                self.step(message);
+            }
+            PeerMessage::SnapshotChunk(chunk) => {
+                if chunk.from != from {
+                    Metrics::add(&self.metrics.counters.peer_messages_refused, 1);
+                    return;
+                }
+                if let Some(message) = self.assemble(chunk) {
+                    self.step(message);
+                }
+            }
+            PeerMessage::Forward { id, shard, request } => {
+                self.on_forward(from, id, shard, request)
+            }
+            PeerMessage::ForwardReply { id, response } => {
+                let waiting = self
+                    .shared
+                    .forwards
+                    .lock()
+                    .expect("forwards lock")
+                    .remove(&id);
+                if let Some(reply) = waiting {
+                    let _ = reply.send(response);
+                }
+            }
+        }
+    }
+
+    /// Runs a request another server's router sent here, and sends the answer back.
+    fn on_forward(&mut self, from: ServerId, id: u64, shard: Option<ShardId>, request: Request) {
+        let (reply, answer) = oneshot::channel();
+        match (shard, request) {
+            (None, Request::LocalStatus) => {
+                let _ = reply.send(Response::Status(self.local_status()));
+            }
+            (Some(shard), request) => self.on_request(NodeRequest::Execute {
+                shard,
+                request,
+                reply,
+            }),
+            (None, other) => {
+                let _ = reply.send(Response::Error(ErrorResponse::new(
+                    ErrorCode::BadRequest,
+                    format!("{} cannot be forwarded without a shard", other.name()),
+                )));
+            }
+        }
+        let transport = self.transport.clone();
+        let metrics = self.metrics.clone();
+        tokio::spawn(async move {
+            let response = answer.await.unwrap_or_else(|_| {
+                Response::Error(ErrorResponse::new(
+                    ErrorCode::Unavailable,
+                    "the server is stopping",
+                ))
+            });
+            if transport
+                .send(from, PeerMessage::ForwardReply { id, response })
+                .is_err()
+            {
+                Metrics::add(&metrics.counters.peer_messages_dropped, 1);
+            }
+        });
+    }
+
+    fn step(&mut self, message: Message) {
+        let group = message.group_id;
+        if !self.replicas.contains_key(&group) && !self.create_joining_replica(&message) {
+            Metrics::add(&self.metrics.counters.peer_messages_refused, 1);
+            return;
+        }
+        let replica = self.replicas.get_mut(&group).expect("present or created");
+        if replica.failed.is_some() {
+            return;
+        }
+        if replica.node.step(message).is_err() {
+            Metrics::add(&self.metrics.counters.raft_step_errors, 1);
+        }
+    }
+
+    /// A leader reaches out to this server for a shard it hosts no replica of: the server was
+    /// added to the shard (as a learner) and starts an empty replica that the leader fills by
+    /// snapshot or log. Only a leader's append, heartbeat or snapshot creates one, never a vote
+    /// request.
+    fn create_joining_replica(&mut self, message: &Message) -> bool {
+        let from_leader = matches!(
+            message.body,
+            MessageBody::Append { .. }
+                | MessageBody::Heartbeat { .. }
+                | MessageBody::InstallSnapshot { .. }
+        );
+        let Some(spec) = self.shard_map.get(message.group_id) else {
+            return false;
+        };
+        if !from_leader || message.to != self.server_id {
+            return false;
+        }
+        let raft_config = crate::server::raft_config(&self.config, spec.id);
+        let Ok(node) = Node::new(raft_config, raft_core::InitialState::default()) else {
+            return false;
+        };
+        tracing::info!(
+            shard = spec.id,
+            leader = message.from,
+            "joining shard as a new replica"
+        );
+        let machine = kv::StateMachine::new((self.kv_limits)());
+        let replica = Replica::new(spec.clone(), node, machine, self.metrics.clone());
+        self.replicas.insert(spec.id, replica);
+        true
+    }
+
+    fn assemble(&mut self, chunk: SnapshotChunk) -> Option<Message> {
+        let key = (chunk.group_id, chunk.from);
+        if chunk.offset == 0 {
+            if chunk.total_bytes > storage::SNAPSHOT_BYTES_MAX {
+                Metrics::add(&self.metrics.counters.snapshot_chunks_dropped, 1);
+                return None;
+            }
+            self.assemblies.insert(
+                key,
+                Assembly {
+                    term: chunk.term,
+                    meta: chunk.meta.clone(),
+                    total_bytes: chunk.total_bytes,
+                    data: Vec::with_capacity(chunk.total_bytes.min(64 << 20) as usize),
+                },
+            );
+        }
+        let Some(assembly) = self.assemblies.get_mut(&key) else {
+            Metrics::add(&self.metrics.counters.snapshot_chunks_dropped, 1);
+            return None;
+        };
+        let fits = assembly.term == chunk.term
+            && assembly.meta == chunk.meta
+            && assembly.total_bytes == chunk.total_bytes
+            && assembly.data.len() as u64 == chunk.offset
+            && chunk.offset + chunk.data.len() as u64 <= chunk.total_bytes;
+        if !fits {
+            self.assemblies.remove(&key);
+            Metrics::add(&self.metrics.counters.snapshot_chunks_dropped, 1);
+            return None;
+        }
+        assembly.data.extend_from_slice(&chunk.data);
+        if (assembly.data.len() as u64) < assembly.total_bytes {
+            return None;
+        }
+        let assembly = self.assemblies.remove(&key).expect("present");
+        Some(Message {
+            group_id: chunk.group_id,
+            from: chunk.from,
+            to: chunk.to,
+            term: assembly.term,
+            body: MessageBody::InstallSnapshot {
+                snapshot: raft_core::Snapshot {
+                    meta: assembly.meta,
+                    data: bytes::Bytes::from(assembly.data),
+                },
+            },
+        })
+    }
+
+    // ---- outputs --------------------------------------------------------------------------
+
+    /// Gathers every replica's Ready. Returns the persist to wait for, if there is anything to
+    /// make durable; otherwise handles the Readys at once.
+    fn drive(&mut self) -> Option<PersistFuture<F>> {
+        loop {
+            self.start_read_rounds();
+            let mut batch = PersistBatch {
+                snapshots: std::mem::take(&mut self.snapshots_taken),
+                groups: Vec::new(),
+            };
+            let mut held = Vec::new();
+            let shards: Vec<ShardId> = self.replicas.keys().copied().collect();
+            for shard in shards {
+                let replica = self.replicas.get_mut(&shard).expect("listed");
+                if replica.failed.is_some() || !replica.node.has_ready() {
+                    continue;
+                }
+                let mut ready = replica.node.ready();
+                let messages = std::mem::take(&mut ready.messages);
+                self.send_messages(shard, messages);
+                if let Some(snapshot) = &ready.snapshot {
+                    batch.snapshots.push(SnapshotSave {
+                        group: shard,
+                        index: snapshot.meta.index,
+                        term: snapshot.meta.term,
+                        conf_state: snapshot.meta.conf_state.clone(),
+                        data: snapshot.data.clone(),
+                        installed: true,
+                    });
+                }
+                if ready.hard_state.is_some() || !ready.entries.is_empty() {
+                    batch.groups.push(GroupWrite {
+                        group: shard,
+                        entries: std::mem::take(&mut ready.entries),
+                        hard_state: ready.hard_state,
+                    });
+                }
+                held.push((shard, ready));
+            }
+            if !batch.is_empty() {
+                self.held = held;
+                let disk = self.disk.take().expect("no persist in flight");
+                return Some(persist(disk, batch));
+            }
+            if held.is_empty() {
+                return None;
+            }
+            self.after_persist(held);
+        }
+    }
+
+    fn persisted(&mut self, outcome: PersistOutcome<F>) -> LoopResult {
+        let (disk, batch, result, elapsed) = outcome;
+        if let Err(error) = result {
+            tracing::error!(%error, "the WAL failed; stopping: nothing more can be acknowledged");
+            return Err(format!("the WAL failed: {error}"));
+        }
+        self.disk = Some(disk);
+        let entries = batch.entries();
+        let counters = &self.metrics.counters;
+        Metrics::add(&counters.fsyncs, 1);
+        Metrics::add(&counters.entries_persisted, entries);
+        self.metrics.persist_latency.observe(elapsed);
+        self.metrics
+            .entries_per_fsync_max
+            .fetch_max(entries, Ordering::Relaxed);
+        let held = std::mem::take(&mut self.held);
+        self.after_persist(held);
+        Ok(())
+    }
+
+    /// Steps 2 to 5 of each Ready, once its writes are durable.
+    fn after_persist(&mut self, held: Vec<(ShardId, Ready)>) {
+        let limits = (self.kv_limits)();
+        let every_entries = self.config.limits.snapshot_entries;
+        for (shard, mut ready) in held {
+            let persisted = std::mem::take(&mut ready.persisted_messages);
+            self.send_messages(shard, persisted);
+            let replica = self.replicas.get_mut(&shard).expect("held replicas stay");
+            if let Some(snapshot) = &ready.snapshot {
+                replica.install_snapshot(snapshot, limits);
+            }
+            for entry in &ready.committed_entries {
+                replica.apply(entry);
+            }
+            for read in &ready.read_states {
+                replica.read_confirmed(read.request_id, read.index);
+            }
+            if let Some(soft) = ready.soft_state {
+                self.on_soft_state(shard, soft);
+            }
+            let replica = self.replicas.get_mut(&shard).expect("held replicas stay");
+            replica.node.advance(ready.number);
+            replica.serve_confirmed_reads();
+            if let Some(snapshot) = replica.maybe_snapshot(every_entries) {
+                self.snapshots_taken.push(SnapshotSave {
+                    group: shard,
+                    index: snapshot.meta.index,
+                    term: snapshot.meta.term,
+                    conf_state: snapshot.meta.conf_state,
+                    data: snapshot.data,
+                    installed: false,
+                });
+            }
+        }
+    }
+
+    fn on_soft_state(&mut self, shard: ShardId, soft: raft_core::SoftState) {
+        let ticks = self.ticks;
+        let replica = self.replicas.get_mut(&shard).expect("present");
+        let was_leader = replica.leader_since_tick.is_some();
+        if soft.role == Role::Leader && !was_leader {
+            replica.leader_since_tick = Some(ticks);
+            Metrics::add(&self.metrics.counters.elections_won, 1);
+            tracing::info!(shard, term = replica.node.term(), "leading");
+        } else if soft.role != Role::Leader && was_leader {
+            replica.leader_since_tick = None;
+            replica.lost_leadership();
+        }
+        let mut leaders = self.shared.leaders.lock().expect("leaders lock");
+        let previous = leaders.insert(shard, soft.leader_id);
+        if previous != Some(soft.leader_id) {
+            Metrics::add(&self.metrics.counters.leader_changes, 1);
+        }
+    }
+
+    fn start_read_rounds(&mut self) {
+        for replica in self.replicas.values_mut() {
+            if replica.is_leader() {
+                replica.start_read_round(self.next_read_id);
+                self.next_read_id += 1;
+            }
+        }
+    }
+
+    fn send_messages(&mut self, shard: ShardId, messages: Vec<Message>) {
+        for message in messages {
+            let to = message.to;
+            if let MessageBody::InstallSnapshot { snapshot } = message.body {
+                let delivered =
+                    self.send_snapshot(message.group_id, message.from, to, message.term, snapshot);
+                if let Some(replica) = self.replicas.get_mut(&shard) {
+                    replica.node.report_snapshot(to, delivered);
+                }
+                continue;
+            }
+            if self.transport.send(to, PeerMessage::Raft(message)).is_err() {
+                Metrics::add(&self.metrics.counters.peer_messages_dropped, 1);
+            }
+        }
+    }
+
+    /// Sends a snapshot as chunks; says whether every chunk was queued.
+    fn send_snapshot(
+        &self,
+        group_id: u64,
+        from: u64,
+        to: u64,
+        term: u64,
+        snapshot: raft_core::Snapshot,
+    ) -> bool {
+        Metrics::add(&self.metrics.counters.snapshots_sent, 1);
+        let total_bytes = snapshot.data.len() as u64;
+        let mut offset = 0usize;
+        loop {
+            let end = (offset + SNAPSHOT_CHUNK_BYTES).min(snapshot.data.len());
+            let chunk = SnapshotChunk {
+                group_id,
+                from,
+                to,
+                term,
+                meta: snapshot.meta.clone(),
+                total_bytes,
+                offset: offset as u64,
+                data: snapshot.data.slice(offset..end),
+            };
+            if self
+                .transport
+                .send(to, PeerMessage::SnapshotChunk(chunk))
+                .is_err()
+            {
+                Metrics::add(&self.metrics.counters.peer_messages_dropped, 1);
+                return false;
+            }
+            offset = end;
+            if offset >= snapshot.data.len() {
+                return true;
+            }
+        }
+    }
+
+    // ---- leader balance and status ----------------------------------------------------------
+
+    /// Hands each shard's leadership to its preferred leader (the first voter in the
+    /// configuration) when that server is up, caught up, and this one has led for a while: after
+    /// start, and again once a failover has settled, leaders end up one per server.
+    fn balance_leaders(&mut self) {
+        let settle_ticks = self.balance_interval_ticks;
+        for replica in self.replicas.values_mut() {
+            let preferred = replica.spec.preferred_leader();
+            let Some(since) = replica.leader_since_tick else {
+                continue;
+            };
+            let node = &replica.node;
+            let ready_to_hand_over = preferred != self.server_id
+                && self.ticks >= since + settle_ticks
+                && node.transfer_target().is_none()
+                && node.membership().is_voter(preferred)
+                && !self.peers_down.contains(&preferred)
+                && node
+                    .progress(preferred)
+                    .is_some_and(|progress| progress.match_index == node.last_index());
+            if ready_to_hand_over && replica.node.transfer_leader(preferred).is_ok() {
+                tracing::info!(
+                    shard = replica.spec.id,
+                    to = preferred,
+                    "handing leadership to the preferred leader"
+                );
+                Metrics::add(&self.metrics.counters.leadership_transfers, 1);
+            }
+        }
+    }
+
+    fn local_status(&self) -> ClusterStatus {
+        let shards = self
+            .shard_map
+            .shards()
+            .iter()
+            .filter_map(|spec| {
+                let replica = self.replicas.get(&spec.id)?;
+                let status = replica.status();
+                let leads = status.role == client::ReplicaRole::Leader;
+                Some(ShardStatus {
+                    shard: spec.id,
+                    name: spec.name.clone(),
+                    start: bytes::Bytes::from(spec.start.clone()),
+                    end: bytes::Bytes::from(spec.end.clone()),
+                    leader_id: if leads { self.server_id } else { 0 },
+                    term: if leads { status.term } else { 0 },
+                    replicas: vec![status],
+                })
+            })
+            .collect();
+        ClusterStatus {
+            shards,
+            unreachable: Vec::new(),
+        }
+    }
+
+    fn publish_status(&self) {
+        let mut leaders = self.shared.leaders.lock().expect("leaders lock");
+        for (shard, replica) in &self.replicas {
+            leaders.insert(*shard, replica.node.leader_id());
+        }
+    }
+
+    fn publish_gauges(&self) {
+        let gauges = &self.metrics.gauges;
+        let sum =
+            |count: fn(&Replica) -> usize| self.replicas.values().map(count).sum::<usize>() as u64;
+        gauges
+            .pending_proposals
+            .store(sum(Replica::pending_count), Ordering::Relaxed);
+        gauges
+            .pending_reads
+            .store(sum(Replica::reads_count), Ordering::Relaxed);
+        gauges.leaders.store(
+            sum(|replica| usize::from(replica.is_leader())),
+            Ordering::Relaxed,
+        );
+        gauges.entries_in_memory.store(
+            sum(|replica| replica.node.entries_in_memory()),
+            Ordering::Relaxed,
+        );
+    }
+}
+
+/// Writes a batch and syncs, off the node loop: on a blocking thread in production; inline
+/// under the simulator, where OS threads are not allowed and simulated time does not pass
+/// during the call anyway.
+fn persist<F>(mut disk: Disk<F>, batch: PersistBatch) -> PersistFuture<F>
+where
+    F: FileSystem + Clone + Send + 'static,
+    F::File: Send,
+{
+    #[cfg(not(madsim))]
+    {
+        Box::pin(async move {
+            let task = tokio::task::spawn_blocking(move || {
+                let started = std::time::Instant::now();
+                let result = disk.persist(&batch);
+                (disk, batch, result, started.elapsed())
+            });
+            task.await.expect("the persist task does not panic")
+        })
+    }
+    #[cfg(madsim)]
+    {
+        Box::pin(async move {
+            let started = Instant::now();
+            let result = disk.persist(&batch);
+            (disk, batch, result, started.elapsed())
+        })
+    }
+}

@@ -1,0 +1,436 @@
+//! One local replica of one shard: its Raft node, its state machine, and the requests waiting
+//! on it. No I/O here: the node loop hands in requests and Readys and sends what comes out.
+
+use crate::metrics::Metrics;
+use crate::shard::ShardSpec;
+use bytes::Bytes;
+use client::{
+    ErrorCode, ErrorResponse, MembershipChange, ReplicaRole, ReplicaStatus, Request, Response,
+};
+use kv::{Applied, StateMachine};
+use raft_core::{ConfChange, Entry, EntryKind, Node, ProposeError, Role, Snapshot, TransferError};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use tokio::sync::oneshot;
+
+/// A request waiting for its entry to be applied.
+#[derive(Debug)]
+struct Pending {
+    /// The term the entry was proposed in: if another entry is applied at its index, the
+    /// proposal was lost.
+    term: u64,
+    membership: bool,
+    reply: oneshot::Sender<Response>,
+}
+
+/// A linearizable read waiting for its ReadIndex round and for the apply to catch up.
+#[derive(Debug)]
+pub(crate) struct PendingRead {
+    pub request: Request,
+    pub reply: oneshot::Sender<Response>,
+}
+
+/// One replica hosted by this server.
+#[derive(Debug)]
+pub(crate) struct Replica {
+    pub spec: ShardSpec,
+    pub node: Node,
+    pub machine: StateMachine,
+    /// Why the replica stopped, if it did (it then refuses every request and message).
+    pub failed: Option<String>,
+    /// The index of the newest snapshot taken or installed.
+    pub snapshot_index: u64,
+    /// The tick at which this replica last became leader.
+    pub leader_since_tick: Option<u64>,
+    pending: BTreeMap<u64, Pending>,
+    reads_queued: Vec<PendingRead>,
+    reads_in_flight: BTreeMap<u64, Vec<PendingRead>>,
+    /// Reads confirmed at an index, waiting for the apply to reach it.
+    reads_confirmed: Vec<(u64, Vec<PendingRead>)>,
+    metrics: Arc<Metrics>,
+}
+
+fn error(code: ErrorCode, message: impl Into<String>) -> Response {
+    Response::Error(ErrorResponse::new(code, message))
+}
+
+fn not_leader(node: &Node) -> Response {
+    let hint = node.leader_id();
+    Response::Error(ErrorResponse {
+        code: ErrorCode::NotLeader,
+        message: format!(
+            "server {} does not lead shard {}",
+            node.id(),
+            node.group_id()
+        ),
+        leader_hint: (hint != raft_core::NO_NODE).then_some(hint),
+    })
+}
+
+impl Replica {
+    pub(crate) fn new(
+        spec: ShardSpec,
+        node: Node,
+        machine: StateMachine,
+        metrics: Arc<Metrics>,
+    ) -> Replica {
+        let snapshot_index = node.snapshot().map_or(0, |snapshot| snapshot.meta.index);
+        Replica {
+            spec,
+            node,
+            machine,
+            failed: None,
+            snapshot_index,
+            leader_since_tick: None,
+            pending: BTreeMap::new(),
+            reads_queued: Vec::new(),
+            reads_in_flight: BTreeMap::new(),
+            reads_confirmed: Vec::new(),
+            metrics,
+        }
+    }
+
+    pub(crate) fn is_leader(&self) -> bool {
+        self.node.role() == Role::Leader
+    }
+
+    pub(crate) fn pending_count(&self) -> usize {
+        self.pending.len()
+    }
+
+    pub(crate) fn reads_count(&self) -> usize {
+        self.reads_queued.len()
+            + self.reads_in_flight.values().map(Vec::len).sum::<usize>()
+            + self
+                .reads_confirmed
+                .iter()
+                .map(|(_, reads)| reads.len())
+                .sum::<usize>()
+    }
+
+    /// Takes one request for this shard. Answers at once, or keeps the reply until the entry
+    /// is applied or the read confirmed.
+    pub(crate) fn handle(&mut self, request: Request, reply: oneshot::Sender<Response>) {
+        if let Some(reason) = &self.failed {
+            let _ = reply.send(error(
+                ErrorCode::Unavailable,
+                format!("replica of shard {} stopped: {reason}", self.spec.id),
+            ));
+            return;
+        }
+        match request {
+            Request::Get {
+                consistency: client::Consistency::Stale,
+                ..
+            }
+            | Request::Scan {
+                consistency: client::Consistency::Stale,
+                ..
+            } => {
+                Metrics::add(&self.metrics.counters.reads_stale, 1);
+                let _ = reply.send(self.read(&request));
+            }
+            Request::Get { .. } | Request::Scan { .. } => {
+                if !self.is_leader() {
+                    let _ = reply.send(not_leader(&self.node));
+                    return;
+                }
+                self.reads_queued.push(PendingRead { request, reply });
+            }
+            Request::Write(command) => {
+                if !self.spec.holds_write(&command.write) {
+                    let _ = reply.send(error(
+                        ErrorCode::CrossShard,
+                        format!("the write reaches outside shard {}", self.spec.name),
+                    ));
+                    return;
+                }
+                let result = self.node.propose(command.encode());
+                self.after_proposal(result, false, reply);
+            }
+            Request::ChangeMembership { change, .. } => {
+                let change = match change {
+                    MembershipChange::AddLearner(id) => ConfChange::AddLearner(id),
+                    MembershipChange::AddVoter(id) => ConfChange::AddVoter(id),
+                    MembershipChange::Remove(id) => ConfChange::RemoveNode(id),
+                };
+                let result = self.node.propose_conf_change(change);
+                self.after_proposal(result, true, reply);
+            }
+            Request::TransferLeader { to, .. } => {
+                let response = match self.node.transfer_leader(to) {
+                    Ok(()) => Response::Done,
+                    Err(TransferError::NotLeader { .. }) => not_leader(&self.node),
+                    Err(other) => error(ErrorCode::BadRequest, other.to_string()),
+                };
+                let _ = reply.send(response);
+            }
+            other => {
+                let _ = reply.send(error(
+                    ErrorCode::BadRequest,
+                    format!("{} is not a shard request", other.name()),
+                ));
+            }
+        }
+    }
+
+    fn after_proposal(
+        &mut self,
+        result: Result<u64, ProposeError>,
+        membership: bool,
+        reply: oneshot::Sender<Response>,
+    ) {
+        match result {
+            Ok(index) => {
+                Metrics::add(&self.metrics.counters.proposals, 1);
+                let term = self.node.term();
+                if let Some(old) = self.pending.insert(
+                    index,
+                    Pending {
+                        term,
+                        membership,
+                        reply,
+                    },
+                ) {
+                    // An older proposal at this index was overwritten by a new leader's log.
+                    let _ = old.reply.send(lost());
+                }
+            }
+            Err(refusal) => {
+                Metrics::add(&self.metrics.counters.proposals_refused, 1);
+                let response = match refusal {
+                    ProposeError::NotLeader { .. } => not_leader(&self.node),
+                    ProposeError::EntryTooLarge { .. } | ProposeError::InvalidConfChange { .. } => {
+                        error(ErrorCode::BadRequest, refusal.to_string())
+                    }
+                    ProposeError::TransferInProgress
+                    | ProposeError::UncommittedLimit { .. }
+                    | ProposeError::ConfChangeInProgress
+                    | ProposeError::NotCommittedInTerm => {
+                        error(ErrorCode::Unavailable, refusal.to_string())
+                    }
+                };
+                let _ = reply.send(response);
+            }
+        }
+    }
+
+    /// Serves a read from the local state machine.
+    fn read(&self, request: &Request) -> Response {
+        match request {
+            Request::Get { key, .. } => Response::Value(self.machine.get(key).cloned()),
+            Request::Scan {
+                start, end, limit, ..
+            } => {
+                let limit = (*limit).min(client::protocol::SCAN_LIMIT_MAX) as usize;
+                let (entries, more) = self.machine.scan(start, end, limit);
+                Response::Scan { entries, more }
+            }
+            other => error(
+                ErrorCode::BadRequest,
+                format!("{} is not a read", other.name()),
+            ),
+        }
+    }
+
+    /// Starts a ReadIndex round for the reads queued since the last one.
+    pub(crate) fn start_read_round(&mut self, request_id: u64) {
+        if self.reads_queued.is_empty() {
+            return;
+        }
+        let reads = std::mem::take(&mut self.reads_queued);
+        match self.node.read_index(request_id) {
+            Ok(()) => {
+                Metrics::add(&self.metrics.counters.read_rounds, 1);
+                self.reads_in_flight.insert(request_id, reads);
+            }
+            Err(_) => {
+                for read in reads {
+                    let _ = read.reply.send(not_leader(&self.node));
+                }
+            }
+        }
+    }
+
+    /// A read round was confirmed: its reads may be served once `index` is applied.
+    pub(crate) fn read_confirmed(&mut self, request_id: u64, index: u64) {
+        if let Some(reads) = self.reads_in_flight.remove(&request_id) {
+            self.reads_confirmed.push((index, reads));
+        }
+    }
+
+    /// Serves the confirmed reads whose index is applied.
+    pub(crate) fn serve_confirmed_reads(&mut self) {
+        let applied = self.machine.applied_index();
+        let mut index = 0;
+        while index < self.reads_confirmed.len() {
+            if self.reads_confirmed[index].0 <= applied {
+                let (_, reads) = self.reads_confirmed.swap_remove(index);
+                for read in reads {
+                    Metrics::add(&self.metrics.counters.reads_linearizable, 1);
+                    let _ = read.reply.send(self.read(&read.request));
+                }
+            } else {
+                index += 1;
+            }
+        }
+    }
+
+    /// Installs a snapshot received from the leader.
+    pub(crate) fn install_snapshot(&mut self, snapshot: &Snapshot, limits: kv::Limits) {
+        match StateMachine::restore(limits, &snapshot.data) {
+            Ok(machine) if machine.applied_index() == snapshot.meta.index => {
+                self.machine = machine;
+                self.snapshot_index = snapshot.meta.index;
+                Metrics::add(&self.metrics.counters.snapshots_installed, 1);
+            }
+            Ok(machine) => self.fail(format!(
+                "a snapshot at index {} holds a state applied to {}",
+                snapshot.meta.index,
+                machine.applied_index()
+            )),
+            Err(decode) => self.fail(format!(
+                "a snapshot from the leader does not decode: {decode}"
+            )),
+        }
+        for (_, pending) in std::mem::take(&mut self.pending) {
+            let _ = pending.reply.send(lost());
+        }
+    }
+
+    pub(crate) fn fail(&mut self, reason: String) {
+        tracing::error!(shard = self.spec.id, %reason, "replica stopped");
+        Metrics::add(&self.metrics.counters.replicas_failed, 1);
+        self.failed = Some(reason);
+    }
+
+    /// Applies one committed entry and answers its proposer, if it waits here. Returns what
+    /// the state machine did (for notifications), if the entry carried a command.
+    pub(crate) fn apply(&mut self, entry: &Entry) -> Option<Applied> {
+        if self.failed.is_some() || entry.index <= self.machine.applied_index() {
+            return None;
+        }
+        Metrics::add(&self.metrics.counters.entries_applied, 1);
+        let applied = match entry.kind {
+            EntryKind::Normal if !entry.data.is_empty() => {
+                let applied = self.machine.apply(entry.index, &entry.data);
+                if applied.duplicate {
+                    Metrics::add(&self.metrics.counters.duplicates_answered, 1);
+                } else {
+                    Metrics::add(&self.metrics.counters.writes_applied, 1);
+                }
+                Some(applied)
+            }
+            EntryKind::Normal | EntryKind::ConfChange => {
+                self.machine.skip(entry.index);
+                None
+            }
+        };
+        // Proposals at earlier indexes whose entries were replaced are answered as lost.
+        while let Some(first) = self.pending.first_entry() {
+            if *first.key() >= entry.index {
+                break;
+            }
+            let _ = first.remove().reply.send(lost());
+        }
+        if let Some(pending) = self.pending.remove(&entry.index) {
+            let response = if pending.term != entry.term {
+                lost()
+            } else if pending.membership {
+                Response::Done
+            } else {
+                match &applied {
+                    Some(Applied {
+                        result: Ok(result),
+                        first_applied_index,
+                        ..
+                    }) => Response::Written {
+                        shard: self.spec.id,
+                        index: *first_applied_index,
+                        result: result.clone(),
+                    },
+                    Some(Applied {
+                        result: Err(apply_error),
+                        ..
+                    }) => Response::Error(apply_error.clone().into()),
+                    None => lost(),
+                }
+            };
+            let _ = pending.reply.send(response);
+        }
+        applied
+    }
+
+    /// The role changed: a replica that no longer leads answers everything waiting on it.
+    pub(crate) fn lost_leadership(&mut self) {
+        for (_, pending) in std::mem::take(&mut self.pending) {
+            let _ = pending.reply.send(lost());
+        }
+        let reads = std::mem::take(&mut self.reads_queued)
+            .into_iter()
+            .chain(
+                std::mem::take(&mut self.reads_in_flight)
+                    .into_values()
+                    .flatten(),
+            )
+            .chain(
+                std::mem::take(&mut self.reads_confirmed)
+                    .into_iter()
+                    .flat_map(|(_, reads)| reads),
+            );
+        for read in reads {
+            let _ = read.reply.send(not_leader(&self.node));
+        }
+    }
+
+    /// This replica's status.
+    pub(crate) fn status(&self) -> ReplicaStatus {
+        let membership = self.node.membership();
+        let role = match self.node.role() {
+            Role::Leader => ReplicaRole::Leader,
+            Role::Candidate | Role::PreCandidate => ReplicaRole::Candidate,
+            Role::Follower if membership.is_learner(self.node.id()) => ReplicaRole::Learner,
+            Role::Follower => ReplicaRole::Follower,
+        };
+        ReplicaStatus {
+            server_id: self.node.id(),
+            role,
+            term: self.node.term(),
+            leader_id: self.node.leader_id(),
+            commit_index: self.node.commit_index(),
+            applied_index: self.machine.applied_index(),
+            first_index: self.node.first_index(),
+            last_index: self.node.last_index(),
+            voters: membership.voters.clone(),
+            learners: membership.learners.clone(),
+            state_digest: self.machine.digest(),
+            keys: self.machine.len() as u64,
+        }
+    }
+
+    /// Takes a snapshot and compacts the in-memory log if enough entries were applied since
+    /// the last one; returns the snapshot to make durable.
+    pub(crate) fn maybe_snapshot(&mut self, every_entries: u64) -> Option<Snapshot> {
+        let applied = self.machine.applied_index();
+        if self.failed.is_some()
+            || applied < self.snapshot_index + every_entries
+            || self.node.applied_index() != applied
+        {
+            return None;
+        }
+        let data: Bytes = self.machine.snapshot();
+        if self.node.compact(applied, data).is_err() {
+            return None;
+        }
+        self.snapshot_index = applied;
+        Metrics::add(&self.metrics.counters.snapshots_taken, 1);
+        self.node.snapshot().cloned()
+    }
+}
+
+fn lost() -> Response {
+    error(
+        ErrorCode::Unavailable,
+        "leadership changed before the write's outcome was known; retrying it with the same client id and sequence is safe",
+    )
+}

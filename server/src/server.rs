@@ -1,0 +1,329 @@
+//! Starting and stopping one server: recover the disk, start the transport, the node loop and
+//! the client ports.
+
+use crate::config::{ConfigError, ServerConfig};
+use crate::metrics::Metrics;
+use crate::node::disk::{Disk, StartError};
+use crate::node::{NodeLoop, Shared};
+use crate::peer::PeerMessage;
+use crate::service::Service;
+use client::ShardId;
+use raft_core::{ConfState, InitialState, Node};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use storage::FileSystem;
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+/// Why a server did not start.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The configuration contradicts itself.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The data directory cannot be used.
+    #[error(transparent)]
+    Start(#[from] StartError),
+    /// A listener could not be bound.
+    #[error("cannot listen on {address}: {source}")]
+    Listen {
+        /// The address.
+        address: SocketAddr,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// How to start.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StartOptions {
+    /// Create the data directory (it must not hold a server's data yet) and bootstrap the
+    /// shards this server is an initial member of. Without it, the directory must exist.
+    pub init: bool,
+}
+
+/// The Raft settings of this server's replica of one shard.
+pub fn raft_config(config: &ServerConfig, shard: ShardId) -> raft_core::Config {
+    let mut raft = raft_core::Config::new(config.server_id, shard);
+    raft.election_timeout_ticks = config.timing.election_ticks;
+    raft.heartbeat_interval_ticks = config.timing.heartbeat_ticks;
+    raft.seed = config.server_id.rotate_left(17) ^ shard ^ config.cluster_id.rotate_left(41);
+    raft.entry_size_bytes_max = 2 * 1024 * 1024;
+    raft
+}
+
+/// A running server.
+#[derive(Debug)]
+pub struct ServerHandle {
+    service: Service,
+    shutdown: CancellationToken,
+    node_loop: JoinHandle<Result<(), String>>,
+    tasks: Vec<JoinHandle<()>>,
+    transport: net::TransportHandle<PeerMessage>,
+    client_address: SocketAddr,
+    peer_address: SocketAddr,
+}
+
+impl ServerHandle {
+    /// The service, to run requests in process.
+    pub fn service(&self) -> &Service {
+        &self.service
+    }
+
+    /// Where the native client port listens.
+    pub fn client_address(&self) -> SocketAddr {
+        self.client_address
+    }
+
+    /// Where the peer port listens.
+    pub fn peer_address(&self) -> SocketAddr {
+        self.peer_address
+    }
+
+    /// A token that stops the server when cancelled.
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.shutdown.clone()
+    }
+
+    /// Waits until the node loop ends: `Err` if the disk failed.
+    ///
+    /// # Errors
+    /// The node loop's failure, as a sentence.
+    pub async fn wait(self) -> Result<(), String> {
+        let result = match self.node_loop.await {
+            Ok(result) => result,
+            Err(join) => Err(format!("the node loop ended abnormally: {join}")),
+        };
+        self.shutdown.cancel();
+        self.transport.shutdown();
+        for task in self.tasks {
+            task.abort();
+        }
+        result
+    }
+
+    /// Stops everything at once, like a crash: nothing waits for the disk. (A persist already
+    /// on its blocking thread finishes there; under the simulator there is none.)
+    pub fn abort(self) {
+        self.shutdown.cancel();
+        self.node_loop.abort();
+        self.transport.shutdown();
+        for task in self.tasks {
+            task.abort();
+        }
+    }
+
+    /// Stops the server: the node loop finishes the persist in flight (so everything
+    /// acknowledged is synced), listeners close, connections end.
+    ///
+    /// # Errors
+    /// As [`ServerHandle::wait`].
+    pub async fn stop(self) -> Result<(), String> {
+        self.shutdown.cancel();
+        self.wait().await
+    }
+}
+
+/// The sockets a server listens on, bound by the caller (tests bind port 0 and learn the
+/// addresses before writing the configuration).
+#[derive(Debug)]
+pub struct Listeners {
+    /// The peer (server-to-server) port.
+    pub peer: TcpListener,
+    /// The native client port.
+    pub client: TcpListener,
+    /// The HTTP port, if the server serves HTTP (ignored under the simulator).
+    pub http: Option<TcpListener>,
+}
+
+impl Listeners {
+    /// Binds the addresses of the configuration's own server.
+    ///
+    /// # Errors
+    /// An address that cannot be bound.
+    pub async fn bind(config: &ServerConfig) -> Result<Listeners, Error> {
+        let bind = |address: SocketAddr| async move {
+            TcpListener::bind(address)
+                .await
+                .map_err(|source| Error::Listen { address, source })
+        };
+        let me = config.server(config.server_id).ok_or_else(|| {
+            ConfigError(format!("server {} is not in `servers`", config.server_id))
+        })?;
+        let http = match me.http {
+            Some(address) if cfg!(not(madsim)) => Some(bind(address).await?),
+            _ => None,
+        };
+        Ok(Listeners {
+            peer: bind(me.peer).await?,
+            client: bind(me.client).await?,
+            http,
+        })
+    }
+}
+
+/// Starts one server over the file system `fs` (real files in production, `MemFs` under the
+/// simulator), binding the addresses of its configuration.
+///
+/// # Errors
+/// A bad configuration, a data directory that cannot be used (see [`StartError`]), or an
+/// address that cannot be bound.
+pub async fn start<F>(
+    config: ServerConfig,
+    fs: F,
+    options: StartOptions,
+) -> Result<ServerHandle, Error>
+where
+    F: FileSystem + Clone + Send + Sync + 'static,
+    F::File: Send,
+{
+    config.validate()?;
+    let listeners = Listeners::bind(&config).await?;
+    start_on(config, fs, options, listeners).await
+}
+
+/// Starts one server on sockets already bound.
+///
+/// # Errors
+/// As [`start`].
+pub async fn start_on<F>(
+    config: ServerConfig,
+    fs: F,
+    options: StartOptions,
+    listeners: Listeners,
+) -> Result<ServerHandle, Error>
+where
+    F: FileSystem + Clone + Send + Sync + 'static,
+    F::File: Send,
+{
+    config.validate()?;
+    let shard_map = config.shard_map()?;
+    let config = Arc::new(config);
+    let boot_id = fs.random_u64();
+    let disk = Disk::open(
+        fs,
+        &config.data_dir,
+        config.server_id,
+        config.cluster_id,
+        options.init,
+    )?;
+    let mut replicas = Vec::new();
+    for spec in shard_map.shards() {
+        let raft = raft_config(&config, spec.id);
+        let invalid = |reason: String| StartError::Inconsistent {
+            dir: config.data_dir.clone(),
+            reason,
+        };
+        let (initial, state) = match disk.recover(spec.id)? {
+            Some(recovered) => (recovered.initial, recovered.state),
+            None if !spec.is_initial_member(config.server_id) => continue,
+            None if options.init => {
+                let mut bootstrap = ConfState::with_voters(&spec.voters);
+                bootstrap.learners = spec.learners.clone();
+                bootstrap.learners.sort_unstable();
+                let initial = InitialState {
+                    bootstrap,
+                    ..InitialState::default()
+                };
+                (initial, None)
+            }
+            None => {
+                return Err(invalid(format!(
+                    "this server is an initial member of shard {} but its disk holds nothing of it",
+                    spec.name
+                ))
+                .into());
+            }
+        };
+        let machine = match state {
+            Some(bytes) => kv::StateMachine::restore(kv::Limits::default(), &bytes)
+                .map_err(|error| invalid(format!("shard {}'s snapshot: {error}", spec.name)))?,
+            None => kv::StateMachine::new(kv::Limits::default()),
+        };
+        let node = Node::new(raft, initial)
+            .map_err(|error| invalid(format!("shard {}: {error}", spec.name)))?;
+        replicas.push((spec.clone(), node, machine));
+    }
+
+    let me = config.me().clone();
+    let Listeners {
+        peer: peer_listener,
+        client: client_listener,
+        http: http_listener,
+    } = listeners;
+    let peer_address = peer_listener.local_addr().unwrap_or(me.peer);
+    let client_address = client_listener.local_addr().unwrap_or(me.client);
+
+    let peers = config
+        .servers
+        .iter()
+        .filter(|server| server.id != config.server_id)
+        .map(|server| (server.id, server.peer))
+        .collect();
+    let transport_config = net::TransportConfig::new(
+        config.server_id,
+        config.cluster_id,
+        config.cluster_secret.as_bytes().to_vec(),
+        peers,
+    );
+    let (transport, incoming) =
+        net::Transport::start::<PeerMessage>(transport_config, peer_listener)
+            .map_err(|error| ConfigError(format!("transport: {error}")))?;
+
+    let shared = Arc::new(Shared::default());
+    let metrics = Arc::new(Metrics::default());
+    let shutdown = CancellationToken::new();
+    let (node_sender, node_receiver) = mpsc::channel(config.limits.node_queue_capacity);
+    let node_loop = NodeLoop::new(
+        config.clone(),
+        shard_map.clone(),
+        replicas,
+        disk,
+        transport.clone(),
+        shared.clone(),
+        metrics.clone(),
+    );
+    let node_loop = tokio::spawn(node_loop.run(node_receiver, incoming, shutdown.clone()));
+    let service = Service::new(
+        config.clone(),
+        shard_map,
+        node_sender,
+        transport.clone(),
+        shared,
+        metrics,
+        boot_id,
+    );
+    let mut tasks = vec![tokio::spawn(crate::api::native::serve(
+        client_listener,
+        service.clone(),
+        shutdown.clone(),
+    ))];
+    #[cfg(not(madsim))]
+    if let Some(listener) = http_listener {
+        tasks.push(tokio::spawn(crate::api::http::serve(
+            listener,
+            service.clone(),
+            shutdown.clone(),
+        )));
+    }
+    #[cfg(madsim)]
+    drop(http_listener);
+    tracing::info!(
+        server = config.server_id,
+        %peer_address,
+        %client_address,
+        "server started"
+    );
+    Ok(ServerHandle {
+        service,
+        shutdown,
+        node_loop,
+        tasks,
+        transport,
+        client_address,
+        peer_address,
+    })
+}

@@ -1,0 +1,480 @@
+//! The one door every request enters by, whatever its protocol, and the router behind it (the
+//! seed's coordinator): a request maps to its shard by key and runs on that shard's leader —
+//! here if the leader is local, else forwarded to it over the server-to-server transport. On
+//! `not_leader` or a timeout it tries again at the new leader with backoff, so a leader crash
+//! costs the client a delay, not an error.
+
+use crate::config::ServerConfig;
+use crate::metrics::Metrics;
+use crate::node::{NodeRequest, Shared};
+use crate::peer::PeerMessage;
+use crate::shard::ShardMap;
+use bytes::Bytes;
+use client::protocol::{SCAN_LIMIT_MAX, check_limits, write_keys};
+use client::{
+    ClusterStatus, ErrorCode, ErrorResponse, Request, Response, ServerId, ShardId, ShardStatus,
+};
+use kv::{Command, Write};
+use net::TransportHandle;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
+
+/// The service of one server. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct Service {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    config: Arc<ServerConfig>,
+    shard_map: ShardMap,
+    node: mpsc::Sender<NodeRequest>,
+    transport: TransportHandle<PeerMessage>,
+    shared: Arc<Shared>,
+    metrics: Arc<Metrics>,
+    next_forward_id: AtomicU64,
+    /// Identifies this server's life in the client ids it makes for writes that come without
+    /// one (HTTP writes without a `Request-Id`).
+    boot_id: u64,
+    next_write: AtomicU64,
+}
+
+fn error(code: ErrorCode, message: impl Into<String>) -> Response {
+    Response::Error(ErrorResponse::new(code, message))
+}
+
+/// FNV-1a, 64 bits: a stable hash for turning a request id into a client id.
+fn fnv1a(parts: &[&[u8]]) -> u64 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for part in parts {
+        for byte in *part {
+            hash ^= u64::from(*byte);
+            hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+        hash ^= 0xff;
+        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    hash
+}
+
+impl Service {
+    pub(crate) fn new(
+        config: Arc<ServerConfig>,
+        shard_map: ShardMap,
+        node: mpsc::Sender<NodeRequest>,
+        transport: TransportHandle<PeerMessage>,
+        shared: Arc<Shared>,
+        metrics: Arc<Metrics>,
+        boot_id: u64,
+    ) -> Service {
+        Service {
+            inner: Arc::new(Inner {
+                config,
+                shard_map,
+                node,
+                transport,
+                shared,
+                metrics,
+                next_forward_id: AtomicU64::new(1),
+                boot_id,
+                next_write: AtomicU64::new(1),
+            }),
+        }
+    }
+
+    /// This server's id.
+    pub fn server_id(&self) -> ServerId {
+        self.inner.config.server_id
+    }
+
+    /// The server's configuration.
+    pub fn config(&self) -> &ServerConfig {
+        &self.inner.config
+    }
+
+    /// The server's limits.
+    pub fn config_limits(&self) -> &crate::config::Limits {
+        &self.inner.config.limits
+    }
+
+    /// The shard map.
+    pub fn shard_map(&self) -> &ShardMap {
+        &self.inner.shard_map
+    }
+
+    /// Whether `token` is one of the configured operator tokens (compared in constant time).
+    pub fn authorize(&self, token: &str) -> bool {
+        let ok = self
+            .inner
+            .config
+            .operator_tokens
+            .iter()
+            .any(|known| constant_time_equal(known.as_bytes(), token.as_bytes()));
+        if !ok {
+            Metrics::add(&self.inner.metrics.counters.client_unauthorized, 1);
+        }
+        ok
+    }
+
+    /// The server's metrics.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.inner.metrics
+    }
+
+    /// The metrics in Prometheus' text format.
+    pub fn metrics_text(&self) -> String {
+        self.inner.metrics.render(&self.inner.transport.metrics())
+    }
+
+    /// Wraps a write that comes without a client identity into a command. With a request id
+    /// (HTTP's `Request-Id`), the id decides the identity, so a retry with the same request id
+    /// is applied once; without one, the server makes a fresh identity, which still keeps the
+    /// router's own retries exactly-once.
+    pub fn command(&self, write: Write, request_id: Option<&str>) -> Command {
+        let client_id = match request_id {
+            Some(id) => fnv1a(&[b"request-id", id.as_bytes()]),
+            None => {
+                let sequence = self.inner.next_write.fetch_add(1, Ordering::Relaxed);
+                fnv1a(&[
+                    b"server-write",
+                    &self.inner.boot_id.to_le_bytes(),
+                    &self.server_id().to_le_bytes(),
+                    &sequence.to_le_bytes(),
+                ])
+            }
+        };
+        Command {
+            client_id: client_id.max(1),
+            seq: 1,
+            first_unacked_seq: 1,
+            timestamp_ms: client::wall_clock_ms(),
+            write,
+        }
+    }
+
+    /// Runs one request and answers it. Never panics on any request.
+    pub async fn execute(&self, request: Request) -> Response {
+        let started = Instant::now();
+        let kind = request.name();
+        let response = match check_limits(&request) {
+            Err(refusal) => Response::Error(refusal),
+            Ok(()) => self.route(request).await,
+        };
+        self.inner.metrics.latency(kind).observe(started.elapsed());
+        if matches!(response, Response::Error(_)) {
+            Metrics::add(&self.inner.metrics.counters.requests_failed, 1);
+        }
+        response
+    }
+
+    async fn route(&self, request: Request) -> Response {
+        match request {
+            Request::Hello { .. } => error(
+                ErrorCode::BadRequest,
+                "hello is only the first frame of a connection",
+            ),
+            Request::Get {
+                ref key,
+                consistency,
+            } => {
+                let shard = self.inner.shard_map.lookup(key).id;
+                self.run_on_shard(shard, request, consistency == client::Consistency::Stale)
+                    .await
+            }
+            Request::Scan {
+                start,
+                end,
+                limit,
+                consistency,
+            } => self.scan(start, end, limit, consistency).await,
+            Request::Write(command) => match self.shard_of_write(&command.write) {
+                Ok(shard) => {
+                    self.run_on_shard(shard, Request::Write(command), false)
+                        .await
+                }
+                Err(refusal) => Response::Error(refusal),
+            },
+            Request::ClusterStatus => Response::Status(self.cluster_status().await),
+            Request::LocalStatus => match self.local_status().await {
+                Some(status) => Response::Status(status),
+                None => error(ErrorCode::Internal, "the node loop is not running"),
+            },
+            Request::ChangeMembership { shard, .. } | Request::TransferLeader { shard, .. } => {
+                if self.inner.shard_map.get(shard).is_none() {
+                    return error(ErrorCode::NotFound, format!("no shard {shard}"));
+                }
+                self.run_on_shard(shard, request, false).await
+            }
+        }
+    }
+
+    fn shard_of_write(&self, write: &Write) -> Result<ShardId, ErrorResponse> {
+        let first = write_keys(write).first().map_or(&b""[..], |key| &key[..]);
+        let shard = self.inner.shard_map.lookup(first);
+        if shard.holds_write(write) {
+            Ok(shard.id)
+        } else {
+            Err(ErrorResponse::new(
+                ErrorCode::CrossShard,
+                "the keys of one write must belong to one shard",
+            ))
+        }
+    }
+
+    async fn scan(
+        &self,
+        start: Bytes,
+        end: Bytes,
+        limit: u32,
+        consistency: client::Consistency,
+    ) -> Response {
+        let mut remaining = limit.min(SCAN_LIMIT_MAX);
+        let mut entries = Vec::new();
+        let parts: Vec<(ShardId, Bytes, Bytes)> = self
+            .inner
+            .shard_map
+            .split_range(&start, &end)
+            .into_iter()
+            .map(|(shard, start, end)| {
+                (
+                    shard.id,
+                    Bytes::copy_from_slice(start),
+                    Bytes::copy_from_slice(end),
+                )
+            })
+            .collect();
+        let count = parts.len();
+        for (position, (shard, part_start, part_end)) in parts.into_iter().enumerate() {
+            if remaining == 0 {
+                return Response::Scan {
+                    entries,
+                    more: true,
+                };
+            }
+            let request = Request::Scan {
+                start: part_start,
+                end: part_end,
+                limit: remaining,
+                consistency,
+            };
+            let stale = consistency == client::Consistency::Stale;
+            match self.run_on_shard(shard, request, stale).await {
+                Response::Scan {
+                    entries: part,
+                    more,
+                } => {
+                    remaining -= part.len() as u32;
+                    entries.extend(part);
+                    if more {
+                        return Response::Scan {
+                            entries,
+                            more: true,
+                        };
+                    }
+                }
+                other => return other,
+            }
+            if remaining == 0 && position + 1 < count {
+                return Response::Scan {
+                    entries,
+                    more: true,
+                };
+            }
+        }
+        Response::Scan {
+            entries,
+            more: false,
+        }
+    }
+
+    /// Runs a request on a shard's leader (or, for a stale read, on the local replica),
+    /// following leader hints and retrying with backoff until the request timeout.
+    async fn run_on_shard(&self, shard: ShardId, request: Request, local: bool) -> Response {
+        let timing = &self.inner.config.timing;
+        let deadline = Instant::now() + Duration::from_millis(timing.request_timeout_ms);
+        let attempt_timeout = Duration::from_millis(timing.forward_timeout_ms);
+        let mut backoff = Duration::from_millis(5);
+        let me = self.server_id();
+        let voters = self
+            .inner
+            .shard_map
+            .get(shard)
+            .map(|spec| spec.voters.clone())
+            .unwrap_or_default();
+        let mut target = if local {
+            me
+        } else {
+            self.leader_hint(shard).unwrap_or(me)
+        };
+        let mut rotation = 0usize;
+        loop {
+            let outcome = if target == me {
+                self.run_locally(shard, request.clone(), attempt_timeout)
+                    .await
+            } else {
+                Metrics::add(&self.inner.metrics.counters.requests_forwarded, 1);
+                self.forward(target, Some(shard), request.clone(), attempt_timeout)
+                    .await
+            };
+            let hint = match outcome {
+                Some(Response::Error(refusal))
+                    if matches!(refusal.code, ErrorCode::NotLeader | ErrorCode::Unavailable) =>
+                {
+                    refusal.leader_hint.filter(|hint| *hint != target)
+                }
+                Some(response) => return response,
+                None => None,
+            };
+            Metrics::add(&self.inner.metrics.counters.requests_retried, 1);
+            let now = Instant::now();
+            if now >= deadline {
+                return error(
+                    ErrorCode::Unavailable,
+                    format!(
+                        "shard {shard} did not answer within {} ms (no leader reachable); retrying with the same client id and sequence is safe",
+                        timing.request_timeout_ms
+                    ),
+                );
+            }
+            target =
+                match hint.or_else(|| self.leader_hint(shard).filter(|leader| *leader != target)) {
+                    Some(next) => next,
+                    None if voters.is_empty() => me,
+                    None => {
+                        rotation += 1;
+                        voters[rotation % voters.len()]
+                    }
+                };
+            tokio::time::sleep(backoff.min(deadline - now)).await;
+            backoff = (backoff * 2).min(Duration::from_millis(200));
+        }
+    }
+
+    fn leader_hint(&self, shard: ShardId) -> Option<ServerId> {
+        let leaders = self.inner.shared.leaders.lock().expect("leaders lock");
+        leaders.get(&shard).copied().filter(|leader| *leader != 0)
+    }
+
+    /// Runs a request on the local replica; `None` if the node loop did not answer in time.
+    async fn run_locally(
+        &self,
+        shard: ShardId,
+        request: Request,
+        timeout: Duration,
+    ) -> Option<Response> {
+        let (reply, answer) = oneshot::channel();
+        let sent = self.inner.node.try_send(NodeRequest::Execute {
+            shard,
+            request,
+            reply,
+        });
+        if sent.is_err() {
+            return Some(error(
+                ErrorCode::Unavailable,
+                "the node loop's queue is full",
+            ));
+        }
+        tokio::time::timeout(timeout, answer).await.ok()?.ok()
+    }
+
+    /// Sends a request to another server; `None` if it did not answer in time.
+    async fn forward(
+        &self,
+        target: ServerId,
+        shard: Option<ShardId>,
+        request: Request,
+        timeout: Duration,
+    ) -> Option<Response> {
+        let id = self.inner.next_forward_id.fetch_add(1, Ordering::Relaxed);
+        let (reply, answer) = oneshot::channel();
+        let forwards = &self.inner.shared.forwards;
+        forwards.lock().expect("forwards lock").insert(id, reply);
+        let message = PeerMessage::Forward { id, shard, request };
+        if self.inner.transport.send(target, message).is_err() {
+            forwards.lock().expect("forwards lock").remove(&id);
+            Metrics::add(&self.inner.metrics.counters.peer_messages_dropped, 1);
+            return None;
+        }
+        let outcome = tokio::time::timeout(timeout, answer).await;
+        forwards.lock().expect("forwards lock").remove(&id);
+        outcome.ok()?.ok()
+    }
+
+    async fn local_status(&self) -> Option<ClusterStatus> {
+        let (reply, answer) = oneshot::channel();
+        self.inner
+            .node
+            .send(NodeRequest::LocalStatus { reply })
+            .await
+            .ok()?;
+        answer.await.ok()
+    }
+
+    /// Every server's view of its replicas, merged per shard.
+    pub async fn cluster_status(&self) -> ClusterStatus {
+        let me = self.server_id();
+        let timeout = Duration::from_millis(self.inner.config.timing.forward_timeout_ms);
+        let mut views = Vec::new();
+        let mut unreachable = Vec::new();
+        for server in &self.inner.config.servers {
+            let view = if server.id == me {
+                self.local_status().await
+            } else {
+                match self
+                    .forward(server.id, None, Request::LocalStatus, timeout)
+                    .await
+                {
+                    Some(Response::Status(status)) => Some(status),
+                    _ => None,
+                }
+            };
+            match view {
+                Some(view) => views.push(view),
+                None => unreachable.push(server.id),
+            }
+        }
+        let shards = self
+            .inner
+            .shard_map
+            .shards()
+            .iter()
+            .map(|spec| {
+                let mut replicas: Vec<client::ReplicaStatus> = views
+                    .iter()
+                    .flat_map(|view| view.shards.iter())
+                    .filter(|shard| shard.shard == spec.id)
+                    .flat_map(|shard| shard.replicas.iter().cloned())
+                    .collect();
+                replicas.sort_by_key(|replica| replica.server_id);
+                let leader = replicas
+                    .iter()
+                    .filter(|replica| replica.role == client::ReplicaRole::Leader)
+                    .max_by_key(|replica| replica.term);
+                ShardStatus {
+                    shard: spec.id,
+                    name: spec.name.clone(),
+                    start: Bytes::from(spec.start.clone()),
+                    end: Bytes::from(spec.end.clone()),
+                    leader_id: leader.map_or(0, |leader| leader.server_id),
+                    term: leader.map_or(0, |leader| leader.term),
+                    replicas,
+                }
+            })
+            .collect();
+        ClusterStatus {
+            shards,
+            unreachable,
+        }
+    }
+}
+
+fn constant_time_equal(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
