@@ -2,6 +2,7 @@
 
 use crate::protocol::{
     CLIENT_FRAME_BYTES_MAX, ClientFrame, FrameReader, Request, Response, ServerFrame,
+    write_and_flush,
 };
 use bytes::BytesMut;
 use std::collections::HashMap;
@@ -9,7 +10,6 @@ use std::io;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
 
@@ -32,7 +32,7 @@ impl Connection {
     pub(crate) async fn open(address: SocketAddr, token: &str) -> io::Result<Connection> {
         let stream = TcpStream::connect(address).await?;
         stream.set_nodelay(true)?;
-        let (reader, mut writer) = stream.into_split();
+        let (reader, mut writer) = tokio::io::split(stream);
         let mut frames = FrameReader::new(reader, CLIENT_FRAME_BYTES_MAX);
         let hello = ClientFrame {
             id: 0,
@@ -42,7 +42,7 @@ impl Connection {
         };
         let mut buffer = BytesMut::new();
         encode(&hello, &mut buffer)?;
-        writer.write_all(&buffer).await?;
+        write_and_flush(&mut writer, &buffer).await?;
         match frames.next().await {
             Ok(Some(payload)) => match decode(&payload)? {
                 ServerFrame {
@@ -84,7 +84,7 @@ impl Connection {
                         Err(_) => break,
                     }
                 }
-                if result.is_err() || writer.write_all(&buffer).await.is_err() {
+                if result.is_err() || write_and_flush(&mut writer, &buffer).await.is_err() {
                     break;
                 }
             }

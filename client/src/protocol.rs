@@ -13,7 +13,7 @@
 use bytes::Bytes;
 use kv::{ApplyError, Command, Compare, Op, Versioned, Write, WriteResult};
 use serde::{Deserialize, Serialize};
-use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio_util::codec::Decoder;
 
 /// Identifies a server of the cluster.
@@ -471,4 +471,17 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
             }
         }
     }
+}
+
+/// Writes `bytes` and flushes them. The flush matters: a buffered writer, and madsim's
+/// simulated TCP, send nothing until it.
+///
+/// # Errors
+/// The socket's error.
+pub async fn write_and_flush<W: AsyncWrite + Unpin>(
+    writer: &mut W,
+    bytes: &[u8],
+) -> std::io::Result<()> {
+    writer.write_all(bytes).await?;
+    writer.flush().await
 }

@@ -296,6 +296,8 @@ where
         metrics,
         boot_id,
     );
+    // Under the simulator nothing is added to `tasks` (no HTTP).
+    #[cfg_attr(madsim, allow(unused_mut))]
     let mut tasks = vec![tokio::spawn(crate::api::native::serve(
         client_listener,
         service.clone(),

@@ -7,11 +7,11 @@ use crate::service::Service;
 use bytes::BytesMut;
 use client::protocol::{
     CLIENT_FRAME_BYTES_MAX, ClientFrame, FrameReader, Request, Response, ServerFrame,
+    write_and_flush,
 };
 use client::{ErrorCode, ErrorResponse};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
@@ -52,7 +52,7 @@ pub(crate) async fn serve(listener: TcpListener, service: Service, shutdown: Can
 
 async fn serve_connection(stream: TcpStream, service: Service, shutdown: CancellationToken) {
     let _ = stream.set_nodelay(true);
-    let (reader, mut writer) = stream.into_split();
+    let (reader, mut writer) = tokio::io::split(stream);
     let mut frames = FrameReader::new(reader, CLIENT_FRAME_BYTES_MAX);
     let hello = tokio::time::timeout(HELLO_TIMEOUT, frames.next()).await;
     let welcome = match hello {
@@ -91,7 +91,8 @@ async fn serve_connection(stream: TcpStream, service: Service, shutdown: Cancell
     let mut buffer = BytesMut::new();
     match welcome {
         Ok(frame) => {
-            if !encode(&frame, &mut buffer) || writer.write_all(&buffer).await.is_err() {
+            if !encode(&frame, &mut buffer) || write_and_flush(&mut writer, &buffer).await.is_err()
+            {
                 return;
             }
         }
@@ -99,7 +100,7 @@ async fn serve_connection(stream: TcpStream, service: Service, shutdown: Cancell
             if let Some(frame) = answer
                 && encode(&frame, &mut buffer)
             {
-                let _ = writer.write_all(&buffer).await;
+                let _ = write_and_flush(&mut writer, &buffer).await;
             }
             return;
         }
@@ -113,7 +114,7 @@ async fn serve_connection(stream: TcpStream, service: Service, shutdown: Cancell
             while let Ok(frame) = queue.try_recv() {
                 encode(&frame, &mut buffer);
             }
-            if writer.write_all(&buffer).await.is_err() {
+            if write_and_flush(&mut writer, &buffer).await.is_err() {
                 return;
             }
         }
