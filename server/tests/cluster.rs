@@ -1,6 +1,8 @@
 //! Whole servers in one process over real loopback TCP: routing, exactly-once writes,
 //! transactions, scans over shards, and failover.
 
+#![cfg(not(madsim))]
+
 mod support;
 
 use bytes::Bytes;

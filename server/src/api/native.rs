@@ -86,7 +86,12 @@ async fn serve_connection(stream: TcpStream, service: Service, shutdown: Cancell
                 Err(None)
             }
         },
-        _ => Err(None),
+        Ok(Err(_)) => {
+            // Oversized or cut short: not our protocol.
+            Metrics::add(&service.metrics().counters.client_frames_malformed, 1);
+            Err(None)
+        }
+        Ok(Ok(None)) | Err(_) => Err(None),
     };
     let mut buffer = BytesMut::new();
     match welcome {

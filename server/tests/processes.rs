@@ -1,0 +1,399 @@
+//! Real server processes on real disks over real sockets: leader kills under load, a full
+//! restart, a new member catching up by snapshot, exactly-once across a leader change, and
+//! hostile input on every port.
+
+#![cfg(not(madsim))]
+
+#[path = "support/process.rs"]
+mod process;
+
+use bytes::Bytes;
+use client::{Client, Request, Response};
+use process::{ProcessCluster, bearer, http, metric};
+use server::default_shards;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::Mutex;
+
+/// What the writers saw acknowledged: key → value.
+type Acknowledged = Arc<Mutex<BTreeMap<String, String>>>;
+
+/// A writer that puts `count` distinct keys spread over the shards, through its own client,
+/// recording each acknowledged write. A write that fails (its outcome unknown) is not recorded.
+async fn writer(client: Client, writer: usize, count: usize, acknowledged: Acknowledged) -> usize {
+    let prefixes = ["ev/am/alice", "ev/nz/olga", "gr/team", "us/user"];
+    let mut failures = 0;
+    for round in 0..count {
+        let key = format!("{}/{writer}/{round}", prefixes[round % prefixes.len()]);
+        let value = format!("value {writer} {round}");
+        match client.put(key.clone(), value.clone()).await {
+            Ok(_) => {
+                acknowledged.lock().await.insert(key, value);
+            }
+            Err(_) => failures += 1,
+        }
+    }
+    failures
+}
+
+async fn assert_all_readable(client: &Client, acknowledged: &Acknowledged) {
+    for (key, value) in acknowledged.lock().await.iter() {
+        let found = client.get(key.clone()).await.unwrap();
+        assert_eq!(
+            found.map(|versioned| versioned.value),
+            Some(Bytes::from(value.clone())),
+            "acknowledged write of {key} lost"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acknowledged_writes_survive_leaders_killed_again_and_again() {
+    let mut cluster = ProcessCluster::start("chaos", 4, 4, default_shards(4), 500);
+    let client = cluster.client();
+    cluster.wait_for_leaders(&client).await;
+    let acknowledged = Acknowledged::default();
+    let writers: Vec<_> = (0..8)
+        .map(|index| {
+            let client = cluster.client_from(index % 4);
+            tokio::spawn(writer(client, index, 300, acknowledged.clone()))
+        })
+        .collect();
+    // The chaos: the leader of one shard after another is killed with SIGKILL, then restarted.
+    for round in 0..6 {
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        let status = cluster.wait_for_leaders(&client).await;
+        let leader = status.shards[round % status.shards.len()].leader_id;
+        cluster.kill(leader);
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        cluster.launch(leader, false);
+    }
+    let mut failures = 0;
+    for writer in writers {
+        failures += writer.await.unwrap();
+    }
+    let acknowledged_count = acknowledged.lock().await.len();
+    eprintln!("chaos: {acknowledged_count} writes acknowledged, {failures} failed (outcome unknown)");
+    assert_eq!(acknowledged_count + failures, 8 * 300);
+    assert!(
+        acknowledged_count >= 2000,
+        "{acknowledged_count} acknowledged, {failures} failed"
+    );
+    cluster.wait_for_leaders(&client).await;
+    assert_all_readable(&client, &acknowledged).await;
+    cluster.assert_replicas_converge(&client, |_| 4).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nothing_acknowledged_is_lost_when_every_server_crashes_or_stops() {
+    let mut cluster = ProcessCluster::start("restart", 4, 4, default_shards(4), 200);
+    let client = cluster.client();
+    cluster.wait_for_leaders(&client).await;
+    let acknowledged = Acknowledged::default();
+    let writers: Vec<_> = (0..4)
+        .map(|index| {
+            tokio::spawn(writer(
+                cluster.client_from(index),
+                index,
+                150,
+                acknowledged.clone(),
+            ))
+        })
+        .collect();
+    for writer in writers {
+        assert_eq!(
+            writer.await.unwrap(),
+            0,
+            "no write fails while every server runs"
+        );
+    }
+    // Every server dies at once, without a chance to sync anything more.
+    for id in 1..=4 {
+        cluster.kill(id);
+    }
+    for id in 1..=4 {
+        cluster.launch(id, false);
+    }
+    let client = cluster.client();
+    cluster.wait_for_leaders(&client).await;
+    assert_all_readable(&client, &acknowledged).await;
+    // A clean stop (SIGTERM) exits with success, and a second full restart loses nothing.
+    for id in 1..=4 {
+        assert!(
+            cluster.terminate(id),
+            "server {id} stops cleanly on SIGTERM"
+        );
+    }
+    for id in 1..=4 {
+        cluster.launch(id, false);
+    }
+    cluster.wait_for_leaders(&client).await;
+    assert_all_readable(&client, &acknowledged).await;
+    cluster.assert_replicas_converge(&client, |_| 4).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fifth_server_joins_a_shard_under_load_and_catches_up_by_snapshot() {
+    // Five servers are configured; the shards live on the first four; the fifth starts empty.
+    let mut cluster = ProcessCluster::start("membership", 5, 4, default_shards(4), 100);
+    let client = cluster.client();
+    let status = cluster.wait_for_leaders(&client).await;
+    let users = status
+        .shards
+        .iter()
+        .find(|shard| shard.name == "users")
+        .unwrap()
+        .shard;
+    let acknowledged = Acknowledged::default();
+    // Enough writes that the users shard compacts its log past what a new member could get
+    // by replication.
+    writer(cluster.client(), 0, 800, acknowledged.clone()).await;
+    cluster.launch(5, true);
+    let load = tokio::spawn(writer(cluster.client_from(1), 1, 400, acknowledged.clone()));
+    let add = |change| Request::ChangeMembership {
+        shard: users,
+        change,
+    };
+    let answer = client
+        .request(add(client::MembershipChange::AddLearner(5)))
+        .await
+        .unwrap();
+    assert_eq!(answer, Response::Done);
+    // The learner catches up (by snapshot: the log was compacted), then becomes a voter.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let status = client.cluster_status().await.unwrap();
+        let shard = status
+            .shards
+            .iter()
+            .find(|shard| shard.shard == users)
+            .unwrap();
+        let leader_applied = shard
+            .replicas
+            .iter()
+            .map(|r| r.applied_index)
+            .max()
+            .unwrap();
+        let fifth = shard.replicas.iter().find(|replica| replica.server_id == 5);
+        if fifth.is_some_and(|replica| replica.applied_index + 50 >= leader_applied) {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "server 5 did not catch up: {shard:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        metric(cluster.http_address(5), "agenda_snapshots_installed") >= 1,
+        "the new member caught up by snapshot"
+    );
+    let answer = client
+        .request(add(client::MembershipChange::AddVoter(5)))
+        .await
+        .unwrap();
+    assert_eq!(answer, Response::Done);
+    assert_eq!(load.await.unwrap(), 0, "the shard stayed available");
+    let status = cluster.wait_for_leaders(&client).await;
+    let shard = status
+        .shards
+        .iter()
+        .find(|shard| shard.shard == users)
+        .unwrap();
+    let leader = shard
+        .replicas
+        .iter()
+        .find(|r| r.server_id == shard.leader_id)
+        .unwrap();
+    assert!(leader.voters.contains(&5), "{leader:?}");
+    assert_all_readable(&client, &acknowledged).await;
+    // Server 5 holds only the users shard: 5 replicas of it converge, the other shards keep 4.
+    cluster
+        .assert_replicas_converge(&client, |shard| if shard.shard == users { 5 } else { 4 })
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_retried_after_a_leader_change_is_applied_once() {
+    let mut cluster = ProcessCluster::start("exactly-once", 3, 3, default_shards(3), 10_000);
+    let client = cluster.client();
+    let status = cluster.wait_for_leaders(&client).await;
+    let groups = status
+        .shards
+        .iter()
+        .find(|shard| shard.name == "groups")
+        .unwrap();
+    let command = kv::Command {
+        client_id: 4242,
+        seq: 1,
+        first_unacked_seq: 1,
+        timestamp_ms: client::wall_clock_ms(),
+        write: kv::Write::Put {
+            key: "gr/once".into(),
+            value: "1".into(),
+        },
+    };
+    let first = client
+        .request(Request::Write(command.clone()))
+        .await
+        .unwrap();
+    let Response::Written { index, .. } = first else {
+        panic!("{first:?}")
+    };
+    cluster.kill(groups.leader_id);
+    // The same write again, after the leader is gone: answered as the first time.
+    let second = client.request(Request::Write(command)).await.unwrap();
+    assert_eq!(first, second);
+    let value = client.get("gr/once").await.unwrap().unwrap();
+    assert_eq!(value.mod_index, index, "applied once");
+    // Over HTTP, a Request-Id makes a write idempotent in the same way.
+    let survivor = (1..=3).find(|id| *id != groups.leader_id).unwrap();
+    let address = cluster.http_address(survivor);
+    let (bearer_name, bearer_value) = bearer();
+    let headers = [
+        (bearer_name, bearer_value.as_str()),
+        ("Request-Id", "put-once-7"),
+    ];
+    let (status_1, body_1) = http(address, "PUT", "/v1/kv/gr/http-once", &headers, b"x");
+    let (status_2, body_2) = http(address, "PUT", "/v1/kv/gr/http-once", &headers, b"x");
+    assert_eq!((status_1, status_2), (200, 200));
+    assert_eq!(
+        body_1, body_2,
+        "the retry is answered with the first write's index"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_on_every_port_is_answered_or_closed_and_counted() {
+    let mut cluster = ProcessCluster::start("bad-input", 3, 3, default_shards(3), 10_000);
+    let client = cluster.client();
+    cluster.wait_for_leaders(&client).await;
+    let address = cluster.http_address(1);
+    let (bearer_name, bearer_value) = bearer();
+    let auth = [(bearer_name, bearer_value.as_str())];
+    let json = [
+        (bearer_name, bearer_value.as_str()),
+        ("Content-Type", "application/json"),
+    ];
+    let long_key = format!("/v1/kv/{}", "k".repeat(5000));
+    // method, path, headers, body, expected status
+    type Case<'a> = (&'a str, &'a str, &'a [(&'a str, &'a str)], Vec<u8>, u16);
+    let cases: Vec<Case> = vec![
+        ("PUT", "/v1/kv/us/x", &[], b"no token".to_vec(), 401),
+        (
+            "PUT",
+            "/v1/kv/us/x",
+            &[("Authorization", "Bearer wrong")],
+            b"v".to_vec(),
+            401,
+        ),
+        ("POST", "/v1/txn", &json, b"{not json".to_vec(), 400),
+        (
+            "POST",
+            "/v1/txn",
+            &json,
+            br#"{"compare":[{"op":"nope","key":"a"}]}"#.to_vec(),
+            422,
+        ),
+        (
+            "POST",
+            "/v1/kv/us/x/cas",
+            &json,
+            br#"{"value": 3}"#.to_vec(),
+            422,
+        ),
+        (
+            "PUT",
+            "/v1/kv/us/x",
+            &auth,
+            vec![b'v'; 2 * 1024 * 1024],
+            413,
+        ),
+        (
+            "PUT",
+            &long_key,
+            &auth,
+            b"v".to_vec(),
+            400,
+        ),
+        ("GET", "/v1/no/such/route", &[], Vec::new(), 404),
+        (
+            "GET",
+            "/v1/kv/us/x?consistency=sometimes",
+            &auth,
+            Vec::new(),
+            400,
+        ),
+        (
+            "POST",
+            "/v1/shards/99/transfer",
+            &json,
+            br#"{"to": 1}"#.to_vec(),
+            404,
+        ),
+    ];
+    for (method, path, headers, body, expected) in &cases {
+        let (status, answer) = http(address, method, path, headers, body);
+        assert_eq!(status, *expected, "{method} {path}: {answer}");
+        if *expected != 413 {
+            let parsed: serde_json::Value = serde_json::from_str(&answer)
+                .unwrap_or_else(|_| panic!("{method} {path}: not JSON: {answer}"));
+            assert!(
+                parsed["code"].is_string() && parsed["message"].is_string(),
+                "{answer}"
+            );
+        }
+    }
+    assert!(metric(address, "agenda_http_bad_requests") >= cases.len() as u64 - 1);
+    // Garbage on the peer and client ports: the connections are closed, the server stays up.
+    let config = cluster.configs[0].clone();
+    for port in [config.me().peer, config.me().client] {
+        for garbage in [
+            &b"\xff\xff\xff\xffgarbage"[..],
+            b"GET / HTTP/1.1\r\n\r\n",
+            &[0u8; 64][..],
+        ] {
+            let mut stream = std::net::TcpStream::connect(port).unwrap();
+            stream
+                .set_read_timeout(Some(Duration::from_secs(10)))
+                .unwrap();
+            use std::io::{Read, Write};
+            let _ = stream.write_all(garbage);
+            let mut buffer = [0u8; 64];
+            // Closed (0 bytes or a reset), after at most an error frame.
+            let mut total = 0;
+            while let Ok(read) = stream.read(&mut buffer) {
+                if read == 0 {
+                    break;
+                }
+                total += read;
+                assert!(total < 4096, "the server keeps talking to garbage");
+            }
+        }
+    }
+    assert!(
+        cluster.is_running(1),
+        "the server survived: {}",
+        cluster.log(1)
+    );
+    let (status, _) = http(address, "GET", "/health", &[], b"");
+    assert_eq!(status, 200);
+    assert!(
+        metric(address, "agenda_client_frames_malformed")
+            + metric(address, "agenda_client_unauthorized")
+            >= 2
+    );
+    assert!(
+        metric(address, "agenda_transport_handshake_failures")
+            + metric(address, "agenda_transport_frames_oversized")
+            >= 1
+    );
+    // A native client with a wrong token is refused with a clear error.
+    let mut config = client::ClientConfig::new(vec![(1, config.me().client)], "not-the-token");
+    config.request_timeout = Duration::from_secs(2);
+    let stranger = client::Client::new(config);
+    assert!(stranger.get("us/x").await.is_err());
+    // And the cluster still serves.
+    client.put("us/after", "ok").await.unwrap();
+}
