@@ -74,7 +74,9 @@ async fn acknowledged_writes_survive_leaders_killed_again_and_again() {
         failures += writer.await.unwrap();
     }
     let acknowledged_count = acknowledged.lock().await.len();
-    eprintln!("chaos: {acknowledged_count} writes acknowledged, {failures} failed (outcome unknown)");
+    eprintln!(
+        "chaos: {acknowledged_count} writes acknowledged, {failures} failed (outcome unknown)"
+    );
     assert_eq!(acknowledged_count + failures, 8 * 300);
     assert!(
         acknowledged_count >= 2000,
@@ -310,13 +312,7 @@ async fn bad_input_on_every_port_is_answered_or_closed_and_counted() {
             vec![b'v'; 2 * 1024 * 1024],
             413,
         ),
-        (
-            "PUT",
-            &long_key,
-            &auth,
-            b"v".to_vec(),
-            400,
-        ),
+        ("PUT", &long_key, &auth, b"v".to_vec(), 400),
         ("GET", "/v1/no/such/route", &[], Vec::new(), 404),
         (
             "GET",
@@ -396,4 +392,76 @@ async fn bad_input_on_every_port_is_answered_or_closed_and_counted() {
     assert!(stranger.get("us/x").await.is_err());
     // And the cluster still serves.
     client.put("us/after", "ok").await.unwrap();
+}
+
+/// Waits for server `id`'s process to exit; returns whether it failed.
+fn exits_with_failure(cluster: &mut ProcessCluster, id: u64) -> bool {
+    let child = cluster.children[id as usize - 1].as_mut().unwrap();
+    for _ in 0..500 {
+        if let Some(status) = child.try_wait().unwrap() {
+            cluster.children[id as usize - 1] = None;
+            return !status.success();
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    panic!("server {id} kept running");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_refuses_to_start_blank_on_a_lost_or_corrupt_data_directory() {
+    let mut cluster = ProcessCluster::start("refusals", 3, 3, default_shards(3), 10_000);
+    let client = cluster.client();
+    cluster.wait_for_leaders(&client).await;
+    let acknowledged = Acknowledged::default();
+    writer(cluster.client(), 0, 200, acknowledged.clone()).await;
+
+    // Server 2 loses its data directory: it refuses to start rather than rejoin empty.
+    assert!(cluster.terminate(2));
+    std::fs::remove_dir_all(&cluster.configs[1].data_dir).unwrap();
+    cluster.launch(2, false);
+    assert!(exits_with_failure(&mut cluster, 2));
+    assert!(
+        cluster.log(2).contains("holds no server data"),
+        "{}",
+        cluster.log(2)
+    );
+
+    // `--init` on a directory that holds a server's data is refused too.
+    assert!(cluster.terminate(3));
+    cluster.launch(3, true);
+    assert!(exits_with_failure(&mut cluster, 3));
+    assert!(
+        cluster.log(3).contains("refusing to initialize it again"),
+        "{}",
+        cluster.log(3)
+    );
+
+    // Server 3's WAL is damaged before its tail: it refuses to start, naming the corruption.
+    let wal = cluster.configs[2].data_dir.join("wal");
+    let mut segments: Vec<_> = std::fs::read_dir(&wal)
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .filter(|path| {
+            let name = path.file_name().unwrap().to_string_lossy().into_owned();
+            name.starts_with("wal-") && name.ends_with(".log")
+        })
+        .collect();
+    segments.sort();
+    let segment = &segments[0];
+    let mut bytes = std::fs::read(segment).unwrap();
+    assert!(bytes.len() > 4096, "the segment holds the writes");
+    for byte in &mut bytes[300..340] {
+        *byte ^= 0x5a;
+    }
+    std::fs::write(segment, bytes).unwrap();
+    cluster.launch(3, false);
+    assert!(exits_with_failure(&mut cluster, 3));
+    assert!(
+        cluster.log(3).contains("cannot be recovered safely"),
+        "{}",
+        cluster.log(3)
+    );
+
+    // Server 1, alone now, cannot form a quorum but stays up.
+    assert!(cluster.is_running(1));
 }

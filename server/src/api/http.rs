@@ -22,7 +22,7 @@
 use crate::metrics::Metrics;
 use crate::service::Service;
 use axum::body::Bytes as Body;
-use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
 use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response as HttpResponse};
@@ -181,6 +181,13 @@ fn request_id(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
     }
 }
 
+/// The value of a path parameter, or a JSON 400 (a key that is not valid percent-encoded UTF-8,
+/// a shard id that is not a number).
+fn path_value<T>(path: Result<Path<T>, PathRejection>) -> Result<T, ApiError> {
+    path.map(|Path(value)| value)
+        .map_err(|rejection| ApiError::bad_request(rejection.body_text()))
+}
+
 fn check_key(key: &str) -> Result<Bytes, ApiError> {
     if key.is_empty() {
         return Err(ApiError::bad_request("the key is empty"));
@@ -320,12 +327,12 @@ fn consistency(query: &ReadQuery) -> Result<Consistency, ApiError> {
 async fn get_key(
     State(service): State<Service>,
     headers: HeaderMap,
-    Path(key): Path<String>,
+    key: Result<Path<String>, PathRejection>,
     query: Result<Query<ReadQuery>, QueryRejection>,
 ) -> HttpResponse {
     let result = async {
         authorize(&service, &headers)?;
-        let key = check_key(&key)?;
+        let key = check_key(&path_value(key)?)?;
         let Query(query) =
             query.map_err(|rejection| ApiError::bad_request(rejection.body_text()))?;
         let request = Request::Get {
@@ -356,12 +363,12 @@ async fn get_key(
 async fn put_key(
     State(service): State<Service>,
     headers: HeaderMap,
-    Path(key): Path<String>,
+    key: Result<Path<String>, PathRejection>,
     body: Body,
 ) -> HttpResponse {
     let result = async {
         authorize(&service, &headers)?;
-        let key = check_key(&key)?;
+        let key = check_key(&path_value(key)?)?;
         if std::str::from_utf8(&body).is_err() {
             return Err(ApiError::bad_request("the value must be UTF-8 text"));
         }
@@ -375,11 +382,11 @@ async fn put_key(
 async fn delete_key(
     State(service): State<Service>,
     headers: HeaderMap,
-    Path(key): Path<String>,
+    key: Result<Path<String>, PathRejection>,
 ) -> HttpResponse {
     let result = async {
         authorize(&service, &headers)?;
-        let key = check_key(&key)?;
+        let key = check_key(&path_value(key)?)?;
         let (shard, index, outcome) = write(&service, &headers, Write::Delete { key }).await?;
         let deleted = matches!(outcome, WriteResult::Delete { previous: Some(_) });
         Ok(Json(json!({"shard": shard, "index": index, "deleted": deleted})).into_response())
@@ -398,11 +405,12 @@ struct CasBody {
 async fn post_key(
     State(service): State<Service>,
     headers: HeaderMap,
-    Path(path): Path<String>,
+    path: Result<Path<String>, PathRejection>,
     body: Result<Json<CasBody>, JsonRejection>,
 ) -> HttpResponse {
     let result = async {
         authorize(&service, &headers)?;
+        let path = path_value(path)?;
         let Some(key) = path.strip_suffix("/cas") else {
             return Err(ApiError::new(
                 StatusCode::NOT_FOUND,
@@ -644,11 +652,12 @@ struct MembersBody {
 async fn members(
     State(service): State<Service>,
     headers: HeaderMap,
-    Path(shard): Path<u64>,
+    shard: Result<Path<u64>, PathRejection>,
     body: Result<Json<MembersBody>, JsonRejection>,
 ) -> HttpResponse {
     let result = async {
         authorize(&service, &headers)?;
+        let shard = path_value(shard)?;
         let Json(body) = body?;
         let change = match body.action.as_str() {
             "add_learner" => MembershipChange::AddLearner(body.server),
@@ -682,11 +691,12 @@ struct TransferBody {
 async fn transfer(
     State(service): State<Service>,
     headers: HeaderMap,
-    Path(shard): Path<u64>,
+    shard: Result<Path<u64>, PathRejection>,
     body: Result<Json<TransferBody>, JsonRejection>,
 ) -> HttpResponse {
     let result = async {
         authorize(&service, &headers)?;
+        let shard = path_value(shard)?;
         let Json(body) = body?;
         run(&service, Request::TransferLeader { shard, to: body.to }).await?;
         Ok(Json(json!({"done": true})).into_response())
