@@ -145,6 +145,9 @@ pub(crate) struct GroupWrite {
 pub(crate) struct PersistBatch {
     pub snapshots: Vec<SnapshotSave>,
     pub groups: Vec<GroupWrite>,
+    /// Whether anything in the batch must be durable before the Readys go on: a snapshot,
+    /// entries, or a new term or vote. A batch of commit indexes alone is written unsynced.
+    pub must_sync: bool,
 }
 
 impl PersistBatch {
@@ -364,6 +367,14 @@ impl<F: FileSystem + Clone> Disk<F> {
     /// Makes a batch durable: snapshots first (each with its own fsync), then the WAL's
     /// records for every group, then one fsync for all of them.
     pub(crate) fn persist(&mut self, batch: &PersistBatch) -> Result<(), storage::Error> {
+        self.write(batch)?;
+        self.wal.sync()
+    }
+
+    /// Writes a batch's records into the WAL without syncing: for batches that change only
+    /// commit indexes, which need not be durable before anything else happens (a recovered
+    /// commit index that lags is caught up from the leader).
+    pub(crate) fn write(&mut self, batch: &PersistBatch) -> Result<(), storage::Error> {
         for save in &batch.snapshots {
             self.snapshots.save(&storage::Snapshot {
                 group: save.group,
@@ -398,7 +409,7 @@ impl<F: FileSystem + Clone> Disk<F> {
                 )?;
             }
         }
-        self.wal.sync()
+        Ok(())
     }
 }
 

@@ -158,7 +158,7 @@ where
         self.publish_status();
         loop {
             if persisting.is_none() {
-                persisting = self.drive();
+                persisting = self.drive()?;
             }
             tokio::select! {
                 biased;
@@ -439,11 +439,13 @@ where
 
     /// Gathers every replica's Ready. Returns the persist to wait for, if there is anything to
     /// make durable; otherwise handles the Readys at once.
-    fn drive(&mut self) -> Option<PersistFuture<F>> {
+    fn drive(&mut self) -> Result<Option<PersistFuture<F>>, String> {
         loop {
             self.start_read_rounds();
+            let snapshots = std::mem::take(&mut self.snapshots_taken);
             let mut batch = PersistBatch {
-                snapshots: std::mem::take(&mut self.snapshots_taken),
+                must_sync: !snapshots.is_empty(),
+                snapshots,
                 groups: Vec::new(),
             };
             let mut held = Vec::new();
@@ -454,6 +456,11 @@ where
                     continue;
                 }
                 let mut ready = replica.node.ready();
+                if let Some(hard_state) = ready.hard_state {
+                    let term_vote = (hard_state.term, hard_state.vote);
+                    batch.must_sync |= term_vote != replica.durable_term_vote;
+                    replica.durable_term_vote = term_vote;
+                }
                 let messages = std::mem::take(&mut ready.messages);
                 self.send_messages(shard, messages);
                 if let Some(snapshot) = &ready.snapshot {
@@ -466,6 +473,7 @@ where
                         installed: true,
                     });
                 }
+                batch.must_sync |= ready.snapshot.is_some() || !ready.entries.is_empty();
                 if ready.hard_state.is_some() || !ready.entries.is_empty() {
                     batch.groups.push(GroupWrite {
                         group: shard,
@@ -475,13 +483,20 @@ where
                 }
                 held.push((shard, ready));
             }
-            if !batch.is_empty() {
+            if batch.must_sync {
                 self.held = held;
                 let disk = self.disk.take().expect("no persist in flight");
-                return Some(persist(disk, batch));
+                return Ok(Some(persist(disk, batch)));
+            }
+            if !batch.is_empty() {
+                let disk = self.disk.as_mut().expect("no persist in flight");
+                if let Err(error) = disk.write(&batch) {
+                    tracing::error!(%error, "the WAL failed; stopping: nothing more can be acknowledged");
+                    return Err(format!("the WAL failed: {error}"));
+                }
             }
             if held.is_empty() {
-                return None;
+                return Ok(None);
             }
             self.after_persist(held);
         }

@@ -42,6 +42,8 @@ pub(crate) struct Replica {
     pub snapshot_index: u64,
     /// The tick at which this replica last became leader.
     pub leader_since_tick: Option<u64>,
+    /// The term and vote last handed to the WAL: a Ready that changes them must be synced.
+    pub durable_term_vote: (u64, u64),
     pending: BTreeMap<u64, Pending>,
     reads_queued: Vec<PendingRead>,
     reads_in_flight: BTreeMap<u64, Vec<PendingRead>>,
@@ -75,6 +77,7 @@ impl Replica {
         metrics: Arc<Metrics>,
     ) -> Replica {
         let snapshot_index = node.snapshot().map_or(0, |snapshot| snapshot.meta.index);
+        let durable_term_vote = (node.term(), node.vote());
         Replica {
             spec,
             node,
@@ -82,6 +85,7 @@ impl Replica {
             failed: None,
             snapshot_index,
             leader_since_tick: None,
+            durable_term_vote,
             pending: BTreeMap::new(),
             reads_queued: Vec::new(),
             reads_in_flight: BTreeMap::new(),
