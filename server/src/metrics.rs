@@ -122,6 +122,11 @@ pub struct Gauges {
     pub leaders: AtomicU64,
     /// Log entries held in memory, over every group.
     pub entries_in_memory: AtomicU64,
+    /// Elections (not pre-votes) the local replicas started, since the server started.
+    pub elections_started: AtomicU64,
+    /// Raft messages the local replicas dropped as malformed, misaddressed, for another group
+    /// or from a non-member, since the server started.
+    pub raft_messages_dropped: AtomicU64,
 }
 
 /// Every metric of one server.
@@ -166,6 +171,8 @@ impl Metrics {
             ("pending_reads", &self.gauges.pending_reads),
             ("leaders", &self.gauges.leaders),
             ("entries_in_memory", &self.gauges.entries_in_memory),
+            ("elections_started", &self.gauges.elections_started),
+            ("raft_messages_dropped", &self.gauges.raft_messages_dropped),
             ("entries_per_fsync_max", &self.entries_per_fsync_max),
         ];
         for (name, gauge) in gauges {

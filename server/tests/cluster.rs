@@ -197,3 +197,49 @@ async fn writes_ride_through_the_loss_of_a_leader() {
         cluster.stop(id).await;
     }
 }
+
+/// Waits until every shard is led by its preferred leader (its first configured voter).
+async fn wait_for_preferred_leaders(cluster: &TestCluster) -> bool {
+    let preferred: Vec<u64> = default_shards(4)
+        .iter()
+        .map(|shard| shard.voters[0])
+        .collect();
+    for _ in 0..300 {
+        let server = cluster.running().next().unwrap();
+        let status = server.service().cluster_status().await;
+        let leaders: Vec<u64> = status.shards.iter().map(|shard| shard.leader_id).collect();
+        if leaders == preferred {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    false
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leaders_settle_one_per_server_and_come_back_after_a_failover() {
+    let mut cluster = TestCluster::start(4, default_shards(4)).await;
+    cluster.wait_for_leaders().await;
+    assert!(
+        wait_for_preferred_leaders(&cluster).await,
+        "leaders balanced after start"
+    );
+    // Server 2 leads events-n-z; it goes away, another server takes over, and once server 2
+    // is back and caught up, the leadership is handed back to it.
+    let client = cluster.client();
+    cluster.stop(2).await;
+    client
+        .put("ev/nz/olga/1", "during the failover")
+        .await
+        .unwrap();
+    cluster.restart(2).await;
+    assert!(
+        wait_for_preferred_leaders(&cluster).await,
+        "leaders balanced after the failover"
+    );
+    let value = client.get("ev/nz/olga/1").await.unwrap().unwrap();
+    assert_eq!(value.value, "during the failover");
+    for id in 1..=4 {
+        cluster.stop(id).await;
+    }
+}
