@@ -18,13 +18,27 @@ const WRITE_QUEUE_CAPACITY: usize = 1024;
 
 type Waiting = Arc<Mutex<HashMap<u64, oneshot::Sender<Response>>>>;
 
-/// A pipelined connection; clones share it.
+/// A pipelined connection; clones share it, and it closes when the last clone is dropped.
 #[derive(Clone, Debug)]
 pub(crate) struct Connection {
+    shared: Arc<Shared>,
+}
+
+#[derive(Debug)]
+struct Shared {
+    /// Dropping it ends the writer task, which drops the socket's write half.
     frames: mpsc::Sender<ClientFrame>,
     waiting: Waiting,
-    next_id: Arc<AtomicU64>,
+    next_id: AtomicU64,
     open: Arc<AtomicBool>,
+    /// Aborted on drop, which drops the socket's read half: the socket closes.
+    reader: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        self.reader.abort();
+    }
 }
 
 impl Connection {
@@ -92,7 +106,7 @@ impl Connection {
         });
         let reader_waiting = waiting.clone();
         let reader_open = open.clone();
-        tokio::spawn(async move {
+        let reader = tokio::spawn(async move {
             while let Ok(Some(payload)) = frames.next().await {
                 let Ok(frame) = decode(&payload) else { break };
                 let sender = reader_waiting
@@ -108,31 +122,42 @@ impl Connection {
             reader_waiting.lock().expect("waiting lock").clear();
         });
         Ok(Connection {
-            frames: sender,
-            waiting,
-            next_id: Arc::new(AtomicU64::new(1)),
-            open,
+            shared: Arc::new(Shared {
+                frames: sender,
+                waiting,
+                next_id: AtomicU64::new(1),
+                open,
+                reader,
+            }),
         })
     }
 
     pub(crate) fn is_open(&self) -> bool {
-        self.open.load(Ordering::Relaxed) && !self.frames.is_closed()
+        self.shared.open.load(Ordering::Relaxed) && !self.shared.frames.is_closed()
     }
 
     /// Sends one request and waits for its answer; an error means the connection failed and
     /// the outcome is unknown.
     pub(crate) async fn call(&self, request: Request) -> io::Result<Response> {
-        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let shared = &self.shared;
+        let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
         let (sender, receiver) = oneshot::channel();
-        self.waiting
+        shared
+            .waiting
             .lock()
             .expect("waiting lock")
             .insert(id, sender);
         let guard = Forget {
-            waiting: &self.waiting,
+            waiting: &shared.waiting,
             id,
         };
-        if !self.is_open() || self.frames.send(ClientFrame { id, request }).await.is_err() {
+        if !self.is_open()
+            || shared
+                .frames
+                .send(ClientFrame { id, request })
+                .await
+                .is_err()
+        {
             return Err(io::ErrorKind::BrokenPipe.into());
         }
         let response = receiver

@@ -130,6 +130,7 @@ struct Inner {
     config: ClientConfig,
     client_id: u64,
     state: Mutex<State>,
+    writes_in_flight: tokio::sync::Semaphore,
 }
 
 #[derive(Debug)]
@@ -163,6 +164,7 @@ impl Client {
                     preferred: 0,
                     connections: HashMap::new(),
                 }),
+                writes_in_flight: tokio::sync::Semaphore::new(WRITES_IN_FLIGHT_MAX),
             }),
         }
     }
@@ -246,7 +248,16 @@ impl Client {
     }
 
     /// Submits any write, exactly once.
+    ///
+    /// At most [`WRITES_IN_FLIGHT_MAX`] writes of one client are in flight; more wait. (The
+    /// cluster keeps the answers of a client's unacknowledged writes, a bounded number of them.)
     pub async fn write(&self, write: Write) -> Result<Written, ClientError> {
+        let _permit = self
+            .inner
+            .writes_in_flight
+            .acquire()
+            .await
+            .expect("the semaphore is never closed");
         let seq = {
             let mut state = self.inner.state.lock().expect("client state lock");
             let seq = state.next_seq;
@@ -254,14 +265,14 @@ impl Client {
             state.outstanding.insert(seq);
             seq
         };
-        let result = self.write_seq(seq, write).await;
-        self.inner
-            .state
-            .lock()
-            .expect("client state lock")
-            .outstanding
-            .remove(&seq);
-        result
+        // Removes the seq from the unacknowledged ones however this future ends (finished,
+        // or dropped by a caller's timeout): a late copy of a dropped write is then refused
+        // by the cluster as forgotten rather than pinning the session's answers.
+        let _outstanding = Outstanding {
+            inner: &self.inner,
+            seq,
+        };
+        self.write_seq(seq, write).await
     }
 
     async fn write_seq(&self, seq: u64, write: Write) -> Result<Written, ClientError> {
@@ -292,7 +303,13 @@ impl Client {
 
     /// The status of the whole cluster.
     pub async fn cluster_status(&self) -> Result<ClusterStatus, ClientError> {
-        match self.request(Request::ClusterStatus).await? {
+        self.cluster_status_with(false).await
+    }
+
+    /// The status of the whole cluster, with every replica's state digest if `digests` (each
+    /// server reads all its state to compute them).
+    pub async fn cluster_status_with(&self, digests: bool) -> Result<ClusterStatus, ClientError> {
+        match self.request(Request::ClusterStatus { digests }).await? {
             Response::Status(status) => Ok(status),
             other => Err(unexpected("cluster_status", &other)),
         }
@@ -324,8 +341,19 @@ impl Client {
                         response => Ok(response),
                     };
                 }
-                Ok(Err(_)) | Err(_) => {
+                Ok(Err(error)) if error.kind() == std::io::ErrorKind::PermissionDenied => {
+                    return Err(ClientError::Server(ErrorResponse::new(
+                        ErrorCode::Unauthorized,
+                        error.to_string(),
+                    )));
+                }
+                Ok(Err(_)) => {
+                    // The connection failed: the next attempt opens a new one.
                     self.drop_connection(server);
+                    self.skip_server(server);
+                }
+                Err(_) => {
+                    // Slow, not broken: the connection stays for other calls.
                     self.skip_server(server);
                 }
             }
@@ -357,13 +385,16 @@ impl Client {
             return Ok(connection.clone());
         }
         let connection = Connection::open(address, &self.inner.config.token).await?;
-        self.inner
-            .state
-            .lock()
-            .expect("client state lock")
-            .connections
-            .insert(id, connection.clone());
-        Ok(connection)
+        let mut state = self.inner.state.lock().expect("client state lock");
+        // Another call may have connected meanwhile: keep one connection per server (the
+        // spare one closes when dropped).
+        match state.connections.get(&id) {
+            Some(existing) if existing.is_open() => Ok(existing.clone()),
+            _ => {
+                state.connections.insert(id, connection.clone());
+                Ok(connection)
+            }
+        }
     }
 
     fn pick_server(&self, hint: Option<ServerId>) -> usize {
@@ -402,6 +433,22 @@ impl Client {
             .expect("client state lock")
             .connections
             .remove(&id);
+    }
+}
+
+/// The most writes of one client in flight at once.
+pub const WRITES_IN_FLIGHT_MAX: usize = 512;
+
+struct Outstanding<'a> {
+    inner: &'a Inner,
+    seq: u64,
+}
+
+impl Drop for Outstanding<'_> {
+    fn drop(&mut self) {
+        if let Ok(mut state) = self.inner.state.lock() {
+            state.outstanding.remove(&self.seq);
+        }
     }
 }
 

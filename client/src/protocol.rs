@@ -29,6 +29,9 @@ pub const KEY_BYTES_MAX: usize = 4 * 1024;
 pub const VALUE_BYTES_MAX: usize = 1024 * 1024;
 /// The most keys a scan returns in one answer.
 pub const SCAN_LIMIT_MAX: u32 = 10_000;
+/// A scan stops (answering `more`) once its keys and values reach this many bytes, so that an
+/// answer always fits a frame.
+pub const SCAN_BYTES_MAX: usize = 2 * 1024 * 1024;
 
 /// How a read is served.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -84,10 +87,17 @@ pub enum Request {
     /// touches must belong to one shard.
     Write(Command),
     /// The status of the cluster as every server sees its own replicas.
-    ClusterStatus,
+    ClusterStatus {
+        /// Also compute each replica's state digest (it reads the whole state: for tests and
+        /// operators, not for dashboards polling often).
+        digests: bool,
+    },
     /// The status of the replicas on the server that receives it (used to build
     /// [`Request::ClusterStatus`]).
-    LocalStatus,
+    LocalStatus {
+        /// As for [`Request::ClusterStatus`].
+        digests: bool,
+    },
     /// Changes the membership of a shard (at its leader).
     ChangeMembership {
         /// The shard.
@@ -112,8 +122,8 @@ impl Request {
             Request::Get { .. } => "get",
             Request::Scan { .. } => "scan",
             Request::Write(_) => "write",
-            Request::ClusterStatus => "cluster_status",
-            Request::LocalStatus => "local_status",
+            Request::ClusterStatus { .. } => "cluster_status",
+            Request::LocalStatus { .. } => "local_status",
             Request::ChangeMembership { .. } => "change_membership",
             Request::TransferLeader { .. } => "transfer_leader",
         }
@@ -281,7 +291,8 @@ pub struct ReplicaStatus {
     pub voters: Vec<ServerId>,
     /// The learners of the shard as this replica knows them.
     pub learners: Vec<ServerId>,
-    /// A digest of its applied state (equal on replicas at the same applied index).
+    /// A digest of its applied state (equal on replicas at the same applied index); 0 unless
+    /// digests were asked for.
     pub state_digest: u64,
     /// How many keys it holds.
     pub keys: u64,
@@ -362,8 +373,24 @@ pub fn check_limits(request: &Request) -> Result<(), ErrorResponse> {
     };
     match request {
         Request::Get { key, .. } => check_key(key),
-        Request::Scan { start, end, .. } => check_key(start).and_then(|()| check_key(end)),
+        Request::Scan {
+            start, end, limit, ..
+        } => {
+            if *limit == 0 {
+                return Err(ErrorResponse::new(
+                    ErrorCode::BadRequest,
+                    "a scan's limit must be at least 1",
+                ));
+            }
+            check_key(start).and_then(|()| check_key(end))
+        }
         Request::Write(command) => {
+            if command.client_id == 0 {
+                return Err(ErrorResponse::new(
+                    ErrorCode::BadRequest,
+                    "client id 0 is reserved: a write needs an exactly-once identity",
+                ));
+            }
             for key in write_keys(&command.write) {
                 check_key(key)?;
             }
@@ -443,6 +470,12 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
             decoder: net::codec::FrameDecoder::new(frame_size_bytes_max),
             buffer: bytes::BytesMut::with_capacity(8 * 1024),
         }
+    }
+
+    /// Changes the largest frame accepted (a server takes only a small hello before the
+    /// client has authenticated).
+    pub fn set_frame_size_bytes_max(&mut self, frame_size_bytes_max: usize) {
+        self.decoder.set_frame_size_bytes_max(frame_size_bytes_max);
     }
 
     /// The next frame's payload; `None` at a clean end of stream.

@@ -150,6 +150,20 @@ fn demo_config(
     }
 }
 
+/// Writes a file only its owner may read: it holds the cluster secret and the token.
+fn write_private(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("writing {}", path.display()))?;
+    file.write_all(bytes)
+        .with_context(|| format!("writing {}", path.display()))
+}
+
 fn random_hex() -> anyhow::Result<String> {
     let mut bytes = [0u8; 16];
     getrandom_bytes(&mut bytes)?;
@@ -204,6 +218,11 @@ fn demo(servers: usize, http_port: u16, data_dir: Option<PathBuf>) -> anyhow::Re
     };
     std::fs::create_dir_all(&data_dir)
         .with_context(|| format!("creating {}", data_dir.display()))?;
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&data_dir, std::fs::Permissions::from_mode(0o700))
+            .with_context(|| format!("restricting {}", data_dir.display()))?;
+    }
     let token = format!("operator-{}", random_hex()?);
     let secret = random_hex()?;
     let executable = std::env::current_exe().context("finding this program")?;
@@ -212,7 +231,7 @@ fn demo(servers: usize, http_port: u16, data_dir: Option<PathBuf>) -> anyhow::Re
         let config = demo_config(id, servers, http_port, &data_dir, &token, &secret);
         let path = data_dir.join(format!("server-{id}.toml"));
         let text = toml::to_string(&config).context("writing a configuration")?;
-        std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
+        write_private(&path, text.as_bytes())?;
         let fresh = !config.data_dir.join("IDENTITY").exists();
         let mut command = std::process::Command::new(&executable);
         command.arg("serve").arg("--config").arg(&path);

@@ -53,8 +53,8 @@
 //! };
 //! let server = server::start(config, MemFs::new(), StartOptions { init: true }).await.unwrap();
 //! let service = server.service().clone();
-//! let put = service.command(kv::Write::Put { key: "us/alice".into(), value: "Alice".into() }, None);
-//! let answer = service.execute(client::Request::Write(put)).await;
+//! let put = kv::Write::Put { key: "us/alice".into(), value: "Alice".into() };
+//! let answer = service.write(put, None).await;
 //! assert!(matches!(answer, client::Response::Written { shard: 1, .. }), "{answer:?}");
 //! let read = client::Request::Get { key: "us/alice".into(), consistency: Default::default() };
 //! match service.execute(read).await {

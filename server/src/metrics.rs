@@ -99,6 +99,7 @@ counters! {
     peer_messages_refused: "Messages from peers refused (spoofed sender, unknown group, malformed).",
     raft_step_errors: "Raft messages a replica refused (wrong group, malformed, stale).",
     requests_forwarded: "Requests the router forwarded to another server.",
+    forwards_expired: "Forwarded requests dropped because they arrived after the sender gave up.",
     requests_retried: "Router attempts retried after not-leader or unavailable.",
     requests_failed: "Requests answered with an error.",
     client_connections: "Native client connections accepted.",

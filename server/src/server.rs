@@ -203,7 +203,7 @@ where
     let shard_map = config.shard_map()?;
     let config = Arc::new(config);
     let boot_id = fs.random_u64();
-    let disk = Disk::open(
+    let mut disk = Disk::open(
         fs,
         &config.data_dir,
         config.server_id,
@@ -238,15 +238,27 @@ where
                 .into());
             }
         };
+        let snapshot_index = initial.snapshot.as_ref().map_or(0, |s| s.meta.index);
         let machine = match state {
             Some(bytes) => kv::StateMachine::restore(kv::Limits::default(), &bytes)
                 .map_err(|error| invalid(format!("shard {}'s snapshot: {error}", spec.name)))?,
             None => kv::StateMachine::new(kv::Limits::default()),
         };
+        if machine.applied_index() != snapshot_index {
+            return Err(invalid(format!(
+                "shard {}'s snapshot at index {snapshot_index} holds a state applied to {}",
+                spec.name,
+                machine.applied_index()
+            ))
+            .into());
+        }
         let node = Node::new(raft, initial)
             .map_err(|error| invalid(format!("shard {}: {error}", spec.name)))?;
         replicas.push((spec.clone(), node, machine));
     }
+    // Recovery's repairs (a WAL brought in line with its snapshots) are durable before
+    // anything new is written.
+    disk.sync()?;
 
     let me = config.me().clone();
     let Listeners {

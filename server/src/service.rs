@@ -10,14 +10,15 @@ use crate::node::{NodeRequest, Shared};
 use crate::peer::PeerMessage;
 use crate::shard::ShardMap;
 use bytes::Bytes;
-use client::protocol::{SCAN_LIMIT_MAX, check_limits, write_keys};
+use client::protocol::{SCAN_BYTES_MAX, SCAN_LIMIT_MAX, check_limits, write_keys};
 use client::{
     ClusterStatus, ErrorCode, ErrorResponse, Request, Response, ServerId, ShardId, ShardStatus,
 };
 use kv::{Command, Write};
 use net::TransportHandle;
-use std::sync::Arc;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
@@ -37,10 +38,50 @@ struct Inner {
     shared: Arc<Shared>,
     metrics: Arc<Metrics>,
     next_forward_id: AtomicU64,
-    /// Identifies this server's life in the client ids it makes for writes that come without
-    /// one (HTTP writes without a `Request-Id`).
-    boot_id: u64,
-    next_write: AtomicU64,
+    /// The client id of this server life's own session, for writes that come without one
+    /// (HTTP writes without a `Request-Id`).
+    session_client_id: u64,
+    session: Mutex<ServerSession>,
+    session_writes: tokio::sync::Semaphore,
+}
+
+/// The sequence numbers of this server's own session.
+#[derive(Debug)]
+struct ServerSession {
+    next_seq: u64,
+    outstanding: BTreeSet<u64>,
+}
+
+/// The most writes of the server's own session in flight at once: well under the answers
+/// the cluster keeps per session (kv's `answers_per_session_max`, 1024).
+pub const SERVER_WRITES_IN_FLIGHT_MAX: usize = 512;
+
+struct SessionSeq<'a> {
+    inner: &'a Inner,
+    seq: u64,
+}
+
+impl Drop for SessionSeq<'_> {
+    fn drop(&mut self) {
+        if let Ok(mut session) = self.inner.session.lock() {
+            session.outstanding.remove(&self.seq);
+        }
+    }
+}
+
+/// Removes a forward's waiting entry however the forward ends (answered, timed out, or
+/// dropped with its caller).
+struct ForwardGuard<'a> {
+    forwards: &'a Mutex<HashMap<u64, crate::node::Forwarded>>,
+    id: u64,
+}
+
+impl Drop for ForwardGuard<'_> {
+    fn drop(&mut self) {
+        if let Ok(mut forwards) = self.forwards.lock() {
+            forwards.remove(&self.id);
+        }
+    }
 }
 
 fn error(code: ErrorCode, message: impl Into<String>) -> Response {
@@ -71,6 +112,12 @@ impl Service {
         metrics: Arc<Metrics>,
         boot_id: u64,
     ) -> Service {
+        let session_client_id = fnv1a(&[
+            b"server-session",
+            &boot_id.to_le_bytes(),
+            &config.server_id.to_le_bytes(),
+        ])
+        .max(1);
         Service {
             inner: Arc::new(Inner {
                 config,
@@ -79,9 +126,14 @@ impl Service {
                 transport,
                 shared,
                 metrics,
-                next_forward_id: AtomicU64::new(1),
-                boot_id,
-                next_write: AtomicU64::new(1),
+                // Ids of an earlier life of this server must not match a late reply.
+                next_forward_id: AtomicU64::new(boot_id << 20),
+                session_client_id,
+                session: Mutex::new(ServerSession {
+                    next_seq: 1,
+                    outstanding: BTreeSet::new(),
+                }),
+                session_writes: tokio::sync::Semaphore::new(SERVER_WRITES_IN_FLIGHT_MAX),
             }),
         }
     }
@@ -130,30 +182,54 @@ impl Service {
         self.inner.metrics.render(&self.inner.transport.metrics())
     }
 
-    /// Wraps a write that comes without a client identity into a command. With a request id
-    /// (HTTP's `Request-Id`), the id decides the identity, so a retry with the same request id
-    /// is applied once; without one, the server makes a fresh identity, which still keeps the
-    /// router's own retries exactly-once.
-    pub fn command(&self, write: Write, request_id: Option<&str>) -> Command {
-        let client_id = match request_id {
-            Some(id) => fnv1a(&[b"request-id", id.as_bytes()]),
-            None => {
-                let sequence = self.inner.next_write.fetch_add(1, Ordering::Relaxed);
-                fnv1a(&[
-                    b"server-write",
-                    &self.inner.boot_id.to_le_bytes(),
-                    &self.server_id().to_le_bytes(),
-                    &sequence.to_le_bytes(),
-                ])
-            }
-        };
-        Command {
-            client_id: client_id.max(1),
-            seq: 1,
-            first_unacked_seq: 1,
-            timestamp_ms: client::wall_clock_ms(),
-            write,
+    /// Runs a write that comes without a client identity (an HTTP write), exactly once.
+    ///
+    /// With a request id (HTTP's `Request-Id`), the id decides the identity, so the same id
+    /// again is answered as the first time, for as long as the cluster keeps its session (an
+    /// hour idle, or until 100,000 newer sessions evict it). Without one, the write gets the
+    /// next sequence number of this server's own session, which keeps the router's retries
+    /// exactly-once; at most [`SERVER_WRITES_IN_FLIGHT_MAX`] such writes are in flight at
+    /// once (the cluster holds the answers of a session's unacknowledged writes, a bounded
+    /// number of them).
+    pub async fn write(&self, write: Write, request_id: Option<&str>) -> Response {
+        if let Some(id) = request_id {
+            let command = Command {
+                client_id: fnv1a(&[b"request-id", id.as_bytes()]).max(1),
+                seq: 1,
+                first_unacked_seq: 1,
+                timestamp_ms: 0,
+                write,
+            };
+            return self.execute(Request::Write(command)).await;
         }
+        let _permit = self
+            .inner
+            .session_writes
+            .acquire()
+            .await
+            .expect("the semaphore is never closed");
+        let (seq, first_unacked_seq) = {
+            let mut session = self.inner.session.lock().expect("session lock");
+            let seq = session.next_seq;
+            session.next_seq += 1;
+            session.outstanding.insert(seq);
+            let first = *session.outstanding.first().expect("just inserted");
+            (seq, first)
+        };
+        // However this future ends (answered, or dropped with its HTTP connection), the seq
+        // stops holding the session's floor back.
+        let _outstanding = SessionSeq {
+            inner: &self.inner,
+            seq,
+        };
+        let command = Command {
+            client_id: self.inner.session_client_id,
+            seq,
+            first_unacked_seq,
+            timestamp_ms: 0,
+            write,
+        };
+        self.execute(Request::Write(command)).await
     }
 
     /// Runs one request and answers it. Never panics on any request.
@@ -198,8 +274,10 @@ impl Service {
                 }
                 Err(refusal) => Response::Error(refusal),
             },
-            Request::ClusterStatus => Response::Status(self.cluster_status().await),
-            Request::LocalStatus => match self.local_status().await {
+            Request::ClusterStatus { digests } => {
+                Response::Status(self.cluster_status(digests).await)
+            }
+            Request::LocalStatus { digests } => match self.local_status(digests).await {
                 Some(status) => Response::Status(status),
                 None => error(ErrorCode::Internal, "the node loop is not running"),
             },
@@ -225,6 +303,9 @@ impl Service {
         }
     }
 
+    /// A scan over the shards its range meets, in key order. It stops, with `more`, at the
+    /// limit, at [`SCAN_BYTES_MAX`] bytes of keys and values (so that an answer fits a frame),
+    /// or when a shard says more remain; all parts share one deadline.
     async fn scan(
         &self,
         start: Bytes,
@@ -232,7 +313,11 @@ impl Service {
         limit: u32,
         consistency: client::Consistency,
     ) -> Response {
+        let timing = &self.inner.config.timing;
+        let deadline = Instant::now() + Duration::from_millis(timing.request_timeout_ms);
+        let stale = consistency == client::Consistency::Stale;
         let mut remaining = limit.min(SCAN_LIMIT_MAX);
+        let mut bytes = 0usize;
         let mut entries = Vec::new();
         let parts: Vec<(ShardId, Bytes, Bytes)> = self
             .inner
@@ -240,16 +325,12 @@ impl Service {
             .split_range(&start, &end)
             .into_iter()
             .map(|(shard, start, end)| {
-                (
-                    shard.id,
-                    Bytes::copy_from_slice(start),
-                    Bytes::copy_from_slice(end),
-                )
+                let (start, end) = (Bytes::copy_from_slice(start), Bytes::copy_from_slice(end));
+                (shard.id, start, end)
             })
             .collect();
-        let count = parts.len();
-        for (position, (shard, part_start, part_end)) in parts.into_iter().enumerate() {
-            if remaining == 0 {
+        for (shard, part_start, part_end) in parts {
+            if remaining == 0 || bytes >= SCAN_BYTES_MAX {
                 return Response::Scan {
                     entries,
                     more: true,
@@ -261,13 +342,19 @@ impl Service {
                 limit: remaining,
                 consistency,
             };
-            let stale = consistency == client::Consistency::Stale;
-            match self.run_on_shard(shard, request, stale).await {
+            match self
+                .run_on_shard_until(shard, request, stale, deadline)
+                .await
+            {
                 Response::Scan {
                     entries: part,
                     more,
                 } => {
                     remaining -= part.len() as u32;
+                    bytes += part
+                        .iter()
+                        .map(|(key, v)| key.len() + v.value.len())
+                        .sum::<usize>();
                     entries.extend(part);
                     if more {
                         return Response::Scan {
@@ -277,12 +364,6 @@ impl Service {
                     }
                 }
                 other => return other,
-            }
-            if remaining == 0 && position + 1 < count {
-                return Response::Scan {
-                    entries,
-                    more: true,
-                };
             }
         }
         Response::Scan {
@@ -296,6 +377,18 @@ impl Service {
     async fn run_on_shard(&self, shard: ShardId, request: Request, local: bool) -> Response {
         let timing = &self.inner.config.timing;
         let deadline = Instant::now() + Duration::from_millis(timing.request_timeout_ms);
+        self.run_on_shard_until(shard, request, local, deadline)
+            .await
+    }
+
+    async fn run_on_shard_until(
+        &self,
+        shard: ShardId,
+        request: Request,
+        local: bool,
+        deadline: Instant,
+    ) -> Response {
+        let timing = &self.inner.config.timing;
         let attempt_timeout = Duration::from_millis(timing.forward_timeout_ms);
         let mut backoff = Duration::from_millis(5);
         let me = self.server_id();
@@ -392,49 +485,65 @@ impl Service {
         let id = self.inner.next_forward_id.fetch_add(1, Ordering::Relaxed);
         let (reply, answer) = oneshot::channel();
         let forwards = &self.inner.shared.forwards;
-        forwards.lock().expect("forwards lock").insert(id, reply);
-        let message = PeerMessage::Forward { id, shard, request };
+        let waiting = crate::node::Forwarded { target, reply };
+        forwards.lock().expect("forwards lock").insert(id, waiting);
+        let _guard = ForwardGuard { forwards, id };
+        // The receiver drops a forward that arrives after this attempt gave up (it may sit in
+        // a queue while the peer is unreachable): a late copy must not run after the caller
+        // was told the outcome is unknown and moved on.
+        let expires_at_ms = client::wall_clock_ms() + timeout.as_millis() as u64;
+        let message = PeerMessage::Forward {
+            id,
+            shard,
+            request,
+            expires_at_ms,
+        };
         if self.inner.transport.send(target, message).is_err() {
-            forwards.lock().expect("forwards lock").remove(&id);
             Metrics::add(&self.inner.metrics.counters.peer_messages_dropped, 1);
             return None;
         }
-        let outcome = tokio::time::timeout(timeout, answer).await;
-        forwards.lock().expect("forwards lock").remove(&id);
-        outcome.ok()?.ok()
+        tokio::time::timeout(timeout, answer).await.ok()?.ok()
     }
 
-    async fn local_status(&self) -> Option<ClusterStatus> {
+    async fn local_status(&self, digests: bool) -> Option<ClusterStatus> {
         let (reply, answer) = oneshot::channel();
-        self.inner
-            .node
-            .send(NodeRequest::LocalStatus { reply })
-            .await
-            .ok()?;
-        answer.await.ok()
+        let timeout = Duration::from_millis(self.inner.config.timing.forward_timeout_ms);
+        let request = NodeRequest::LocalStatus { digests, reply };
+        self.inner.node.try_send(request).ok()?;
+        tokio::time::timeout(timeout, answer).await.ok()?.ok()
     }
 
-    /// Every server's view of its replicas, merged per shard.
-    pub async fn cluster_status(&self) -> ClusterStatus {
+    /// Every server's view of its replicas, merged per shard; the servers are asked at once.
+    pub async fn cluster_status(&self, digests: bool) -> ClusterStatus {
         let me = self.server_id();
         let timeout = Duration::from_millis(self.inner.config.timing.forward_timeout_ms);
+        let asks: Vec<(ServerId, tokio::task::JoinHandle<Option<ClusterStatus>>)> = self
+            .inner
+            .config
+            .servers
+            .iter()
+            .map(|server| {
+                let service = self.clone();
+                let id = server.id;
+                let ask = tokio::spawn(async move {
+                    if id == me {
+                        return service.local_status(digests).await;
+                    }
+                    let request = Request::LocalStatus { digests };
+                    match service.forward(id, None, request, timeout).await {
+                        Some(Response::Status(status)) => Some(status),
+                        _ => None,
+                    }
+                });
+                (id, ask)
+            })
+            .collect();
         let mut views = Vec::new();
         let mut unreachable = Vec::new();
-        for server in &self.inner.config.servers {
-            let view = if server.id == me {
-                self.local_status().await
-            } else {
-                match self
-                    .forward(server.id, None, Request::LocalStatus, timeout)
-                    .await
-                {
-                    Some(Response::Status(status)) => Some(status),
-                    _ => None,
-                }
-            };
-            match view {
+        for (id, ask) in asks {
+            match ask.await.ok().flatten() {
                 Some(view) => views.push(view),
-                None => unreachable.push(server.id),
+                None => unreachable.push(id),
             }
         }
         let shards = self

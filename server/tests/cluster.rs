@@ -206,7 +206,7 @@ async fn wait_for_preferred_leaders(cluster: &TestCluster) -> bool {
         .collect();
     for _ in 0..300 {
         let server = cluster.running().next().unwrap();
-        let status = server.service().cluster_status().await;
+        let status = server.service().cluster_status(false).await;
         let leaders: Vec<u64> = status.shards.iter().map(|shard| shard.leader_id).collect();
         if leaders == preferred {
             return true;

@@ -154,7 +154,7 @@ async fn a_three_server_cluster_serves_writes_through_a_leader_crash() {
             );
         }
         for _ in 0..200 {
-            let status = client.cluster_status().await.unwrap();
+            let status = client.cluster_status_with(true).await.unwrap();
             let users = status.shards.iter().find(|s| s.name == "users").unwrap();
             let applied: Vec<u64> = users.replicas.iter().map(|r| r.applied_index).collect();
             let digests: Vec<u64> = users.replicas.iter().map(|r| r.state_digest).collect();

@@ -22,9 +22,10 @@
 use crate::metrics::Metrics;
 use crate::service::Service;
 use axum::body::Bytes as Body;
-use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
+use axum::extract::rejection::{BytesRejection, JsonRejection, PathRejection, QueryRejection};
 use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
+use axum::middleware;
 use axum::response::{IntoResponse, Response as HttpResponse};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -34,7 +35,13 @@ use client::{Consistency, ErrorCode, ErrorResponse, MembershipChange, Request, R
 use kv::{Compare, Op, OpResult, Txn, Versioned, Write, WriteResult};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value as Json_, json};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 /// The largest request body, in bytes: a value at its limit plus room for JSON framing.
@@ -43,6 +50,10 @@ pub const BODY_BYTES_MAX: usize = VALUE_BYTES_MAX + 64 * 1024;
 /// Serves the API on `listener` until `shutdown`.
 pub(crate) async fn serve(listener: TcpListener, service: Service, shutdown: CancellationToken) {
     let app = router(service);
+    let listener = LimitedListener {
+        inner: listener,
+        permits: Arc::new(Semaphore::new(CONNECTIONS_MAX)),
+    };
     let result = axum::serve(listener, app)
         .with_graceful_shutdown(async move { shutdown.cancelled().await })
         .await;
@@ -51,12 +62,17 @@ pub(crate) async fn serve(listener: TcpListener, service: Service, shutdown: Can
     }
 }
 
+/// HTTP connections served at once; more wait in the kernel's backlog.
+pub const CONNECTIONS_MAX: usize = 512;
+/// A connection on which nothing is read or written for this long is closed (slow or idle
+/// clients cannot hold connections and memory for ever).
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// The routes, for tests that drive them without a socket.
 pub fn router(service: Service) -> Router {
-    Router::new()
-        .route("/health", get(health))
-        .route("/metrics", get(metrics))
-        .route("/v1/cluster/status", get(cluster_status))
+    // The key-value, txn and membership routes check the token before anything reads the
+    // request's body.
+    let protected = Router::new()
         .route("/v1/kv", get(list))
         .route(
             "/v1/kv/{*key}",
@@ -65,9 +81,140 @@ pub fn router(service: Service) -> Router {
         .route("/v1/txn", post(txn))
         .route("/v1/shards/{id}/members", post(members))
         .route("/v1/shards/{id}/transfer", post(transfer))
+        .route_layer(middleware::from_fn_with_state(
+            service.clone(),
+            require_token,
+        ));
+    Router::new()
+        .route("/health", get(health))
+        .route("/metrics", get(metrics))
+        .route("/v1/cluster/status", get(cluster_status))
+        .merge(protected)
         .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(BODY_BYTES_MAX))
         .with_state(service)
+}
+
+async fn require_token(
+    State(service): State<Service>,
+    request: axum::extract::Request,
+    next: middleware::Next,
+) -> HttpResponse {
+    match authorize(&service, request.headers()) {
+        Ok(()) => next.run(request).await,
+        Err(refusal) => finish(&service, Err(refusal)),
+    }
+}
+
+async fn method_not_allowed(State(service): State<Service>) -> HttpResponse {
+    let refusal = ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "this route does not take that method",
+    );
+    finish(&service, Err(refusal))
+}
+
+/// Accepts at most [`CONNECTIONS_MAX`] connections at once, each closed after
+/// [`IDLE_TIMEOUT`] without progress.
+struct LimitedListener {
+    inner: TcpListener,
+    permits: Arc<Semaphore>,
+}
+
+impl axum::serve::Listener for LimitedListener {
+    type Io = LimitedStream;
+    type Addr = std::net::SocketAddr;
+
+    async fn accept(&mut self) -> (LimitedStream, std::net::SocketAddr) {
+        let permit = self
+            .permits
+            .clone()
+            .acquire_owned()
+            .await
+            .expect("the semaphore is never closed");
+        let (stream, address) = axum::serve::Listener::accept(&mut self.inner).await;
+        let _ = stream.set_nodelay(true);
+        let stream = LimitedStream {
+            stream,
+            _permit: permit,
+            idle: Box::pin(tokio::time::sleep(IDLE_TIMEOUT)),
+        };
+        (stream, address)
+    }
+
+    fn local_addr(&self) -> std::io::Result<std::net::SocketAddr> {
+        self.inner.local_addr()
+    }
+}
+
+/// A connection that holds one of the listener's permits and times out when idle.
+struct LimitedStream {
+    stream: tokio::net::TcpStream,
+    _permit: tokio::sync::OwnedSemaphorePermit,
+    idle: Pin<Box<tokio::time::Sleep>>,
+}
+
+impl LimitedStream {
+    fn progress(&mut self) {
+        self.idle
+            .as_mut()
+            .reset(tokio::time::Instant::now() + IDLE_TIMEOUT);
+    }
+
+    fn check_idle(&mut self, context: &mut Context<'_>) -> Poll<std::io::Error> {
+        match self.idle.as_mut().poll(context) {
+            Poll::Ready(()) => Poll::Ready(std::io::ErrorKind::TimedOut.into()),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+impl tokio::io::AsyncRead for LimitedStream {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        context: &mut Context<'_>,
+        buffer: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        match Pin::new(&mut self.stream).poll_read(context, buffer) {
+            Poll::Ready(result) => {
+                self.progress();
+                Poll::Ready(result)
+            }
+            Poll::Pending => self.check_idle(context).map(Err),
+        }
+    }
+}
+
+impl tokio::io::AsyncWrite for LimitedStream {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        context: &mut Context<'_>,
+        bytes: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        match Pin::new(&mut self.stream).poll_write(context, bytes) {
+            Poll::Ready(result) => {
+                self.progress();
+                Poll::Ready(result)
+            }
+            Poll::Pending => self.check_idle(context).map(Err),
+        }
+    }
+
+    fn poll_flush(
+        mut self: Pin<&mut Self>,
+        context: &mut Context<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.stream).poll_flush(context)
+    }
+
+    fn poll_shutdown(
+        mut self: Pin<&mut Self>,
+        context: &mut Context<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.stream).poll_shutdown(context)
+    }
 }
 
 /// An API error: a status and the JSON body `{"code", "message"}`.
@@ -226,8 +373,8 @@ async fn write(
     headers: &HeaderMap,
     write: Write,
 ) -> Result<(u64, u64, WriteResult), ApiError> {
-    let command = service.command(write, request_id(headers)?.as_deref());
-    match run(service, Request::Write(command)).await? {
+    match service.write(write, request_id(headers)?.as_deref()).await {
+        Response::Error(error) => Err(error.into()),
         Response::Written {
             shard,
             index,
@@ -263,8 +410,27 @@ async fn not_found(State(service): State<Service>) -> HttpResponse {
     )
 }
 
-async fn cluster_status(State(service): State<Service>) -> HttpResponse {
-    let status = service.cluster_status().await;
+#[derive(Deserialize)]
+struct StatusQuery {
+    digests: Option<bool>,
+}
+
+async fn cluster_status(
+    State(service): State<Service>,
+    headers: HeaderMap,
+    query: Result<Query<StatusQuery>, QueryRejection>,
+) -> HttpResponse {
+    let digests = match query {
+        Ok(Query(StatusQuery { digests })) => digests.unwrap_or(false),
+        Err(rejection) => {
+            return finish(&service, Err(ApiError::bad_request(rejection.body_text())));
+        }
+    };
+    // Digests read every replica's whole state: operators only.
+    if digests && let Err(refusal) = authorize(&service, &headers) {
+        return finish(&service, Err(refusal));
+    }
+    let status = service.cluster_status(digests).await;
     let shards: Vec<Json_> = status
         .shards
         .iter()
@@ -364,11 +530,20 @@ async fn put_key(
     State(service): State<Service>,
     headers: HeaderMap,
     key: Result<Path<String>, PathRejection>,
-    body: Body,
+    body: Result<Body, BytesRejection>,
 ) -> HttpResponse {
     let result = async {
         authorize(&service, &headers)?;
         let key = check_key(&path_value(key)?)?;
+        let body = body.map_err(|rejection| {
+            let status = rejection.status();
+            let code = if status == StatusCode::PAYLOAD_TOO_LARGE {
+                "too_large"
+            } else {
+                "bad_request"
+            };
+            ApiError::new(status, code, rejection.body_text())
+        })?;
         if std::str::from_utf8(&body).is_err() {
             return Err(ApiError::bad_request("the value must be UTF-8 text"));
         }

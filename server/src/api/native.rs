@@ -18,6 +18,15 @@ use tokio_util::sync::CancellationToken;
 
 /// How long a new connection may take to say hello.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
+/// The largest hello: a token, not a payload (strangers get no more before authenticating).
+const HELLO_FRAME_BYTES_MAX: usize = 4096;
+/// A connection that sends nothing for this long is closed (clients reconnect by themselves).
+const IDLE_TIMEOUT: Duration = Duration::from_secs(300);
+/// A write of answers that makes no progress for this long closes the connection: a client
+/// that stops reading does not hold its answers and slot for ever.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Answers gathered into one write, at most (beyond one answer).
+const WRITE_BATCH_BYTES_MAX: usize = 1024 * 1024;
 /// Answers queued for one connection's writer.
 const ANSWER_QUEUE_CAPACITY: usize = 1024;
 
@@ -53,8 +62,9 @@ pub(crate) async fn serve(listener: TcpListener, service: Service, shutdown: Can
 async fn serve_connection(stream: TcpStream, service: Service, shutdown: CancellationToken) {
     let _ = stream.set_nodelay(true);
     let (reader, mut writer) = tokio::io::split(stream);
-    let mut frames = FrameReader::new(reader, CLIENT_FRAME_BYTES_MAX);
+    let mut frames = FrameReader::new(reader, HELLO_FRAME_BYTES_MAX);
     let hello = tokio::time::timeout(HELLO_TIMEOUT, frames.next()).await;
+    frames.set_frame_size_bytes_max(CLIENT_FRAME_BYTES_MAX);
     let welcome = match hello {
         Ok(Ok(Some(payload))) => match net::codec::decode_message::<ClientFrame>(&payload) {
             Ok(ClientFrame {
@@ -116,11 +126,17 @@ async fn serve_connection(stream: TcpStream, service: Service, shutdown: Cancell
         while let Some(frame) = queue.recv().await {
             buffer.clear();
             encode(&frame, &mut buffer);
-            while let Ok(frame) = queue.try_recv() {
+            while buffer.len() < WRITE_BATCH_BYTES_MAX {
+                let Ok(frame) = queue.try_recv() else { break };
                 encode(&frame, &mut buffer);
             }
-            if write_and_flush(&mut writer, &buffer).await.is_err() {
+            let written =
+                tokio::time::timeout(WRITE_TIMEOUT, write_and_flush(&mut writer, &buffer));
+            if !matches!(written.await, Ok(Ok(()))) {
                 return;
+            }
+            if buffer.capacity() > 2 * WRITE_BATCH_BYTES_MAX {
+                buffer = BytesMut::new();
             }
         }
     });
@@ -131,9 +147,9 @@ async fn serve_connection(stream: TcpStream, service: Service, shutdown: Cancell
         let next = tokio::select! {
             biased;
             () = shutdown.cancelled() => break,
-            next = frames.next() => next,
+            next = tokio::time::timeout(IDLE_TIMEOUT, frames.next()) => next,
         };
-        let Ok(Some(payload)) = next else { break };
+        let Ok(Ok(Some(payload))) = next else { break };
         let frame = match net::codec::decode_message::<ClientFrame>(&payload) {
             Ok(frame) => frame,
             Err(_) => {

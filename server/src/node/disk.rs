@@ -208,12 +208,17 @@ impl<F: FileSystem + Clone> Disk<F> {
         let expected = identity_text(server_id, cluster_id);
         let existing =
             read_whole(&fs, &identity_path).map_err(|e| io_error("read", &identity_path, e))?;
+        let reinit = existing.is_some() && init;
         match (existing, init) {
-            (Some(_), true) => {
-                return Err(StartError::AlreadyInitialized {
+            (Some(text), true) if text != expected.as_bytes() => {
+                return Err(StartError::IdentityMismatch {
                     dir: dir.to_owned(),
+                    reason: "an unfinished initialization for another server".to_owned(),
                 });
             }
+            // Checked below, once the WAL is open: an initialization that crashed before any
+            // group was written starts again; a directory that holds data is refused.
+            (Some(_), true) => {}
             (None, false) => {
                 return Err(StartError::NotInitialized {
                     dir: dir.to_owned(),
@@ -243,6 +248,11 @@ impl<F: FileSystem + Clone> Disk<F> {
             }
         }
         let wal = Wal::open(fs.clone(), WalConfig::new(dir.join("wal"))).map_err(storage_error)?;
+        if reinit && (!wal.groups().is_empty() || holds_snapshots(&fs, dir)) {
+            return Err(StartError::AlreadyInitialized {
+                dir: dir.to_owned(),
+            });
+        }
         let snapshots = SnapshotStore::open(fs, dir.join("snapshots")).map_err(storage_error)?;
         Ok(Disk {
             dir: dir.to_owned(),
@@ -259,7 +269,13 @@ impl<F: FileSystem + Clone> Disk<F> {
     }
 
     /// The durable state of one group, or `None` if the disk holds nothing of it.
-    pub(crate) fn recover(&self, group: GroupId) -> Result<Option<Recovered>, StartError> {
+    ///
+    /// When the group has a snapshot, the WAL is made to agree with it before anything else
+    /// is written: compacted to the snapshot, and cut back to it if its entries do not
+    /// continue it (a crash between saving a received snapshot and syncing the WAL records
+    /// that replace the log leaves the stale log behind). Call [`Disk::sync`] once every group
+    /// is recovered.
+    pub(crate) fn recover(&mut self, group: GroupId) -> Result<Option<Recovered>, StartError> {
         let load = self
             .snapshots
             .load_newest(group)
@@ -287,7 +303,7 @@ impl<F: FileSystem + Clone> Disk<F> {
             return Ok(None);
         }
         let snapshot_index = snapshot.as_ref().map_or(0, |(index, _, _)| *index);
-        let (index_first, index_last) = (self.wal.index_first(group), self.wal.index_last(group));
+        let index_first = self.wal.index_first(group);
         if index_first > snapshot_index + 1 {
             return Err(self.inconsistent(format!(
                 "group {group}'s log starts at {index_first} but its newest valid snapshot ends at {snapshot_index}{}",
@@ -298,29 +314,45 @@ impl<F: FileSystem + Clone> Disk<F> {
             )));
         }
         let mut entries = Vec::new();
-        if index_last > snapshot_index {
-            // The entries after the snapshot continue it only if the log agrees with the
-            // snapshot at its index; otherwise they are a stale branch that the snapshot's
-            // installation replaced before a crash cut the WAL's record of it.
-            let continues = match &snapshot {
-                None => true,
-                Some((index, term, _)) => {
-                    *index < index_first || self.wal.term(group, *index).ok() == Some(*term)
-                }
+        // The entries after the snapshot continue it only if the log agrees with the snapshot
+        // at its index; otherwise they are a stale branch that the snapshot's installation
+        // replaced before a crash cut the WAL's record of it.
+        let continues = match &snapshot {
+            None => true,
+            Some((index, term, _)) => {
+                *index < index_first || self.wal.term(group, *index).ok() == Some(*term)
+            }
+        };
+        if snapshot.is_some() {
+            let storage_error = |source| StartError::Storage {
+                dir: self.dir.clone(),
+                source,
             };
-            if continues {
-                let from = index_first.max(snapshot_index + 1);
-                for entry in self
-                    .wal
-                    .entries(group, from..index_last + 1, u64::MAX)
+            self.wal
+                .compact(group, snapshot_index + 1)
+                .map_err(storage_error)?;
+            if !continues {
+                self.wal
+                    .truncate(group, snapshot_index)
                     .map_err(|source| StartError::Storage {
                         dir: self.dir.clone(),
                         source,
-                    })?
-                {
-                    entries
-                        .push(entry_from_wal(entry).map_err(|reason| self.inconsistent(reason))?);
-                }
+                    })?;
+            }
+        }
+        let index_last = self.wal.index_last(group);
+        // After the repair, whatever follows the snapshot in the WAL continues it.
+        if index_last > snapshot_index {
+            let from = self.wal.index_first(group).max(snapshot_index + 1);
+            let read = self
+                .wal
+                .entries(group, from..index_last + 1, u64::MAX)
+                .map_err(|source| StartError::Storage {
+                    dir: self.dir.clone(),
+                    source,
+                })?;
+            for entry in read {
+                entries.push(entry_from_wal(entry).map_err(|reason| self.inconsistent(reason))?);
             }
         }
         let wal_hard_state = self.wal.hard_state(group);
@@ -338,7 +370,13 @@ impl<F: FileSystem + Clone> Disk<F> {
             hard_state.vote = raft_core::NO_NODE;
         }
         let last_index = entries.last().map_or(snapshot_index, |entry| entry.index);
-        hard_state.commit = hard_state.commit.clamp(snapshot_index, last_index);
+        if hard_state.commit > last_index {
+            return Err(self.inconsistent(format!(
+                "group {group}'s durable commit index {} is beyond its last durable entry {last_index}",
+                hard_state.commit
+            )));
+        }
+        hard_state.commit = hard_state.commit.max(snapshot_index);
         let (raft_snapshot, state) = match snapshot {
             Some((index, term, stored)) => (
                 Some(raft_core::Snapshot {
@@ -362,6 +400,14 @@ impl<F: FileSystem + Clone> Disk<F> {
             },
             state,
         }))
+    }
+
+    /// Makes everything written so far durable (after recovery's repairs).
+    pub(crate) fn sync(&mut self) -> Result<(), StartError> {
+        self.wal.sync().map_err(|source| StartError::Storage {
+            dir: self.dir.clone(),
+            source,
+        })
     }
 
     /// Makes a batch durable: snapshots first (each with its own fsync), then the WAL's
@@ -413,6 +459,14 @@ impl<F: FileSystem + Clone> Disk<F> {
     }
 }
 
+/// Whether a data directory holds any snapshot file.
+fn holds_snapshots<F: FileSystem>(fs: &F, dir: &Path) -> bool {
+    fs.list(&dir.join("snapshots"))
+        .unwrap_or_default()
+        .iter()
+        .any(|name| name.ends_with(".snap"))
+}
+
 fn read_whole<F: FileSystem>(fs: &F, path: &Path) -> std::io::Result<Option<Vec<u8>>> {
     let file = match fs.open(path) {
         Ok(file) => file,
@@ -430,4 +484,125 @@ fn read_whole<F: FileSystem>(fs: &F, path: &Path) -> std::io::Result<Option<Vec<
     let read = file.read_at(0, &mut bytes)?;
     bytes.truncate(read);
     Ok(Some(bytes))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use storage::{Crash, MemFs};
+
+    fn entries(range: std::ops::RangeInclusive<u64>, term: u64) -> Vec<Entry> {
+        range
+            .map(|index| Entry {
+                index,
+                term,
+                kind: EntryKind::Normal,
+                data: Bytes::from(format!("entry {index}")),
+            })
+            .collect()
+    }
+
+    fn write(group: GroupId, entries: Vec<Entry>, term: u64, commit: u64) -> PersistBatch {
+        PersistBatch {
+            snapshots: Vec::new(),
+            groups: vec![GroupWrite {
+                group,
+                entries,
+                hard_state: Some(HardState {
+                    term,
+                    vote: 0,
+                    commit,
+                }),
+            }],
+            must_sync: true,
+        }
+    }
+
+    /// A follower holds a stale log (`stale_last` entries of term 1), installs a snapshot at
+    /// 100 of term 2, and crashes after the snapshot file is durable but before the WAL
+    /// records that replace its log are synced.
+    fn crash_after_snapshot_save(stale_last: u64) -> MemFs {
+        let fs = MemFs::new();
+        let dir = Path::new("/data");
+        let mut disk = Disk::open(fs.clone(), dir, 1, 1, true).unwrap();
+        assert!(disk.recover(1).unwrap().is_none());
+        disk.persist(&write(1, entries(1..=stale_last, 1), 1, 50))
+            .unwrap();
+        let install = PersistBatch {
+            snapshots: vec![SnapshotSave {
+                group: 1,
+                index: 100,
+                term: 2,
+                conf_state: ConfState::with_voters(&[1, 2, 3]),
+                data: Bytes::from_static(b"state at 100"),
+                installed: true,
+            }],
+            groups: Vec::new(),
+            must_sync: true,
+        };
+        disk.write(&install).unwrap();
+        drop(disk);
+        fs.crash(Crash::LoseUnsynced);
+        fs
+    }
+
+    fn restart(fs: &MemFs) -> (Disk<MemFs>, Recovered) {
+        let mut disk = Disk::open(fs.clone(), Path::new("/data"), 1, 1, false).unwrap();
+        let recovered = disk.recover(1).unwrap().unwrap();
+        disk.sync().unwrap();
+        (disk, recovered)
+    }
+
+    #[test]
+    fn entries_after_a_received_snapshot_survive_a_crash_that_cut_the_wal_records_replacing_the_log()
+     {
+        // Regression (review): recovery ignored the stale log without cutting it, so the
+        // entries appended after the snapshot were dropped again at the next restart.
+        let fs = crash_after_snapshot_save(120);
+        let (mut disk, recovered) = restart(&fs);
+        assert_eq!(recovered.initial.snapshot.unwrap().meta.index, 100);
+        assert!(
+            recovered.initial.entries.is_empty(),
+            "the stale branch is not taken"
+        );
+        disk.persist(&write(1, entries(101..=105, 2), 2, 105))
+            .unwrap();
+        drop(disk);
+        fs.crash(Crash::LoseUnsynced);
+        let (_, recovered) = restart(&fs);
+        let indexes: Vec<u64> = recovered.initial.entries.iter().map(|e| e.index).collect();
+        assert_eq!(indexes, [101, 102, 103, 104, 105]);
+        assert_eq!(recovered.initial.hard_state.commit, 105);
+    }
+
+    #[test]
+    fn a_lagging_log_shorter_than_a_received_snapshot_accepts_the_entries_after_it() {
+        // Regression (review): the WAL still ended at 90, so appending 101 was a gap and the
+        // server stopped at every start.
+        let fs = crash_after_snapshot_save(90);
+        let (mut disk, recovered) = restart(&fs);
+        assert!(recovered.initial.entries.is_empty());
+        disk.persist(&write(1, entries(101..=101, 2), 2, 101))
+            .unwrap();
+    }
+
+    #[test]
+    fn a_second_init_is_refused_once_the_directory_holds_data_but_an_unfinished_one_restarts() {
+        let fs = MemFs::new();
+        let dir = Path::new("/data");
+        let disk = Disk::open(fs.clone(), dir, 1, 1, true).unwrap();
+        drop(disk);
+        // The first initialization stopped before any group was written: --init again works.
+        let mut disk = Disk::open(fs.clone(), dir, 1, 1, true).unwrap();
+        disk.persist(&write(1, entries(1..=3, 1), 1, 3)).unwrap();
+        drop(disk);
+        assert!(matches!(
+            Disk::open(fs.clone(), dir, 1, 1, true),
+            Err(StartError::AlreadyInitialized { .. })
+        ));
+        assert!(matches!(
+            Disk::open(fs, dir, 2, 1, false),
+            Err(StartError::IdentityMismatch { .. })
+        ));
+    }
 }

@@ -50,6 +50,7 @@ pub(crate) enum NodeRequest {
     },
     /// The status of every local replica.
     LocalStatus {
+        digests: bool,
         reply: oneshot::Sender<ClusterStatus>,
     },
 }
@@ -61,15 +62,32 @@ pub(crate) struct Shared {
     /// The leader each local replica knows of, by shard (0: none known).
     pub leaders: Mutex<BTreeMap<ShardId, ServerId>>,
     /// Forwarded requests waiting for their reply, by forward id.
-    pub forwards: Mutex<HashMap<u64, oneshot::Sender<Response>>>,
+    pub forwards: Mutex<HashMap<u64, Forwarded>>,
+}
+
+/// A forwarded request waiting for its reply.
+#[derive(Debug)]
+pub(crate) struct Forwarded {
+    /// The server it was sent to: only that server's reply is taken.
+    pub target: ServerId,
+    pub reply: oneshot::Sender<Response>,
 }
 
 type PersistOutcome<F> = (Disk<F>, PersistBatch, Result<(), storage::Error>, Duration);
 type PersistFuture<F> = Pin<Box<dyn Future<Output = PersistOutcome<F>> + Send>>;
 
+/// How often a replica that applied anything since its last snapshot takes one, whatever its
+/// traffic (the WAL's segments are shared by every group: a quiet group would pin them).
+const QUIET_SNAPSHOT_INTERVAL_MS: u64 = 60_000;
+
+/// The largest snapshot this server accepts from a leader: what the snapshot store takes,
+/// less room for the membership stored beside the state.
+const SNAPSHOT_RECEIVED_BYTES_MAX: u64 = storage::SNAPSHOT_BYTES_MAX - 1024 * 1024;
+
 /// A snapshot being received in chunks from one leader.
 #[derive(Debug)]
 struct Assembly {
+    from: ServerId,
     term: u64,
     meta: raft_core::SnapshotMeta,
     total_bytes: u64,
@@ -91,10 +109,13 @@ pub(crate) struct NodeLoop<F: FileSystem> {
     transport: TransportHandle<PeerMessage>,
     shared: Arc<Shared>,
     metrics: Arc<Metrics>,
-    assemblies: HashMap<(ShardId, ServerId), Assembly>,
+    /// At most one snapshot being received per group.
+    assemblies: HashMap<ShardId, Assembly>,
     peers_down: BTreeSet<ServerId>,
     ticks: u64,
     balance_interval_ticks: u64,
+    /// Ticks between snapshots of replicas with little traffic.
+    quiet_snapshot_ticks: u64,
     next_read_id: u64,
     kv_limits: fn() -> kv::Limits,
 }
@@ -139,6 +160,7 @@ where
             peers_down: BTreeSet::new(),
             ticks: 0,
             balance_interval_ticks,
+            quiet_snapshot_ticks: (QUIET_SNAPSHOT_INTERVAL_MS / timing.tick_ms).max(1),
             next_read_id: 1,
             kv_limits: kv::Limits::default,
         }
@@ -176,24 +198,12 @@ where
                 event = incoming.recv() => {
                     let Some(event) = event else { return Err("the transport stopped".into()) };
                     self.on_incoming(event);
-                    for _ in 0..256 {
-                        match incoming.try_recv() {
-                            Ok(event) => self.on_incoming(event),
-                            Err(_) => break,
-                        }
-                    }
+                    self.drain(&mut incoming, &mut requests);
                 }
                 request = requests.recv() => {
                     let Some(request) = request else { return Ok(()) };
                     self.on_request(request);
-                    for _ in 0..1024 {
-                        match requests.try_recv() {
-                            Ok(request) => self.on_request(request),
-                            Err(_) => break,
-                        }
-                    }
-                    let depth = requests.len() as u64;
-                    self.metrics.gauges.node_queue_depth.store(depth, Ordering::Relaxed);
+                    self.drain(&mut incoming, &mut requests);
                 }
                 () = tokio::time::sleep_until(next_tick) => {}
             }
@@ -212,6 +222,33 @@ where
 
     // ---- inputs ---------------------------------------------------------------------------
 
+    /// Takes what else is waiting on both channels, a bounded number of each, so that
+    /// neither starves the other (the `select!` is biased for determinism) and the next
+    /// batch carries as much as possible.
+    fn drain(
+        &mut self,
+        incoming: &mut mpsc::Receiver<Incoming<PeerMessage>>,
+        requests: &mut mpsc::Receiver<NodeRequest>,
+    ) {
+        for _ in 0..1024 {
+            match incoming.try_recv() {
+                Ok(event) => self.on_incoming(event),
+                Err(_) => break,
+            }
+        }
+        for _ in 0..1024 {
+            match requests.try_recv() {
+                Ok(request) => self.on_request(request),
+                Err(_) => break,
+            }
+        }
+        let depth = requests.len() as u64;
+        self.metrics
+            .gauges
+            .node_queue_depth
+            .store(depth, Ordering::Relaxed);
+    }
+
     fn on_tick(&mut self) {
         self.ticks += 1;
         for replica in self.replicas.values_mut() {
@@ -222,7 +259,28 @@ where
         if self.ticks.is_multiple_of(self.balance_interval_ticks) {
             self.balance_leaders();
         }
+        if self.ticks.is_multiple_of(self.quiet_snapshot_ticks) {
+            self.snapshot_quiet_replicas();
+        }
         self.publish_gauges();
+    }
+
+    /// Every replica that applied anything since its last snapshot takes one, so that a
+    /// shard with little traffic does not keep old WAL segments alive for every shard.
+    fn snapshot_quiet_replicas(&mut self) {
+        let every_entries = self.config.limits.snapshot_entries;
+        for (shard, replica) in &mut self.replicas {
+            if let Some(snapshot) = replica.maybe_snapshot(every_entries, true) {
+                self.snapshots_taken.push(SnapshotSave {
+                    group: *shard,
+                    index: snapshot.meta.index,
+                    term: snapshot.meta.term,
+                    conf_state: snapshot.meta.conf_state,
+                    data: snapshot.data,
+                    installed: false,
+                });
+            }
+        }
     }
 
     fn on_request(&mut self, request: NodeRequest) {
@@ -232,7 +290,7 @@ where
                 request,
                 reply,
             } => match self.replicas.get_mut(&shard) {
-                Some(replica) => replica.handle(request, reply),
+                Some(replica) => replica.handle(request, reply, client::wall_clock_ms()),
                 None => {
                     let _ = reply.send(Response::Error(ErrorResponse::new(
                         ErrorCode::Unavailable,
@@ -243,8 +301,8 @@ where
                     )));
                 }
             },
-            NodeRequest::LocalStatus { reply } => {
-                let _ = reply.send(self.local_status());
+            NodeRequest::LocalStatus { digests, reply } => {
+                let _ = reply.send(self.local_status(digests));
             }
         }
     }
@@ -269,6 +327,7 @@ where
             PeerMessage::Raft(message) => {
                 if message.from != from
                     || matches!(message.body, MessageBody::InstallSnapshot { .. })
+                    || !fits_the_wal(&message)
                 {
                     Metrics::add(&self.metrics.counters.peer_messages_refused, 1);
                     return;
@@ -284,18 +343,30 @@ where
                     self.step(message);
                 }
             }
-            PeerMessage::Forward { id, shard, request } => {
-                self.on_forward(from, id, shard, request)
+            PeerMessage::Forward {
+                id,
+                shard,
+                request,
+                expires_at_ms,
+            } => {
+                if client::wall_clock_ms() > expires_at_ms {
+                    // The sender gave up on it long ago (it waited in a queue): running it
+                    // now could apply a write after its caller was told the outcome is unknown.
+                    Metrics::add(&self.metrics.counters.forwards_expired, 1);
+                    return;
+                }
+                self.on_forward(from, id, shard, request);
             }
             PeerMessage::ForwardReply { id, response } => {
-                let waiting = self
-                    .shared
-                    .forwards
-                    .lock()
-                    .expect("forwards lock")
-                    .remove(&id);
-                if let Some(reply) = waiting {
-                    let _ = reply.send(response);
+                let mut forwards = self.shared.forwards.lock().expect("forwards lock");
+                if forwards
+                    .get(&id)
+                    .is_some_and(|waiting| waiting.target == from)
+                {
+                    let waiting = forwards.remove(&id).expect("present");
+                    let _ = waiting.reply.send(response);
+                } else {
+                    Metrics::add(&self.metrics.counters.peer_messages_refused, 1);
                 }
             }
         }
@@ -305,8 +376,8 @@ where
     fn on_forward(&mut self, from: ServerId, id: u64, shard: Option<ShardId>, request: Request) {
         let (reply, answer) = oneshot::channel();
         match (shard, request) {
-            (None, Request::LocalStatus) => {
-                let _ = reply.send(Response::Status(self.local_status()));
+            (None, Request::LocalStatus { digests }) => {
+                let _ = reply.send(Response::Status(self.local_status(digests)));
             }
             (Some(shard), request) => self.on_request(NodeRequest::Execute {
                 shard,
@@ -348,6 +419,14 @@ where
         if replica.failed.is_some() {
             return;
         }
+        // A replica that joined empty knows no membership yet: it must not vote (it might be
+        // a voter that lost its data, whose vote could elect a leader missing committed
+        // entries) until the log or a snapshot tells it who is in the group.
+        let votes = matches!(message.body, MessageBody::RequestVote { .. });
+        if votes && replica.node.membership().voters.is_empty() {
+            Metrics::add(&self.metrics.counters.peer_messages_refused, 1);
+            return;
+        }
         if replica.node.step(message).is_err() {
             Metrics::add(&self.metrics.counters.raft_step_errors, 1);
         }
@@ -385,51 +464,75 @@ where
         true
     }
 
+    /// Adds a chunk to the snapshot being received for its group. Only chunks addressed to
+    /// this server, for a shard of the map, from the sender of the transfer in progress, in
+    /// order, are taken; a new transfer (offset 0) replaces the old one. A complete snapshot is
+    /// checked (its indexes fit the WAL, its state decodes and is applied to its index) before
+    /// Raft sees it: a bad one is dropped here, never made durable.
     fn assemble(&mut self, chunk: SnapshotChunk) -> Option<Message> {
-        let key = (chunk.group_id, chunk.from);
-        if chunk.offset == 0 {
-            if chunk.total_bytes > storage::SNAPSHOT_BYTES_MAX {
-                Metrics::add(&self.metrics.counters.snapshot_chunks_dropped, 1);
-                return None;
-            }
-            self.assemblies.insert(
-                key,
-                Assembly {
-                    term: chunk.term,
-                    meta: chunk.meta.clone(),
-                    total_bytes: chunk.total_bytes,
-                    data: Vec::with_capacity(chunk.total_bytes.min(64 << 20) as usize),
-                },
-            );
-        }
-        let Some(assembly) = self.assemblies.get_mut(&key) else {
-            Metrics::add(&self.metrics.counters.snapshot_chunks_dropped, 1);
-            return None;
+        let group = chunk.group_id;
+        let drop_chunk = |metrics: &Metrics| {
+            Metrics::add(&metrics.counters.snapshot_chunks_dropped, 1);
+            None
         };
-        let fits = assembly.term == chunk.term
+        if chunk.to != self.server_id || self.shard_map.get(group).is_none() {
+            return drop_chunk(&self.metrics);
+        }
+        if chunk.offset == 0 {
+            if chunk.total_bytes > SNAPSHOT_RECEIVED_BYTES_MAX
+                || chunk.meta.index >= storage::INDEX_LIMIT - 1
+            {
+                return drop_chunk(&self.metrics);
+            }
+            let assembly = Assembly {
+                from: chunk.from,
+                term: chunk.term,
+                meta: chunk.meta.clone(),
+                total_bytes: chunk.total_bytes,
+                data: Vec::new(),
+            };
+            self.assemblies.insert(group, assembly);
+        }
+        let Some(assembly) = self.assemblies.get_mut(&group) else {
+            return drop_chunk(&self.metrics);
+        };
+        let fits = assembly.from == chunk.from
+            && assembly.term == chunk.term
             && assembly.meta == chunk.meta
             && assembly.total_bytes == chunk.total_bytes
             && assembly.data.len() as u64 == chunk.offset
             && chunk.offset + chunk.data.len() as u64 <= chunk.total_bytes;
         if !fits {
-            self.assemblies.remove(&key);
-            Metrics::add(&self.metrics.counters.snapshot_chunks_dropped, 1);
-            return None;
+            self.assemblies.remove(&group);
+            return drop_chunk(&self.metrics);
         }
+        // The buffer grows with what arrived, never ahead of it.
         assembly.data.extend_from_slice(&chunk.data);
         if (assembly.data.len() as u64) < assembly.total_bytes {
             return None;
         }
-        let assembly = self.assemblies.remove(&key).expect("present");
+        let assembly = self.assemblies.remove(&group).expect("present");
+        let data = bytes::Bytes::from(assembly.data);
+        match kv::StateMachine::restore((self.kv_limits)(), &data) {
+            Ok(machine) if machine.applied_index() == assembly.meta.index => {}
+            _ => {
+                tracing::warn!(
+                    group,
+                    from = chunk.from,
+                    "dropping a snapshot whose state does not decode or does not match its index"
+                );
+                return drop_chunk(&self.metrics);
+            }
+        }
         Some(Message {
-            group_id: chunk.group_id,
+            group_id: group,
             from: chunk.from,
             to: chunk.to,
             term: assembly.term,
             body: MessageBody::InstallSnapshot {
                 snapshot: raft_core::Snapshot {
                     meta: assembly.meta,
-                    data: bytes::Bytes::from(assembly.data),
+                    data,
                 },
             },
         })
@@ -545,7 +648,7 @@ where
             let replica = self.replicas.get_mut(&shard).expect("held replicas stay");
             replica.node.advance(ready.number);
             replica.serve_confirmed_reads();
-            if let Some(snapshot) = replica.maybe_snapshot(every_entries) {
+            if let Some(snapshot) = replica.maybe_snapshot(every_entries, false) {
                 self.snapshots_taken.push(SnapshotSave {
                     group: shard,
                     index: snapshot.meta.index,
@@ -564,6 +667,7 @@ where
         let was_leader = replica.leader_since_tick.is_some();
         if soft.role == Role::Leader && !was_leader {
             replica.leader_since_tick = Some(ticks);
+            replica.next_balance_tick = 0;
             Metrics::add(&self.metrics.counters.elections_won, 1);
             tracing::info!(shard, term = replica.node.term(), "leading");
         } else if soft.role != Role::Leader && was_leader {
@@ -657,6 +761,7 @@ where
             let node = &replica.node;
             let ready_to_hand_over = preferred != self.server_id
                 && self.ticks >= since + settle_ticks
+                && self.ticks >= replica.next_balance_tick
                 && node.transfer_target().is_none()
                 && node.membership().is_voter(preferred)
                 && !self.peers_down.contains(&preferred)
@@ -664,6 +769,10 @@ where
                     .progress(preferred)
                     .is_some_and(|progress| progress.match_index == node.last_index());
             if ready_to_hand_over && replica.node.transfer_leader(preferred).is_ok() {
+                // If this leader still leads later, the transfer did not take: wait longer
+                // before the next try, so that a preferred server that cannot take over does
+                // not keep refusing this shard's writes.
+                replica.next_balance_tick = self.ticks + 10 * settle_ticks;
                 tracing::info!(
                     shard = replica.spec.id,
                     to = preferred,
@@ -674,14 +783,14 @@ where
         }
     }
 
-    fn local_status(&self) -> ClusterStatus {
+    fn local_status(&self, digests: bool) -> ClusterStatus {
         let shards = self
             .shard_map
             .shards()
             .iter()
             .filter_map(|spec| {
                 let replica = self.replicas.get(&spec.id)?;
-                let status = replica.status();
+                let status = replica.status(digests);
                 let leads = status.role == client::ReplicaRole::Leader;
                 Some(ShardStatus {
                     shard: spec.id,
@@ -725,6 +834,21 @@ where
             sum(|replica| replica.node.entries_in_memory()),
             Ordering::Relaxed,
         );
+    }
+}
+
+/// Whether every index a message names can be stored: raft-core accepts indexes up to 2^62,
+/// the WAL only below that.
+fn fits_the_wal(message: &Message) -> bool {
+    let limit = storage::INDEX_LIMIT - 1;
+    match &message.body {
+        MessageBody::Append {
+            prev_index,
+            entries,
+            ..
+        } => prev_index.saturating_add(entries.len() as u64) < limit,
+        MessageBody::InstallSnapshot { snapshot } => snapshot.meta.index < limit,
+        _ => true,
     }
 }
 

@@ -44,6 +44,11 @@ pub(crate) struct Replica {
     pub leader_since_tick: Option<u64>,
     /// The term and vote last handed to the WAL: a Ready that changes them must be synced.
     pub durable_term_vote: (u64, u64),
+    /// The last time stamped on a write proposed here.
+    last_stamp_ms: u64,
+    /// Not before this tick does the leader try again to hand its leadership to the preferred
+    /// leader (a transfer that did not take backs off).
+    pub next_balance_tick: u64,
     pending: BTreeMap<u64, Pending>,
     reads_queued: Vec<PendingRead>,
     reads_in_flight: BTreeMap<u64, Vec<PendingRead>>,
@@ -86,6 +91,8 @@ impl Replica {
             snapshot_index,
             leader_since_tick: None,
             durable_term_vote,
+            last_stamp_ms: 0,
+            next_balance_tick: 0,
             pending: BTreeMap::new(),
             reads_queued: Vec::new(),
             reads_in_flight: BTreeMap::new(),
@@ -114,7 +121,15 @@ impl Replica {
 
     /// Takes one request for this shard. Answers at once, or keeps the reply until the entry
     /// is applied or the read confirmed.
-    pub(crate) fn handle(&mut self, request: Request, reply: oneshot::Sender<Response>) {
+    ///
+    /// `now_ms` is this server's wall clock: a write is stamped with it (never going back), so
+    /// that the state machine's session expiry follows the servers' clocks, not the clients'.
+    pub(crate) fn handle(
+        &mut self,
+        request: Request,
+        reply: oneshot::Sender<Response>,
+        now_ms: u64,
+    ) {
         if let Some(reason) = &self.failed {
             let _ = reply.send(error(
                 ErrorCode::Unavailable,
@@ -141,7 +156,9 @@ impl Replica {
                 }
                 self.reads_queued.push(PendingRead { request, reply });
             }
-            Request::Write(command) => {
+            Request::Write(mut command) => {
+                self.last_stamp_ms = self.last_stamp_ms.max(now_ms);
+                command.timestamp_ms = self.last_stamp_ms;
                 if !self.spec.holds_write(&command.write) {
                     let _ = reply.send(error(
                         ErrorCode::CrossShard,
@@ -153,6 +170,11 @@ impl Replica {
                 self.after_proposal(result, false, reply);
             }
             Request::ChangeMembership { change, .. } => {
+                if self.is_leader() && self.membership_holds(change) {
+                    // Already so (a retry of a change whose answer was lost): done.
+                    let _ = reply.send(Response::Done);
+                    return;
+                }
                 let change = match change {
                     MembershipChange::AddLearner(id) => ConfChange::AddLearner(id),
                     MembershipChange::AddVoter(id) => ConfChange::AddVoter(id),
@@ -175,6 +197,15 @@ impl Replica {
                     format!("{} is not a shard request", other.name()),
                 ));
             }
+        }
+    }
+
+    fn membership_holds(&self, change: MembershipChange) -> bool {
+        let membership = self.node.membership();
+        match change {
+            MembershipChange::AddLearner(id) => membership.is_learner(id),
+            MembershipChange::AddVoter(id) => membership.is_voter(id),
+            MembershipChange::Remove(id) => !membership.contains(id),
         }
     }
 
@@ -227,7 +258,20 @@ impl Replica {
                 start, end, limit, ..
             } => {
                 let limit = (*limit).min(client::protocol::SCAN_LIMIT_MAX) as usize;
-                let (entries, more) = self.machine.scan(start, end, limit);
+                let (mut entries, mut more) = self.machine.scan(start, end, limit);
+                let mut bytes = 0usize;
+                let within_budget = entries
+                    .iter()
+                    .take_while(|(key, versioned)| {
+                        let fits = bytes < client::protocol::SCAN_BYTES_MAX;
+                        bytes += key.len() + versioned.value.len();
+                        fits
+                    })
+                    .count();
+                if within_budget < entries.len() {
+                    entries.truncate(within_budget);
+                    more = true;
+                }
                 Response::Scan { entries, more }
             }
             other => error(
@@ -306,6 +350,8 @@ impl Replica {
         tracing::error!(shard = self.spec.id, %reason, "replica stopped");
         Metrics::add(&self.metrics.counters.replicas_failed, 1);
         self.failed = Some(reason);
+        // Nothing waiting here will be answered by this replica any more.
+        self.lost_leadership();
     }
 
     /// Applies one committed entry and answers its proposer, if it waits here. Returns what
@@ -387,8 +433,8 @@ impl Replica {
         }
     }
 
-    /// This replica's status.
-    pub(crate) fn status(&self) -> ReplicaStatus {
+    /// This replica's status; `digest`: with the state digest (which reads the whole state).
+    pub(crate) fn status(&self, digest: bool) -> ReplicaStatus {
         let membership = self.node.membership();
         let role = match self.node.role() {
             Role::Leader => ReplicaRole::Leader,
@@ -407,22 +453,34 @@ impl Replica {
             last_index: self.node.last_index(),
             voters: membership.voters.clone(),
             learners: membership.learners.clone(),
-            state_digest: self.machine.digest(),
+            state_digest: if digest { self.machine.digest() } else { 0 },
             keys: self.machine.len() as u64,
         }
     }
 
     /// Takes a snapshot and compacts the in-memory log if enough entries were applied since
     /// the last one; returns the snapshot to make durable.
-    pub(crate) fn maybe_snapshot(&mut self, every_entries: u64) -> Option<Snapshot> {
+    ///
+    /// With `quiet`, any replica that applied anything since its last snapshot takes one: a
+    /// shard with little traffic would otherwise keep old WAL segments alive for every shard.
+    pub(crate) fn maybe_snapshot(&mut self, every_entries: u64, quiet: bool) -> Option<Snapshot> {
         let applied = self.machine.applied_index();
-        if self.failed.is_some()
-            || applied < self.snapshot_index + every_entries
-            || self.node.applied_index() != applied
-        {
+        let due = applied >= self.snapshot_index + every_entries
+            || (quiet && applied > self.snapshot_index);
+        if self.failed.is_some() || !due || self.node.applied_index() != applied {
             return None;
         }
         let data: Bytes = self.machine.snapshot();
+        if data.len() as u64 > storage::SNAPSHOT_BYTES_MAX - 1024 * 1024 {
+            // The snapshot store would refuse it; the log keeps growing instead, and the
+            // operator sees why.
+            tracing::error!(
+                shard = self.spec.id,
+                bytes = data.len(),
+                "the state is too large to snapshot"
+            );
+            return None;
+        }
         if self.node.compact(applied, data).is_err() {
             return None;
         }

@@ -150,7 +150,7 @@ impl TestCluster {
     pub async fn wait_for_leaders(&self) -> ClusterStatus {
         for _ in 0..500 {
             let server = self.running().next().expect("a running server");
-            let status = server.service().cluster_status().await;
+            let status = server.service().cluster_status(false).await;
             if status.all_shards_led() {
                 return status;
             }

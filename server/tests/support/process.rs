@@ -215,7 +215,7 @@ impl ProcessCluster {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
         let mut last = None;
         while tokio::time::Instant::now() < deadline {
-            let status = client.cluster_status().await.unwrap();
+            let status = client.cluster_status_with(true).await.unwrap();
             if status
                 .shards
                 .iter()
