@@ -82,4 +82,4 @@ pub use bytes::Bytes;
 pub use codec::{DecodeError, SNAPSHOT_FORMAT};
 pub use command::{COMMAND_FORMAT, Command, Compare, Op, Txn, Write};
 pub use machine::{Limits, Metrics, StateMachine, TXN_OPS_MAX};
-pub use outcome::{Applied, ApplyError, Change, OpResult, Versioned, WriteResult};
+pub use outcome::{Applied, ApplyError, Change, OpResult, Version, Versioned, WriteResult};

@@ -14,18 +14,37 @@ pub struct Versioned {
     pub mod_index: u64,
 }
 
+/// The versions of a key as a write found it, without its value: a write's answer (kept in the
+/// exactly-once table until the client acknowledges it) stays small whatever the values are.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Version {
+    /// The index of the write that created the key.
+    pub create_index: u64,
+    /// The index of the last write of the key.
+    pub mod_index: u64,
+}
+
+impl From<&Versioned> for Version {
+    fn from(versioned: &Versioned) -> Version {
+        Version {
+            create_index: versioned.create_index,
+            mod_index: versioned.mod_index,
+        }
+    }
+}
+
 /// The result of one operation of a txn branch.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum OpResult {
     /// An [`Op::Put`](crate::Op::Put) ran.
     Put {
-        /// The key as it was before the put, if it existed.
-        previous: Option<Versioned>,
+        /// The key's versions before the put, if it existed.
+        previous: Option<Version>,
     },
     /// An [`Op::Delete`](crate::Op::Delete) ran.
     Delete {
-        /// The key as it was before the delete, if it existed.
-        previous: Option<Versioned>,
+        /// The key's versions before the delete, if it existed.
+        previous: Option<Version>,
     },
     /// An [`Op::Get`](crate::Op::Get) ran.
     Get {
@@ -39,13 +58,13 @@ pub enum OpResult {
 pub enum WriteResult {
     /// A [`Write::Put`](crate::Write::Put) was applied.
     Put {
-        /// The key as it was before the put, if it existed.
-        previous: Option<Versioned>,
+        /// The key's versions before the put, if it existed.
+        previous: Option<Version>,
     },
     /// A [`Write::Delete`](crate::Write::Delete) was applied.
     Delete {
-        /// The key as it was before the delete, if it existed.
-        previous: Option<Versioned>,
+        /// The key's versions before the delete, if it existed.
+        previous: Option<Version>,
     },
     /// A [`Write::DeleteRange`](crate::Write::DeleteRange) was applied.
     DeleteRange {

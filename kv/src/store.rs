@@ -6,7 +6,8 @@ use std::ops::Bound;
 use bytes::Bytes;
 
 use crate::{
-    ApplyError, Change, Compare, Op, OpResult, TXN_OPS_MAX, Txn, Versioned, Write, WriteResult,
+    ApplyError, Change, Compare, Op, OpResult, TXN_OPS_MAX, Txn, Version, Versioned, Write,
+    WriteResult,
 };
 
 /// The keys with their versions, in key order.
@@ -40,10 +41,13 @@ impl Store {
         let mut changes = Vec::new();
         let result = match write {
             Write::Put { key, value } => Ok(WriteResult::Put {
-                previous: self.put(index, key, value, &mut changes),
+                previous: self
+                    .put(index, key, value, &mut changes)
+                    .as_ref()
+                    .map(Version::from),
             }),
             Write::Delete { key } => Ok(WriteResult::Delete {
-                previous: self.delete(key, &mut changes),
+                previous: self.delete(key, &mut changes).as_ref().map(Version::from),
             }),
             Write::DeleteRange { start, end } => Ok(WriteResult::DeleteRange {
                 deleted: self.delete_range(start, end, &mut changes),
@@ -132,10 +136,13 @@ impl Store {
     fn op(&mut self, index: u64, op: &Op, changes: &mut Vec<Change>) -> OpResult {
         match op {
             Op::Put { key, value } => OpResult::Put {
-                previous: self.put(index, key, value, changes),
+                previous: self
+                    .put(index, key, value, changes)
+                    .as_ref()
+                    .map(Version::from),
             },
             Op::Delete { key } => OpResult::Delete {
-                previous: self.delete(key, changes),
+                previous: self.delete(key, changes).as_ref().map(Version::from),
             },
             Op::Get { key } => OpResult::Get {
                 current: self.keys.get(key).cloned(),

@@ -5,7 +5,8 @@ mod support;
 use std::collections::BTreeMap;
 
 use kv::{
-    Bytes, Change, Compare, Limits, Op, OpResult, StateMachine, Versioned, Write, WriteResult,
+    Bytes, Change, Compare, Limits, Op, OpResult, StateMachine, Version, Versioned, Write,
+    WriteResult,
 };
 use proptest::prelude::*;
 use support::{anonymous, key, runner, write};
@@ -73,10 +74,13 @@ impl Model {
         let mut changes = Vec::new();
         let result = match write {
             Write::Put { key, value } => WriteResult::Put {
-                previous: self.put(index, key, value, &mut changes),
+                previous: self
+                    .put(index, key, value, &mut changes)
+                    .as_ref()
+                    .map(Version::from),
             },
             Write::Delete { key } => WriteResult::Delete {
-                previous: self.delete(key, &mut changes),
+                previous: self.delete(key, &mut changes).as_ref().map(Version::from),
             },
             Write::DeleteRange { start, end } => {
                 let doomed: Vec<Bytes> = self
@@ -102,10 +106,13 @@ impl Model {
                 } {
                     results.push(match op {
                         Op::Put { key, value } => OpResult::Put {
-                            previous: self.put(index, key, value, &mut changes),
+                            previous: self
+                                .put(index, key, value, &mut changes)
+                                .as_ref()
+                                .map(Version::from),
                         },
                         Op::Delete { key } => OpResult::Delete {
-                            previous: self.delete(key, &mut changes),
+                            previous: self.delete(key, &mut changes).as_ref().map(Version::from),
                         },
                         Op::Get { key } => OpResult::Get {
                             current: self.keys.get(key).cloned(),

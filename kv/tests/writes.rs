@@ -3,13 +3,20 @@
 mod support;
 
 use kv::{
-    ApplyError, Change, Compare, Limits, Op, OpResult, StateMachine, TXN_OPS_MAX, Txn, Versioned,
-    Write, WriteResult,
+    ApplyError, Change, Compare, Limits, Op, OpResult, StateMachine, TXN_OPS_MAX, Txn, Version,
+    Versioned, Write, WriteResult,
 };
 use support::{anonymous, b, contents, delete, put};
 
 fn apply(machine: &mut StateMachine, index: u64, write: Write) -> kv::Applied {
     machine.apply(index, &anonymous(write).encode())
+}
+
+fn version(create_index: u64, mod_index: u64) -> Version {
+    Version {
+        create_index,
+        mod_index,
+    }
 }
 
 fn versioned(value: &str, create_index: u64, mod_index: u64) -> Versioned {
@@ -38,7 +45,7 @@ fn a_put_creates_a_key_and_an_overwrite_keeps_its_create_index() {
     assert_eq!(
         second.result,
         Ok(WriteResult::Put {
-            previous: Some(versioned("v1", 3, 3))
+            previous: Some(version(3, 3))
         })
     );
     assert_eq!(machine.get(b"k"), Some(&versioned("v2", 3, 5)));
@@ -54,7 +61,7 @@ fn a_delete_removes_the_key_and_a_put_after_it_creates_it_anew() {
     assert_eq!(
         deleted.result,
         Ok(WriteResult::Delete {
-            previous: Some(versioned("v1", 1, 1))
+            previous: Some(version(1, 1))
         })
     );
     assert_eq!(
@@ -311,13 +318,13 @@ fn gets_inside_a_txn_see_the_earlier_ops_of_the_same_branch_and_changes_list_the
             current: Some(versioned("old", 1, 1)),
         },
         OpResult::Put {
-            previous: Some(versioned("old", 1, 1)),
+            previous: Some(version(1, 1)),
         },
         OpResult::Get {
             current: Some(versioned("new", 1, 7)),
         },
         OpResult::Delete {
-            previous: Some(versioned("new", 1, 7)),
+            previous: Some(version(1, 7)),
         },
         OpResult::Get { current: None },
         OpResult::Delete { previous: None },

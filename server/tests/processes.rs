@@ -214,6 +214,35 @@ async fn a_fifth_server_joins_a_shard_under_load_and_catches_up_by_snapshot() {
     cluster
         .assert_replicas_converge(&client, |shard| if shard.shard == users { 5 } else { 4 })
         .await;
+    // A voter is removed through the API; the shard keeps serving with the others.
+    let removed = *leader
+        .voters
+        .iter()
+        .find(|voter| **voter != shard.leader_id && **voter != 5)
+        .unwrap();
+    let remove = Request::ChangeMembership {
+        shard: users,
+        change: client::MembershipChange::Remove(removed),
+    };
+    assert_eq!(
+        client.request(remove.clone()).await.unwrap(),
+        Response::Done
+    );
+    // Removing it again is answered as done (the change is already in place).
+    assert_eq!(client.request(remove).await.unwrap(), Response::Done);
+    client.put("us/after-removal", "ok").await.unwrap();
+    let status = cluster.wait_for_leaders(&client).await;
+    let shard = status
+        .shards
+        .iter()
+        .find(|shard| shard.shard == users)
+        .unwrap();
+    let leader = shard
+        .replicas
+        .iter()
+        .find(|r| r.server_id == shard.leader_id)
+        .unwrap();
+    assert!(!leader.voters.contains(&removed), "{leader:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -464,4 +493,116 @@ async fn a_server_refuses_to_start_blank_on_a_lost_or_corrupt_data_directory() {
 
     // Server 1, alone now, cannot form a quorum but stays up.
     assert!(cluster.is_running(1));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_http_api_writes_reads_swaps_lists_and_runs_transactions() {
+    let cluster = ProcessCluster::start("http", 3, 3, default_shards(3), 10_000);
+    let client = cluster.client();
+    cluster.wait_for_leaders(&client).await;
+    let (bearer_name, bearer_value) = bearer();
+    let auth = [(bearer_name, bearer_value.as_str())];
+    let json = [
+        (bearer_name, bearer_value.as_str()),
+        ("Content-Type", "application/json"),
+    ];
+    let (one, two, three) = (
+        cluster.http_address(1),
+        cluster.http_address(2),
+        cluster.http_address(3),
+    );
+    let (status, body) = http(one, "PUT", "/v1/kv/us/alice", &auth, b"Alice");
+    assert_eq!(status, 200, "{body}");
+    let written: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(written["shard"], 4, "users is the fourth shard of the map");
+    assert_eq!(
+        http(two, "GET", "/v1/kv/us/alice", &auth, b""),
+        (200, "Alice".to_owned())
+    );
+    let stale = http(
+        three,
+        "GET",
+        "/v1/kv/us/alice?consistency=stale",
+        &auth,
+        b"",
+    );
+    assert!(
+        stale.0 == 200 || stale.0 == 404,
+        "a stale read may lag: {stale:?}"
+    );
+    assert_eq!(http(one, "GET", "/v1/kv/us/nobody", &auth, b"").0, 404);
+
+    // Compare-and-swap: the expected value wins once; a stale expectation gets 409.
+    let swap = br#"{"expected": "Alice", "value": "Alice B."}"#;
+    assert_eq!(http(two, "POST", "/v1/kv/us/alice/cas", &json, swap).0, 200);
+    let (status, body) = http(two, "POST", "/v1/kv/us/alice/cas", &json, swap);
+    assert_eq!(status, 409);
+    let conflict: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(conflict["current"], "Alice B.");
+    let create = br#"{"expected": null, "value": "Bob"}"#;
+    assert_eq!(
+        http(three, "POST", "/v1/kv/us/bob/cas", &json, create).0,
+        200
+    );
+    assert_eq!(
+        http(three, "POST", "/v1/kv/us/bob/cas", &json, create).0,
+        409
+    );
+
+    // A list across the prefix, in key order, with paging.
+    let (status, body) = http(one, "GET", "/v1/kv?prefix=us/", &auth, b"");
+    assert_eq!(status, 200);
+    let list: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let keys: Vec<&str> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["key"].as_str().unwrap())
+        .collect();
+    assert_eq!(keys, ["us/alice", "us/bob"]);
+    let (status, body) = http(one, "GET", "/v1/kv?prefix=us/&limit=1", &auth, b"");
+    assert_eq!(status, 200);
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&body)
+            .unwrap()
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+
+    // A transaction: compares, then the success branch, atomically; its gets see its puts.
+    let txn = br#"{
+        "compare": [{"op": "value_equals", "key": "gr/team", "value": "v1"}],
+        "success": [{"op": "delete", "key": "gr/team"}],
+        "failure": [{"op": "put", "key": "gr/team", "value": "v1"}, {"op": "get", "key": "gr/team"}]
+    }"#;
+    let (status, body) = http(two, "POST", "/v1/txn", &json, txn);
+    assert_eq!(status, 200, "{body}");
+    let answer: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(answer["succeeded"], false);
+    assert_eq!(answer["results"][1]["value"], "v1");
+    let (_, body) = http(three, "POST", "/v1/txn", &json, txn);
+    let answer: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(answer["succeeded"], true);
+    assert_eq!(http(one, "DELETE", "/v1/kv/us/bob", &auth, b"").0, 200);
+    assert_eq!(http(one, "GET", "/v1/kv/us/bob", &auth, b"").0, 404);
+
+    // The status shows every shard with a leader and three replicas.
+    let (status, body) = http(one, "GET", "/v1/cluster/status", &[], b"");
+    assert_eq!(status, 200);
+    let status: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(status["all_shards_led"], true);
+    for shard in status["shards"].as_array().unwrap() {
+        assert_eq!(shard["replicas"].as_array().unwrap().len(), 3, "{shard}");
+    }
+    // Digests are for operators.
+    assert_eq!(
+        http(one, "GET", "/v1/cluster/status?digests=true", &[], b"").0,
+        401
+    );
+    assert_eq!(
+        http(one, "GET", "/v1/cluster/status?digests=true", &auth, b"").0,
+        200
+    );
 }

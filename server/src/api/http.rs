@@ -7,7 +7,7 @@
 //! | `GET /v1/kv/{key}` | the value as the body, 404 when absent; `?consistency=stale` reads the local replica |
 //! | `DELETE /v1/kv/{key}` | 200 `{"shard","index","deleted"}` |
 //! | `POST /v1/kv/{key}/cas` | `{"expected": null or "v", "value": "w"}`: 200 when swapped, 409 with the current value otherwise |
-//! | `GET /v1/kv?prefix=P&limit=N` | the keys under `P` in order, as a JSON list |
+//! | `GET /v1/kv?prefix=P&limit=N` | the keys under `P` in order, as a JSON list (header `x-more: true` when the limit cut it) |
 //! | `POST /v1/txn` | compares, then `success` or `failure` operations, atomically (one shard) |
 //! | `POST /v1/shards/{id}/members` | `{"action": "add_learner" or "add_voter" or "remove", "server": N}` |
 //! | `POST /v1/shards/{id}/transfer` | `{"to": N}`: hands the shard's leadership to voter `N` |
@@ -690,7 +690,8 @@ async fn list(
                     .iter()
                     .map(|(key, versioned)| versioned_json(key, versioned))
                     .collect();
-                Ok(Json(json!({"entries": keys, "more": more})).into_response())
+                // A JSON list; whether more keys follow is in a header, for paging.
+                Ok(([("x-more", more.to_string())], Json(Json_::Array(keys))).into_response())
             }
             other => Err(unexpected(format!("{other:?}"))),
         }
