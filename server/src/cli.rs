@@ -85,7 +85,11 @@ fn serve(path: &Path, init: bool) -> anyhow::Result<()> {
         .build()
         .context("starting the runtime")?;
     runtime.block_on(async move {
-        let server = server::start(config, storage::StdFs, StartOptions { init })
+        let options = StartOptions {
+            init,
+            ..StartOptions::default()
+        };
+        let server = server::start(config, storage::StdFs, options)
             .await
             .context("the server did not start")?;
         let shutdown = server.shutdown_token();

@@ -51,7 +51,7 @@
 //!     timing: Default::default(),
 //!     limits: Default::default(),
 //! };
-//! let server = server::start(config, MemFs::new(), StartOptions { init: true }).await.unwrap();
+//! let server = server::start(config, MemFs::new(), StartOptions::init()).await.unwrap();
 //! let service = server.service().clone();
 //! let put = kv::Write::Put { key: "us/alice".into(), value: "Alice".into() };
 //! let answer = service.write(put, None).await;
@@ -69,6 +69,7 @@ pub mod api;
 pub mod config;
 pub mod metrics;
 mod node;
+pub mod observe;
 pub mod peer;
 mod server;
 pub mod service;

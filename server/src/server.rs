@@ -38,11 +38,31 @@ pub enum Error {
 }
 
 /// How to start.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default)]
 pub struct StartOptions {
     /// Create the data directory (it must not hold a server's data yet) and bootstrap the
     /// shards this server is an initial member of. Without it, the directory must exist.
     pub init: bool,
+    /// Faults the transport injects into what it receives (the simulator's message loss,
+    /// duplication and delay); none by default.
+    pub transport_faults: Option<net::FaultConfig>,
+    /// Receives progress reports as they happen (the simulator's checkers); none by default.
+    pub observer: Option<Arc<dyn crate::observe::Observer>>,
+}
+
+impl StartOptions {
+    /// Options for a new server (`--init`).
+    pub fn init() -> StartOptions {
+        StartOptions {
+            init: true,
+            ..StartOptions::default()
+        }
+    }
+
+    /// Options for a server that restarts from its data directory.
+    pub fn existing() -> StartOptions {
+        StartOptions::default()
+    }
 }
 
 /// The Raft settings of this server's replica of one shard.
@@ -275,17 +295,23 @@ where
         .filter(|server| server.id != config.server_id)
         .map(|server| (server.id, server.peer))
         .collect();
-    let transport_config = net::TransportConfig::new(
+    let mut transport_config = net::TransportConfig::new(
         config.server_id,
         config.cluster_id,
         config.cluster_secret.as_bytes().to_vec(),
         peers,
     );
+    if let Some(faults) = &options.transport_faults {
+        transport_config.faults = *faults;
+    }
     let (transport, incoming) =
         net::Transport::start::<PeerMessage>(transport_config, peer_listener)
             .map_err(|error| ConfigError(format!("transport: {error}")))?;
 
-    let shared = Arc::new(Shared::default());
+    let shared = Arc::new(Shared {
+        observer: options.observer.clone(),
+        ..Shared::default()
+    });
     let metrics = Arc::new(Metrics::default());
     let shutdown = CancellationToken::new();
     let (node_sender, node_receiver) = mpsc::channel(config.limits.node_queue_capacity);

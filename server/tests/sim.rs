@@ -74,7 +74,11 @@ async fn a_three_server_cluster_serves_writes_through_a_leader_crash() {
                 let initialized = initialized.clone();
                 async move {
                     let init = !initialized.swap(true, Ordering::SeqCst);
-                    let server = server::start(config(id), disk, StartOptions { init })
+                    let options = StartOptions {
+                        init,
+                        ..StartOptions::default()
+                    };
+                    let server = server::start(config(id), disk, options)
                         .await
                         .expect("the server starts");
                     server

@@ -19,6 +19,7 @@ mod replica;
 
 use crate::config::ServerConfig;
 use crate::metrics::Metrics;
+use crate::observe::Observer;
 use crate::peer::{PeerMessage, SNAPSHOT_CHUNK_BYTES, SnapshotChunk};
 use crate::shard::ShardMap;
 use client::{
@@ -63,6 +64,8 @@ pub(crate) struct Shared {
     pub leaders: Mutex<BTreeMap<ShardId, ServerId>>,
     /// Forwarded requests waiting for their reply, by forward id.
     pub forwards: Mutex<HashMap<u64, Forwarded>>,
+    /// Receives progress reports (the simulator's checkers), if anyone listens.
+    pub observer: Option<Arc<dyn Observer>>,
 }
 
 /// A forwarded request waiting for its reply.
@@ -118,6 +121,7 @@ pub(crate) struct NodeLoop<F: FileSystem> {
     quiet_snapshot_ticks: u64,
     next_read_id: u64,
     kv_limits: fn() -> kv::Limits,
+    observer: Option<Arc<dyn Observer>>,
 }
 
 /// How the loop ended.
@@ -137,10 +141,12 @@ where
         shared: Arc<Shared>,
         metrics: Arc<Metrics>,
     ) -> NodeLoop<F> {
+        let observer = shared.observer.clone();
         let replicas = replicas
             .into_iter()
             .map(|(spec, node, machine)| {
-                (spec.id, Replica::new(spec, node, machine, metrics.clone()))
+                let replica = Replica::new(spec, node, machine, metrics.clone(), observer.clone());
+                (replica.spec.id, replica)
             })
             .collect();
         let timing = &config.timing;
@@ -163,6 +169,7 @@ where
             quiet_snapshot_ticks: (QUIET_SNAPSHOT_INTERVAL_MS / timing.tick_ms).max(1),
             next_read_id: 1,
             kv_limits: kv::Limits::default,
+            observer,
         }
     }
 
@@ -459,7 +466,13 @@ where
             "joining shard as a new replica"
         );
         let machine = kv::StateMachine::new((self.kv_limits)());
-        let replica = Replica::new(spec.clone(), node, machine, self.metrics.clone());
+        let replica = Replica::new(
+            spec.clone(),
+            node,
+            machine,
+            self.metrics.clone(),
+            self.observer.clone(),
+        );
         self.replicas.insert(spec.id, replica);
         true
     }
@@ -668,6 +681,9 @@ where
         if soft.role == Role::Leader && !was_leader {
             replica.leader_since_tick = Some(ticks);
             replica.next_balance_tick = 0;
+            if let Some(observer) = &self.observer {
+                observer.leader_elected(self.server_id, shard, replica.node.term());
+            }
             Metrics::add(&self.metrics.counters.elections_won, 1);
             tracing::info!(shard, term = replica.node.term(), "leading");
         } else if soft.role != Role::Leader && was_leader {

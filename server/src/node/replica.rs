@@ -2,6 +2,7 @@
 //! on it. No I/O here: the node loop hands in requests and Readys and sends what comes out.
 
 use crate::metrics::Metrics;
+use crate::observe::Observer;
 use crate::shard::ShardSpec;
 use bytes::Bytes;
 use client::{
@@ -55,6 +56,7 @@ pub(crate) struct Replica {
     /// Reads confirmed at an index, waiting for the apply to reach it.
     reads_confirmed: Vec<(u64, Vec<PendingRead>)>,
     metrics: Arc<Metrics>,
+    observer: Option<Arc<dyn Observer>>,
 }
 
 fn error(code: ErrorCode, message: impl Into<String>) -> Response {
@@ -80,6 +82,7 @@ impl Replica {
         node: Node,
         machine: StateMachine,
         metrics: Arc<Metrics>,
+        observer: Option<Arc<dyn Observer>>,
     ) -> Replica {
         let snapshot_index = node.snapshot().map_or(0, |snapshot| snapshot.meta.index);
         let durable_term_vote = (node.term(), node.vote());
@@ -98,6 +101,7 @@ impl Replica {
             reads_in_flight: BTreeMap::new(),
             reads_confirmed: Vec::new(),
             metrics,
+            observer,
         }
     }
 
@@ -331,6 +335,9 @@ impl Replica {
                 self.machine = machine;
                 self.snapshot_index = snapshot.meta.index;
                 Metrics::add(&self.metrics.counters.snapshots_installed, 1);
+                if let Some(observer) = &self.observer {
+                    observer.snapshot_installed(self.node.id(), self.spec.id, snapshot.meta.index);
+                }
             }
             Ok(machine) => self.fail(format!(
                 "a snapshot at index {} holds a state applied to {}",
@@ -361,6 +368,16 @@ impl Replica {
             return None;
         }
         Metrics::add(&self.metrics.counters.entries_applied, 1);
+        if let Some(observer) = &self.observer {
+            let fingerprint = crate::observe::fingerprint(entry.kind, &entry.data);
+            observer.entry_applied(
+                self.node.id(),
+                self.spec.id,
+                entry.index,
+                entry.term,
+                fingerprint,
+            );
+        }
         let applied = match entry.kind {
             EntryKind::Normal if !entry.data.is_empty() => {
                 let applied = self.machine.apply(entry.index, &entry.data);

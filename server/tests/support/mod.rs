@@ -88,7 +88,10 @@ impl TestCluster {
         let server = server::start_on(
             self.configs[index].clone(),
             self.disks[index].clone(),
-            StartOptions { init },
+            StartOptions {
+                init,
+                ..StartOptions::default()
+            },
             listeners,
         )
         .await
