@@ -11,6 +11,7 @@ use client::ShardId;
 use raft_core::{ConfState, InitialState, Node};
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 use storage::FileSystem;
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
@@ -119,8 +120,14 @@ impl ServerHandle {
         };
         self.shutdown.cancel();
         self.transport.shutdown();
-        for task in self.tasks {
-            task.abort();
+        // The listeners close when their tasks end: wait for them (they stop at the
+        // cancellation; HTTP finishes the requests in flight), so that a server started again
+        // at once finds its ports free.
+        for mut task in self.tasks {
+            let stopped = tokio::time::timeout(Duration::from_secs(5), &mut task).await;
+            if stopped.is_err() {
+                task.abort();
+            }
         }
         result
     }

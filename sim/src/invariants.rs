@@ -1,0 +1,124 @@
+//! Invariants checked while the simulation runs, from the servers' progress reports: at most
+//! one leader per term per shard; every replica applies the same entry at every index (so a
+//! committed entry never changes and every replica applies the same sequence); no replica skips
+//! an entry except through a snapshot.
+
+use client::{ServerId, ShardId};
+use server::observe::Observer;
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+
+/// The first invariant broken, as a sentence.
+pub type Violation = String;
+
+#[derive(Debug, Default)]
+struct State {
+    /// (shard, term) → the server that led it.
+    leaders: BTreeMap<(ShardId, u64), ServerId>,
+    /// (shard, index) → (term, fingerprint) of the entry applied there.
+    applied: BTreeMap<(ShardId, u64), (u64, u64)>,
+    /// (server, shard) → the last index it applied (or installed by snapshot).
+    last_applied: BTreeMap<(ServerId, ShardId), u64>,
+    /// The newest (term, leader) of each shard.
+    newest_leader: BTreeMap<ShardId, (u64, ServerId)>,
+    violation: Option<Violation>,
+    entries_applied: u64,
+    snapshots_installed: u64,
+}
+
+/// Listens to every server of a simulated cluster.
+#[derive(Debug, Default)]
+pub struct Invariants {
+    state: Mutex<State>,
+}
+
+impl Invariants {
+    /// The first violation seen, if any.
+    pub fn violation(&self) -> Option<Violation> {
+        self.state
+            .lock()
+            .expect("invariants lock")
+            .violation
+            .clone()
+    }
+
+    /// The leader of the newest term seen for `shard`, if any.
+    pub fn newest_leader(&self, shard: ShardId) -> Option<ServerId> {
+        let state = self.state.lock().expect("invariants lock");
+        state.newest_leader.get(&shard).map(|(_, leader)| *leader)
+    }
+
+    /// Entries applied and snapshots installed over every replica, for the report.
+    pub fn counts(&self) -> (u64, u64) {
+        let state = self.state.lock().expect("invariants lock");
+        (state.entries_applied, state.snapshots_installed)
+    }
+
+    /// A restarted replica starts again from its snapshot: forget where it was.
+    pub fn restarted(&self, server: ServerId) {
+        let mut state = self.state.lock().expect("invariants lock");
+        state
+            .last_applied
+            .retain(|(replica, _), _| *replica != server);
+    }
+
+    fn record(&self, violation: String) {
+        let mut state = self.state.lock().expect("invariants lock");
+        if state.violation.is_none() {
+            state.violation = Some(violation);
+        }
+    }
+}
+
+impl Observer for Invariants {
+    fn leader_elected(&self, server: ServerId, shard: ShardId, term: u64) {
+        let mut state = self.state.lock().expect("invariants lock");
+        if let Some(other) = state.leaders.insert((shard, term), server)
+            && other != server
+        {
+            drop(state);
+            self.record(format!(
+                "two leaders in term {term} of shard {shard}: servers {other} and {server}"
+            ));
+            return;
+        }
+        let newest = state.newest_leader.entry(shard).or_insert((term, server));
+        if term >= newest.0 {
+            *newest = (term, server);
+        }
+    }
+
+    fn entry_applied(
+        &self,
+        server: ServerId,
+        shard: ShardId,
+        index: u64,
+        term: u64,
+        fingerprint: u64,
+    ) {
+        let mut state = self.state.lock().expect("invariants lock");
+        state.entries_applied += 1;
+        let violation = match state.applied.insert((shard, index), (term, fingerprint)) {
+            Some((other_term, other)) if (other_term, other) != (term, fingerprint) => {
+                Some(format!(
+                    "shard {shard}: server {server} applied entry {index} of term {term} (fingerprint {fingerprint:016x}), another replica applied entry {index} of term {other_term} ({other:016x})"
+                ))
+            }
+            _ => None,
+        };
+        let last = state.last_applied.insert((server, shard), index);
+        let skipped = last.filter(|last| index > last + 1).map(|last| {
+            format!("shard {shard}: server {server} applied entry {index} right after {last}")
+        });
+        drop(state);
+        if let Some(violation) = violation.or(skipped) {
+            self.record(violation);
+        }
+    }
+
+    fn snapshot_installed(&self, server: ServerId, shard: ShardId, index: u64) {
+        let mut state = self.state.lock().expect("invariants lock");
+        state.snapshots_installed += 1;
+        state.last_applied.insert((server, shard), index);
+    }
+}

@@ -1,0 +1,237 @@
+//! What a seed decides: the cluster, the workload and the fault mix (swarm testing: each fault
+//! class is on or off for a run, with its own rate).
+
+use server::{ShardSpec, default_shards};
+use std::fmt;
+
+/// SplitMix64: the options come from the seed through this small generator only, so a seed
+/// always draws the same options whatever else changes.
+#[derive(Debug, Clone)]
+pub struct Draw {
+    state: u64,
+}
+
+impl Draw {
+    /// A generator for `seed`.
+    pub fn new(seed: u64) -> Draw {
+        Draw {
+            state: seed ^ 0x5ee5_5ee5_5ee5_5ee5,
+        }
+    }
+
+    /// The next number.
+    pub fn next_u64(&mut self) -> u64 {
+        self.state = self.state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut mixed = self.state;
+        mixed = (mixed ^ (mixed >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        mixed = (mixed ^ (mixed >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        mixed ^ (mixed >> 31)
+    }
+
+    /// A number in `low..=high`.
+    pub fn between(&mut self, low: u64, high: u64) -> u64 {
+        low + self.next_u64() % (high - low + 1)
+    }
+
+    /// True with probability `per_mille / 1000`.
+    pub fn chance(&mut self, per_mille: u64) -> bool {
+        self.next_u64() % 1000 < per_mille
+    }
+
+    /// One of `items`.
+    pub fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
+        &items[(self.next_u64() % items.len() as u64) as usize]
+    }
+}
+
+/// The fault classes of one run; `None` is off, `Some` holds its weight among the enabled
+/// classes (how often the nemesis picks it).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Faults {
+    /// Split the servers in two groups that cannot talk.
+    pub partition: Option<u64>,
+    /// Cut one direction of one link.
+    pub one_way: Option<u64>,
+    /// Two halves that only one server connects.
+    pub bridge: Option<u64>,
+    /// Kill the current leader of a shard, then restart it.
+    pub kill_leader: Option<u64>,
+    /// Kill a random server, then restart it.
+    pub kill_random: Option<u64>,
+    /// Pause a server (its clock and tasks stop), then resume it.
+    pub pause: Option<u64>,
+    /// Make the next fsync of a server fail (the server stops; a supervisor restarts it).
+    pub fsync_error: Option<u64>,
+    /// A membership change: promote a learner and remove a voter.
+    pub membership: Option<u64>,
+    /// Ask a shard's leader to hand its leadership to another voter.
+    pub transfer: Option<u64>,
+    /// On a crash, the disk tears the last unsynced write instead of losing it whole.
+    pub torn_writes: bool,
+    /// Received messages dropped, duplicated and delayed by the transport, per million.
+    pub message_drop_per_million: u32,
+    /// As above, duplicated.
+    pub message_duplicate_per_million: u32,
+    /// As above, delayed (up to 200 ms).
+    pub message_delay_per_million: u32,
+}
+
+/// Everything a seed decides.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Options {
+    /// The seed.
+    pub seed: u64,
+    /// Servers in the cluster (3 to 5).
+    pub servers: usize,
+    /// The shard map (1, 2 or 4 shards over the servers).
+    pub shards: Vec<ShardSpec>,
+    /// Ticks between heartbeats.
+    pub heartbeat_ticks: u32,
+    /// Ticks before an election.
+    pub election_ticks: u32,
+    /// Applied entries between snapshots (small values make snapshots and catch-up by
+    /// snapshot frequent).
+    pub snapshot_entries: u64,
+    /// Concurrent clients.
+    pub clients: usize,
+    /// The keys the clients work on, spread over the shards.
+    pub keys: Vec<String>,
+    /// The fault mix.
+    pub faults: Faults,
+    /// Simulated milliseconds of the safety phase (faults on).
+    pub safety_ms: u64,
+    /// Simulated milliseconds within which, once healed, every shard must elect a leader and
+    /// commit a write.
+    pub liveness_ms: u64,
+}
+
+fn shard_map(servers: usize, shards: usize) -> Vec<ShardSpec> {
+    let mut map = default_shards(servers);
+    match shards {
+        4 => map,
+        2 => {
+            // events (a-m and n-z) in one shard, groups and users in the other.
+            map[0].end = "gr/".into();
+            map[2].end = String::new();
+            map.remove(3);
+            map.remove(1);
+            map
+        }
+        _ => {
+            map.truncate(1);
+            map[0].end = String::new();
+            map
+        }
+    }
+}
+
+impl Options {
+    /// The options of `seed`.
+    pub fn from_seed(seed: u64) -> Options {
+        let mut draw = Draw::new(seed);
+        let servers = draw.between(3, 5) as usize;
+        let shards = *draw.pick(&[1, 2, 4, 4]);
+        let prefixes = ["ev/am/alice/", "ev/nz/olga/", "gr/team/", "us/"];
+        let keys = (0..draw.between(3, 8))
+            .map(|index| format!("{}k{index}", prefixes[index as usize % prefixes.len()]))
+            .collect();
+        let weight =
+            |draw: &mut Draw, per_mille: u64| draw.chance(per_mille).then(|| draw.between(1, 5));
+        let faults = Faults {
+            partition: weight(&mut draw, 600),
+            one_way: weight(&mut draw, 400),
+            bridge: weight(&mut draw, 300),
+            kill_leader: weight(&mut draw, 600),
+            kill_random: weight(&mut draw, 400),
+            pause: weight(&mut draw, 300),
+            fsync_error: weight(&mut draw, 200),
+            membership: weight(&mut draw, 300),
+            transfer: weight(&mut draw, 300),
+            torn_writes: draw.chance(500),
+            message_drop_per_million: if draw.chance(400) {
+                draw.between(1_000, 50_000) as u32
+            } else {
+                0
+            },
+            message_duplicate_per_million: if draw.chance(300) {
+                draw.between(1_000, 20_000) as u32
+            } else {
+                0
+            },
+            message_delay_per_million: if draw.chance(300) {
+                draw.between(1_000, 50_000) as u32
+            } else {
+                0
+            },
+        };
+        let heartbeat_ticks = draw.between(2, 4) as u32;
+        Options {
+            seed,
+            servers,
+            shards: shard_map(servers, shards),
+            heartbeat_ticks,
+            election_ticks: heartbeat_ticks * draw.between(4, 8) as u32,
+            snapshot_entries: *draw.pick(&[20, 100, 1_000, 10_000]),
+            clients: draw.between(2, 6) as usize,
+            keys,
+            faults,
+            safety_ms: 20_000,
+            liveness_ms: 30_000,
+        }
+    }
+}
+
+impl fmt::Display for Options {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let shards: Vec<String> = self
+            .shards
+            .iter()
+            .map(|shard| format!("{}{:?}+{:?}", shard.name, shard.voters, shard.learners))
+            .collect();
+        write!(
+            formatter,
+            "seed {}: {} servers, shards [{}], heartbeat {} / election {} ticks of 10 ms, snapshot every {} entries, {} clients on {} keys, faults {:?}",
+            self.seed,
+            self.servers,
+            shards.join(", "),
+            self.heartbeat_ticks,
+            self.election_ticks,
+            self.snapshot_entries,
+            self.clients,
+            self.keys.len(),
+            self.faults
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_seed_always_draws_the_same_options() {
+        for seed in 0..100 {
+            assert_eq!(Options::from_seed(seed), Options::from_seed(seed));
+        }
+        assert_ne!(Options::from_seed(1), Options::from_seed(2));
+    }
+
+    #[test]
+    fn every_drawn_shard_map_covers_the_key_space_and_every_fault_class_is_drawn() {
+        let mut seen_on = Faults::default();
+        for seed in 0..500 {
+            let options = Options::from_seed(seed);
+            server::ShardMap::new(options.shards.clone()).expect("a valid map");
+            assert!((3..=5).contains(&options.servers));
+            let faults = &options.faults;
+            seen_on.partition = seen_on.partition.or(faults.partition);
+            seen_on.bridge = seen_on.bridge.or(faults.bridge);
+            seen_on.fsync_error = seen_on.fsync_error.or(faults.fsync_error);
+            seen_on.membership = seen_on.membership.or(faults.membership);
+            seen_on.torn_writes |= faults.torn_writes;
+        }
+        assert!(seen_on.partition.is_some() && seen_on.bridge.is_some());
+        assert!(seen_on.fsync_error.is_some() && seen_on.membership.is_some());
+        assert!(seen_on.torn_writes);
+    }
+}

@@ -1,0 +1,590 @@
+//! One simulation run: the cluster on simulated machines, the clients, the nemesis, the two
+//! phases and the checks.
+
+use crate::history::{History, Recorder};
+use crate::invariants::Invariants;
+use crate::options::{Draw, Options};
+use client::{Client, ClientConfig, MembershipChange, Request, ServerId};
+use madsim::net::NetSim;
+use madsim::runtime::{Handle, NodeHandle};
+use server::{ServerAddresses, ServerConfig, StartOptions, Timing};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+use storage::{Crash, FaultError, FaultOperation, MemFs};
+use tokio::time::Instant;
+
+const TOKEN: &str = "simulation-operator-token";
+const TICK_MS: u64 = 10;
+
+/// What a passing run did, for the log.
+#[derive(Debug, Clone)]
+pub struct Report {
+    /// The options the seed drew.
+    pub options: Options,
+    /// Client operations recorded (completed and unknown).
+    pub operations: usize,
+    /// Operations whose outcome the clients never learned.
+    pub unknown: usize,
+    /// Faults the nemesis injected.
+    pub faults: usize,
+    /// Entries applied and snapshots installed over every replica.
+    pub entries_applied: u64,
+    /// Snapshots installed over every replica.
+    pub snapshots_installed: u64,
+}
+
+/// Why a run failed: what broke, and the options of the seed.
+#[derive(Debug, Clone)]
+pub struct Failure {
+    /// The options the seed drew.
+    pub options: Options,
+    /// What broke.
+    pub reason: String,
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            formatter,
+            "simulation failed: {}\noptions: {}\nreplay: MADSIM_TEST_SEED={} RUSTFLAGS=\"--cfg madsim\" CARGO_TARGET_DIR=target/sim cargo test -p sim --test simulation -- --nocapture",
+            self.reason, self.options, self.options.seed
+        )
+    }
+}
+
+fn addresses(servers: usize) -> Vec<ServerAddresses> {
+    (1..=servers as u64)
+        .map(|id| {
+            let ip = [10, 0, 0, id as u8];
+            ServerAddresses {
+                id,
+                peer: SocketAddr::from((ip, 7000)),
+                client: SocketAddr::from((ip, 7100)),
+                http: None,
+            }
+        })
+        .collect()
+}
+
+fn server_config(options: &Options, id: u64) -> ServerConfig {
+    ServerConfig {
+        server_id: id,
+        cluster_id: 11,
+        cluster_secret: "simulation cluster secret".into(),
+        operator_tokens: vec![TOKEN.into()],
+        data_dir: "/data".into(),
+        servers: addresses(options.servers),
+        shards: options.shards.clone(),
+        timing: Timing {
+            tick_ms: TICK_MS,
+            heartbeat_ticks: options.heartbeat_ticks,
+            election_ticks: options.election_ticks,
+            request_timeout_ms: 3_000,
+            forward_timeout_ms: 500,
+            balance_interval_ms: 1_000,
+        },
+        limits: server::Limits {
+            snapshot_entries: options.snapshot_entries,
+            ..Default::default()
+        },
+    }
+}
+
+/// The simulated cluster: one machine per server, each with its own disk.
+struct Cluster {
+    options: Options,
+    nodes: Vec<NodeHandle>,
+    disks: Vec<MemFs>,
+    invariants: Arc<Invariants>,
+    /// Servers killed and not yet restarted.
+    down: Vec<bool>,
+    paused: Vec<bool>,
+    /// Links cut by the nemesis, to heal.
+    clogged: Vec<(usize, usize)>,
+    /// Set by a machine whose server stopped (its disk failed).
+    stopped: Vec<Arc<AtomicBool>>,
+}
+
+impl Cluster {
+    fn start(options: &Options, invariants: Arc<Invariants>) -> Cluster {
+        let handle = Handle::current();
+        let faults = net::FaultConfig {
+            seed: options.seed,
+            drop_per_million: options.faults.message_drop_per_million,
+            duplicate_per_million: options.faults.message_duplicate_per_million,
+            delay_per_million: options.faults.message_delay_per_million,
+            delay_ms_min: 1,
+            delay_ms_max: 200,
+        };
+        let mut nodes = Vec::new();
+        let mut disks = Vec::new();
+        let mut stopped_flags = Vec::new();
+        for id in 1..=options.servers as u64 {
+            let disk = MemFs::with_seed(options.seed ^ id);
+            disks.push(disk.clone());
+            let config = server_config(options, id);
+            let observer: Arc<dyn server::observe::Observer> = invariants.clone();
+            let started = Arc::new(AtomicBool::new(false));
+            let stopped = Arc::new(AtomicBool::new(false));
+            stopped_flags.push(stopped.clone());
+            let node = handle
+                .create_node()
+                .name(format!("server-{id}"))
+                .ip(config.me().peer.ip())
+                .init(move || {
+                    let (config, disk, observer, started, stopped) = (
+                        config.clone(),
+                        disk.clone(),
+                        observer.clone(),
+                        started.clone(),
+                        stopped.clone(),
+                    );
+                    async move {
+                        let init = !started.swap(true, Ordering::SeqCst);
+                        let start = StartOptions {
+                            init,
+                            transport_faults: Some(faults),
+                            observer: Some(observer),
+                        };
+                        // The sockets of the machine's previous life may take a moment to go.
+                        let mut attempts = 0;
+                        let server = loop {
+                            match server::start(config.clone(), disk.clone(), start.clone()).await {
+                                Ok(server) => break server,
+                                Err(server::Error::Listen { .. }) if attempts < 100 => {
+                                    attempts += 1;
+                                    tokio::time::sleep(Duration::from_millis(100)).await;
+                                }
+                                Err(error) => {
+                                    panic!("server {} did not start: {error}", config.server_id)
+                                }
+                            }
+                        };
+                        let _ = server.wait().await;
+                        // A server whose disk failed stops, as its process would exit; the
+                        // nemesis restarts the machine (see `Cluster::restart_stopped`) and the
+                        // server starts again from what the disk kept.
+                        disk.crash(Crash::LoseUnsynced);
+                        disk.clear_faults();
+                        stopped.store(true, Ordering::SeqCst);
+                        std::future::pending::<()>().await;
+                    }
+                })
+                .build();
+            nodes.push(node);
+        }
+        Cluster {
+            options: options.clone(),
+            down: vec![false; nodes.len()],
+            paused: vec![false; nodes.len()],
+            nodes,
+            disks,
+            invariants,
+            clogged: Vec::new(),
+            stopped: stopped_flags,
+        }
+    }
+
+    /// Restarts the machines whose server stopped on a disk failure (a supervisor would).
+    fn restart_stopped(&mut self) {
+        for index in 0..self.nodes.len() {
+            if self.stopped[index].swap(false, Ordering::SeqCst) && !self.down[index] {
+                Handle::current().kill(self.nodes[index].id());
+                self.down[index] = true;
+                self.restart(index);
+            }
+        }
+    }
+
+    fn kill(&mut self, index: usize, draw: &mut Draw) {
+        if self.down[index] {
+            return;
+        }
+        Handle::current().kill(self.nodes[index].id());
+        let crash = if self.options.faults.torn_writes && draw.chance(500) {
+            Crash::Tear {
+                seed: draw.next_u64(),
+            }
+        } else {
+            Crash::LoseUnsynced
+        };
+        self.disks[index].crash(crash);
+        self.down[index] = true;
+    }
+
+    fn restart(&mut self, index: usize) {
+        if !self.down[index] {
+            return;
+        }
+        self.invariants.restarted(index as u64 + 1);
+        Handle::current().restart(self.nodes[index].id());
+        self.down[index] = false;
+    }
+
+    fn clog(&mut self, from: usize, to: usize) {
+        NetSim::current().clog_link(self.nodes[from].id(), self.nodes[to].id());
+        self.clogged.push((from, to));
+    }
+
+    fn heal_network(&mut self) {
+        let net = NetSim::current();
+        for (from, to) in self.clogged.drain(..) {
+            net.unclog_link(self.nodes[from].id(), self.nodes[to].id());
+        }
+    }
+
+    fn heal_all(&mut self) {
+        self.heal_network();
+        self.restart_stopped();
+        for index in 0..self.nodes.len() {
+            if self.paused[index] {
+                Handle::current().resume(self.nodes[index].id());
+                self.paused[index] = false;
+            }
+            self.disks[index].clear_faults();
+            self.restart(index);
+        }
+    }
+}
+
+fn client(options: &Options, request_timeout: Duration) -> Client {
+    let servers: Vec<(ServerId, SocketAddr)> = addresses(options.servers)
+        .iter()
+        .map(|server| (server.id, server.client))
+        .collect();
+    let mut config = ClientConfig::new(servers, TOKEN);
+    config.request_timeout = request_timeout;
+    config.attempt_timeout = Duration::from_millis(1_000);
+    Client::new(config)
+}
+
+/// Runs the simulation of the current madsim seed.
+///
+/// # Errors
+/// The first invariant broken, a history that is not linearizable, or a cluster that did not
+/// recover in the liveness phase.
+pub async fn run() -> Result<Report, Failure> {
+    let seed = Handle::current().seed();
+    let options = Options::from_seed(seed);
+    let fail = |reason: String| Failure {
+        options: options.clone(),
+        reason,
+    };
+    let invariants = Arc::new(Invariants::default());
+    let mut cluster = Cluster::start(&options, invariants.clone());
+    let started = Instant::now();
+    let recorder = Recorder::new(started);
+    let safety_end = started + Duration::from_millis(options.safety_ms);
+
+    // The clients, each on its own machine.
+    let handle = Handle::current();
+    let mut workers = Vec::new();
+    for index in 0..options.clients {
+        let node = handle
+            .create_node()
+            .name(format!("client-{index}"))
+            .ip([10, 0, 1, index as u8 + 1].into())
+            .build();
+        let client = client(&options, Duration::from_secs(5));
+        let recorder = recorder.clone();
+        let keys = options.keys.clone();
+        let draw = Draw::new(seed ^ (index as u64 + 1).rotate_left(40));
+        workers.push(node.spawn(crate::history::workload(
+            client,
+            index as u64 + 1,
+            keys,
+            draw,
+            recorder,
+            safety_end,
+        )));
+    }
+
+    // The nemesis, from a machine of its own (it also sends membership changes).
+    let nemesis_node = handle
+        .create_node()
+        .name("nemesis")
+        .ip([10, 0, 2, 1].into())
+        .build();
+    let operator = client(&options, Duration::from_secs(3));
+    let mut draw = Draw::new(seed ^ 0x004e_454d_4553_4953);
+    let mut faults = 0;
+    while Instant::now() < safety_end {
+        let pause_ms = draw.between(200, 1_500);
+        tokio::time::sleep(Duration::from_millis(pause_ms)).await;
+        if let Some(violation) = invariants.violation() {
+            return Err(fail(violation));
+        }
+        cluster.restart_stopped();
+        if inject(&mut cluster, &mut draw, &operator, &nemesis_node).await {
+            faults += 1;
+        }
+    }
+    for worker in workers {
+        let _ = worker.await;
+    }
+
+    // Liveness: every fault healed, every server running.
+    cluster.heal_all();
+    let liveness_end = Instant::now() + Duration::from_millis(options.liveness_ms);
+    let checker = client(&options, Duration::from_millis(options.liveness_ms));
+    let probe_node = handle
+        .create_node()
+        .name("checker")
+        .ip([10, 0, 3, 1].into())
+        .build();
+    let shards = options.shards.clone();
+    let keys = options.keys.clone();
+    let final_reads = recorder.clone();
+    let probe = probe_node.spawn(async move {
+        for shard in &shards {
+            let key = format!("{}liveness-probe", shard.start);
+            if let Err(error) = checker.put(key, "alive").await {
+                return Err(format!(
+                    "shard {} did not commit a write once healed: {error}",
+                    shard.name
+                ));
+            }
+        }
+        // Every key read at the end: acknowledged writes are still there.
+        for key in &keys {
+            final_reads.get(&checker, 0, key).await;
+        }
+        Ok(checker)
+    });
+    let checker = match probe.await {
+        Ok(Ok(checker)) => checker,
+        Ok(Err(reason)) => return Err(fail(reason)),
+        Err(_) => return Err(fail("the liveness checker panicked".into())),
+    };
+    if Instant::now() > liveness_end {
+        return Err(fail(format!(
+            "the cluster took longer than {} ms to serve every shard once healed",
+            options.liveness_ms
+        )));
+    }
+
+    // Replicas converge: once they applied the same index, their states are equal.
+    let converged = probe_node
+        .spawn(converge(checker, options.shards.len(), liveness_end))
+        .await
+        .unwrap_or_else(|_| Err("the convergence checker panicked".into()));
+    if let Err(reason) = converged {
+        return Err(fail(reason));
+    }
+    if let Some(violation) = invariants.violation() {
+        return Err(fail(violation));
+    }
+    let history: History = recorder.history();
+    if let Err(reason) = history.check() {
+        return Err(fail(reason));
+    }
+    let (entries_applied, snapshots_installed) = invariants.counts();
+    Ok(Report {
+        options,
+        operations: history.len(),
+        unknown: history.unknown(),
+        faults,
+        entries_applied,
+        snapshots_installed,
+    })
+}
+
+/// Waits until every replica of every shard has applied the same index, then compares their
+/// state digests.
+async fn converge(client: Client, shards: usize, deadline: Instant) -> Result<(), String> {
+    let mut last = String::new();
+    while Instant::now() < deadline {
+        if let Ok(status) = client.cluster_status_with(true).await {
+            let settled = status.shards.len() == shards
+                && status.unreachable.is_empty()
+                && status.shards.iter().all(|shard| {
+                    let members = shard
+                        .replicas
+                        .iter()
+                        .find(|replica| replica.server_id == shard.leader_id)
+                        .map_or(0, |leader| leader.voters.len() + leader.learners.len());
+                    let current: Vec<_> = shard
+                        .replicas
+                        .iter()
+                        .filter(|replica| {
+                            let leader = shard
+                                .replicas
+                                .iter()
+                                .find(|r| r.server_id == shard.leader_id);
+                            leader.is_some_and(|leader| {
+                                leader.voters.contains(&replica.server_id)
+                                    || leader.learners.contains(&replica.server_id)
+                            })
+                        })
+                        .collect();
+                    shard.leader_id != 0
+                        && current.len() == members
+                        && current
+                            .windows(2)
+                            .all(|pair| pair[0].applied_index == pair[1].applied_index)
+                });
+            if settled {
+                for shard in &status.shards {
+                    let by_index: Vec<(u64, u64)> = shard
+                        .replicas
+                        .iter()
+                        .map(|replica| (replica.applied_index, replica.state_digest))
+                        .collect();
+                    for pair in by_index.windows(2) {
+                        if pair[0].0 == pair[1].0 && pair[0].1 != pair[1].1 {
+                            return Err(format!(
+                                "replicas of shard {} applied the same index {} but hold different states: {shard:?}",
+                                shard.name, pair[0].0
+                            ));
+                        }
+                    }
+                }
+                return Ok(());
+            }
+            last = format!("{status:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Err(format!("the replicas did not converge once healed: {last}"))
+}
+
+/// Injects one fault drawn from the enabled classes; says whether one was injected.
+async fn inject(
+    cluster: &mut Cluster,
+    draw: &mut Draw,
+    operator: &Client,
+    nemesis: &NodeHandle,
+) -> bool {
+    let faults = cluster.options.faults.clone();
+    let classes: Vec<(u64, u8)> = [
+        (faults.partition, 0u8),
+        (faults.one_way, 1),
+        (faults.bridge, 2),
+        (faults.kill_leader, 3),
+        (faults.kill_random, 4),
+        (faults.pause, 5),
+        (faults.fsync_error, 6),
+        (faults.membership, 7),
+        (faults.transfer, 8),
+    ]
+    .into_iter()
+    .filter_map(|(weight, class)| weight.map(|weight| (weight, class)))
+    .collect();
+    let total: u64 = classes.iter().map(|(weight, _)| weight).sum();
+    // Between faults, heal what is broken now and then, so that the run sees recoveries too.
+    if draw.chance(400) || total == 0 {
+        cluster.heal_all();
+        return false;
+    }
+    let mut pick = draw.between(0, total - 1);
+    let class = classes
+        .iter()
+        .find(|(weight, _)| {
+            if pick < *weight {
+                return true;
+            }
+            pick -= weight;
+            false
+        })
+        .map(|(_, class)| *class)
+        .expect("a class is picked");
+    let servers = cluster.nodes.len();
+    match class {
+        0 => {
+            // Symmetric partition: a random split.
+            let mut side: Vec<bool> = (0..servers).map(|_| draw.chance(500)).collect();
+            side[draw.between(0, servers as u64 - 1) as usize] = true;
+            for a in 0..servers {
+                for b in 0..servers {
+                    if side[a] && !side[b] {
+                        cluster.clog(a, b);
+                        cluster.clog(b, a);
+                    }
+                }
+            }
+        }
+        1 => {
+            let from = draw.between(0, servers as u64 - 1) as usize;
+            let to = (from + draw.between(1, servers as u64 - 1) as usize) % servers;
+            cluster.clog(from, to);
+        }
+        2 => {
+            // A bridge: two halves that only one server connects.
+            let bridge = draw.between(0, servers as u64 - 1) as usize;
+            let others: Vec<usize> = (0..servers).filter(|index| *index != bridge).collect();
+            let (left, right) = others.split_at(others.len() / 2);
+            for a in left {
+                for b in right {
+                    cluster.clog(*a, *b);
+                    cluster.clog(*b, *a);
+                }
+            }
+        }
+        3 => {
+            let shard = draw.pick(&cluster.options.shards).id;
+            let Some(leader) = cluster.invariants.newest_leader(shard) else {
+                return false;
+            };
+            cluster.kill(leader as usize - 1, draw);
+        }
+        4 => {
+            let index = draw.between(0, servers as u64 - 1) as usize;
+            cluster.kill(index, draw);
+        }
+        5 => {
+            let index = draw.between(0, servers as u64 - 1) as usize;
+            if !cluster.paused[index] && !cluster.down[index] {
+                Handle::current().pause(cluster.nodes[index].id());
+                cluster.paused[index] = true;
+            }
+        }
+        6 => {
+            let index = draw.between(0, servers as u64 - 1) as usize;
+            cluster.disks[index].fail_nth(
+                FaultOperation::Sync,
+                draw.between(1, 20),
+                FaultError::Io,
+            );
+        }
+        7 => {
+            // Promote a learner, then remove another voter (not the leader's own replica
+            // necessarily: the self-removal path is exercised too).
+            let shard = draw.pick(&cluster.options.shards).clone();
+            let Some(learner) = shard.learners.first().copied() else {
+                return false;
+            };
+            let voter = *draw.pick(&shard.voters);
+            let operator = operator.clone();
+            let change = nemesis.spawn(async move {
+                let promote = Request::ChangeMembership {
+                    shard: shard.id,
+                    change: MembershipChange::AddVoter(learner),
+                };
+                let _ = operator.request(promote).await;
+                let remove = Request::ChangeMembership {
+                    shard: shard.id,
+                    change: MembershipChange::Remove(voter),
+                };
+                let _ = operator.request(remove).await;
+            });
+            let _ = change.await;
+        }
+        _ => {
+            let shard = draw.pick(&cluster.options.shards).clone();
+            let to = *draw.pick(&shard.voters);
+            let operator = operator.clone();
+            let transfer = nemesis.spawn(async move {
+                let _ = operator
+                    .request(Request::TransferLeader {
+                        shard: shard.id,
+                        to,
+                    })
+                    .await;
+            });
+            let _ = transfer.await;
+        }
+    }
+    true
+}
