@@ -74,6 +74,8 @@ mod codec;
 mod command;
 mod machine;
 mod outcome;
+#[cfg(madsim)]
+pub mod planted;
 mod session;
 mod store;
 

@@ -178,7 +178,16 @@ impl StateMachine {
                 duplicate: false,
             };
         }
-        if let Some(answer) = session.answers.get(&seq) {
+        #[cfg(madsim)]
+        if crate::planted::planted(crate::planted::Bug::ApplyRetryTwice) {
+            // The planted bug forgets the held answer, so the retry applies again.
+            session.answers.remove(&seq);
+        }
+        #[cfg(madsim)]
+        let session_answer = session.answers.get(&seq);
+        #[cfg(not(madsim))]
+        let session_answer = session.answers.get(&seq);
+        if let Some(answer) = session_answer {
             self.metrics.duplicates_answered += 1;
             return Applied {
                 index,

@@ -78,6 +78,8 @@ mod log;
 mod membership;
 mod message;
 mod node;
+#[cfg(madsim)]
+pub mod planted;
 mod progress;
 mod rng;
 

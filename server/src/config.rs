@@ -40,6 +40,11 @@ pub struct Timing {
     pub forward_timeout_ms: u64,
     /// How often a leader checks whether its shard's preferred leader should lead instead.
     pub balance_interval_ms: u64,
+    /// Serve linearizable reads from the leader's lease (no round trip while a quorum
+    /// acknowledged a heartbeat recently) instead of a ReadIndex round each time. It rests on
+    /// the servers' clocks running at the same rate (raft-core's `ReadMode::LeaseBased`); the
+    /// node loop takes the ticks missed in a stall before serving anything.
+    pub lease_reads: bool,
 }
 
 impl Default for Timing {
@@ -53,6 +58,7 @@ impl Default for Timing {
             request_timeout_ms: 10_000,
             forward_timeout_ms: 2_000,
             balance_interval_ms: 2_000,
+            lease_reads: false,
         }
     }
 }

@@ -71,6 +71,8 @@ pub mod metrics;
 mod node;
 pub mod observe;
 pub mod peer;
+#[cfg(madsim)]
+pub mod planted;
 mod server;
 pub mod service;
 pub mod shard;

@@ -258,8 +258,16 @@ impl Service {
                 consistency,
             } => {
                 let shard = self.inner.shard_map.lookup(key).id;
-                self.run_on_shard(shard, request, consistency == client::Consistency::Stale)
-                    .await
+                let local = consistency == client::Consistency::Stale;
+                #[cfg(madsim)]
+                if crate::planted::planted(crate::planted::Bug::LocalLinearizableRead) {
+                    let stale = Request::Get {
+                        key: key.clone(),
+                        consistency: client::Consistency::Stale,
+                    };
+                    return self.run_on_shard(shard, stale, true).await;
+                }
+                self.run_on_shard(shard, request, local).await
             }
             Request::Scan {
                 start,

@@ -48,6 +48,7 @@ fn config(id: u64) -> ServerConfig {
             request_timeout_ms: 10_000,
             forward_timeout_ms: 1_000,
             balance_interval_ms: 500,
+            lease_reads: false,
         },
         limits: server::Limits {
             // Small, so that the run takes snapshots and compacts.

@@ -32,6 +32,11 @@ impl History {
         self.operations.is_empty()
     }
 
+    /// The operations, in the order they were recorded.
+    pub fn operations(&self) -> &[Operation] {
+        &self.operations
+    }
+
     /// Operations whose outcome the client never learned.
     pub fn unknown(&self) -> usize {
         self.operations

@@ -22,17 +22,37 @@ struct State {
     /// The newest (term, leader) of each shard.
     newest_leader: BTreeMap<ShardId, (u64, ServerId)>,
     violation: Option<Violation>,
+    /// Every election won, with its simulated time in microseconds: (shard, server, term, at).
+    elections: Vec<(ShardId, ServerId, u64, u64)>,
     entries_applied: u64,
     snapshots_installed: u64,
 }
 
 /// Listens to every server of a simulated cluster.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Invariants {
     state: Mutex<State>,
+    started: tokio::time::Instant,
 }
 
 impl Invariants {
+    /// Invariants of a run that started at `started` (times are counted from it).
+    pub fn new(started: tokio::time::Instant) -> Invariants {
+        Invariants {
+            state: Mutex::default(),
+            started,
+        }
+    }
+
+    /// Every election won: (shard, server, term, microseconds since the start), in order.
+    pub fn elections(&self) -> Vec<(ShardId, ServerId, u64, u64)> {
+        self.state
+            .lock()
+            .expect("invariants lock")
+            .elections
+            .clone()
+    }
+
     /// The first violation seen, if any.
     pub fn violation(&self) -> Option<Violation> {
         self.state
@@ -82,6 +102,8 @@ impl Observer for Invariants {
             ));
             return;
         }
+        let at = self.started.elapsed().as_micros() as u64;
+        state.elections.push((shard, server, term, at));
         let newest = state.newest_leader.entry(shard).or_insert((term, server));
         if term >= newest.0 {
             *newest = (term, server);

@@ -40,6 +40,7 @@
 //! ```
 
 pub mod options;
+pub mod timeline;
 
 #[cfg(madsim)]
 pub mod history;
@@ -51,3 +52,30 @@ mod run;
 pub use options::{Faults, Options};
 #[cfg(madsim)]
 pub use run::{Failure, Report, run};
+
+/// Runs the simulation of `seed` in a runtime of its own (for the planted-bug tests and the
+/// soak, which run many seeds from one test). A panic inside the simulation (a server that
+/// cannot start, a checker's assertion) is a failure of the seed.
+///
+/// # Errors
+/// As [`run`].
+#[cfg(madsim)]
+pub fn run_seed(seed: u64) -> Result<Report, Failure> {
+    let runtime = madsim::runtime::Runtime::with_seed_and_config(seed, madsim::Config::default());
+    let outcome =
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| runtime.block_on(run())));
+    match outcome {
+        Ok(result) => result,
+        Err(panic) => {
+            let message = panic
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| panic.downcast_ref::<&str>().map(|text| (*text).to_owned()))
+                .unwrap_or_else(|| "a panic without a message".to_owned());
+            Err(Failure {
+                options: Box::new(Options::from_seed(seed)),
+                reason: format!("a task panicked: {message}"),
+            })
+        }
+    }
+}

@@ -92,6 +92,8 @@ pub struct Options {
     /// Applied entries between snapshots (small values make snapshots and catch-up by
     /// snapshot frequent).
     pub snapshot_entries: u64,
+    /// Linearizable reads from the leader's lease instead of a ReadIndex round.
+    pub lease_reads: bool,
     /// Concurrent clients.
     pub clients: usize,
     /// The keys the clients work on, spread over the shards.
@@ -172,6 +174,7 @@ impl Options {
             heartbeat_ticks,
             election_ticks: heartbeat_ticks * draw.between(4, 8) as u32,
             snapshot_entries: *draw.pick(&[20, 100, 1_000, 10_000]),
+            lease_reads: draw.chance(500),
             clients: draw.between(2, 6) as usize,
             keys,
             faults,
@@ -190,13 +193,18 @@ impl fmt::Display for Options {
             .collect();
         write!(
             formatter,
-            "seed {}: {} servers, shards [{}], heartbeat {} / election {} ticks of 10 ms, snapshot every {} entries, {} clients on {} keys, faults {:?}",
+            "seed {}: {} servers, shards [{}], heartbeat {} / election {} ticks of 10 ms, snapshot every {} entries, {} reads, {} clients on {} keys, faults {:?}",
             self.seed,
             self.servers,
             shards.join(", "),
             self.heartbeat_ticks,
             self.election_ticks,
             self.snapshot_entries,
+            if self.lease_reads {
+                "lease"
+            } else {
+                "ReadIndex"
+            },
             self.clients,
             self.keys.len(),
             self.faults

@@ -4,6 +4,7 @@
 use crate::history::{History, Recorder};
 use crate::invariants::Invariants;
 use crate::options::{Draw, Options};
+use crate::timeline::{FaultSpan, LeaderSpan, Timeline};
 use client::{Client, ClientConfig, MembershipChange, Request, ServerId};
 use madsim::net::NetSim;
 use madsim::runtime::{Handle, NodeHandle};
@@ -33,13 +34,15 @@ pub struct Report {
     pub entries_applied: u64,
     /// Snapshots installed over every replica.
     pub snapshots_installed: u64,
+    /// Simulated time the run took.
+    pub simulated: Duration,
 }
 
 /// Why a run failed: what broke, and the options of the seed.
 #[derive(Debug, Clone)]
 pub struct Failure {
     /// The options the seed drew.
-    pub options: Options,
+    pub options: Box<Options>,
     /// What broke.
     pub reason: String,
 }
@@ -84,6 +87,7 @@ fn server_config(options: &Options, id: u64) -> ServerConfig {
             request_timeout_ms: 3_000,
             forward_timeout_ms: 500,
             balance_interval_ms: 1_000,
+            lease_reads: options.lease_reads,
         },
         limits: server::Limits {
             snapshot_entries: options.snapshot_entries,
@@ -105,6 +109,9 @@ struct Cluster {
     clogged: Vec<(usize, usize)>,
     /// Set by a machine whose server stopped (its disk failed).
     stopped: Vec<Arc<AtomicBool>>,
+    /// The faults injected, for the timeline.
+    fault_spans: Vec<FaultSpan>,
+    started: Instant,
 }
 
 impl Cluster {
@@ -152,17 +159,26 @@ impl Cluster {
                         let mut attempts = 0;
                         let server = loop {
                             match server::start(config.clone(), disk.clone(), start.clone()).await {
-                                Ok(server) => break server,
+                                Ok(server) => break Some(server),
                                 Err(server::Error::Listen { .. }) if attempts < 100 => {
                                     attempts += 1;
                                     tokio::time::sleep(Duration::from_millis(100)).await;
                                 }
+                                // The disk failed while the server started (an injected fault):
+                                // it stops, like a server whose disk fails later.
+                                Err(server::Error::Start(server::StartError::Storage {
+                                    source: storage::Error::Io { .. } | storage::Error::Poisoned,
+                                    ..
+                                })) => break None,
+                                // Anything else means the server refuses its own disk: a bug.
                                 Err(error) => {
                                     panic!("server {} did not start: {error}", config.server_id)
                                 }
                             }
                         };
-                        let _ = server.wait().await;
+                        if let Some(server) = server {
+                            let _ = server.wait().await;
+                        }
                         // A server whose disk failed stops, as its process would exit; the
                         // nemesis restarts the machine (see `Cluster::restart_stopped`) and the
                         // server starts again from what the disk kept.
@@ -184,6 +200,8 @@ impl Cluster {
             invariants,
             clogged: Vec::new(),
             stopped: stopped_flags,
+            fault_spans: Vec::new(),
+            started: Instant::now(),
         }
     }
 
@@ -219,6 +237,15 @@ impl Cluster {
             return;
         }
         self.invariants.restarted(index as u64 + 1);
+        let (server, now) = (index as u64 + 1, self.now_us());
+        for span in &mut self.fault_spans {
+            if span.to_us.is_none()
+                && span.servers == [server]
+                && span.description.contains("killed")
+            {
+                span.to_us = Some(now);
+            }
+        }
         Handle::current().restart(self.nodes[index].id());
         self.down[index] = false;
     }
@@ -235,7 +262,26 @@ impl Cluster {
         }
     }
 
+    fn now_us(&self) -> u64 {
+        self.started.elapsed().as_micros() as u64
+    }
+
+    /// Records a fault for the timeline.
+    fn log_fault(&mut self, description: String, servers: Vec<u64>) {
+        let from_us = self.now_us();
+        self.fault_spans.push(FaultSpan {
+            description,
+            servers,
+            from_us,
+            to_us: None,
+        });
+    }
+
     fn heal_all(&mut self) {
+        let now = self.now_us();
+        for span in &mut self.fault_spans {
+            span.to_us.get_or_insert(now);
+        }
         self.heal_network();
         self.restart_stopped();
         for index in 0..self.nodes.len() {
@@ -269,12 +315,13 @@ pub async fn run() -> Result<Report, Failure> {
     let seed = Handle::current().seed();
     let options = Options::from_seed(seed);
     let fail = |reason: String| Failure {
-        options: options.clone(),
+        options: Box::new(options.clone()),
         reason,
     };
-    let invariants = Arc::new(Invariants::default());
-    let mut cluster = Cluster::start(&options, invariants.clone());
     let started = Instant::now();
+    let invariants = Arc::new(Invariants::new(started));
+    let mut cluster = Cluster::start(&options, invariants.clone());
+    cluster.started = started;
     let recorder = Recorder::new(started);
     let safety_end = started + Duration::from_millis(options.safety_ms);
 
@@ -378,7 +425,29 @@ pub async fn run() -> Result<Report, Failure> {
     }
     let history: History = recorder.history();
     if let Err(reason) = history.check() {
-        return Err(fail(reason));
+        let timeline = timeline(
+            &options,
+            &invariants,
+            &cluster,
+            &history,
+            safety_end - started,
+            &reason,
+        );
+        return Err(fail(format!(
+            "{reason}\ntimeline: {}",
+            write_timeline(&timeline)
+        )));
+    }
+    if std::env::var_os("SIM_TIMELINE").is_some() {
+        let timeline = timeline(
+            &options,
+            &invariants,
+            &cluster,
+            &history,
+            safety_end - started,
+            "passed",
+        );
+        println!("timeline: {}", write_timeline(&timeline));
     }
     let (entries_applied, snapshots_installed) = invariants.counts();
     Ok(Report {
@@ -388,7 +457,74 @@ pub async fn run() -> Result<Report, Failure> {
         faults,
         entries_applied,
         snapshots_installed,
+        simulated: started.elapsed(),
     })
+}
+
+/// The picture of a run.
+fn timeline(
+    options: &Options,
+    invariants: &Invariants,
+    cluster: &Cluster,
+    history: &History,
+    safety: Duration,
+    verdict: &str,
+) -> Timeline {
+    let mut elections = invariants.elections();
+    elections.sort_by_key(|(shard, _, term, at)| (*shard, *term, *at));
+    let leaders = elections
+        .iter()
+        .enumerate()
+        .map(|(position, (shard, server, term, at))| {
+            let next = elections[position + 1..]
+                .iter()
+                .find(|(other, _, _, _)| other == shard)
+                .map(|(_, _, _, next_at)| *next_at);
+            LeaderSpan {
+                shard: *shard,
+                server: *server,
+                term: *term,
+                from_us: *at,
+                to_us: next,
+            }
+        })
+        .collect();
+    // The checker names the operations it could not order as `#index`.
+    let highlighted = verdict
+        .split('#')
+        .skip(1)
+        .filter_map(|rest| {
+            let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+            digits.parse().ok()
+        })
+        .collect();
+    Timeline {
+        seed: options.seed,
+        servers: options.servers as u64,
+        shards: options
+            .shards
+            .iter()
+            .map(|shard| (shard.id, shard.name.clone()))
+            .collect(),
+        end_us: cluster.now_us(),
+        safety_end_us: safety.as_micros() as u64,
+        leaders,
+        faults: cluster.fault_spans.clone(),
+        operations: history.operations().to_vec(),
+        highlighted,
+        verdict: verdict.to_owned(),
+    }
+}
+
+/// Writes a timeline as SVG under the system's temporary directory; returns the path (or why
+/// it could not be written).
+fn write_timeline(timeline: &Timeline) -> String {
+    let dir = std::env::temp_dir().join("agenda-sim");
+    let path = dir.join(format!("seed-{}.svg", timeline.seed));
+    match std::fs::create_dir_all(&dir).and_then(|()| std::fs::write(&path, timeline.to_svg())) {
+        Ok(()) => path.display().to_string(),
+        Err(error) => format!("not written ({error})"),
+    }
 }
 
 /// Waits until every replica of every shard has applied the same index, then compares their
@@ -493,8 +629,16 @@ async fn inject(
     let servers = cluster.nodes.len();
     match class {
         0 => {
-            // Symmetric partition: a random split.
+            // Symmetric partition: the leader of a shard cut off from the others (half the
+            // time), or a random split.
+            let shard = draw.pick(&cluster.options.shards).id;
+            let leader = cluster.invariants.newest_leader(shard);
             let mut side: Vec<bool> = (0..servers).map(|_| draw.chance(500)).collect();
+            if let Some(leader) = leader.filter(|_| draw.chance(500)) {
+                side = (0..servers)
+                    .map(|index| index as u64 + 1 == leader)
+                    .collect();
+            }
             side[draw.between(0, servers as u64 - 1) as usize] = true;
             for a in 0..servers {
                 for b in 0..servers {
@@ -504,11 +648,21 @@ async fn inject(
                     }
                 }
             }
+            let cut: Vec<u64> = (0..servers)
+                .filter(|i| side[*i])
+                .map(|i| i as u64 + 1)
+                .collect();
+            cluster.log_fault(format!("partition: {cut:?} cut from the others"), cut);
         }
         1 => {
             let from = draw.between(0, servers as u64 - 1) as usize;
             let to = (from + draw.between(1, servers as u64 - 1) as usize) % servers;
             cluster.clog(from, to);
+            let servers = vec![from as u64 + 1, to as u64 + 1];
+            cluster.log_fault(
+                format!("one-way: {} cannot reach {}", from + 1, to + 1),
+                servers,
+            );
         }
         2 => {
             // A bridge: two halves that only one server connects.
@@ -521,6 +675,11 @@ async fn inject(
                     cluster.clog(*b, *a);
                 }
             }
+            let all = (1..=servers as u64).collect();
+            cluster.log_fault(
+                format!("bridge: only server {} joins both halves", bridge + 1),
+                all,
+            );
         }
         3 => {
             let shard = draw.pick(&cluster.options.shards).id;
@@ -528,16 +687,45 @@ async fn inject(
                 return false;
             };
             cluster.kill(leader as usize - 1, draw);
+            cluster.log_fault(
+                format!("leader {leader} of shard {shard} killed"),
+                vec![leader],
+            );
+            if draw.chance(500) {
+                // During the election that follows, a voter crashes and comes back at once:
+                // what it promised in its vote must have survived the crash.
+                let election_ms = u64::from(cluster.options.election_ticks) * TICK_MS;
+                let wait_ms = draw.between(election_ms, 2 * election_ms);
+                tokio::time::sleep(Duration::from_millis(wait_ms)).await;
+                let voter = draw.between(0, servers as u64 - 1) as usize;
+                if voter + 1 != leader as usize {
+                    cluster.kill(voter, draw);
+                    cluster.restart(voter);
+                    let voter = voter as u64 + 1;
+                    cluster.log_fault(
+                        format!("voter {voter} crashed during the election"),
+                        vec![voter],
+                    );
+                }
+            }
         }
         4 => {
             let index = draw.between(0, servers as u64 - 1) as usize;
             cluster.kill(index, draw);
+            cluster.log_fault(
+                format!("server {} killed", index + 1),
+                vec![index as u64 + 1],
+            );
         }
         5 => {
             let index = draw.between(0, servers as u64 - 1) as usize;
             if !cluster.paused[index] && !cluster.down[index] {
                 Handle::current().pause(cluster.nodes[index].id());
                 cluster.paused[index] = true;
+                cluster.log_fault(
+                    format!("server {} paused", index + 1),
+                    vec![index as u64 + 1],
+                );
             }
         }
         6 => {
@@ -546,6 +734,10 @@ async fn inject(
                 FaultOperation::Sync,
                 draw.between(1, 20),
                 FaultError::Io,
+            );
+            cluster.log_fault(
+                format!("server {}: an fsync will fail", index + 1),
+                vec![index as u64 + 1],
             );
         }
         7 => {
@@ -570,6 +762,8 @@ async fn inject(
                 let _ = operator.request(remove).await;
             });
             let _ = change.await;
+            let description = format!("shard {}: voter {learner} added, {voter} removed", shard.id);
+            cluster.log_fault(description, Vec::new());
         }
         _ => {
             let shard = draw.pick(&cluster.options.shards).clone();
@@ -584,6 +778,7 @@ async fn inject(
                     .await;
             });
             let _ = transfer.await;
+            cluster.log_fault(format!("shard {}: leadership to {to}", shard.id), vec![to]);
         }
     }
     true

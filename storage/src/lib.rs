@@ -53,6 +53,8 @@
 
 mod error;
 mod fs;
+#[cfg(madsim)]
+pub mod planted;
 mod record;
 mod recovery;
 mod segment;

@@ -298,6 +298,12 @@ impl<F: FileSystem> Wal<F> {
                     "the oldest segment has no complete checkpoint, yet older segments were deleted",
                 ));
             }
+            #[cfg(madsim)]
+            ScanEnd::Torn { .. }
+                if records > 0 && crate::planted::planted(crate::planted::Bug::KeepTornTail) =>
+            {
+                (file_bytes, false)
+            }
             ScanEnd::Torn { offset, kind } => {
                 // A segment without its checkpoint holds nothing; it goes entirely.
                 let kind = if records == 0 && kind != TornTailKind::SegmentHeader {

@@ -520,7 +520,11 @@ impl Node {
     /// leader's term (Raft paper, Figure 8). Returns whether it moved.
     pub(super) fn maybe_commit(&mut self) -> bool {
         let quorum_index = self.quorum_value(|_, progress| progress.match_index);
-        if quorum_index <= self.log.commit || self.log.term(quorum_index) != Some(self.term) {
+        let current_term = self.log.term(quorum_index) == Some(self.term);
+        #[cfg(madsim)]
+        let current_term =
+            current_term || crate::planted::planted(crate::planted::Bug::CommitOldTerm);
+        if quorum_index <= self.log.commit || !current_term {
             return false;
         }
         let first_commit_in_term = !self.committed_in_current_term();

@@ -175,6 +175,10 @@ impl Node {
             }
         });
         let lease_ticks = u64::from(self.config.election_timeout_ticks.saturating_sub(2));
+        #[cfg(madsim)]
+        if crate::planted::planted(crate::planted::Bug::LeaseAfterExpiry) {
+            return lease_start > 0;
+        }
         lease_start > 0 && ticks - (lease_start - 1) < lease_ticks
     }
 

@@ -445,6 +445,15 @@ impl<F: FileSystem + Clone> Disk<F> {
                 self.wal.append(write.group, &payloads)?;
             }
             if let Some(hard_state) = write.hard_state {
+                #[cfg(madsim)]
+                let hard_state = if crate::planted::planted(crate::planted::Bug::VoteNotPersisted) {
+                    HardState {
+                        vote: raft_core::NO_NODE,
+                        ..hard_state
+                    }
+                } else {
+                    hard_state
+                };
                 self.wal.set_hard_state(
                     write.group,
                     storage::HardState {

@@ -119,6 +119,10 @@ pub(crate) struct NodeLoop<F: FileSystem> {
     balance_interval_ticks: u64,
     /// Ticks between snapshots of replicas with little traffic.
     quiet_snapshot_ticks: u64,
+    tick: Duration,
+    next_tick: Instant,
+    /// The most missed ticks taken at once after a stall.
+    catch_up_ticks_max: u32,
     next_read_id: u64,
     kv_limits: fn() -> kv::Limits,
     observer: Option<Arc<dyn Observer>>,
@@ -167,6 +171,9 @@ where
             ticks: 0,
             balance_interval_ticks,
             quiet_snapshot_ticks: (QUIET_SNAPSHOT_INTERVAL_MS / timing.tick_ms).max(1),
+            tick: Duration::from_millis(timing.tick_ms),
+            next_tick: Instant::now(),
+            catch_up_ticks_max: 4 * timing.election_ticks,
             next_read_id: 1,
             kv_limits: kv::Limits::default,
             observer,
@@ -181,8 +188,7 @@ where
         mut incoming: mpsc::Receiver<Incoming<PeerMessage>>,
         shutdown: CancellationToken,
     ) -> LoopResult {
-        let tick = Duration::from_millis(self.config.timing.tick_ms);
-        let mut next_tick = Instant::now() + tick;
+        self.next_tick = Instant::now() + self.tick;
         let mut persisting: Option<PersistFuture<F>> = None;
         self.publish_status();
         loop {
@@ -212,18 +218,27 @@ where
                     self.on_request(request);
                     self.drain(&mut incoming, &mut requests);
                 }
-                () = tokio::time::sleep_until(next_tick) => {}
+                () = tokio::time::sleep_until(self.next_tick) => {}
             }
             // Ticks are taken here, whatever woke the loop, so a busy loop still keeps time.
-            let now = Instant::now();
-            if now >= next_tick {
-                self.on_tick();
-                next_tick += tick;
-                if next_tick < now {
-                    // The loop fell behind (a long pause): skip the missed ticks.
-                    next_tick = now + tick;
-                }
-            }
+            self.catch_up_ticks();
+        }
+    }
+
+    /// Takes the ticks that are due. After a stall (a paused process, a long pause of the
+    /// machine) the missed ticks are all taken, up to four election timeouts' worth, before
+    /// any input is handled: a leader's lease then expires as it should instead of outliving
+    /// the pause, and a lease read after the pause goes through a ReadIndex round.
+    fn catch_up_ticks(&mut self) {
+        let now = Instant::now();
+        let mut taken = 0;
+        while now >= self.next_tick && taken < self.catch_up_ticks_max {
+            self.on_tick();
+            self.next_tick += self.tick;
+            taken += 1;
+        }
+        if now >= self.next_tick {
+            self.next_tick = now + self.tick;
         }
     }
 
@@ -291,6 +306,7 @@ where
     }
 
     fn on_request(&mut self, request: NodeRequest) {
+        self.catch_up_ticks();
         match request {
             NodeRequest::Execute {
                 shard,
@@ -315,6 +331,7 @@ where
     }
 
     fn on_incoming(&mut self, event: Incoming<PeerMessage>) {
+        self.catch_up_ticks();
         match event {
             Incoming::Message { from, message } => self.on_peer_message(from, message),
             Incoming::PeerUp(peer) => {
@@ -579,6 +596,11 @@ where
                 }
                 let messages = std::mem::take(&mut ready.messages);
                 self.send_messages(shard, messages);
+                #[cfg(madsim)]
+                if crate::planted::planted(crate::planted::Bug::AckBeforeFsync) {
+                    let early = std::mem::take(&mut ready.persisted_messages);
+                    self.send_messages(shard, early);
+                }
                 if let Some(snapshot) = &ready.snapshot {
                     batch.snapshots.push(SnapshotSave {
                         group: shard,

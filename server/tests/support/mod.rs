@@ -28,6 +28,7 @@ pub fn fast_timing() -> Timing {
         request_timeout_ms: 10_000,
         forward_timeout_ms: 1_000,
         balance_interval_ms: 500,
+        lease_reads: false,
     }
 }
 

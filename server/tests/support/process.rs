@@ -39,6 +39,7 @@ pub fn test_timing() -> Timing {
         request_timeout_ms: 15_000,
         forward_timeout_ms: 1_000,
         balance_interval_ms: 1_000,
+        lease_reads: false,
     }
 }
 

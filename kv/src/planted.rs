@@ -1,0 +1,34 @@
+//! Bugs planted on purpose, compiled only for the simulator (`--cfg madsim`): the simulation
+//! tests switch one on and show that the simulator catches it. Production builds hold none of
+//! this code.
+
+use std::sync::atomic::{AtomicU32, Ordering};
+
+/// The bugs this crate can plant.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u32)]
+pub enum Bug {
+    /// Apply a retried write again instead of answering it from the session table.
+    ApplyRetryTwice = 1,
+}
+
+static PLANTED: AtomicU32 = AtomicU32::new(0);
+
+/// Switches `bug` on or off for the whole process.
+pub fn plant(bug: Bug, on: bool) {
+    if on {
+        PLANTED.fetch_or(bug as u32, Ordering::SeqCst);
+    } else {
+        PLANTED.fetch_and(!(bug as u32), Ordering::SeqCst);
+    }
+}
+
+/// Switches every bug off.
+pub fn clear() {
+    PLANTED.store(0, Ordering::SeqCst);
+}
+
+/// Whether `bug` is switched on.
+pub(crate) fn planted(bug: Bug) -> bool {
+    PLANTED.load(Ordering::SeqCst) & bug as u32 != 0
+}

@@ -1,0 +1,65 @@
+//! Proof that the simulator can fail: each bug planted on purpose (compiled only for the
+//! simulator) is caught within a bounded number of seeds. The seeds are fixed (1, 2, ...), so
+//! the number each bug takes is the same on every run.
+//!
+//! Three more switches exist (`raft_core::planted::Bug::CommitOldTerm` and
+//! `LeaseAfterExpiry`, `server::planted::Bug::VoteNotPersisted`) that the simulator does not
+//! catch yet within 400 seeds; the README says why, and they are not in this test until it
+//! does.
+//!
+//! ```sh
+//! RUSTFLAGS="--cfg madsim" CARGO_TARGET_DIR=target/sim cargo test -p sim --test planted -- --nocapture
+//! ```
+
+#![cfg(madsim)]
+
+/// The most seeds a planted bug may take to be caught.
+const SEEDS_MAX: u64 = 100;
+
+struct Planted {
+    name: &'static str,
+    plant: fn(bool),
+}
+
+fn planted() -> Vec<Planted> {
+    vec![
+        Planted {
+            name: "an append acknowledged before its fsync",
+            plant: |on| server::planted::plant(server::planted::Bug::AckBeforeFsync, on),
+        },
+        Planted {
+            name: "a linearizable read answered from the local replica",
+            plant: |on| server::planted::plant(server::planted::Bug::LocalLinearizableRead, on),
+        },
+        Planted {
+            name: "a torn tail kept instead of cut",
+            plant: |on| storage::planted::plant(storage::planted::Bug::KeepTornTail, on),
+        },
+        Planted {
+            name: "a retried write applied twice",
+            plant: |on| kv::planted::plant(kv::planted::Bug::ApplyRetryTwice, on),
+        },
+    ]
+}
+
+#[test]
+fn every_planted_bug_is_caught_within_a_bounded_number_of_seeds() {
+    let mut missed = Vec::new();
+    for bug in planted() {
+        (bug.plant)(true);
+        let caught = (1..=SEEDS_MAX)
+            .find_map(|seed| sim::run_seed(seed).err().map(|failure| (seed, failure)));
+        (bug.plant)(false);
+        match caught {
+            Some((seed, failure)) => {
+                let reason: String = failure.reason.chars().take(160).collect();
+                println!("caught {:<52} at seed {seed:>4}: {reason}", bug.name);
+            }
+            None => missed.push(bug.name),
+        }
+    }
+    assert!(
+        missed.is_empty(),
+        "not caught within {SEEDS_MAX} seeds: {missed:?}"
+    );
+}
