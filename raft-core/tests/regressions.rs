@@ -590,3 +590,69 @@ fn a_lease_read_is_not_stale_after_a_follower_restarts() {
         "the majority side elects"
     );
 }
+
+// ---- Found by the cluster simulation (seed 7099): a lost snapshot and an idle leader ----
+
+/// The leader compacted its log and sent follower 3 a snapshot, which the runtime reported
+/// delivered (it had queued it) but the network lost. Follower 3 then answered heartbeats,
+/// and the leader, seeing it behind, called `send_append(.., false)`: with nothing new after
+/// the snapshot to send, it sent nothing. With no new proposals the follower stayed behind
+/// for good. Now the heartbeat answer of a follower that is behind always gets an append, empty
+/// if need be, whose rejection leads the leader to the snapshot again.
+/// The `prev_index` of the newest append `leader` sent to `to` among `sent`.
+fn prev_index_sent_to(sent: &[raft_core::Message], to: u64) -> Option<u64> {
+    sent.iter().rev().find_map(|m| match m.body {
+        MessageBody::Append { prev_index, .. } if m.to == to => Some(prev_index),
+        _ => None,
+    })
+}
+
+fn rejection_of(prev_index: u64) -> MessageBody {
+    MessageBody::AppendResponse {
+        index: prev_index,
+        reject: true,
+        reject_hint: 0,
+        hint_term: 0,
+    }
+}
+
+#[test]
+fn an_idle_leader_probes_a_follower_whose_snapshot_was_lost() {
+    let mut leader = leader_of_three(|_| {});
+    let term = leader.term();
+    for text in ["a", "b", "c"] {
+        leader.propose(data(text)).unwrap();
+    }
+    let last = leader.last_index();
+    drain(&mut leader);
+    leader.step(message(2, 1, term, acknowledge(last))).unwrap();
+    drain(&mut leader);
+    assert_eq!(leader.commit_index(), last);
+    let applied = leader.applied_index();
+    leader.compact(applied, data("state")).unwrap();
+    let heartbeat_answer = MessageBody::HeartbeatResponse {
+        read_sequence: 0,
+        sent_at_tick: 0,
+    };
+    // Follower 3, which has nothing, is heard from: the leader sends it the snapshot.
+    leader
+        .step(message(3, 1, term, heartbeat_answer.clone()))
+        .unwrap();
+    let sent = drain(&mut leader);
+    let is_snapshot_to_3 =
+        |m: &raft_core::Message| m.to == 3 && matches!(m.body, MessageBody::InstallSnapshot { .. });
+    assert!(sent.iter().any(is_snapshot_to_3), "{sent:?}");
+    // The runtime queued it and reports it delivered; the network loses it.
+    leader.report_snapshot(3, true);
+
+    // Follower 3 answers a heartbeat: the leader probes it, even with no new entry.
+    leader.step(message(3, 1, term, heartbeat_answer)).unwrap();
+    let sent = drain(&mut leader);
+    let probe = prev_index_sent_to(&sent, 3).expect("the leader probes the follower");
+    // The follower rejects the probe: the snapshot goes again.
+    leader
+        .step(message(3, 1, term, rejection_of(probe)))
+        .unwrap();
+    let sent = drain(&mut leader);
+    assert!(sent.iter().any(is_snapshot_to_3), "{sent:?}");
+}

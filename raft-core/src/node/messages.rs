@@ -457,7 +457,10 @@ impl Node {
                 progress.lease_tick_acked = progress.lease_tick_acked.max(lease_tick);
                 let behind = progress.match_index < last_index;
                 if behind {
-                    self.send_append(from, false);
+                    // Even with nothing new to send: an empty append probes where the
+                    // follower's log stands. Otherwise a follower whose snapshot was reported
+                    // delivered but lost would never be heard of again by an idle leader.
+                    self.send_append(from, true);
                 }
                 self.release_confirmed_reads();
             }
