@@ -60,7 +60,8 @@ pub struct Faults {
     pub kill_random: Option<u64>,
     /// Pause a server (its clock and tasks stop), then resume it.
     pub pause: Option<u64>,
-    /// Make the next fsync of a server fail (the server stops; a supervisor restarts it).
+    /// Make a coming fsync or write of a server fail (the server stops; a supervisor restarts
+    /// it).
     pub fsync_error: Option<u64>,
     /// A membership change: promote a learner and remove a voter.
     pub membership: Option<u64>,

@@ -394,9 +394,12 @@ pub async fn run() -> Result<Report, Failure> {
                 ));
             }
         }
-        // Every key read at the end: acknowledged writes are still there.
+        // Every key read at the end: acknowledged writes are still there. These reads must
+        // succeed: a read path that fails is a failure, not a gap in the history.
         for key in &keys {
-            final_reads.get(&checker, 0, key).await;
+            if final_reads.get(&checker, 0, key).await.is_none() {
+                return Err(format!("the final read of {key} failed once healed"));
+            }
         }
         Ok(checker)
     });
@@ -562,19 +565,23 @@ async fn converge(client: Client, shards: usize, deadline: Instant) -> Result<()
                             .all(|pair| pair[0].applied_index == pair[1].applied_index)
                 });
             if settled {
+                // Every replica at the leader's applied index holds the leader's state
+                // (removed replicas still report; they are compared too if they got that far).
                 for shard in &status.shards {
-                    let by_index: Vec<(u64, u64)> = shard
+                    let leader = shard
                         .replicas
                         .iter()
-                        .map(|replica| (replica.applied_index, replica.state_digest))
-                        .collect();
-                    for pair in by_index.windows(2) {
-                        if pair[0].0 == pair[1].0 && pair[0].1 != pair[1].1 {
-                            return Err(format!(
-                                "replicas of shard {} applied the same index {} but hold different states: {shard:?}",
-                                shard.name, pair[0].0
-                            ));
-                        }
+                        .find(|r| r.server_id == shard.leader_id);
+                    let Some(leader) = leader else { continue };
+                    let differs = shard.replicas.iter().find(|replica| {
+                        replica.applied_index == leader.applied_index
+                            && replica.state_digest != leader.state_digest
+                    });
+                    if let Some(replica) = differs {
+                        return Err(format!(
+                            "shard {}: server {} applied index {} like the leader but holds a different state: {shard:?}",
+                            shard.name, replica.server_id, leader.applied_index
+                        ));
                     }
                 }
                 return Ok(());
@@ -633,13 +640,19 @@ async fn inject(
             // time), or a random split.
             let shard = draw.pick(&cluster.options.shards).id;
             let leader = cluster.invariants.newest_leader(shard);
-            let mut side: Vec<bool> = (0..servers).map(|_| draw.chance(500)).collect();
-            if let Some(leader) = leader.filter(|_| draw.chance(500)) {
-                side = (0..servers)
+            let side: Vec<bool> = match leader.filter(|_| draw.chance(500)) {
+                Some(leader) => (0..servers)
                     .map(|index| index as u64 + 1 == leader)
-                    .collect();
+                    .collect(),
+                None => {
+                    let mut side: Vec<bool> = (0..servers).map(|_| draw.chance(500)).collect();
+                    side[draw.between(0, servers as u64 - 1) as usize] = true;
+                    side
+                }
+            };
+            if side.iter().all(|cut| *cut) {
+                return false;
             }
-            side[draw.between(0, servers as u64 - 1) as usize] = true;
             for a in 0..servers {
                 for b in 0..servers {
                     if side[a] && !side[b] {
@@ -730,15 +743,21 @@ async fn inject(
         }
         6 => {
             let index = draw.between(0, servers as u64 - 1) as usize;
-            cluster.disks[index].fail_nth(
-                FaultOperation::Sync,
-                draw.between(1, 20),
-                FaultError::Io,
-            );
-            cluster.log_fault(
-                format!("server {}: an fsync will fail", index + 1),
-                vec![index as u64 + 1],
-            );
+            // The next fsync fails, or a write (the disk is full or broken): either way the
+            // WAL refuses to go on and the server stops.
+            let (operation, what) = if draw.chance(500) {
+                (FaultOperation::Sync, "an fsync")
+            } else {
+                (FaultOperation::Write, "a write")
+            };
+            let error = if draw.chance(500) {
+                FaultError::Io
+            } else {
+                FaultError::NoSpace
+            };
+            cluster.disks[index].fail_nth(operation, draw.between(1, 20), error);
+            let description = format!("server {}: {what} will fail", index + 1);
+            cluster.log_fault(description, vec![index as u64 + 1]);
         }
         7 => {
             // Promote a learner, then remove another voter (not the leader's own replica

@@ -87,6 +87,14 @@ const QUIET_SNAPSHOT_INTERVAL_MS: u64 = 60_000;
 /// less room for the membership stored beside the state.
 const SNAPSHOT_RECEIVED_BYTES_MAX: u64 = storage::SNAPSHOT_BYTES_MAX - 1024 * 1024;
 
+/// A Ready whose writes are being persisted, with the term its role change belongs to.
+#[derive(Debug)]
+struct Held {
+    shard: ShardId,
+    ready: Ready,
+    term: u64,
+}
+
 /// A snapshot being received in chunks from one leader.
 #[derive(Debug)]
 struct Assembly {
@@ -106,7 +114,7 @@ pub(crate) struct NodeLoop<F: FileSystem> {
     /// `None` while a persist is in flight (the disk travels with it).
     disk: Option<Disk<F>>,
     /// The Readys whose writes are being persisted.
-    held: Vec<(ShardId, Ready)>,
+    held: Vec<Held>,
     /// Snapshots taken since the last persist, to make durable with the next one.
     snapshots_taken: Vec<SnapshotSave>,
     transport: TransportHandle<PeerMessage>,
@@ -589,6 +597,9 @@ where
                     continue;
                 }
                 let mut ready = replica.node.ready();
+                // The term the Ready's role belongs to: the node may move on while the batch
+                // is being persisted.
+                let term = replica.node.term();
                 if let Some(hard_state) = ready.hard_state {
                     let term_vote = (hard_state.term, hard_state.vote);
                     batch.must_sync |= term_vote != replica.durable_term_vote;
@@ -619,7 +630,7 @@ where
                         hard_state: ready.hard_state,
                     });
                 }
-                held.push((shard, ready));
+                held.push(Held { shard, ready, term });
             }
             if batch.must_sync {
                 self.held = held;
@@ -661,10 +672,15 @@ where
     }
 
     /// Steps 2 to 5 of each Ready, once its writes are durable.
-    fn after_persist(&mut self, held: Vec<(ShardId, Ready)>) {
+    fn after_persist(&mut self, held: Vec<Held>) {
         let limits = (self.kv_limits)();
         let every_entries = self.config.limits.snapshot_entries;
-        for (shard, mut ready) in held {
+        for Held {
+            shard,
+            mut ready,
+            term,
+        } in held
+        {
             let persisted = std::mem::take(&mut ready.persisted_messages);
             self.send_messages(shard, persisted);
             let replica = self.replicas.get_mut(&shard).expect("held replicas stay");
@@ -678,7 +694,7 @@ where
                 replica.read_confirmed(read.request_id, read.index);
             }
             if let Some(soft) = ready.soft_state {
-                self.on_soft_state(shard, soft);
+                self.on_soft_state(shard, soft, term);
             }
             let replica = self.replicas.get_mut(&shard).expect("held replicas stay");
             replica.node.advance(ready.number);
@@ -696,7 +712,7 @@ where
         }
     }
 
-    fn on_soft_state(&mut self, shard: ShardId, soft: raft_core::SoftState) {
+    fn on_soft_state(&mut self, shard: ShardId, soft: raft_core::SoftState, term: u64) {
         let ticks = self.ticks;
         let replica = self.replicas.get_mut(&shard).expect("present");
         let was_leader = replica.leader_since_tick.is_some();
@@ -704,10 +720,10 @@ where
             replica.leader_since_tick = Some(ticks);
             replica.next_balance_tick = 0;
             if let Some(observer) = &self.observer {
-                observer.leader_elected(self.server_id, shard, replica.node.term());
+                observer.leader_elected(self.server_id, shard, term);
             }
             Metrics::add(&self.metrics.counters.elections_won, 1);
-            tracing::info!(shard, term = replica.node.term(), "leading");
+            tracing::info!(shard, term, "leading");
         } else if soft.role != Role::Leader && was_leader {
             replica.leader_since_tick = None;
             replica.lost_leadership();
@@ -911,9 +927,18 @@ where
     }
     #[cfg(madsim)]
     {
+        // The simulated disk takes time: the write and the fsync each take a seeded few
+        // milliseconds, during which the loop goes on stepping messages and taking proposals
+        // (as in production) and a crash can land between the write and its fsync.
         Box::pin(async move {
             let started = Instant::now();
-            let result = disk.persist(&batch);
+            let pause = || Duration::from_micros(madsim::rand::random::<u64>() % 3_000);
+            let mut result = disk.write(&batch);
+            if result.is_ok() {
+                tokio::time::sleep(pause()).await;
+                result = disk.sync_wal();
+                tokio::time::sleep(pause()).await;
+            }
             (disk, batch, result, started.elapsed())
         })
     }
