@@ -37,6 +37,23 @@ async fn writer(client: Client, writer: usize, count: usize, acknowledged: Ackno
     failures
 }
 
+/// A shard's leader and that leader's view of its replica (membership included).
+fn leader_view(status: &client::ClusterStatus, shard: u64) -> (u64, client::ReplicaStatus) {
+    let shard = status
+        .shards
+        .iter()
+        .find(|s| s.shard == shard)
+        .expect("the shard");
+    let leader = shard
+        .replicas
+        .iter()
+        .find(|r| r.server_id == shard.leader_id);
+    (
+        shard.leader_id,
+        leader.expect("the leader's replica").clone(),
+    )
+}
+
 async fn assert_all_readable(client: &Client, acknowledged: &Acknowledged) {
     for (key, value) in acknowledged.lock().await.iter() {
         let found = client.get(key.clone()).await.unwrap();
@@ -197,17 +214,7 @@ async fn a_fifth_server_joins_a_shard_under_load_and_catches_up_by_snapshot() {
         .unwrap();
     assert_eq!(answer, Response::Done);
     assert_eq!(load.await.unwrap(), 0, "the shard stayed available");
-    let status = cluster.wait_for_leaders(&client).await;
-    let shard = status
-        .shards
-        .iter()
-        .find(|shard| shard.shard == users)
-        .unwrap();
-    let leader = shard
-        .replicas
-        .iter()
-        .find(|r| r.server_id == shard.leader_id)
-        .unwrap();
+    let (shard_leader, leader) = leader_view(&cluster.wait_for_leaders(&client).await, users);
     assert!(leader.voters.contains(&5), "{leader:?}");
     assert_all_readable(&client, &acknowledged).await;
     // Server 5 holds only the users shard: 5 replicas of it converge, the other shards keep 4.
@@ -218,7 +225,7 @@ async fn a_fifth_server_joins_a_shard_under_load_and_catches_up_by_snapshot() {
     let removed = *leader
         .voters
         .iter()
-        .find(|voter| **voter != shard.leader_id && **voter != 5)
+        .find(|voter| **voter != shard_leader && **voter != 5)
         .unwrap();
     let remove = Request::ChangeMembership {
         shard: users,
@@ -231,17 +238,7 @@ async fn a_fifth_server_joins_a_shard_under_load_and_catches_up_by_snapshot() {
     // Removing it again is answered as done (the change is already in place).
     assert_eq!(client.request(remove).await.unwrap(), Response::Done);
     client.put("us/after-removal", "ok").await.unwrap();
-    let status = cluster.wait_for_leaders(&client).await;
-    let shard = status
-        .shards
-        .iter()
-        .find(|shard| shard.shard == users)
-        .unwrap();
-    let leader = shard
-        .replicas
-        .iter()
-        .find(|r| r.server_id == shard.leader_id)
-        .unwrap();
+    let (_, leader) = leader_view(&cluster.wait_for_leaders(&client).await, users);
     assert!(!leader.voters.contains(&removed), "{leader:?}");
 }
 

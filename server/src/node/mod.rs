@@ -906,9 +906,9 @@ fn fits_the_wal(message: &Message) -> bool {
     }
 }
 
-/// Writes a batch and syncs, off the node loop: on a blocking thread in production; inline
-/// under the simulator, where OS threads are not allowed and simulated time does not pass
-/// during the call anyway.
+/// Writes a batch and syncs, off the node loop: on a blocking thread in production; under the
+/// simulator, where OS threads are not allowed, in the loop's task with seeded simulated disk
+/// time between the write and the fsync.
 fn persist<F>(mut disk: Disk<F>, batch: PersistBatch) -> PersistFuture<F>
 where
     F: FileSystem + Clone + Send + 'static,
