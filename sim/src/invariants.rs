@@ -82,7 +82,8 @@ impl Invariants {
             .retain(|(replica, _), _| *replica != server);
     }
 
-    fn record(&self, violation: String) {
+    /// Records a violation found outside the observer's reports.
+    pub fn record(&self, violation: String) {
         let mut state = self.state.lock().expect("invariants lock");
         if state.violation.is_none() {
             state.violation = Some(violation);

@@ -109,6 +109,9 @@ struct Cluster {
     clogged: Vec<(usize, usize)>,
     /// Set by a machine whose server stopped (its disk failed).
     stopped: Vec<Arc<AtomicBool>>,
+    /// Set by the nemesis when it arms a disk fault on a server, cleared when the server stops
+    /// because of it or when the fault is cleared (a crash, a heal).
+    disk_fault_armed: Vec<Arc<AtomicBool>>,
     /// The faults injected, for the timeline.
     fault_spans: Vec<FaultSpan>,
     started: Instant,
@@ -128,6 +131,7 @@ impl Cluster {
         let mut nodes = Vec::new();
         let mut disks = Vec::new();
         let mut stopped_flags = Vec::new();
+        let mut armed_flags = Vec::new();
         for id in 1..=options.servers as u64 {
             let disk = MemFs::with_seed(options.seed ^ id);
             disks.push(disk.clone());
@@ -136,6 +140,9 @@ impl Cluster {
             let started = Arc::new(AtomicBool::new(false));
             let stopped = Arc::new(AtomicBool::new(false));
             stopped_flags.push(stopped.clone());
+            let disk_fault_armed = Arc::new(AtomicBool::new(false));
+            armed_flags.push(disk_fault_armed.clone());
+            let invariants_of_node = invariants.clone();
             let node = handle
                 .create_node()
                 .name(format!("server-{id}"))
@@ -148,6 +155,8 @@ impl Cluster {
                         started.clone(),
                         stopped.clone(),
                     );
+                    let (disk_fault_armed, invariants) =
+                        (disk_fault_armed.clone(), invariants_of_node.clone());
                     async move {
                         let init = !started.swap(true, Ordering::SeqCst);
                         let start = StartOptions {
@@ -176,8 +185,17 @@ impl Cluster {
                                 }
                             }
                         };
-                        if let Some(server) = server {
-                            let _ = server.wait().await;
+                        let stopped_because = match server {
+                            Some(server) => format!("{:?}", server.wait().await),
+                            None => "its disk failed at start".to_owned(),
+                        };
+                        // Only an injected disk fault may stop a server: any other end of its
+                        // node loop is a bug the supervisor must not hide.
+                        if !disk_fault_armed.swap(false, Ordering::SeqCst) {
+                            invariants.record(format!(
+                                "server {} stopped without an injected disk fault: {stopped_because}",
+                                config.server_id
+                            ));
                         }
                         // A server whose disk failed stops, as its process would exit; the
                         // nemesis restarts the machine (see `Cluster::restart_stopped`) and the
@@ -200,6 +218,7 @@ impl Cluster {
             invariants,
             clogged: Vec::new(),
             stopped: stopped_flags,
+            disk_fault_armed: armed_flags,
             fault_spans: Vec::new(),
             started: Instant::now(),
         }
@@ -229,6 +248,7 @@ impl Cluster {
             Crash::LoseUnsynced
         };
         self.disks[index].crash(crash);
+        self.disk_fault_armed[index].store(false, Ordering::SeqCst);
         self.down[index] = true;
     }
 
@@ -290,6 +310,7 @@ impl Cluster {
                 self.paused[index] = false;
             }
             self.disks[index].clear_faults();
+            self.disk_fault_armed[index].store(false, Ordering::SeqCst);
             self.restart(index);
         }
     }
@@ -756,6 +777,7 @@ async fn inject(
                 FaultError::NoSpace
             };
             cluster.disks[index].fail_nth(operation, draw.between(1, 20), error);
+            cluster.disk_fault_armed[index].store(true, Ordering::SeqCst);
             let description = format!("server {}: {what} will fail", index + 1);
             cluster.log_fault(description, vec![index as u64 + 1]);
         }
