@@ -16,8 +16,10 @@
 //!    the servers report every leader elected and every entry applied, and the invariants are
 //!    checked as it happens ([`invariants`]): at most one leader per term per shard, the same
 //!    entry at every index on every replica, no entry skipped except through a snapshot.
-//! 2. **Liveness phase**: every fault healed and every server running, each shard must commit a
-//!    write within 30 simulated seconds; every key is read once more.
+//! 2. **Liveness phase**: every partition healed, every server running and resumed, no disk
+//!    fault armed (the transport's message loss, duplication and delay stay at their rate), each
+//!    shard must commit a write within 30 simulated seconds; every key is read once more, and
+//!    these reads must succeed.
 //! 3. **Checks**: the client history is linearizable per key (the `linearizability` crate,
 //!    which takes operations whose outcome is unknown into account), and replicas that applied
 //!    the same index hold equal states.
