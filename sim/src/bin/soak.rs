@@ -136,7 +136,9 @@ mod soak {
                 ])
                 .arg(workers.to_string())
                 .arg(&out)
-                .stderr(std::process::Stdio::null())
+                .stderr(
+                    std::fs::File::create(dir.join(format!("worker-{worker}.err"))).expect("a log"),
+                )
                 .spawn()
                 .expect("a worker starts");
             files.push(out);
@@ -165,6 +167,18 @@ mod soak {
             std::thread::sleep(Duration::from_millis(500));
         }
         eprintln!();
+        // A worker that ended abnormally (aborted, killed, out of memory) leaves seeds unrun:
+        // that is a failed soak, not a shorter one.
+        let mut abnormal = Vec::new();
+        for (worker, child) in children.iter_mut().enumerate() {
+            match child.wait() {
+                Ok(status) if status.success() => {}
+                status => abnormal.push(format!(
+                    "worker {worker} ended abnormally ({status:?}); its log: {}",
+                    dir.join(format!("worker-{worker}.err")).display()
+                )),
+            }
+        }
         let totals = read(&files);
         let wall = started.elapsed().as_secs_f64();
         println!(
@@ -192,8 +206,17 @@ mod soak {
                 "    replay: MADSIM_TEST_SEED={seed} RUSTFLAGS=\"--cfg madsim\" CARGO_TARGET_DIR=target/sim cargo test -p sim --test simulation -- --nocapture"
             );
         }
-        let _ = std::fs::remove_dir_all(&dir);
-        if !totals.failures.is_empty() {
+        let missing = seeds.saturating_sub(totals.done);
+        for line in &abnormal {
+            println!("{line}");
+        }
+        if missing > 0 {
+            println!("seeds not run:       {missing}");
+        }
+        if totals.failures.is_empty() && abnormal.is_empty() && missing == 0 {
+            let _ = std::fs::remove_dir_all(&dir);
+        } else {
+            println!("worker outputs kept in {}", dir.display());
             std::process::exit(1);
         }
     }
