@@ -23,11 +23,6 @@ pub fn plant(bug: Bug, on: bool) {
     }
 }
 
-/// Switches every bug off.
-pub fn clear() {
-    PLANTED.store(0, Ordering::SeqCst);
-}
-
 /// Whether `bug` is switched on.
 pub(crate) fn planted(bug: Bug) -> bool {
     PLANTED.load(Ordering::SeqCst) & bug as u32 != 0

@@ -132,7 +132,6 @@ pub(crate) struct NodeLoop<F: FileSystem> {
     /// The most missed ticks taken at once after a stall.
     catch_up_ticks_max: u32,
     next_read_id: u64,
-    kv_limits: fn() -> kv::Limits,
     observer: Option<Arc<dyn Observer>>,
 }
 
@@ -183,7 +182,6 @@ where
             next_tick: Instant::now(),
             catch_up_ticks_max: 4 * timing.election_ticks,
             next_read_id: 1,
-            kv_limits: kv::Limits::default,
             observer,
         }
     }
@@ -490,7 +488,7 @@ where
             leader = message.from,
             "joining shard as a new replica"
         );
-        let machine = kv::StateMachine::new((self.kv_limits)());
+        let machine = kv::StateMachine::new(kv::Limits::default());
         let replica = Replica::new(
             spec.clone(),
             node,
@@ -551,7 +549,7 @@ where
         }
         let assembly = self.assemblies.remove(&group).expect("present");
         let data = bytes::Bytes::from(assembly.data);
-        match kv::StateMachine::restore((self.kv_limits)(), &data) {
+        match kv::StateMachine::restore(kv::Limits::default(), &data) {
             Ok(machine) if machine.applied_index() == assembly.meta.index => {}
             _ => {
                 tracing::warn!(
@@ -673,7 +671,7 @@ where
 
     /// Steps 2 to 5 of each Ready, once its writes are durable.
     fn after_persist(&mut self, held: Vec<Held>) {
-        let limits = (self.kv_limits)();
+        let limits = kv::Limits::default();
         let every_entries = self.config.limits.snapshot_entries;
         for Held {
             shard,
