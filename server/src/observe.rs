@@ -24,6 +24,24 @@ pub trait Observer: Send + Sync + std::fmt::Debug {
         let _ = (server, shard, index, term, fingerprint);
     }
 
+    /// A replica sent its vote for `candidate` in `term` (after making it durable).
+    fn vote_granted(&self, server: ServerId, shard: ShardId, term: u64, candidate: ServerId) {
+        let _ = (server, shard, term, candidate);
+    }
+
+    /// A replica answered a linearizable read from its state at `state_index` (its applied
+    /// index when it answered); the read reached this server's node loop at `arrived`. Raft's
+    /// read rule: that state holds every entry committed anywhere before `arrived`.
+    fn read_served(
+        &self,
+        server: ServerId,
+        shard: ShardId,
+        arrived: tokio::time::Instant,
+        state_index: u64,
+    ) {
+        let _ = (server, shard, arrived, state_index);
+    }
+
     /// A replica replaced its state with a snapshot ending at `index` (the entries up to it
     /// were applied elsewhere and are not reported by this replica).
     fn snapshot_installed(&self, server: ServerId, shard: ShardId, index: u64) {

@@ -2,7 +2,10 @@
 //! one leader per term per shard; every replica applies the same entry at every index (so a
 //! committed entry never changes and every replica applies the same sequence); within one life
 //! of a replica, every index is applied once and in order, none skipped except through a
-//! snapshot.
+//! snapshot; a linearizable read is answered from a state that holds every entry any replica
+//! had applied (so committed) before the read arrived (Raft's read rule, which is stricter
+//! than what the clients' history can show: it catches a stale read even when no write to the
+//! same key happened to land in between).
 
 use client::{ServerId, ShardId};
 use server::observe::Observer;
@@ -20,6 +23,11 @@ struct State {
     applied: BTreeMap<(ShardId, u64), (u64, u64)>,
     /// (server, shard) → the last index it applied (or installed by snapshot).
     last_applied: BTreeMap<(ServerId, ShardId), u64>,
+    /// The servers that granted a vote, in order (the nemesis crashes voters right after).
+    votes: Vec<ServerId>,
+    /// Per shard, the highest index applied by any replica so far, each time it grew:
+    /// (microseconds since the start, index), both increasing.
+    applied_max: BTreeMap<ShardId, Vec<(u64, u64)>>,
     /// The newest (term, leader) of each shard.
     newest_leader: BTreeMap<ShardId, (u64, ServerId)>,
     violation: Option<Violation>,
@@ -43,6 +51,15 @@ impl Invariants {
             state: Mutex::default(),
             started,
         }
+    }
+
+    /// The servers that granted a vote after the first `seen` grants, and the count of grants.
+    pub fn votes_since(&self, seen: usize) -> (Vec<ServerId>, usize) {
+        let state = self.state.lock().expect("invariants lock");
+        (
+            state.votes[seen.min(state.votes.len())..].to_vec(),
+            state.votes.len(),
+        )
     }
 
     /// Every election won: (shard, server, term, microseconds since the start), in order.
@@ -130,6 +147,11 @@ impl Observer for Invariants {
             }
             _ => None,
         };
+        let at = self.started.elapsed().as_micros() as u64;
+        let steps = state.applied_max.entry(shard).or_default();
+        if steps.last().is_none_or(|(_, newest)| index > *newest) {
+            steps.push((at, index));
+        }
         let last = state.last_applied.insert((server, shard), index);
         // A replica applies each index once, in order, within one life (a restart starts it
         // again from its snapshot; a snapshot moves it forward).
@@ -139,6 +161,40 @@ impl Observer for Invariants {
         drop(state);
         if let Some(violation) = violation.or(skipped) {
             self.record(violation);
+        }
+    }
+
+    fn vote_granted(&self, server: ServerId, _shard: ShardId, _term: u64, _candidate: ServerId) {
+        self.state
+            .lock()
+            .expect("invariants lock")
+            .votes
+            .push(server);
+    }
+
+    fn read_served(
+        &self,
+        server: ServerId,
+        shard: ShardId,
+        arrived: tokio::time::Instant,
+        state_index: u64,
+    ) {
+        let arrived_us = arrived.saturating_duration_since(self.started).as_micros() as u64;
+        let state = self.state.lock().expect("invariants lock");
+        let Some(steps) = state.applied_max.get(&shard) else {
+            return;
+        };
+        // The newest index applied anywhere strictly before the read arrived: it was committed
+        // by then, so the read must see it.
+        let before = steps.partition_point(|(at, _)| *at < arrived_us);
+        let Some(&(applied_at, index)) = before.checked_sub(1).map(|last| &steps[last]) else {
+            return;
+        };
+        drop(state);
+        if index > state_index {
+            self.record(format!(
+                "shard {shard}: server {server} answered a linearizable read that arrived at {arrived_us} µs from its state at index {state_index}, but entry {index} was applied (so committed) at {applied_at} µs, before the read arrived: a stale read"
+            ));
         }
     }
 

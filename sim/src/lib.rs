@@ -51,9 +51,9 @@ pub mod invariants;
 #[cfg(madsim)]
 mod run;
 
-pub use options::{Faults, Options};
+pub use options::{Faults, Focus, Options};
 #[cfg(madsim)]
-pub use run::{Failure, Report, run};
+pub use run::{Failure, Report, run, run_focused};
 
 /// Runs the simulation of `seed` in a runtime of its own (for the planted-bug tests and the
 /// soak, which run many seeds from one test). A panic inside the simulation (a server that
@@ -63,9 +63,19 @@ pub use run::{Failure, Report, run};
 /// As [`run`].
 #[cfg(madsim)]
 pub fn run_seed(seed: u64) -> Result<Report, Failure> {
+    run_seed_focused(seed, Focus::Any)
+}
+
+/// As [`run_seed`], with the options of `seed` restricted by `focus`.
+///
+/// # Errors
+/// As [`run`].
+#[cfg(madsim)]
+pub fn run_seed_focused(seed: u64, focus: Focus) -> Result<Report, Failure> {
     let runtime = madsim::runtime::Runtime::with_seed_and_config(seed, madsim::Config::default());
-    let outcome =
-        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| runtime.block_on(run())));
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        runtime.block_on(run_focused(focus))
+    }));
     match outcome {
         Ok(result) => result,
         Err(panic) => {
@@ -75,7 +85,7 @@ pub fn run_seed(seed: u64) -> Result<Report, Failure> {
                 .or_else(|| panic.downcast_ref::<&str>().map(|text| (*text).to_owned()))
                 .unwrap_or_else(|| "a panic without a message".to_owned());
             Err(Failure {
-                options: Box::new(Options::from_seed(seed)),
+                options: Box::new(Options::from_seed_focused(seed, focus)),
                 reason: format!("a task panicked: {message}"),
             })
         }

@@ -77,11 +77,60 @@ pub struct Faults {
     pub message_delay_per_million: u32,
 }
 
+/// A narrower draw, for the planted-bug tests: what a seed draws, then restricted to the
+/// configurations in which one kind of bug can show. A focused run replays with `SIM_FOCUS`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Focus {
+    /// Whatever the seed draws (the simulation tests and the soak).
+    #[default]
+    Any,
+    /// Lease reads on; the only faults are partitions (half of them cut a shard's leader off
+    /// from the other servers) and pauses (half of them short stalls about an election timeout
+    /// long): the ways a deposed leader can still be asked to read.
+    LeaseReads,
+    /// Elections under stress: five servers, leaders killed with a voter crashing during the
+    /// next election, partitions, and messages delayed, so that competing candidates, split
+    /// votes and leaders of short terms are common.
+    Elections,
+}
+
+impl Focus {
+    /// Every focus, for the command line.
+    pub const ALL: [Focus; 3] = [Focus::Any, Focus::LeaseReads, Focus::Elections];
+
+    /// The focus's name, as `SIM_FOCUS` takes it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Focus::Any => "any",
+            Focus::LeaseReads => "lease-reads",
+            Focus::Elections => "elections",
+        }
+    }
+
+    /// The focus `SIM_FOCUS` names (none: [`Focus::Any`]).
+    ///
+    /// # Panics
+    /// If `SIM_FOCUS` names no focus (a replay command with a typo must not run another run).
+    pub fn from_env() -> Focus {
+        let Ok(name) = std::env::var("SIM_FOCUS") else {
+            return Focus::Any;
+        };
+        Focus::ALL
+            .into_iter()
+            .find(|focus| focus.name() == name)
+            .unwrap_or_else(|| {
+                panic!("SIM_FOCUS={name} names no focus; known: any, lease-reads, elections")
+            })
+    }
+}
+
 /// Everything a seed decides.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Options {
     /// The seed.
     pub seed: u64,
+    /// The restriction the draw was made under.
+    pub focus: Focus,
     /// Servers in the cluster (3 to 5).
     pub servers: usize,
     /// The shard map (1, 2 or 4 shards over the servers).
@@ -170,6 +219,7 @@ impl Options {
         let heartbeat_ticks = draw.between(2, 4) as u32;
         Options {
             seed,
+            focus: Focus::Any,
             servers,
             shards: shard_map(servers, shards),
             heartbeat_ticks,
@@ -185,6 +235,41 @@ impl Options {
     }
 }
 
+impl Options {
+    /// The options of `seed` under `focus`: the same draw as [`Options::from_seed`], then
+    /// restricted.
+    pub fn from_seed_focused(seed: u64, focus: Focus) -> Options {
+        let mut options = Options::from_seed(seed);
+        options.focus = focus;
+        let faults = &mut options.faults;
+        match focus {
+            Focus::Any => {}
+            Focus::LeaseReads => {
+                options.lease_reads = true;
+                *faults = Faults {
+                    partition: Some(5),
+                    pause: Some(5),
+                    ..Faults::default()
+                };
+                options.clients = 6;
+                options.keys.truncate(4);
+                // etcd's default timeouts (100 ms heartbeat, 1 s election): a deposed leader's
+                // last moments then outlast the router's retries.
+                options.heartbeat_ticks = 10;
+                options.election_ticks = 100;
+            }
+            Focus::Elections => {
+                options.servers = 5;
+                options.shards = shard_map(5, options.shards.len());
+                faults.kill_leader = Some(faults.kill_leader.unwrap_or(0).max(5));
+                faults.partition = Some(faults.partition.unwrap_or(0).max(3));
+                faults.message_delay_per_million = faults.message_delay_per_million.max(20_000);
+            }
+        }
+        options
+    }
+}
+
 impl fmt::Display for Options {
     fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
         let shards: Vec<String> = self
@@ -194,8 +279,12 @@ impl fmt::Display for Options {
             .collect();
         write!(
             formatter,
-            "seed {}: {} servers, shards [{}], heartbeat {} / election {} ticks of 10 ms, snapshot every {} entries, {} reads, {} clients on {} keys, faults {:?}",
+            "seed {}{}: {} servers, shards [{}], heartbeat {} / election {} ticks of 10 ms, snapshot every {} entries, {} reads, {} clients on {} keys, faults {:?}",
             self.seed,
+            match self.focus {
+                Focus::Any => String::new(),
+                focus => format!(" (focus {})", focus.name()),
+            },
             self.servers,
             shards.join(", "),
             self.heartbeat_ticks,

@@ -3,7 +3,7 @@
 
 use crate::history::{History, Recorder};
 use crate::invariants::Invariants;
-use crate::options::{Draw, Options};
+use crate::options::{Draw, Focus, Options};
 use crate::timeline::{FaultSpan, LeaderSpan, Timeline};
 use client::{Client, ClientConfig, MembershipChange, Request, ServerId};
 use madsim::net::NetSim;
@@ -51,8 +51,14 @@ impl std::fmt::Display for Failure {
     fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             formatter,
-            "simulation failed: {}\noptions: {}\nreplay: MADSIM_TEST_SEED={} RUSTFLAGS=\"--cfg madsim\" CARGO_TARGET_DIR=target/sim cargo test -p sim --test simulation -- --nocapture",
-            self.reason, self.options, self.options.seed
+            "simulation failed: {}\noptions: {}\nreplay: {}MADSIM_TEST_SEED={} RUSTFLAGS=\"--cfg madsim\" CARGO_TARGET_DIR=target/sim cargo test -p sim --test simulation -- --nocapture",
+            self.reason,
+            self.options,
+            match self.options.focus {
+                Focus::Any => String::new(),
+                focus => format!("SIM_FOCUS={} ", focus.name()),
+            },
+            self.options.seed
         )
     }
 }
@@ -252,20 +258,22 @@ impl Cluster {
         self.down[index] = true;
     }
 
+    /// Closes the open fault spans of `server` whose description holds `what`.
+    fn end_fault(&mut self, server: u64, what: &str) {
+        let now = self.now_us();
+        for span in &mut self.fault_spans {
+            if span.to_us.is_none() && span.servers == [server] && span.description.contains(what) {
+                span.to_us = Some(now);
+            }
+        }
+    }
+
     fn restart(&mut self, index: usize) {
         if !self.down[index] {
             return;
         }
         self.invariants.restarted(index as u64 + 1);
-        let (server, now) = (index as u64 + 1, self.now_us());
-        for span in &mut self.fault_spans {
-            if span.to_us.is_none()
-                && span.servers == [server]
-                && span.description.contains("killed")
-            {
-                span.to_us = Some(now);
-            }
-        }
+        self.end_fault(index as u64 + 1, "killed");
         Handle::current().restart(self.nodes[index].id());
         self.down[index] = false;
     }
@@ -327,14 +335,23 @@ fn client(options: &Options, request_timeout: Duration) -> Client {
     Client::new(config)
 }
 
-/// Runs the simulation of the current madsim seed.
+/// Runs the simulation of the current madsim seed, under the focus `SIM_FOCUS` names (none:
+/// whatever the seed draws).
 ///
 /// # Errors
 /// The first invariant broken, a history that is not linearizable, or a cluster that did not
 /// recover in the liveness phase.
 pub async fn run() -> Result<Report, Failure> {
+    run_focused(Focus::from_env()).await
+}
+
+/// Runs the simulation of the current madsim seed with its options restricted by `focus`.
+///
+/// # Errors
+/// As [`run`].
+pub async fn run_focused(focus: Focus) -> Result<Report, Failure> {
     let seed = Handle::current().seed();
-    let options = Options::from_seed(seed);
+    let options = Options::from_seed_focused(seed, focus);
     let fail = |reason: String| Failure {
         options: Box::new(options.clone()),
         reason,
@@ -726,20 +743,31 @@ async fn inject(
                 vec![leader],
             );
             if draw.chance(500) {
-                // During the election that follows, a voter crashes and comes back at once:
-                // what it promised in its vote must have survived the crash.
+                // During the election that follows, a voter crashes right after it grants its
+                // vote and comes back at once (up to three times): what it promised must
+                // survive the crash, when a competing candidate's request of the same term
+                // (queued by that candidate's transport while the voter was down) reaches it
+                // after the restart.
                 let election_ms = u64::from(cluster.options.election_ticks) * TICK_MS;
-                let wait_ms = draw.between(election_ms, 2 * election_ms);
-                tokio::time::sleep(Duration::from_millis(wait_ms)).await;
-                let voter = draw.between(0, servers as u64 - 1) as usize;
-                if voter + 1 != leader as usize {
-                    cluster.kill(voter, draw);
-                    cluster.restart(voter);
-                    let voter = voter as u64 + 1;
-                    cluster.log_fault(
-                        format!("voter {voter} crashed during the election"),
-                        vec![voter],
-                    );
+                let until = Instant::now() + Duration::from_millis(2 * election_ms);
+                let (_, mut seen) = cluster.invariants.votes_since(usize::MAX);
+                let mut crashes = 0;
+                while Instant::now() < until && crashes < 3 {
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                    let (voters, count) = cluster.invariants.votes_since(seen);
+                    seen = count;
+                    for voter in voters {
+                        let index = voter as usize - 1;
+                        if voter != leader && !cluster.down[index] && draw.chance(500) {
+                            cluster.kill(index, draw);
+                            cluster.restart(index);
+                            cluster.log_fault(
+                                format!("voter {voter} crashed right after its vote"),
+                                vec![voter],
+                            );
+                            crashes += 1;
+                        }
+                    }
                 }
             }
         }
@@ -752,7 +780,34 @@ async fn inject(
             );
         }
         5 => {
-            let index = draw.between(0, servers as u64 - 1) as usize;
+            let mut index = draw.between(0, servers as u64 - 1) as usize;
+            let shard = draw.pick(&cluster.options.shards).id;
+            if draw.chance(300)
+                && let Some(leader) = cluster.invariants.newest_leader(shard)
+                && !cluster.paused[leader as usize - 1]
+                && !cluster.down[leader as usize - 1]
+            {
+                // A leader stalls while cut off from the other servers (clients still reach
+                // it), and comes back after one to two election timeouts, when the others
+                // may have elected a new leader: what it answers in the moment after it
+                // resumes must not be stale. (The partition stays until the next heal.)
+                index = leader as usize - 1;
+                for other in (0..servers).filter(|other| *other != index) {
+                    cluster.clog(index, other);
+                    cluster.clog(other, index);
+                }
+                Handle::current().pause(cluster.nodes[index].id());
+                cluster.log_fault(
+                    format!("leader {leader} of shard {shard} stalled, cut off"),
+                    vec![leader],
+                );
+                let election_ms = u64::from(cluster.options.election_ticks) * TICK_MS;
+                let stall_ms = draw.between(election_ms, 2 * election_ms);
+                tokio::time::sleep(Duration::from_millis(stall_ms)).await;
+                Handle::current().resume(cluster.nodes[index].id());
+                cluster.end_fault(leader, "stalled");
+                return true;
+            }
             if !cluster.paused[index] && !cluster.down[index] {
                 Handle::current().pause(cluster.nodes[index].id());
                 cluster.paused[index] = true;
@@ -760,6 +815,17 @@ async fn inject(
                     format!("server {} paused", index + 1),
                     vec![index as u64 + 1],
                 );
+                if draw.chance(500) {
+                    // A short stall (a long GC, a VM hiccup) about as long as an election
+                    // timeout: the others may elect a new leader while it stands still, and
+                    // what it does in the moment after it resumes is what matters.
+                    let election_ms = u64::from(cluster.options.election_ticks) * TICK_MS;
+                    let stall_ms = draw.between(election_ms / 2, 3 * election_ms);
+                    tokio::time::sleep(Duration::from_millis(stall_ms)).await;
+                    Handle::current().resume(cluster.nodes[index].id());
+                    cluster.paused[index] = false;
+                    cluster.end_fault(index as u64 + 1, "paused");
+                }
             }
         }
         6 => {

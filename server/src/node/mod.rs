@@ -753,6 +753,16 @@ where
                 }
                 continue;
             }
+            if let (
+                Some(observer),
+                MessageBody::VoteResponse {
+                    pre_vote: false,
+                    granted: true,
+                },
+            ) = (&self.observer, &message.body)
+            {
+                observer.vote_granted(self.server_id, shard, message.term, to);
+            }
             if self.transport.send(to, PeerMessage::Raft(message)).is_err() {
                 Metrics::add(&self.metrics.counters.peer_messages_dropped, 1);
             }

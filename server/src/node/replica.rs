@@ -29,6 +29,8 @@ struct Pending {
 pub(crate) struct PendingRead {
     pub request: Request,
     pub reply: oneshot::Sender<Response>,
+    /// When the read reached the node loop (for the observer's read rule).
+    pub arrived: tokio::time::Instant,
 }
 
 /// One replica hosted by this server.
@@ -158,7 +160,11 @@ impl Replica {
                     let _ = reply.send(not_leader(&self.node));
                     return;
                 }
-                self.reads_queued.push(PendingRead { request, reply });
+                self.reads_queued.push(PendingRead {
+                    request,
+                    reply,
+                    arrived: tokio::time::Instant::now(),
+                });
             }
             Request::Write(mut command) => {
                 self.last_stamp_ms = self.last_stamp_ms.max(now_ms);
@@ -320,6 +326,9 @@ impl Replica {
                 let (_, reads) = self.reads_confirmed.swap_remove(index);
                 for read in reads {
                     Metrics::add(&self.metrics.counters.reads_linearizable, 1);
+                    if let Some(observer) = &self.observer {
+                        observer.read_served(self.node.id(), self.spec.id, read.arrived, applied);
+                    }
                     let _ = read.reply.send(self.read(&read.request));
                 }
             } else {
