@@ -49,6 +49,10 @@ pub struct StartOptions {
     pub transport_faults: Option<net::FaultConfig>,
     /// Receives progress reports as they happen (the simulator's checkers); none by default.
     pub observer: Option<Arc<dyn crate::observe::Observer>>,
+    /// How much slower (positive) or faster (negative) than the machine's clock this server's
+    /// ticks run, in parts per million: the simulator's clock-rate fault. 0 by default (a real
+    /// server ticks by its machine's monotonic clock).
+    pub clock_drift_ppm: i32,
 }
 
 impl StartOptions {
@@ -320,6 +324,7 @@ where
 
     let shared = Arc::new(Shared {
         observer: options.observer.clone(),
+        clock_drift_ppm: options.clock_drift_ppm,
         ..Shared::default()
     });
     let metrics = Arc::new(Metrics::default());

@@ -75,6 +75,8 @@ pub struct Faults {
     pub message_duplicate_per_million: u32,
     /// As above, delayed (up to 200 ms).
     pub message_delay_per_million: u32,
+    /// Every server's ticks run at a rate of their own (see [`Options::clock_drift_ppm`]).
+    pub clock_drift: bool,
 }
 
 /// A narrower draw, for the planted-bug tests: what a seed draws, then restricted to the
@@ -150,6 +152,12 @@ pub struct Options {
     pub keys: Vec<String>,
     /// The fault mix.
     pub faults: Faults,
+    /// Per server (by id − 1), how many parts per million slower (positive) or faster its
+    /// ticks run than simulated time: all 0 unless [`Faults::clock_drift`]. Drawn within
+    /// ±1/(4 × election ticks), half the margin that lease reads assume (a lease of
+    /// `election − 2` leader ticks must end before `election − 1` follower ticks), so the
+    /// drift tests the margin without breaking the documented clock assumption.
+    pub clock_drift_ppm: Vec<i32>,
     /// Simulated milliseconds of the safety phase (faults on).
     pub safety_ms: u64,
     /// Simulated milliseconds within which, once healed, every shard must elect a leader and
@@ -215,20 +223,35 @@ impl Options {
             } else {
                 0
             },
+            clock_drift: false,
         };
         let heartbeat_ticks = draw.between(2, 4) as u32;
+        let election_ticks = heartbeat_ticks * draw.between(4, 8) as u32;
+        let snapshot_entries = *draw.pick(&[20, 100, 1_000, 10_000]);
+        let lease_reads = draw.chance(500);
+        let clients = draw.between(2, 6) as usize;
+        let mut faults = faults;
+        faults.clock_drift = draw.chance(300);
+        let drift_max = 1_000_000 / (4 * u64::from(election_ticks));
+        let clock_drift_ppm = (0..5)
+            .map(|_| {
+                let ppm = draw.between(0, 2 * drift_max) as i64 - drift_max as i64;
+                if faults.clock_drift { ppm as i32 } else { 0 }
+            })
+            .collect();
         Options {
             seed,
             focus: Focus::Any,
             servers,
             shards: shard_map(servers, shards),
             heartbeat_ticks,
-            election_ticks: heartbeat_ticks * draw.between(4, 8) as u32,
-            snapshot_entries: *draw.pick(&[20, 100, 1_000, 10_000]),
-            lease_reads: draw.chance(500),
-            clients: draw.between(2, 6) as usize,
+            election_ticks,
+            snapshot_entries,
+            lease_reads,
+            clients,
             keys,
             faults,
+            clock_drift_ppm,
             safety_ms: 20_000,
             liveness_ms: 30_000,
         }
@@ -257,6 +280,10 @@ impl Options {
                 // last moments then outlast the router's retries.
                 options.heartbeat_ticks = 10;
                 options.election_ticks = 100;
+                let drift_max = 1_000_000 / (4 * 100);
+                for ppm in &mut options.clock_drift_ppm {
+                    *ppm = (*ppm).clamp(-drift_max, drift_max);
+                }
             }
             Focus::Elections => {
                 options.servers = 5;
@@ -279,7 +306,7 @@ impl fmt::Display for Options {
             .collect();
         write!(
             formatter,
-            "seed {}{}: {} servers, shards [{}], heartbeat {} / election {} ticks of 10 ms, snapshot every {} entries, {} reads, {} clients on {} keys, faults {:?}",
+            "seed {}{}: {} servers, shards [{}], heartbeat {} / election {} ticks of 10 ms, snapshot every {} entries, {} reads, {} clients on {} keys, faults {:?}{}",
             self.seed,
             match self.focus {
                 Focus::Any => String::new(),
@@ -297,7 +324,15 @@ impl fmt::Display for Options {
             },
             self.clients,
             self.keys.len(),
-            self.faults
+            self.faults,
+            if self.faults.clock_drift {
+                format!(
+                    ", tick drift per server {:?} ppm",
+                    &self.clock_drift_ppm[..self.servers]
+                )
+            } else {
+                String::new()
+            }
         )
     }
 }
@@ -327,9 +362,18 @@ mod tests {
             seen_on.fsync_error = seen_on.fsync_error.or(faults.fsync_error);
             seen_on.membership = seen_on.membership.or(faults.membership);
             seen_on.torn_writes |= faults.torn_writes;
+            seen_on.clock_drift |= faults.clock_drift;
+            let drift_max = 1_000_000 / (4 * options.election_ticks as i32);
+            assert!(
+                options
+                    .clock_drift_ppm
+                    .iter()
+                    .all(|ppm| ppm.abs() <= drift_max && (faults.clock_drift || *ppm == 0)),
+                "seed {seed}: drift within half the lease margin, and only when drawn"
+            );
         }
         assert!(seen_on.partition.is_some() && seen_on.bridge.is_some());
         assert!(seen_on.fsync_error.is_some() && seen_on.membership.is_some());
-        assert!(seen_on.torn_writes);
+        assert!(seen_on.torn_writes && seen_on.clock_drift);
     }
 }

@@ -142,6 +142,7 @@ impl Cluster {
             let disk = MemFs::with_seed(options.seed ^ id);
             disks.push(disk.clone());
             let config = server_config(options, id);
+            let clock_drift_ppm = options.clock_drift_ppm[id as usize - 1];
             let observer: Arc<dyn server::observe::Observer> = invariants.clone();
             let started = Arc::new(AtomicBool::new(false));
             let stopped = Arc::new(AtomicBool::new(false));
@@ -169,6 +170,7 @@ impl Cluster {
                             init,
                             transport_faults: Some(faults),
                             observer: Some(observer),
+                            clock_drift_ppm,
                         };
                         // The sockets of the machine's previous life may take a moment to go.
                         let mut attempts = 0;

@@ -66,6 +66,8 @@ pub(crate) struct Shared {
     pub forwards: Mutex<HashMap<u64, Forwarded>>,
     /// Receives progress reports (the simulator's checkers), if anyone listens.
     pub observer: Option<Arc<dyn Observer>>,
+    /// See [`crate::StartOptions::clock_drift_ppm`].
+    pub clock_drift_ppm: i32,
 }
 
 /// A forwarded request waiting for its reply.
@@ -103,6 +105,13 @@ struct Assembly {
     meta: raft_core::SnapshotMeta,
     total_bytes: u64,
     data: Vec<u8>,
+}
+
+/// `tick` stretched (positive) or shortened (negative) by `drift_ppm` parts per million.
+fn drifted(tick: Duration, drift_ppm: i32) -> Duration {
+    let micros = tick.as_micros() as i64;
+    let drifted = micros + micros * i64::from(drift_ppm) / 1_000_000;
+    Duration::from_micros(drifted.max(1) as u64)
 }
 
 /// The node loop's state.
@@ -162,6 +171,10 @@ where
             .collect();
         let timing = &config.timing;
         let balance_interval_ticks = (timing.balance_interval_ms / timing.tick_ms).max(1);
+        let tick = drifted(
+            Duration::from_millis(timing.tick_ms),
+            shared.clock_drift_ppm,
+        );
         NodeLoop {
             server_id: config.server_id,
             config: config.clone(),
@@ -178,7 +191,7 @@ where
             ticks: 0,
             balance_interval_ticks,
             quiet_snapshot_ticks: (QUIET_SNAPSHOT_INTERVAL_MS / timing.tick_ms).max(1),
-            tick: Duration::from_millis(timing.tick_ms),
+            tick,
             next_tick: Instant::now(),
             catch_up_ticks_max: 4 * timing.election_ticks,
             next_read_id: 1,
@@ -949,5 +962,24 @@ where
             }
             (disk, batch, result, started.elapsed())
         })
+    }
+}
+
+#[cfg(test)]
+mod drift_tests {
+    use super::drifted;
+    use std::time::Duration;
+
+    #[test]
+    fn a_drifted_tick_is_stretched_or_shortened_by_its_parts_per_million() {
+        let tick = Duration::from_millis(10);
+        assert_eq!(drifted(tick, 0), tick);
+        assert_eq!(drifted(tick, 25_000), Duration::from_micros(10_250));
+        assert_eq!(drifted(tick, -25_000), Duration::from_micros(9_750));
+        assert_eq!(
+            drifted(tick, -2_000_000),
+            Duration::from_micros(1),
+            "never zero"
+        );
     }
 }
