@@ -813,6 +813,36 @@ fn a_voter_is_added_then_another_removed_one_change_at_a_time() {
 }
 
 #[test]
+fn the_next_membership_change_waits_for_the_previous_ones_commit_not_its_application() {
+    let mut leader = lone_leader(|_| {});
+    let noop = leader.last_index();
+    leader
+        .step(message(2, 1, LEADER_TERM, acknowledge(noop)))
+        .unwrap();
+    let first = leader
+        .propose_conf_change(ConfChange::AddLearner(4))
+        .unwrap();
+    assert_eq!(
+        leader.propose_conf_change(ConfChange::AddLearner(5)),
+        Err(ProposeError::ConfChangeInProgress),
+        "the first change is not committed yet"
+    );
+    let ready = leader.ready();
+    leader.advance(ready.number);
+    leader
+        .step(message(2, 1, LEADER_TERM, acknowledge(first)))
+        .unwrap();
+    assert_eq!(leader.commit_index(), first);
+    assert!(
+        leader.applied_index() < first,
+        "committed, but not yet handed out for applying"
+    );
+    let second = leader.propose_conf_change(ConfChange::AddLearner(5));
+    assert_eq!(second, Ok(first + 1));
+    assert!(leader.membership().is_learner(5));
+}
+
+#[test]
 fn invalid_membership_changes_are_refused() {
     let mut cluster = Cluster::new(&[1, 2, 3]);
     assert!(cluster.elect(1));
