@@ -56,7 +56,8 @@ pub enum ProposeError {
         /// The configured limit.
         limit_bytes: u64,
     },
-    /// A membership change is already in the log and not yet applied; retry after it is.
+    /// A membership change is already in the log and not yet committed; retry once it is
+    /// (applying it is not awaited).
     #[error("a membership change is already in progress")]
     ConfChangeInProgress,
     /// The leader has not yet committed an entry of its own term; retry shortly.

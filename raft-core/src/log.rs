@@ -32,7 +32,8 @@ pub(crate) struct RaftLog {
     snapshot_term: u64,
     /// Entries `snapshot_index + 1 ..= last_index()`.
     entries: VecDeque<Entry>,
-    /// Entries up to this index are durable (persisted and confirmed by `advance`).
+    /// Entries up to this index are durable (persisted and confirmed by `advance`). Below
+    /// `snapshot_index` while a snapshot received from the leader is not yet durable.
     stable_index: u64,
     /// Highest index known to be committed.
     pub(crate) commit: u64,
@@ -209,7 +210,7 @@ impl RaftLog {
     }
 
     /// Marks entries up to `(index, term)` durable, unless the log changed under them since
-    /// they were handed out.
+    /// they were handed out. `(index, term)` may be the snapshot's own position.
     pub(crate) fn stable_to(&mut self, index: u64, term: u64) {
         if index > self.stable_index && self.matches(index, term) {
             self.stable_index = index;
@@ -254,13 +255,17 @@ impl RaftLog {
     }
 
     /// Replaces the whole log by a snapshot's position (a follower installing a snapshot).
+    ///
+    /// The snapshot is not durable yet: the stable index drops to what the durable log holds of
+    /// the new one (its committed prefix, which the snapshot covers) and reaches the snapshot's
+    /// index when the Ready carrying the snapshot is confirmed (`stable_to`).
     pub(crate) fn restore(&mut self, index: u64, term: u64) {
         debug_assert!(index > self.commit);
         self.entries.clear();
         shrink_if_sparse(&mut self.entries);
+        self.stable_index = self.stable_index.min(self.commit);
         self.snapshot_index = index;
         self.snapshot_term = term;
-        self.stable_index = index;
         self.commit = index;
         self.applied = index;
     }

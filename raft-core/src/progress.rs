@@ -99,6 +99,19 @@ pub struct Progress {
 }
 
 impl Progress {
+    /// Appends sent to this member and not yet acknowledged, as counted against
+    /// [`Config::inflight_messages_max`](crate::Config::inflight_messages_max). Only appends
+    /// sent in [`ProgressState::Replicate`] are counted; the count is 0 in the other states.
+    pub fn inflight_count(&self) -> usize {
+        self.inflights.sent.len()
+    }
+
+    /// Bytes of the entries in those appends, as counted against
+    /// [`Config::inflight_bytes_max`](crate::Config::inflight_bytes_max).
+    pub fn inflight_bytes(&self) -> u64 {
+        self.inflights.bytes
+    }
+
     pub(crate) fn new(next_index: u64, messages_max: usize, bytes_max: u64) -> Progress {
         Progress {
             match_index: 0,

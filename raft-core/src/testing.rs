@@ -1,6 +1,7 @@
 //! A simulated cluster for tests: nodes with durable and volatile state, a network whose links
-//! can be cut, dropped, delayed, duplicated and reordered, explicit time, and a checker of the
-//! Raft invariants that runs after every step.
+//! can be cut, dropped, delayed, duplicated and reordered (at random from a seed, or message by
+//! message through filters that drop or hold what a predicate selects), explicit time, and a
+//! checker of the Raft invariants that runs after every step.
 //!
 //! Public behind the `testing` feature so that the simulator and other crates can reuse it.
 //!
@@ -26,6 +27,9 @@ use std::collections::{BTreeMap, BTreeSet, HashSet, VecDeque};
 
 /// The group id every simulated node uses.
 pub const GROUP_ID: u64 = 1;
+
+/// The seed of the network's generator when a test gives none ([`Cluster::with_network_seed`]).
+pub const NETWORK_SEED_DEFAULT: u64 = 0x5EED;
 
 /// What survives a crash of one node.
 #[derive(Clone, Debug, Default)]
@@ -124,6 +128,46 @@ struct InTransit {
     message: Message,
     /// Delivery rounds to wait before the message can be delivered.
     delay_rounds: u32,
+    /// Released from a hold ([`Cluster::release`]): delivered without passing the filters again.
+    released: bool,
+}
+
+impl InTransit {
+    fn new(message: Message, delay_rounds: u32) -> InTransit {
+        InTransit {
+            message,
+            delay_rounds,
+            released: false,
+        }
+    }
+}
+
+/// Identifies a filter installed by [`Cluster::drop_if`] or [`Cluster::hold`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct FilterId(u64);
+
+/// What a filter does to the messages it selects.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum FilterAction {
+    Drop,
+    Hold,
+}
+
+/// A predicate over the messages about to be delivered, installed by a test.
+struct Filter {
+    id: FilterId,
+    action: FilterAction,
+    selects: Box<dyn FnMut(&Message) -> bool + Send>,
+}
+
+impl std::fmt::Debug for Filter {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("Filter")
+            .field("id", &self.id)
+            .field("action", &self.action)
+            .finish_non_exhaustive()
+    }
 }
 
 /// A cluster of simulated nodes of one group.
@@ -135,6 +179,11 @@ pub struct Cluster {
     cut: BTreeSet<(NodeId, NodeId)>,
     faults: LinkFaults,
     rng_state: u64,
+    /// Installed by the test, applied in this order; the first that selects a message decides.
+    filters: Vec<Filter>,
+    filter_id_next: u64,
+    /// Messages set aside by a hold, in the order they were held.
+    held: Vec<Message>,
     checker: Checker,
     transcript: Option<String>,
     next_request_id: u64,
@@ -163,11 +212,23 @@ impl Cluster {
             in_transit: VecDeque::new(),
             cut: BTreeSet::new(),
             faults: LinkFaults::default(),
-            rng_state: 0x5EED,
+            rng_state: NETWORK_SEED_DEFAULT,
+            filters: Vec::new(),
+            filter_id_next: 1,
+            held: Vec::new(),
             checker: Checker::default(),
             transcript: None,
             next_request_id: 1,
         }
+    }
+
+    /// Seeds the generator that decides which messages the [`LinkFaults`] drop, duplicate and
+    /// delay (otherwise [`NETWORK_SEED_DEFAULT`]), so that one schedule can be run under many
+    /// networks. Election timeouts draw from each node's [`Config::seed`], which
+    /// [`Cluster::with_config`] can set.
+    pub fn with_network_seed(mut self, seed: u64) -> Cluster {
+        self.rng_state = seed;
+        self
     }
 
     /// Adds a node that joins an existing group: it knows no membership and learns it from the
@@ -467,23 +528,16 @@ impl Cluster {
             0
         };
         if self.chance(self.faults.duplicate_per_million) {
-            self.in_transit.push_back(InTransit {
-                message: message.clone(),
-                delay_rounds: 0,
-            });
+            self.in_transit
+                .push_back(InTransit::new(message.clone(), 0));
         }
-        self.in_transit.push_back(InTransit {
-            message,
-            delay_rounds,
-        });
+        self.in_transit
+            .push_back(InTransit::new(message, delay_rounds));
     }
 
     /// Puts a message on the wire as if a node had sent it (for hostile-input tests).
     pub fn inject(&mut self, message: Message) {
-        self.in_transit.push_back(InTransit {
-            message,
-            delay_rounds: 0,
-        });
+        self.in_transit.push_back(InTransit::new(message, 0));
     }
 
     /// Delivers every message on the wire that is not delayed, in order. Messages sent in
@@ -495,7 +549,7 @@ impl Cluster {
                 item.delay_rounds -= 1;
                 self.in_transit.push_back(item);
             } else {
-                self.deliver(item.message);
+                self.arrive(item);
             }
         }
     }
@@ -503,7 +557,7 @@ impl Cluster {
     /// Delivers the message at `position` on the wire (out of order), if there is one.
     pub fn deliver_one(&mut self, position: usize) {
         if let Some(item) = self.in_transit.remove(position) {
-            self.deliver(item.message);
+            self.arrive(item);
         }
     }
 
@@ -520,6 +574,33 @@ impl Cluster {
         if let Some(item) = self.in_transit.get(position).cloned() {
             self.in_transit.push_back(item);
         }
+    }
+
+    /// A message reaches its receiver's side of the network: the filters may drop or hold it,
+    /// unless it was released from a hold.
+    fn arrive(&mut self, item: InTransit) {
+        let action = if item.released {
+            None
+        } else {
+            self.filter_action(&item.message)
+        };
+        match action {
+            None => self.deliver(item.message),
+            Some(FilterAction::Drop) => {
+                self.report_lost(&item.message);
+                self.after_step();
+            }
+            Some(FilterAction::Hold) => self.held.push(item.message),
+        }
+    }
+
+    fn filter_action(&mut self, message: &Message) -> Option<FilterAction> {
+        for filter in &mut self.filters {
+            if (filter.selects)(message) {
+                return Some(filter.action);
+            }
+        }
+        None
     }
 
     fn deliver(&mut self, message: Message) {
@@ -552,6 +633,86 @@ impl Cluster {
             sender.report_snapshot(to, delivered);
         }
     }
+
+    // ---- filters: messages selected by a predicate ----
+
+    /// From now on, loses every message that `selects` picks when it is about to be delivered
+    /// (a lost snapshot is reported to its sender, as a transport would). Filters see messages
+    /// after their random delay, before cut links, in the order they were installed; the first
+    /// that picks a message decides. `selects` may keep state (count, pick the first only).
+    pub fn drop_if(&mut self, selects: impl FnMut(&Message) -> bool + Send + 'static) -> FilterId {
+        self.add_filter(FilterAction::Drop, Box::new(selects))
+    }
+
+    /// From now on, sets aside every message that `selects` picks when it is about to be
+    /// delivered, until the test releases it ([`Cluster::release`]) or loses it
+    /// ([`Cluster::drop_held`]); [`Cluster::held`] lists them. Filters apply as in
+    /// [`Cluster::drop_if`]. Held messages are off the wire: [`Cluster::stabilize`] does not
+    /// wait for them.
+    pub fn hold(&mut self, selects: impl FnMut(&Message) -> bool + Send + 'static) -> FilterId {
+        self.add_filter(FilterAction::Hold, Box::new(selects))
+    }
+
+    fn add_filter(
+        &mut self,
+        action: FilterAction,
+        selects: Box<dyn FnMut(&Message) -> bool + Send>,
+    ) -> FilterId {
+        let id = FilterId(self.filter_id_next);
+        self.filter_id_next += 1;
+        self.filters.push(Filter {
+            id,
+            action,
+            selects,
+        });
+        id
+    }
+
+    /// Removes a filter. The messages it held stay held until released or dropped.
+    pub fn remove_filter(&mut self, id: FilterId) {
+        self.filters.retain(|filter| filter.id != id);
+    }
+
+    /// The messages set aside by holds, in the order they were held.
+    pub fn held(&self) -> Vec<&Message> {
+        self.held.iter().collect()
+    }
+
+    /// Puts the held messages that `selects` picks back on the wire, in the order they were
+    /// held: the next round delivers them (or loses them on a cut link or to a crashed node)
+    /// without passing the filters again. Returns how many were released.
+    pub fn release(&mut self, selects: impl FnMut(&Message) -> bool) -> usize {
+        let released = self.take_held(selects);
+        let count = released.len();
+        for message in released {
+            self.in_transit.push_back(InTransit {
+                released: true,
+                ..InTransit::new(message, 0)
+            });
+        }
+        count
+    }
+
+    /// Loses the held messages that `selects` picks (a lost snapshot is reported to its
+    /// sender). Returns how many were lost.
+    pub fn drop_held(&mut self, selects: impl FnMut(&Message) -> bool) -> usize {
+        let lost = self.take_held(selects);
+        for message in &lost {
+            self.report_lost(message);
+        }
+        self.after_step();
+        lost.len()
+    }
+
+    fn take_held(&mut self, mut selects: impl FnMut(&Message) -> bool) -> Vec<Message> {
+        let (taken, kept) = std::mem::take(&mut self.held)
+            .into_iter()
+            .partition(|message| selects(message));
+        self.held = kept;
+        taken
+    }
+
+    // ---- links ----
 
     /// Cuts both directions between `a` and `b`.
     pub fn cut(&mut self, a: NodeId, b: NodeId) {

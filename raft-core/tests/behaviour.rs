@@ -4,7 +4,7 @@
 
 use bytes::Bytes;
 use raft_core::testing::{
-    Cluster, GROUP_ID, LEADER_OF_THREE_TERM as LEADER_TERM, LinkFaults, acknowledge,
+    Cluster, GROUP_ID, LEADER_OF_THREE_TERM as LEADER_TERM, LinkFaults, acknowledge, drain,
     leader_of_three as lone_leader, message,
 };
 use raft_core::{
@@ -114,6 +114,28 @@ fn a_leader_counts_itself_only_once_its_own_entries_are_durable() {
         index,
         "durable on the leader and node 2: a majority"
     );
+}
+
+#[test]
+fn the_persisted_index_moves_when_a_ready_is_advanced() {
+    let mut leader = lone_leader(|_| {});
+    let noop = leader.last_index();
+    assert_eq!(leader.persisted_index(), noop);
+    let index = leader.propose(data("x")).unwrap();
+    assert_eq!(leader.last_index(), index);
+    assert_eq!(
+        leader.persisted_index(),
+        noop,
+        "proposed, not yet handed out"
+    );
+    let ready = leader.ready();
+    assert_eq!(
+        leader.persisted_index(),
+        noop,
+        "handed out, not yet durable"
+    );
+    leader.advance(ready.number);
+    assert_eq!(leader.persisted_index(), index);
 }
 
 #[test]
@@ -362,6 +384,59 @@ fn appends_in_flight_to_one_follower_are_bounded() {
     let ready = leader.ready();
     let more = ready.messages.iter().filter(|m| m.to == 2).count();
     assert_eq!(more, 1, "one acknowledged append frees one slot");
+}
+
+#[test]
+fn a_leader_shows_each_followers_state_and_appends_in_flight() {
+    let mut leader = lone_leader(|config| {
+        config.inflight_messages_max = 3;
+        config.append_size_bytes_max = 1;
+    });
+    let probing = leader.progress(2).unwrap();
+    assert_eq!(probing.state, ProgressState::Probe);
+    assert_eq!(probing.inflight_count(), 0, "a probe is not counted");
+    let noop = leader.last_index();
+    leader
+        .step(message(2, 1, LEADER_TERM, acknowledge(noop)))
+        .unwrap();
+    for write in 0..5 {
+        leader.propose(data(&format!("{write}"))).unwrap();
+    }
+    let ready = leader.ready();
+    leader.advance(ready.number);
+    let replicating = leader.progress(2).unwrap();
+    assert_eq!(replicating.state, ProgressState::Replicate);
+    assert_eq!(replicating.inflight_count(), 3, "the limit");
+    let entry_bytes = leader.entry(noop + 1).unwrap().size_bytes();
+    assert_eq!(replicating.inflight_bytes(), 3 * entry_bytes);
+    leader
+        .step(message(2, 1, LEADER_TERM, acknowledge(noop + 1)))
+        .unwrap();
+    assert_eq!(
+        leader.progress(2).unwrap().inflight_count(),
+        3,
+        "the freed slot is taken by the next append at once"
+    );
+    leader
+        .step(message(2, 1, LEADER_TERM, acknowledge(noop + 4)))
+        .unwrap();
+    let nearly_done = leader.progress(2).unwrap();
+    assert_eq!(
+        nearly_done.inflight_count(),
+        1,
+        "the last write is in flight"
+    );
+    assert_eq!(nearly_done.inflight_bytes(), entry_bytes);
+    assert_eq!(
+        leader.progress(3).unwrap().state,
+        ProgressState::Probe,
+        "node 3 never answered"
+    );
+    leader.report_unreachable(2);
+    let probing_again = leader.progress(2).unwrap();
+    assert_eq!(probing_again.state, ProgressState::Probe);
+    assert_eq!(probing_again.inflight_count(), 0);
+    assert_eq!(probing_again.inflight_bytes(), 0);
 }
 
 #[test]
@@ -716,6 +791,50 @@ fn a_failed_snapshot_sends_the_follower_back_to_probing_and_is_retried() {
 }
 
 #[test]
+fn a_received_snapshot_counts_as_persisted_once_its_ready_is_advanced() {
+    let mut follower = Node::new(
+        Config::new(2, GROUP_ID),
+        InitialState::bootstrap(&[1, 2, 3]),
+    )
+    .unwrap();
+    drain(&mut follower);
+    let bootstrap = follower.last_index();
+    assert_eq!(follower.persisted_index(), bootstrap);
+    let install = |index| MessageBody::InstallSnapshot {
+        snapshot: Snapshot {
+            meta: SnapshotMeta {
+                index,
+                term: 2,
+                conf_state: ConfState::with_voters(&[1, 2, 3]),
+            },
+            data: Bytes::new(),
+        },
+    };
+    follower.step(message(1, 2, 2, install(10))).unwrap();
+    assert_eq!(follower.last_index(), 10);
+    assert_eq!(
+        follower.persisted_index(),
+        bootstrap,
+        "the durable log is still the old one"
+    );
+    let ready = follower.ready();
+    assert!(ready.snapshot.is_some());
+    // A newer snapshot arrives while the first is being written.
+    follower.step(message(1, 2, 2, install(20))).unwrap();
+    follower.advance(ready.number);
+    assert_eq!(
+        follower.persisted_index(),
+        bootstrap,
+        "the snapshot just written was replaced before it was confirmed"
+    );
+    let ready = follower.ready();
+    assert_eq!(ready.snapshot.as_ref().map(|s| s.meta.index), Some(20));
+    follower.advance(ready.number);
+    assert_eq!(follower.persisted_index(), 20);
+    assert!(!follower.has_ready());
+}
+
+#[test]
 fn a_snapshot_older_than_the_commit_index_is_ignored() {
     let mut cluster = Cluster::new(&[1, 2, 3]);
     assert!(cluster.elect(1));
@@ -810,6 +929,62 @@ fn a_voter_is_added_then_another_removed_one_change_at_a_time() {
         index,
         "1 and 4 are a majority of 3 voters"
     );
+}
+
+#[test]
+fn the_next_membership_change_waits_for_the_previous_ones_commit_not_its_application() {
+    let mut leader = lone_leader(|_| {});
+    let noop = leader.last_index();
+    leader
+        .step(message(2, 1, LEADER_TERM, acknowledge(noop)))
+        .unwrap();
+    let first = leader
+        .propose_conf_change(ConfChange::AddLearner(4))
+        .unwrap();
+    assert_eq!(leader.pending_conf_change_index(), Some(first));
+    assert_eq!(
+        leader.propose_conf_change(ConfChange::AddLearner(5)),
+        Err(ProposeError::ConfChangeInProgress),
+        "the first change is not committed yet"
+    );
+    let ready = leader.ready();
+    leader.advance(ready.number);
+    leader
+        .step(message(2, 1, LEADER_TERM, acknowledge(first)))
+        .unwrap();
+    assert_eq!(leader.commit_index(), first);
+    assert!(
+        leader.applied_index() < first,
+        "committed, but not yet handed out for applying"
+    );
+    assert_eq!(leader.pending_conf_change_index(), None);
+    let second = leader.propose_conf_change(ConfChange::AddLearner(5));
+    assert_eq!(second, Ok(first + 1));
+    assert!(leader.membership().is_learner(5));
+}
+
+#[test]
+fn a_membership_change_is_pending_on_every_node_until_it_commits() {
+    let mut cluster = Cluster::new(&[1, 2, 3]);
+    assert!(cluster.elect(1));
+    assert_eq!(cluster.node(1).pending_conf_change_index(), None);
+    cluster.add_joining_node(4, |_| {});
+    let index = cluster
+        .node_mut(1)
+        .propose_conf_change(ConfChange::AddLearner(4))
+        .unwrap();
+    assert_eq!(cluster.node(1).pending_conf_change_index(), Some(index));
+    cluster.process(1);
+    cluster.deliver_round();
+    assert_eq!(
+        cluster.node(2).pending_conf_change_index(),
+        Some(index),
+        "node 2 holds the change, and does not know it committed"
+    );
+    cluster.stabilize();
+    for id in [1, 2, 3] {
+        assert_eq!(cluster.node(id).pending_conf_change_index(), None);
+    }
 }
 
 #[test]

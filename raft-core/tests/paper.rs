@@ -2,8 +2,10 @@
 //! simulated network of `raft_core::testing`.
 
 use bytes::Bytes;
-use raft_core::testing::{Cluster, GROUP_ID, message};
-use raft_core::{Config, Entry, EntryKind, HardState, InitialState, MessageBody, Node, Role};
+use raft_core::testing::{Cluster, FilterId, GROUP_ID, message};
+use raft_core::{
+    Config, Entry, EntryKind, HardState, InitialState, Message, MessageBody, Node, Role,
+};
 
 fn data(text: &'static str) -> Bytes {
     Bytes::from_static(text.as_bytes())
@@ -22,6 +24,23 @@ fn entry(index: u64, term: u64) -> Entry {
         kind: EntryKind::Normal,
         data: Bytes::new(),
     }
+}
+
+fn is_append(message: &Message) -> bool {
+    matches!(message.body, MessageBody::Append { .. })
+}
+
+/// Ticks `id` alone, settling after each tick, until it leads: it campaigns again each time its
+/// election timeout passes without a win.
+fn campaign_until_leader(cluster: &mut Cluster, id: u64) {
+    for _ in 0..100 {
+        if cluster.node(id).role() == Role::Leader {
+            return;
+        }
+        cluster.tick(id);
+        cluster.stabilize();
+    }
+    panic!("node {id} never won an election");
 }
 
 /// A lone node restored with the given log and term, in a group of three.
@@ -483,6 +502,129 @@ fn a_leader_never_commits_an_old_term_entry_by_counting_replicas() {
         3,
         "the term-4 no-op commits, and index 2 with it"
     );
+}
+
+/// Figure 8 of the paper on five nodes, built with the harness's filters, up to (c). Every
+/// append carries one entry, so that index 6 can travel without index 7. Indexes are those of
+/// the figure plus 4: the bootstrap holds indexes 1..=5, and each new leader's first entry is
+/// its no-op.
+///
+/// (a) S1 leads term 2; its entry at index 6 reaches S2 only. (b) S5 wins term 3 with the votes
+/// of S3 and S4 and writes its own entry at index 6, which reaches nobody. (c) S1 comes back
+/// and wins term 4; it sends index 6 (term 2) to S3 and S4, so that a majority holds it, while
+/// its term-4 entry at index 7 stays held on the wire.
+///
+/// Returns the cluster, index 6, and the hold on S1's appends.
+fn figure_8_up_to_c() -> (Cluster, u64, FilterId) {
+    let mut cluster = Cluster::with_config(&[1, 2, 3, 4, 5], |config| {
+        plain(config);
+        config.append_size_bytes_max = 1;
+    });
+
+    // (a)
+    let only_to_2 = cluster.drop_if(|m| m.from == 1 && m.to != 2 && is_append(m));
+    assert!(cluster.elect(1));
+    assert_eq!(cluster.node(1).term(), 2);
+    let index = cluster.node(1).last_index();
+    assert_eq!(index, 6);
+    assert_eq!(cluster.node(2).term_at(index), Some(2));
+    assert_eq!(cluster.node(3).last_index(), index - 1);
+    assert_eq!(cluster.node(1).commit_index(), index - 1);
+    cluster.remove_filter(only_to_2);
+    cluster.crash(1);
+
+    // (b) S2 refuses its vote: its last entry (term 2) is newer than S5's (term 1).
+    let silent_5 = cluster.drop_if(|m| m.from == 5 && is_append(m));
+    assert!(cluster.elect(5));
+    assert_eq!(cluster.node(5).term(), 3);
+    assert_eq!(cluster.node(5).term_at(index), Some(3));
+    cluster.remove_filter(silent_5);
+    cluster.crash(5);
+
+    // (c) S1 loses term 3 (S3 and S4 voted for S5 in it) and wins term 4.
+    cluster.restart(1);
+    let appends_of_1 = cluster.hold(|m| m.from == 1 && is_append(m));
+    campaign_until_leader(&mut cluster, 1);
+    assert_eq!(cluster.node(1).term(), 4);
+    assert_eq!(cluster.node(1).term_at(index + 1), Some(4), "its no-op");
+    let probes: Vec<u64> = cluster.held().iter().map(|m| m.to).collect();
+    assert_eq!(
+        probes,
+        [2, 3, 4, 5],
+        "one probe per follower, each carrying index 7"
+    );
+    // S3 and S4 lack index 6: they refuse the probe, and S1 sends them index 6 alone.
+    assert_eq!(cluster.release(|m| m.to == 3 || m.to == 4), 2);
+    cluster.stabilize();
+    let carries_index_6 = |m: &Message| match &m.body {
+        MessageBody::Append { entries, .. } => entries.iter().all(|e| e.index == 6),
+        _ => false,
+    };
+    let held = cluster.held();
+    assert!(
+        held.iter()
+            .filter(|m| m.to == 3 || m.to == 4)
+            .all(|m| carries_index_6(m))
+    );
+    assert_eq!(cluster.release(|m| m.to == 3 || m.to == 4), 2);
+    cluster.stabilize();
+    for id in [3, 4] {
+        assert_eq!(cluster.node(id).term_at(index), Some(2));
+        assert_eq!(cluster.node(id).last_index(), index, "index 7 is held");
+        assert_eq!(cluster.node(1).progress(id).unwrap().match_index, index);
+    }
+    assert_eq!(
+        cluster.node(1).commit_index(),
+        index - 1,
+        "index 6 is on S1, S2, S3 and S4, but of term 2: not committed by counting"
+    );
+    (cluster, index, appends_of_1)
+}
+
+#[test]
+fn figure_8_d_an_old_term_entry_on_a_majority_may_still_be_overwritten() {
+    let (mut cluster, index, _appends_of_1) = figure_8_up_to_c();
+    // (d) S1 crashes before its term-4 entry leaves. S5 comes back and wins term 5 with the
+    // votes of S2, S3 and S4: its last entry (term 3) is newer than theirs (term 2).
+    assert_eq!(cluster.drop_held(|_| true), 4);
+    cluster.crash(1);
+    cluster.restart(5);
+    campaign_until_leader(&mut cluster, 5);
+    assert_eq!(cluster.node(5).term(), 5, "term 4 was S1's");
+    // S5 replaces index 6 everywhere with its own entry of term 3, and commits it. That is safe
+    // because no leader ever committed the entry of term 2 there (the harness checks after
+    // every step that no committed entry is lost).
+    for id in [2, 3, 4, 5] {
+        assert_eq!(cluster.node(id).term_at(index), Some(3), "node {id}");
+    }
+    assert_eq!(cluster.committed()[&index].0, 3);
+}
+
+#[test]
+fn figure_8_e_an_old_term_entry_commits_with_an_entry_of_the_leaders_term() {
+    let (mut cluster, index, appends_of_1) = figure_8_up_to_c();
+    // (e) S1's term-4 entry reaches S2, S3 and S4 instead: it commits, and index 6 with it.
+    cluster.remove_filter(appends_of_1);
+    assert_eq!(cluster.release(|_| true), 4);
+    cluster.stabilize();
+    assert_eq!(cluster.node(1).commit_index(), index + 1);
+    // S5 can never win again: S2, S3 and S4 hold a newer last entry (term 4) than S5 (term 3).
+    cluster.crash(1);
+    cluster.restart(5);
+    for _ in 0..100 {
+        cluster.tick(5);
+        cluster.stabilize();
+        assert_ne!(cluster.node(5).role(), Role::Leader);
+    }
+    assert!(
+        cluster.node(5).term() > 5,
+        "S5 campaigned in terms in which nobody had voted yet"
+    );
+    assert!(cluster.elect(2));
+    for id in [2, 3, 4, 5] {
+        assert_eq!(cluster.node(id).term_at(index), Some(2), "node {id}");
+    }
+    assert_eq!(cluster.committed()[&index].0, 2);
 }
 
 #[test]

@@ -13,7 +13,7 @@
 use bytes::Bytes;
 use proptest::prelude::*;
 use raft_core::ConfChange;
-use raft_core::testing::{Cluster, LinkFaults};
+use raft_core::testing::{Cluster, LinkFaults, NETWORK_SEED_DEFAULT};
 
 #[derive(Clone, Debug)]
 enum Action {
@@ -312,36 +312,56 @@ proptest! {
     }
 }
 
+/// Ticks, proposals at the leader, crashes and restarts over a lossy network.
+fn lossy_schedule(cluster: &mut Cluster) {
+    cluster.set_faults(LinkFaults {
+        drop_per_million: 100_000,
+        duplicate_per_million: 50_000,
+        delay_per_million: 100_000,
+    });
+    for round in 0..200u64 {
+        cluster.tick_all(1);
+        if let Some(leader) = cluster.leader() {
+            let _ = cluster.propose(leader, Bytes::from(round.to_string()));
+        }
+        if round % 37 == 0 {
+            cluster.crash(1 + round % 3);
+        }
+        if round % 37 == 10 {
+            cluster.restart(1 + round % 3);
+        }
+    }
+}
+
+/// The transcript of [`lossy_schedule`] on `cluster`.
+fn lossy_transcript(mut cluster: Cluster) -> String {
+    cluster.record_transcript();
+    lossy_schedule(&mut cluster);
+    cluster.transcript().to_owned()
+}
+
 /// The same configuration, seeds and inputs give byte-identical outputs.
 #[test]
 fn the_same_inputs_give_byte_identical_outputs() {
-    let schedule = |cluster: &mut Cluster| {
-        cluster.set_faults(LinkFaults {
-            drop_per_million: 100_000,
-            duplicate_per_million: 50_000,
-            delay_per_million: 100_000,
-        });
-        for round in 0..200u64 {
-            cluster.tick_all(1);
-            if let Some(leader) = cluster.leader() {
-                let _ = cluster.propose(leader, Bytes::from(round.to_string()));
-            }
-            if round % 37 == 0 {
-                cluster.crash(1 + round % 3);
-            }
-            if round % 37 == 10 {
-                cluster.restart(1 + round % 3);
-            }
-        }
-    };
-    let transcript = || {
-        let mut cluster = Cluster::new(&[1, 2, 3]);
-        cluster.record_transcript();
-        schedule(&mut cluster);
-        cluster.transcript().to_owned()
-    };
+    let transcript = || lossy_transcript(Cluster::new(&[1, 2, 3]));
     let first = transcript();
     assert!(first.len() > 10_000, "the schedule did something");
     assert!(first.contains("committed_entries: [Entry"));
     assert_eq!(first, transcript());
+}
+
+/// The network's seed decides which messages the faults hit: one schedule, many networks. The
+/// default seed is [`NETWORK_SEED_DEFAULT`].
+#[test]
+fn the_network_seed_chooses_which_messages_the_faults_hit() {
+    let seeded = |seed| lossy_transcript(Cluster::new(&[1, 2, 3]).with_network_seed(seed));
+    assert_eq!(
+        lossy_transcript(Cluster::new(&[1, 2, 3])),
+        seeded(NETWORK_SEED_DEFAULT)
+    );
+    let first = seeded(7);
+    assert_eq!(first, seeded(7));
+    assert_ne!(first, seeded(8));
+    assert_ne!(first, seeded(NETWORK_SEED_DEFAULT));
+    assert!(first.contains("committed_entries: [Entry"));
 }

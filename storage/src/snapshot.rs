@@ -139,7 +139,14 @@ fn decode_snapshot(bytes: &[u8]) -> std::result::Result<Snapshot, String> {
 }
 
 impl<F: FileSystem> SnapshotStore<F> {
-    /// Opens the snapshot directory, creating it if needed, and removes temporary files left by a crash.
+    /// Opens the snapshot directory, creating it if needed, removes temporary files left by a crash, and syncs
+    /// the directory.
+    ///
+    /// The directory is synced even when nothing was removed, so that every snapshot the opened store shows
+    /// survives a crash: a [`SnapshotStore::save`] whose directory fsync failed leaves its rename in the page
+    /// cache only, and a process restarted without a reboot would otherwise load a snapshot that a later power
+    /// loss takes back (the replica, having compacted its log up to it, would then have a hole). As
+    /// [`crate::Wal::open`] does for the log.
     ///
     /// # Errors
     /// [`Error::Io`].
@@ -148,7 +155,6 @@ impl<F: FileSystem> SnapshotStore<F> {
         fs.create_dir_all(&dir)
             .map_err(|error| Error::io("create directory", &dir, error))?;
         let store = SnapshotStore { fs, dir };
-        let mut removed_any = false;
         for name in store.list()? {
             if name.ends_with(TEMPORARY_SUFFIX) {
                 let path = store.dir.join(&name);
@@ -156,12 +162,9 @@ impl<F: FileSystem> SnapshotStore<F> {
                     .fs
                     .remove(&path)
                     .map_err(|error| Error::io("remove temporary snapshot", &path, error))?;
-                removed_any = true;
             }
         }
-        if removed_any {
-            store.sync_dir()?;
-        }
+        store.sync_dir()?;
         Ok(store)
     }
 

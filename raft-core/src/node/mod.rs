@@ -144,7 +144,8 @@ impl Ready {
 #[derive(Debug)]
 struct InFlight {
     number: u64,
-    /// The last entry handed out for persistence.
+    /// The last entry handed out for persistence (the snapshot's position if it carried a
+    /// snapshot and no entries).
     persisted_to: Option<(u64, u64)>,
     /// The last committed entry handed out for applying.
     applied_to: u64,
@@ -421,6 +422,23 @@ impl Node {
         self.log.first_index()
     }
 
+    /// The index up to which this node's log is durable (the "stable" index): recovered at
+    /// start, or handed out in a Ready that [`Node::advance`] confirmed. It lags
+    /// [`Node::last_index`] while entries wait to be persisted. When a snapshot from the leader
+    /// replaces the log, it stays at most at the previous commit index until the Ready carrying
+    /// the snapshot is advanced, then is the snapshot's index.
+    pub fn persisted_index(&self) -> u64 {
+        self.log.stable_index()
+    }
+
+    /// The index of the membership change that is in the log but not yet committed, if any.
+    /// While there is one, [`Node::propose_conf_change`] refuses another
+    /// ([`ProposeError::ConfChangeInProgress`]). The change is already in effect
+    /// ([`Node::membership`] includes it); a truncation of the log may still revert it.
+    pub fn pending_conf_change_index(&self) -> Option<u64> {
+        (self.pending_conf_index > self.log.commit).then_some(self.pending_conf_index)
+    }
+
     /// The current membership: the newest in the log, committed or not (Raft thesis, 4.1).
     pub fn membership(&self) -> &ConfState {
         &self.membership
@@ -533,7 +551,11 @@ impl Node {
         let hard_state = self.hard_state();
         let soft_state = self.soft_state();
         let entries = self.log.unstable_entries();
-        let persisted_to = entries.last().map(|entry| (entry.index, entry.term));
+        let snapshot = self.snapshot_to_install.take();
+        let persisted_to = entries
+            .last()
+            .map(|entry| (entry.index, entry.term))
+            .or_else(|| snapshot.as_ref().map(|s| (s.meta.index, s.meta.term)));
         let committed_entries = self.log.next_committed(self.config.uncommitted_bytes_max);
         let applied_to = committed_entries
             .last()
@@ -559,7 +581,7 @@ impl Node {
             number: self.ready_number,
             soft_state: (soft_state != self.last_soft_state).then_some(soft_state),
             hard_state: (hard_state != self.last_hard_state).then_some(hard_state),
-            snapshot: self.snapshot_to_install.take(),
+            snapshot,
             entries,
             messages,
             persisted_messages,

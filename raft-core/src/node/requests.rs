@@ -11,9 +11,11 @@ impl Node {
         self.propose_entry(EntryKind::Normal, data)
     }
 
-    /// Proposes a membership change. Only one may be in flight: it must be applied before the
-    /// next is accepted, and the leader must have committed an entry of its term first (the
-    /// fix for the single-server change pitfall described by Ongaro).
+    /// Proposes a membership change. It takes effect as soon as it is in the log (Raft thesis,
+    /// 4.1). Only one may be uncommitted at a time: the next is accepted once the previous one
+    /// is committed, whether or not the application has applied it yet (see
+    /// [`Node::pending_conf_change_index`]). The leader must also have committed an entry of
+    /// its term first (the fix for the single-server change pitfall described by Ongaro).
     pub fn propose_conf_change(&mut self, change: ConfChange) -> Result<u64, ProposeError> {
         let result = self.check_conf_change(change);
         if let Err(error) = result {
