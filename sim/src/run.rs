@@ -118,6 +118,9 @@ struct Cluster {
     /// Set by the nemesis when it arms a disk fault on a server, cleared when the server stops
     /// because of it or when the fault is cleared (a crash, a heal).
     disk_fault_armed: Vec<Arc<AtomicBool>>,
+    /// The disk fault armed on each server: its operation, and the operation count once it
+    /// has fired.
+    armed: Vec<Option<(FaultOperation, u64)>>,
     /// The faults injected, for the timeline.
     fault_spans: Vec<FaultSpan>,
     started: Instant,
@@ -227,6 +230,7 @@ impl Cluster {
             clogged: Vec::new(),
             stopped: stopped_flags,
             disk_fault_armed: armed_flags,
+            armed: vec![None; options.servers],
             fault_spans: Vec::new(),
             started: Instant::now(),
         }
@@ -256,6 +260,7 @@ impl Cluster {
             Crash::LoseUnsynced
         };
         self.disks[index].crash(crash);
+        self.armed[index] = None;
         self.disk_fault_armed[index].store(false, Ordering::SeqCst);
         self.down[index] = true;
     }
@@ -319,8 +324,17 @@ impl Cluster {
                 Handle::current().resume(self.nodes[index].id());
                 self.paused[index] = false;
             }
+            // A fault that already fired keeps its flag: the server it stops may report the
+            // stop only after this heal (its shutdown takes a moment).
+            let fired = self.armed[index]
+                .take()
+                .is_some_and(|(operation, fires_at)| {
+                    self.disks[index].operation_count(operation) >= fires_at
+                });
             self.disks[index].clear_faults();
-            self.disk_fault_armed[index].store(false, Ordering::SeqCst);
+            if !fired {
+                self.disk_fault_armed[index].store(false, Ordering::SeqCst);
+            }
             self.restart(index);
         }
     }
@@ -844,7 +858,10 @@ async fn inject(
             } else {
                 FaultError::NoSpace
             };
-            cluster.disks[index].fail_nth(operation, draw.between(1, 20), error);
+            let nth = draw.between(1, 20);
+            let fires_at = cluster.disks[index].operation_count(operation) + nth + 1;
+            cluster.armed[index] = Some((operation, fires_at));
+            cluster.disks[index].fail_nth(operation, nth, error);
             cluster.disk_fault_armed[index].store(true, Ordering::SeqCst);
             let description = format!("server {}: {what} will fail", index + 1);
             cluster.log_fault(description, vec![index as u64 + 1]);
