@@ -290,6 +290,12 @@ impl Cluster {
         self.clogged.push((from, to));
     }
 
+    /// Cuts the link between `a` and `b` both ways.
+    fn cut(&mut self, a: usize, b: usize) {
+        self.clog(a, b);
+        self.clog(b, a);
+    }
+
     fn heal_network(&mut self) {
         let net = NetSim::current();
         for (from, to) in self.clogged.drain(..) {
@@ -710,8 +716,7 @@ async fn inject(
             for a in 0..servers {
                 for b in 0..servers {
                     if side[a] && !side[b] {
-                        cluster.clog(a, b);
-                        cluster.clog(b, a);
+                        cluster.cut(a, b);
                     }
                 }
             }
@@ -738,8 +743,7 @@ async fn inject(
             let (left, right) = others.split_at(others.len() / 2);
             for a in left {
                 for b in right {
-                    cluster.clog(*a, *b);
-                    cluster.clog(*b, *a);
+                    cluster.cut(*a, *b);
                 }
             }
             let all = (1..=servers as u64).collect();
@@ -809,8 +813,7 @@ async fn inject(
                 // resumes must not be stale. (The partition stays until the next heal.)
                 index = leader as usize - 1;
                 for other in (0..servers).filter(|other| *other != index) {
-                    cluster.clog(index, other);
-                    cluster.clog(other, index);
+                    cluster.cut(index, other);
                 }
                 Handle::current().pause(cluster.nodes[index].id());
                 cluster.log_fault(
