@@ -63,6 +63,10 @@ impl Default for Timing {
     }
 }
 
+/// The largest `append_bytes_max` accepted: the bytes a leader keeps in flight to one follower
+/// (raft-core's `inflight_bytes_max`, 32 MiB by default) hold at least two appends.
+pub const APPEND_BYTES_MAX_LIMIT: u64 = 16 * 1024 * 1024;
+
 /// Limits that bound memory and work.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
@@ -75,6 +79,9 @@ pub struct Limits {
     pub requests_per_connection_max: usize,
     /// Client connections served at once by the native port.
     pub client_connections_max: usize,
+    /// The largest payload of one Raft append message (etcd's `MaxSizePerMsg`); at least one
+    /// entry is always sent. Small values pace a lagging follower's catch-up.
+    pub append_bytes_max: u64,
 }
 
 impl Default for Limits {
@@ -84,6 +91,7 @@ impl Default for Limits {
             node_queue_capacity: 16_384,
             requests_per_connection_max: 1024,
             client_connections_max: 1024,
+            append_bytes_max: 1024 * 1024,
         }
     }
 }
@@ -189,6 +197,11 @@ impl ServerConfig {
         if self.limits.snapshot_entries == 0 || self.limits.node_queue_capacity == 0 {
             return fail("limits must be positive".to_owned());
         }
+        if !(1..=APPEND_BYTES_MAX_LIMIT).contains(&self.limits.append_bytes_max) {
+            return fail(format!(
+                "limits: append_bytes_max must be between 1 and {APPEND_BYTES_MAX_LIMIT}"
+            ));
+        }
         Ok(())
     }
 }
@@ -235,6 +248,42 @@ pub fn default_shards(servers: usize) -> Vec<ShardSpec> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn three_servers() -> ServerConfig {
+        let address = |port: u16| std::net::SocketAddr::from(([127, 0, 0, 1], port));
+        ServerConfig {
+            server_id: 1,
+            cluster_id: 1,
+            cluster_secret: "a cluster secret of enough bytes".into(),
+            operator_tokens: Vec::new(),
+            data_dir: "/data".into(),
+            servers: (1..=3)
+                .map(|id| ServerAddresses {
+                    id,
+                    http: None,
+                    client: address(7000 + id as u16),
+                    peer: address(8000 + id as u16),
+                })
+                .collect(),
+            shards: default_shards(3),
+            timing: Timing::default(),
+            limits: Limits::default(),
+        }
+    }
+
+    #[test]
+    fn the_append_size_is_bounded_and_reaches_raft() {
+        let mut config = three_servers();
+        assert!(config.validate().is_ok());
+        for refused in [0, APPEND_BYTES_MAX_LIMIT + 1] {
+            config.limits.append_bytes_max = refused;
+            assert!(config.validate().is_err(), "{refused} accepted");
+        }
+        config.limits.append_bytes_max = 1;
+        assert!(config.validate().is_ok());
+        assert_eq!(crate::raft_config(&config, 1).append_size_bytes_max, 1);
+        assert!(crate::raft_config(&config, 1).validate().is_ok());
+    }
 
     #[test]
     fn four_servers_hold_every_shard_with_one_preferred_leader_each() {

@@ -24,6 +24,29 @@ pub trait Observer: Send + Sync + std::fmt::Debug {
         let _ = (server, shard, index, term, fingerprint);
     }
 
+    /// A replica started from what its disk kept: its `term` and its `vote` in that term
+    /// (`raft_core::NO_NODE` if none). Every vote a replica granted before a crash must be
+    /// there: a vote forgotten lets it vote twice in one term.
+    fn replica_started(&self, server: ServerId, shard: ShardId, term: u64, vote: ServerId) {
+        let _ = (server, shard, term, vote);
+    }
+
+    /// A replica's commit index is `commit` (reported before any message that carries it
+    /// leaves); the replica is in `term`, leads it if `leader`, and holds the entry at `commit`
+    /// with term `commit_term` (`None` if compacted away). A leader may move its commit index
+    /// only to an entry of its own term (Raft §5.4.2).
+    fn commit_reported(
+        &self,
+        server: ServerId,
+        shard: ShardId,
+        term: u64,
+        leader: bool,
+        commit: u64,
+        commit_term: Option<u64>,
+    ) {
+        let _ = (server, shard, term, leader, commit, commit_term);
+    }
+
     /// A replica sent its vote for `candidate` in `term` (after making it durable).
     fn vote_granted(&self, server: ServerId, shard: ShardId, term: u64, candidate: ServerId) {
         let _ = (server, shard, term, candidate);

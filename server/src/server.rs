@@ -77,6 +77,7 @@ pub fn raft_config(config: &ServerConfig, shard: ShardId) -> raft_core::Config {
     raft.heartbeat_interval_ticks = config.timing.heartbeat_ticks;
     raft.seed = config.server_id.rotate_left(17) ^ shard ^ config.cluster_id.rotate_left(41);
     raft.entry_size_bytes_max = 2 * 1024 * 1024;
+    raft.append_size_bytes_max = config.limits.append_bytes_max;
     if config.timing.lease_reads {
         raft.read_mode = raft_core::ReadMode::LeaseBased;
     }

@@ -1,5 +1,6 @@
 //! Invariants checked while the simulation runs, from the servers' progress reports: at most
-//! one leader per term per shard; every replica applies the same entry at every index (so a
+//! one leader per term per shard; a vote a server granted survives its crashes; a leader moves
+//! the commit index past what was committed only to an entry of its own term; every replica applies the same entry at every index (so a
 //! committed entry never changes and every replica applies the same sequence); within one life
 //! of a replica, every index is applied once and in order, none skipped except through a
 //! snapshot; a linearizable read is answered from a state that holds every entry any replica
@@ -25,6 +26,10 @@ struct State {
     last_applied: BTreeMap<(ServerId, ShardId), u64>,
     /// The servers that granted a vote, in order (the nemesis crashes voters right after).
     votes: Vec<ServerId>,
+    /// (server, shard) → the newest vote it granted: (term, candidate).
+    granted: BTreeMap<(ServerId, ShardId), (u64, ServerId)>,
+    /// Per shard, the highest commit index any replica has reported.
+    committed_max: BTreeMap<ShardId, u64>,
     /// Per shard, the highest index applied by any replica so far, each time it grew:
     /// (microseconds since the start, index), both increasing.
     applied_max: BTreeMap<ShardId, Vec<(u64, u64)>>,
@@ -164,12 +169,53 @@ impl Observer for Invariants {
         }
     }
 
-    fn vote_granted(&self, server: ServerId, _shard: ShardId, _term: u64, _candidate: ServerId) {
-        self.state
-            .lock()
-            .expect("invariants lock")
-            .votes
-            .push(server);
+    fn vote_granted(&self, server: ServerId, shard: ShardId, term: u64, candidate: ServerId) {
+        let mut state = self.state.lock().expect("invariants lock");
+        state.votes.push(server);
+        state.granted.insert((server, shard), (term, candidate));
+    }
+
+    fn replica_started(&self, server: ServerId, shard: ShardId, term: u64, vote: ServerId) {
+        let state = self.state.lock().expect("invariants lock");
+        let Some(&(granted_term, candidate)) = state.granted.get(&(server, shard)) else {
+            return;
+        };
+        drop(state);
+        if term < granted_term || (term == granted_term && vote != candidate) {
+            self.record(format!(
+                "server {server} voted for {candidate} in term {granted_term} of shard {shard}, \
+                 then restarted with term {term} and vote {vote}: a granted vote was not durable"
+            ));
+        }
+    }
+
+    fn commit_reported(
+        &self,
+        server: ServerId,
+        shard: ShardId,
+        term: u64,
+        leader: bool,
+        commit: u64,
+        commit_term: Option<u64>,
+    ) {
+        let mut state = self.state.lock().expect("invariants lock");
+        let known = state.committed_max.entry(shard).or_insert(0);
+        let before = *known;
+        *known = before.max(commit);
+        drop(state);
+        // A leader that moves the commit index past what anyone committed must point it at an
+        // entry of its own term: an older entry held by a majority may still be overwritten
+        // (Raft §5.4.2, Figure 8).
+        if leader
+            && commit > before
+            && let Some(entry_term) = commit_term
+            && entry_term != term
+        {
+            self.record(format!(
+                "server {server}, leader of term {term} of shard {shard}, committed index \
+                 {commit} of term {entry_term} by counting replicas (Raft §5.4.2)"
+            ));
+        }
     }
 
     fn read_served(

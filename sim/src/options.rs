@@ -92,7 +92,7 @@ pub enum Focus {
     LeaseReads,
     /// Elections under stress: five servers, leaders killed with a voter crashing during the
     /// next election, partitions, and messages delayed, so that competing candidates, split
-    /// votes and leaders of short terms are common.
+    /// votes and leaders of short terms are common; one entry per append message.
     Elections,
 }
 
@@ -146,6 +146,10 @@ pub struct Options {
     pub snapshot_entries: u64,
     /// Linearizable reads from the leader's lease instead of a ReadIndex round.
     pub lease_reads: bool,
+    /// The largest Raft append message: small values split a follower's catch-up into many
+    /// messages, each acknowledged on its own (so a leader sees a quorum reach entries of
+    /// earlier terms before its own).
+    pub append_bytes_max: u64,
     /// Concurrent clients.
     pub clients: usize,
     /// The keys the clients work on, spread over the shards.
@@ -239,6 +243,12 @@ impl Options {
                 if faults.clock_drift { ppm as i32 } else { 0 }
             })
             .collect();
+        // Drawn last, so that adding it left every earlier draw of a seed as it was.
+        let append_bytes_max = if draw.chance(300) {
+            *draw.pick(&[1, 256, 4096])
+        } else {
+            1024 * 1024
+        };
         Options {
             seed,
             focus: Focus::Any,
@@ -248,6 +258,7 @@ impl Options {
             election_ticks,
             snapshot_entries,
             lease_reads,
+            append_bytes_max,
             clients,
             keys,
             faults,
@@ -291,6 +302,9 @@ impl Options {
                 faults.kill_leader = Some(faults.kill_leader.unwrap_or(0).max(5));
                 faults.partition = Some(faults.partition.unwrap_or(0).max(3));
                 faults.message_delay_per_million = faults.message_delay_per_million.max(20_000);
+                // One entry per append: a new leader's quorum reaches the entries of earlier
+                // terms before its own no-op (the window of Raft's Figure 8).
+                options.append_bytes_max = 1;
             }
         }
         options
@@ -306,7 +320,7 @@ impl fmt::Display for Options {
             .collect();
         write!(
             formatter,
-            "seed {}{}: {} servers, shards [{}], heartbeat {} / election {} ticks of 10 ms, snapshot every {} entries, {} reads, {} clients on {} keys, faults {:?}{}",
+            "seed {}{}: {} servers, shards [{}], heartbeat {} / election {} ticks of 10 ms, snapshot every {} entries, appends of at most {} bytes, {} reads, {} clients on {} keys, faults {:?}{}",
             self.seed,
             match self.focus {
                 Focus::Any => String::new(),
@@ -317,6 +331,7 @@ impl fmt::Display for Options {
             self.heartbeat_ticks,
             self.election_ticks,
             self.snapshot_entries,
+            self.append_bytes_max,
             if self.lease_reads {
                 "lease"
             } else {

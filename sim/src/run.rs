@@ -97,6 +97,7 @@ fn server_config(options: &Options, id: u64) -> ServerConfig {
         },
         limits: server::Limits {
             snapshot_entries: options.snapshot_entries,
+            append_bytes_max: options.append_bytes_max,
             ..Default::default()
         },
     }

@@ -165,6 +165,9 @@ where
         let replicas = replicas
             .into_iter()
             .map(|(spec, node, machine)| {
+                if let Some(observer) = &observer {
+                    observer.replica_started(config.server_id, spec.id, node.term(), node.vote());
+                }
                 let replica = Replica::new(spec, node, machine, metrics.clone(), observer.clone());
                 (replica.spec.id, replica)
             })
@@ -612,6 +615,16 @@ where
                 // is being persisted.
                 let term = replica.node.term();
                 if let Some(hard_state) = ready.hard_state {
+                    if let Some(observer) = &self.observer {
+                        observer.commit_reported(
+                            self.server_id,
+                            shard,
+                            hard_state.term,
+                            replica.is_leader() && hard_state.term == term,
+                            hard_state.commit,
+                            replica.node.term_at(hard_state.commit),
+                        );
+                    }
                     let term_vote = (hard_state.term, hard_state.vote);
                     batch.must_sync |= term_vote != replica.durable_term_vote;
                     replica.durable_term_vote = term_vote;
