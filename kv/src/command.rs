@@ -110,8 +110,9 @@ pub struct Command {
     pub seq: u64,
     /// The client has received answers to every seq below this one, so the machine may forget them.
     pub first_unacked_seq: u64,
-    /// The proposer's wall clock in milliseconds. Only session expiry uses it, through the machine's
-    /// clock, which is the largest timestamp seen and so never goes back.
+    /// The proposing leader's clock in milliseconds (the server's shard clock). Only session
+    /// expiry uses it, through the machine's clock, which is the largest timestamp seen and so
+    /// never goes back.
     pub timestamp_ms: u64,
     /// The write itself.
     pub write: Write,

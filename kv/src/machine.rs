@@ -232,6 +232,11 @@ impl StateMachine {
         self.applied_index = index;
     }
 
+    /// The machine's clock: the largest `timestamp_ms` applied (or restored); 0 at first.
+    pub fn clock_ms(&self) -> u64 {
+        self.clock_ms
+    }
+
     /// The index of the last entry applied or skipped (or restored from a snapshot); 0 at first.
     pub fn applied_index(&self) -> u64 {
         self.applied_index

@@ -335,7 +335,7 @@ where
                 request,
                 reply,
             } => match self.replicas.get_mut(&shard) {
-                Some(replica) => replica.handle(request, reply, client::wall_clock_ms()),
+                Some(replica) => replica.handle(request, reply),
                 None => {
                     let _ = reply.send(Response::Error(ErrorResponse::new(
                         ErrorCode::Unavailable,

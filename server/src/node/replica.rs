@@ -47,8 +47,8 @@ pub(crate) struct Replica {
     pub leader_since_tick: Option<u64>,
     /// The term and vote last handed to the WAL: a Ready that changes them must be synced.
     pub durable_term_vote: (u64, u64),
-    /// The last time stamped on a write proposed here.
-    last_stamp_ms: u64,
+    /// The time stamped on the writes proposed here.
+    clock: ShardClock,
     /// Not before this tick does the leader try again to hand its leadership to the preferred
     /// leader (a transfer that did not take backs off).
     pub next_balance_tick: u64,
@@ -96,7 +96,7 @@ impl Replica {
             snapshot_index,
             leader_since_tick: None,
             durable_term_vote,
-            last_stamp_ms: 0,
+            clock: ShardClock::default(),
             next_balance_tick: 0,
             pending: BTreeMap::new(),
             reads_queued: Vec::new(),
@@ -128,14 +128,9 @@ impl Replica {
     /// Takes one request for this shard. Answers at once, or keeps the reply until the entry
     /// is applied or the read confirmed.
     ///
-    /// `now_ms` is this server's wall clock: a write is stamped with it (never going back), so
-    /// that the state machine's session expiry follows the servers' clocks, not the clients'.
-    pub(crate) fn handle(
-        &mut self,
-        request: Request,
-        reply: oneshot::Sender<Response>,
-        now_ms: u64,
-    ) {
+    /// A write is stamped with the shard's clock (see [`ShardClock`]), so that the state
+    /// machine's session expiry follows the leaders' clocks, not the clients'.
+    pub(crate) fn handle(&mut self, request: Request, reply: oneshot::Sender<Response>) {
         if let Some(reason) = &self.failed {
             let _ = reply.send(error(
                 ErrorCode::Unavailable,
@@ -167,8 +162,11 @@ impl Replica {
                 });
             }
             Request::Write(mut command) => {
-                self.last_stamp_ms = self.last_stamp_ms.max(now_ms);
-                command.timestamp_ms = self.last_stamp_ms;
+                command.timestamp_ms = self.clock.stamp(
+                    self.machine.clock_ms(),
+                    tokio::time::Instant::now(),
+                    client::wall_clock_ms,
+                );
                 if !self.spec.holds_write(&command.write) {
                     let _ = reply.send(error(
                         ErrorCode::CrossShard,
@@ -439,6 +437,7 @@ impl Replica {
 
     /// The role changed: a replica that no longer leads answers everything waiting on it.
     pub(crate) fn lost_leadership(&mut self) {
+        self.clock.stop();
         for (_, pending) in std::mem::take(&mut self.pending) {
             let _ = pending.reply.send(lost());
         }
@@ -516,9 +515,88 @@ impl Replica {
     }
 }
 
+/// The clock a leader stamps on the writes it proposes; the state machine's session expiry
+/// runs on the stamps. It continues from the newest stamp the replica knows (its own or the
+/// applied state's) and advances with this server's monotonic clock while it leads, so no
+/// jump of any server's wall clock can expire a session early and let a retry apply twice
+/// (etcd's leases restart their countdown on a new leader for the same reason). Time without
+/// a leader does not count: sessions live longer, never shorter. Only a shard's very first
+/// stamp is read from the wall clock, so that stamps read as Unix time.
+#[derive(Debug, Default)]
+pub(crate) struct ShardClock {
+    /// The last stamp given.
+    stamp_ms: u64,
+    /// When it was given, while this replica leads without interruption.
+    at: Option<tokio::time::Instant>,
+}
+
+impl ShardClock {
+    /// The stamp for a write proposed `now`, given the applied state's clock.
+    fn stamp(
+        &mut self,
+        applied_ms: u64,
+        now: tokio::time::Instant,
+        wall_clock_ms: impl FnOnce() -> u64,
+    ) -> u64 {
+        let base = self.stamp_ms.max(applied_ms);
+        self.stamp_ms = match self.at {
+            Some(at) => base.saturating_add(now.saturating_duration_since(at).as_millis() as u64),
+            None if base == 0 => wall_clock_ms(),
+            None => base,
+        };
+        self.at = Some(now);
+        self.stamp_ms
+    }
+
+    /// Leadership ended: the next term's first stamp continues from the newest one known,
+    /// without counting the time in between.
+    fn stop(&mut self) {
+        self.at = None;
+    }
+}
+
 fn lost() -> Response {
     error(
         ErrorCode::Unavailable,
         "leadership changed before the write's outcome was known; retrying it with the same client id and sequence is safe",
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ShardClock;
+    use std::time::Duration;
+    use tokio::time::Instant;
+
+    const HOUR_MS: u64 = 3_600_000;
+
+    #[test]
+    fn a_shard_clock_moves_with_the_monotonic_clock_not_the_wall_clock() {
+        let start = Instant::now();
+        let mut clock = ShardClock::default();
+        assert_eq!(clock.stamp(0, start, || 1_000_000), 1_000_000);
+        // The wall clock jumps two hours ahead: it is not read again.
+        let later = start + Duration::from_millis(250);
+        assert_eq!(
+            clock.stamp(1_000_000, later, || 1_000_000 + 2 * HOUR_MS),
+            1_000_250
+        );
+        // Nor does a jump back move the stamps back.
+        assert_eq!(clock.stamp(1_000_250, later, || 0), 1_000_250);
+    }
+
+    #[test]
+    fn a_new_term_continues_from_the_newest_stamp_without_the_time_between() {
+        let start = Instant::now();
+        let mut clock = ShardClock::default();
+        clock.stamp(0, start, || 5_000);
+        clock.stop();
+        // Another leader stamped up to 9,000 meanwhile; an hour later this replica leads again.
+        let much_later = start + Duration::from_millis(HOUR_MS);
+        assert_eq!(clock.stamp(9_000, much_later, || 0), 9_000);
+        assert_eq!(
+            clock.stamp(9_000, much_later + Duration::from_millis(10), || 0),
+            9_010
+        );
+    }
 }
