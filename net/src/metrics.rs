@@ -17,6 +17,7 @@ pub(crate) struct Counters {
     pub(crate) dropped_queue_full: AtomicU64,
     pub(crate) dropped_unknown_peer: AtomicU64,
     pub(crate) dropped_unencodable: AtomicU64,
+    pub(crate) dropped_expired: AtomicU64,
     pub(crate) frames_oversized: AtomicU64,
     pub(crate) frames_malformed: AtomicU64,
     pub(crate) handshake_failures: [AtomicU64; HandshakeFailure::ALL.len()],
@@ -55,6 +56,7 @@ impl Counters {
             dropped_queue_full: read(&self.dropped_queue_full),
             dropped_unknown_peer: read(&self.dropped_unknown_peer),
             dropped_unencodable: read(&self.dropped_unencodable),
+            dropped_expired: read(&self.dropped_expired),
             frames_oversized: read(&self.frames_oversized),
             frames_malformed: read(&self.frames_malformed),
             handshake_failures: self.handshake_failures.each_ref().map(read),
@@ -98,6 +100,11 @@ pub struct Metrics {
     pub dropped_unknown_peer: u64,
     /// Messages dropped because they could not be encoded or exceed the maximum frame size.
     pub dropped_unencodable: u64,
+    /// Messages sent with a deadline ([`TransportHandle::send_before`]) that were still queued
+    /// when it passed, so never written.
+    ///
+    /// [`TransportHandle::send_before`]: crate::TransportHandle::send_before
+    pub dropped_expired: u64,
     /// Connections closed because a frame's length prefix exceeded the maximum.
     pub frames_oversized: u64,
     /// Connections closed because a frame did not decode into a message.

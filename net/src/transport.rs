@@ -131,7 +131,7 @@ pub enum SendError {
 struct Shared<M> {
     server_id: ServerId,
     local_address: Option<SocketAddr>,
-    queues: HashMap<ServerId, mpsc::Sender<M>>,
+    queues: HashMap<ServerId, mpsc::Sender<Queued<M>>>,
     counters: Arc<Counters>,
     stopping: AtomicBool,
     shutdown: CancellationToken,
@@ -168,10 +168,45 @@ impl<M> std::fmt::Debug for TransportHandle<M> {
     }
 }
 
+/// A message waiting in a peer's queue, with the time after which it is not worth writing.
+struct Queued<M> {
+    message: M,
+    deadline: Option<Instant>,
+}
+
 impl<M: Message> TransportHandle<M> {
     /// Queues `message` for server `to`. Never waits: when the queue is full the message is
     /// dropped and counted, and the node loop carries on.
     pub fn send(&self, to: ServerId, message: M) -> Result<(), SendError> {
+        self.enqueue(
+            to,
+            Queued {
+                message,
+                deadline: None,
+            },
+        )
+    }
+
+    /// As [`send`](Self::send), for a message that is useless after `deadline` (this
+    /// server's monotonic clock): if it is still queued then — the peer unreachable, the link
+    /// slow — it is dropped unwritten and counted in [`Metrics::dropped_expired`]. Once
+    /// written it may still arrive later, by at most what the connection's timeouts allow.
+    pub fn send_before(
+        &self,
+        to: ServerId,
+        message: M,
+        deadline: Instant,
+    ) -> Result<(), SendError> {
+        self.enqueue(
+            to,
+            Queued {
+                message,
+                deadline: Some(deadline),
+            },
+        )
+    }
+
+    fn enqueue(&self, to: ServerId, message: Queued<M>) -> Result<(), SendError> {
         let shared = &self.shared;
         if shared.stopping.load(Ordering::Relaxed) {
             return Err(SendError::Stopped);
@@ -375,7 +410,7 @@ struct PeerTask<M> {
     context: Arc<Context<M>>,
     peer: ServerId,
     address: SocketAddr,
-    queue: mpsc::Receiver<M>,
+    queue: mpsc::Receiver<Queued<M>>,
     /// Connections accepted from this peer, when it is the one that dials (its id is lower).
     accepted: Option<mpsc::Receiver<Connection<M>>>,
     shutdown: CancellationToken,
@@ -579,12 +614,19 @@ impl<M: Message> PeerTask<M> {
     }
 
     /// Encodes `first` and whatever else is queued (up to the batch target) into the buffer, as
-    /// frames of at most `frame_size_bytes_max`; returns the number of frames.
-    fn encode_batch(&mut self, first: M, frame_size_bytes_max: usize) -> u64 {
+    /// frames of at most `frame_size_bytes_max`, leaving out the messages whose deadline has
+    /// passed; returns the number of frames.
+    fn encode_batch(&mut self, first: Queued<M>, frame_size_bytes_max: usize) -> u64 {
         self.buffer.clear();
         let mut frames = 0;
         let mut next = Some(first);
-        while let Some(message) = next {
+        let now = Instant::now();
+        while let Some(Queued { message, deadline }) = next {
+            if deadline.is_some_and(|deadline| deadline <= now) {
+                add(&self.context.counters.dropped_expired, 1);
+                next = self.queue.try_recv().ok();
+                continue;
+            }
             match encode_message(&message, frame_size_bytes_max, &mut self.buffer) {
                 Ok(()) => frames += 1,
                 Err(error) => {

@@ -321,6 +321,28 @@ async fn restarted_peers_are_reconnected() {
 }
 
 #[tokio::test]
+async fn a_message_whose_deadline_passed_in_the_queue_is_never_written() {
+    let (listener_1, address_1) = bind().await;
+    // Server 2 is down at first: what is sent to it waits in server 1's queue.
+    let (listener_2, address_2) = bind().await;
+    drop(listener_2);
+    let mut one = start(config(1, &[(2, address_2)]), listener_1);
+    let soon = tokio::time::Instant::now() + Duration::from_millis(50);
+    let later = tokio::time::Instant::now() + PATIENCE * 10;
+    one.handle.send_before(2, message(0, 0), soon).unwrap();
+    one.handle.send(2, message(0, 1)).unwrap();
+    one.handle.send_before(2, message(0, 2), later).unwrap();
+    expect_reachability(&mut one.events, Incoming::PeerDown(2)).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+
+    // Server 2 comes up after the first message's deadline: only the other two reach it.
+    let mut two = start(config(2, &[(1, address_1)]), rebind(address_2).await);
+    assert_eq!(next_message(&mut two.events).await, (1, message(0, 1)));
+    assert_eq!(next_message(&mut two.events).await, (1, message(0, 2)));
+    assert_eq!(one.handle.metrics().dropped_expired, 1);
+}
+
+#[tokio::test]
 async fn a_full_queue_drops_and_counts() {
     let (listener_1, _) = bind().await;
     // Nothing listens at server 2's address, so its queue only fills.

@@ -79,6 +79,8 @@ pub mod shard;
 
 pub use config::{Limits, ServerAddresses, ServerConfig, Timing, default_shards};
 pub use node::disk::StartError;
-pub use server::{Error, Listeners, ServerHandle, StartOptions, raft_config, start, start_on};
+pub use server::{
+    Error, Listeners, ServerHandle, StartOptions, WallClock, raft_config, start, start_on,
+};
 pub use service::Service;
 pub use shard::{ShardMap, ShardSpec};

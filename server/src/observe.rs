@@ -24,6 +24,19 @@ pub trait Observer: Send + Sync + std::fmt::Debug {
         let _ = (server, shard, index, term, fingerprint);
     }
 
+    /// A replica applied the write `seq` of client `client_id` at `index`, and it took effect
+    /// (not answered from the session table). Exactly-once: a write takes effect at one index.
+    fn write_took_effect(
+        &self,
+        server: ServerId,
+        shard: ShardId,
+        index: u64,
+        client_id: u64,
+        seq: u64,
+    ) {
+        let _ = (server, shard, index, client_id, seq);
+    }
+
     /// A replica started from what its disk kept: its `term` and its `vote` in that term
     /// (`raft_core::NO_NODE` if none). Every vote a replica granted before a crash must be
     /// there: a vote forgotten lets it vote twice in one term.

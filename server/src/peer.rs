@@ -26,9 +26,6 @@ pub enum PeerMessage {
         shard: Option<ShardId>,
         /// The request.
         request: Request,
-        /// The sender's wall clock time after which it no longer waits for the answer: a
-        /// forward that arrives later is dropped unexecuted.
-        expires_at_ms: u64,
     },
     /// The answer to a [`PeerMessage::Forward`].
     ForwardReply {

@@ -14,6 +14,9 @@ pub enum Bug {
     LocalLinearizableRead = 2,
     /// Write every hard state with no vote: a restarted node may vote twice in a term.
     VoteNotPersisted = 4,
+    /// Stamp writes with the leader's wall clock (never going back) instead of the shard
+    /// clock: a step of that clock expires sessions, and a retry applies twice.
+    WallClockStamps = 8,
 }
 
 static PLANTED: AtomicU32 = AtomicU32::new(0);

@@ -53,6 +53,41 @@ pub struct StartOptions {
     /// ticks run, in parts per million: the simulator's clock-rate fault. 0 by default (a real
     /// server ticks by its machine's monotonic clock).
     pub clock_drift_ppm: i32,
+    /// This server's wall clock: the system clock unless the simulator steps it.
+    pub wall_clock: WallClock,
+}
+
+/// A server's wall clock: the system clock, plus an offset that the simulator steps to play an
+/// operator or NTP setting the clock (clones share the offset, so it outlives a restart of
+/// the simulated machine, as a real machine's clock does).
+///
+/// No decision that safety or liveness rests on reads it: elections, leases and ticks run on
+/// the monotonic clock, the shard clock that expires sessions advances with the leader's
+/// monotonic clock, and forwards expire by the sender's monotonic clock. It only gives a new
+/// shard's first stamp a Unix time, so that a step changes nothing a client can see.
+#[derive(Clone, Debug, Default)]
+pub struct WallClock {
+    offset_ms: Arc<std::sync::atomic::AtomicI64>,
+}
+
+impl WallClock {
+    /// Milliseconds since the Unix epoch, as this server sees them.
+    pub fn now_ms(&self) -> u64 {
+        let offset = self.offset_ms.load(std::sync::atomic::Ordering::Relaxed);
+        client::wall_clock_ms().saturating_add_signed(offset)
+    }
+
+    /// Steps the clock by `by_ms` (negative: back).
+    pub fn step(&self, by_ms: i64) {
+        self.offset_ms
+            .fetch_add(by_ms, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Sets the clock right again (itself a step).
+    pub fn reset(&self) {
+        self.offset_ms
+            .store(0, std::sync::atomic::Ordering::Relaxed);
+    }
 }
 
 impl StartOptions {
@@ -326,6 +361,7 @@ where
     let shared = Arc::new(Shared {
         observer: options.observer.clone(),
         clock_drift_ppm: options.clock_drift_ppm,
+        wall_clock: options.wall_clock.clone(),
         ..Shared::default()
     });
     let metrics = Arc::new(Metrics::default());

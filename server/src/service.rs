@@ -496,17 +496,15 @@ impl Service {
         let waiting = crate::node::Forwarded { target, reply };
         forwards.lock().expect("forwards lock").insert(id, waiting);
         let _guard = ForwardGuard { forwards, id };
-        // The receiver drops a forward that arrives after this attempt gave up (it may sit in
-        // a queue while the peer is unreachable): a late copy must not run after the caller
-        // was told the outcome is unknown and moved on.
-        let expires_at_ms = client::wall_clock_ms() + timeout.as_millis() as u64;
-        let message = PeerMessage::Forward {
-            id,
-            shard,
-            request,
-            expires_at_ms,
-        };
-        if self.inner.transport.send(target, message).is_err() {
+        // A forward still queued when this attempt gives up (the peer unreachable) is never
+        // sent: a late copy should not run after the caller was told the outcome is unknown
+        // and moved on. The deadline is this server's monotonic clock, so no wall clock, here
+        // or at the receiver, decides it. (A write that still lands late is applied once: the
+        // client's retry carries the same client id and seq.)
+        let deadline = tokio::time::Instant::now() + timeout;
+        let message = PeerMessage::Forward { id, shard, request };
+        if let Err(error) = self.inner.transport.send_before(target, message, deadline) {
+            tracing::debug!(%error, target, "forward not queued");
             Metrics::add(&self.inner.metrics.counters.peer_messages_dropped, 1);
             return None;
         }

@@ -1,5 +1,6 @@
 //! Invariants checked while the simulation runs, from the servers' progress reports: at most
-//! one leader per term per shard; a vote a server granted survives its crashes; a leader moves
+//! one leader per term per shard; a client's write takes effect at one index only (a retry is
+//! answered from the session table); a vote a server granted survives its crashes; a leader moves
 //! the commit index past what was committed only to an entry of its own term; every replica applies the same entry at every index (so a
 //! committed entry never changes and every replica applies the same sequence); within one life
 //! of a replica, every index is applied once and in order, none skipped except through a
@@ -30,6 +31,8 @@ struct State {
     granted: BTreeMap<(ServerId, ShardId), (u64, ServerId)>,
     /// Per shard, the highest commit index any replica has reported.
     committed_max: BTreeMap<ShardId, u64>,
+    /// (shard, client id, seq) → the index at which that write took effect.
+    took_effect: BTreeMap<(ShardId, u64, u64), u64>,
     /// Per shard, the highest index applied by any replica so far, each time it grew:
     /// (microseconds since the start, index), both increasing.
     applied_max: BTreeMap<ShardId, Vec<(u64, u64)>>,
@@ -173,6 +176,28 @@ impl Observer for Invariants {
         let mut state = self.state.lock().expect("invariants lock");
         state.votes.push(server);
         state.granted.insert((server, shard), (term, candidate));
+    }
+
+    fn write_took_effect(
+        &self,
+        server: ServerId,
+        shard: ShardId,
+        index: u64,
+        client_id: u64,
+        seq: u64,
+    ) {
+        let mut state = self.state.lock().expect("invariants lock");
+        let first = *state
+            .took_effect
+            .entry((shard, client_id, seq))
+            .or_insert(index);
+        drop(state);
+        if first != index {
+            self.record(format!(
+                "shard {shard}: write {seq} of client {client_id} took effect at index {first} \
+                 and again at index {index} (server {server}): a retry applied twice"
+            ));
+        }
     }
 
     fn replica_started(&self, server: ServerId, shard: ShardId, term: u64, vote: ServerId) {

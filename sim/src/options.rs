@@ -67,6 +67,8 @@ pub struct Faults {
     pub membership: Option<u64>,
     /// Ask a shard's leader to hand its leadership to another voter.
     pub transfer: Option<u64>,
+    /// Step a server's wall clock by a minute to two hours, forward or back.
+    pub clock_jump: Option<u64>,
     /// On a crash, the disk tears the last unsynced write instead of losing it whole.
     pub torn_writes: bool,
     /// Received messages dropped, duplicated and delayed by the transport, per million.
@@ -211,6 +213,7 @@ impl Options {
             fsync_error: weight(&mut draw, 200),
             membership: weight(&mut draw, 300),
             transfer: weight(&mut draw, 300),
+            clock_jump: None,
             torn_writes: draw.chance(500),
             message_drop_per_million: if draw.chance(400) {
                 draw.between(1_000, 50_000) as u32
@@ -243,12 +246,13 @@ impl Options {
                 if faults.clock_drift { ppm as i32 } else { 0 }
             })
             .collect();
-        // Drawn last, so that adding it left every earlier draw of a seed as it was.
+        // Drawn last, so that adding them left every earlier draw of a seed as it was.
         let append_bytes_max = if draw.chance(300) {
             *draw.pick(&[1, 256, 4096])
         } else {
             1024 * 1024
         };
+        faults.clock_jump = draw.chance(300).then(|| draw.between(1, 5));
         Options {
             seed,
             focus: Focus::Any,

@@ -122,6 +122,8 @@ struct Cluster {
     /// The disk fault armed on each server: its operation, and the operation count once it
     /// has fired.
     armed: Vec<Option<(FaultOperation, u64)>>,
+    /// Each server's wall clock, which the nemesis steps.
+    wall_clocks: Vec<server::WallClock>,
     /// The faults injected, for the timeline.
     fault_spans: Vec<FaultSpan>,
     started: Instant,
@@ -142,7 +144,10 @@ impl Cluster {
         let mut disks = Vec::new();
         let mut stopped_flags = Vec::new();
         let mut armed_flags = Vec::new();
+        let wall_clocks: Vec<server::WallClock> =
+            (0..options.servers).map(|_| Default::default()).collect();
         for id in 1..=options.servers as u64 {
+            let wall_clock = wall_clocks[id as usize - 1].clone();
             let disk = MemFs::with_seed(options.seed ^ id);
             disks.push(disk.clone());
             let config = server_config(options, id);
@@ -166,8 +171,11 @@ impl Cluster {
                         started.clone(),
                         stopped.clone(),
                     );
-                    let (disk_fault_armed, invariants) =
-                        (disk_fault_armed.clone(), invariants_of_node.clone());
+                    let (disk_fault_armed, invariants, wall_clock) = (
+                        disk_fault_armed.clone(),
+                        invariants_of_node.clone(),
+                        wall_clock.clone(),
+                    );
                     async move {
                         let init = !started.swap(true, Ordering::SeqCst);
                         let start = StartOptions {
@@ -175,6 +183,7 @@ impl Cluster {
                             transport_faults: Some(faults),
                             observer: Some(observer),
                             clock_drift_ppm,
+                            wall_clock,
                         };
                         // The sockets of the machine's previous life may take a moment to go.
                         let mut attempts = 0;
@@ -232,6 +241,7 @@ impl Cluster {
             stopped: stopped_flags,
             disk_fault_armed: armed_flags,
             armed: vec![None; options.servers],
+            wall_clocks,
             fault_spans: Vec::new(),
             started: Instant::now(),
         }
@@ -339,6 +349,7 @@ impl Cluster {
                     self.disks[index].operation_count(operation) >= fires_at
                 });
             self.disks[index].clear_faults();
+            self.wall_clocks[index].reset();
             if !fired {
                 self.disk_fault_armed[index].store(false, Ordering::SeqCst);
             }
@@ -694,6 +705,7 @@ async fn inject(
         (faults.fsync_error, 6),
         (faults.membership, 7),
         (faults.transfer, 8),
+        (faults.clock_jump, 9),
     ]
     .into_iter()
     .filter_map(|(weight, class)| weight.map(|weight| (weight, class)))
@@ -916,6 +928,18 @@ async fn inject(
             let _ = change.await;
             let description = format!("shard {}: voter {learner} added, {voter} removed", shard.id);
             cluster.log_fault(description, Vec::new());
+        }
+        9 => {
+            // An operator or NTP steps a server's wall clock by a minute to two hours, either
+            // way (a heal sets it right: another step). Sessions expire after an hour of the
+            // shard's clock: were it the wall clock, a step forward on a leader would expire
+            // them and let a client's retry apply twice.
+            let index = draw.between(0, servers as u64 - 1) as usize;
+            let by_ms = draw.between(60_000, 7_200_000) as i64;
+            let by_ms = if draw.chance(500) { by_ms } else { -by_ms };
+            cluster.wall_clocks[index].step(by_ms);
+            let description = format!("server {}: wall clock stepped {by_ms} ms", index + 1);
+            cluster.log_fault(description, vec![index as u64 + 1]);
         }
         _ => {
             let shard = draw.pick(&cluster.options.shards).clone();

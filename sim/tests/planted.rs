@@ -57,6 +57,11 @@ fn planted() -> Vec<Planted> {
             focus: sim::Focus::Elections,
         },
         Planted {
+            name: "writes stamped with the wall clock",
+            plant: |on| server::planted::plant(server::planted::Bug::WallClockStamps, on),
+            focus: sim::Focus::Any,
+        },
+        Planted {
             name: "a lease read served after the lease expired",
             plant: |on| raft_core::planted::plant(raft_core::planted::Bug::LeaseAfterExpiry, on),
             focus: sim::Focus::LeaseReads,

@@ -68,6 +68,8 @@ pub(crate) struct Shared {
     pub observer: Option<Arc<dyn Observer>>,
     /// See [`crate::StartOptions::clock_drift_ppm`].
     pub clock_drift_ppm: i32,
+    /// See [`crate::StartOptions::wall_clock`].
+    pub wall_clock: crate::WallClock,
 }
 
 /// A forwarded request waiting for its reply.
@@ -335,7 +337,7 @@ where
                 request,
                 reply,
             } => match self.replicas.get_mut(&shard) {
-                Some(replica) => replica.handle(request, reply),
+                Some(replica) => replica.handle(request, reply, &self.shared.wall_clock),
                 None => {
                     let _ = reply.send(Response::Error(ErrorResponse::new(
                         ErrorCode::Unavailable,
@@ -389,18 +391,7 @@ where
                     self.step(message);
                 }
             }
-            PeerMessage::Forward {
-                id,
-                shard,
-                request,
-                expires_at_ms,
-            } => {
-                if client::wall_clock_ms() > expires_at_ms {
-                    // The sender gave up on it long ago (it waited in a queue): running it
-                    // now could apply a write after its caller was told the outcome is unknown.
-                    Metrics::add(&self.metrics.counters.forwards_expired, 1);
-                    return;
-                }
+            PeerMessage::Forward { id, shard, request } => {
                 self.on_forward(from, id, shard, request);
             }
             PeerMessage::ForwardReply { id, response } => {

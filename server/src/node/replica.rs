@@ -130,7 +130,12 @@ impl Replica {
     ///
     /// A write is stamped with the shard's clock (see [`ShardClock`]), so that the state
     /// machine's session expiry follows the leaders' clocks, not the clients'.
-    pub(crate) fn handle(&mut self, request: Request, reply: oneshot::Sender<Response>) {
+    pub(crate) fn handle(
+        &mut self,
+        request: Request,
+        reply: oneshot::Sender<Response>,
+        wall_clock: &crate::WallClock,
+    ) {
         if let Some(reason) = &self.failed {
             let _ = reply.send(error(
                 ErrorCode::Unavailable,
@@ -162,11 +167,11 @@ impl Replica {
                 });
             }
             Request::Write(mut command) => {
-                command.timestamp_ms = self.clock.stamp(
-                    self.machine.clock_ms(),
-                    tokio::time::Instant::now(),
-                    client::wall_clock_ms,
-                );
+                command.timestamp_ms =
+                    self.clock
+                        .stamp(self.machine.clock_ms(), tokio::time::Instant::now(), || {
+                            wall_clock.now_ms()
+                        });
                 if !self.spec.holds_write(&command.write) {
                     let _ = reply.send(error(
                         ErrorCode::CrossShard,
@@ -388,6 +393,20 @@ impl Replica {
         let applied = match entry.kind {
             EntryKind::Normal if !entry.data.is_empty() => {
                 let applied = self.machine.apply(entry.index, &entry.data);
+                if let Some(observer) = &self.observer
+                    && !applied.duplicate
+                    && applied.result.is_ok()
+                    && let Ok(command) = kv::Command::decode(&entry.data)
+                    && command.client_id != 0
+                {
+                    observer.write_took_effect(
+                        self.node.id(),
+                        self.spec.id,
+                        entry.index,
+                        command.client_id,
+                        command.seq,
+                    );
+                }
                 if applied.duplicate {
                     Metrics::add(&self.metrics.counters.duplicates_answered, 1);
                 } else {
@@ -539,6 +558,11 @@ impl ShardClock {
         wall_clock_ms: impl FnOnce() -> u64,
     ) -> u64 {
         let base = self.stamp_ms.max(applied_ms);
+        #[cfg(madsim)]
+        if crate::planted::planted(crate::planted::Bug::WallClockStamps) {
+            self.stamp_ms = base.max(wall_clock_ms());
+            return self.stamp_ms;
+        }
         self.stamp_ms = match self.at {
             Some(at) => base.saturating_add(now.saturating_duration_since(at).as_millis() as u64),
             None if base == 0 => wall_clock_ms(),
