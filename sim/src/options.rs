@@ -96,11 +96,20 @@ pub enum Focus {
     /// next election, partitions, and messages delayed, so that competing candidates, split
     /// votes and leaders of short terms are common; one entry per append message.
     Elections,
+    /// The default cluster as `demo` runs it: four servers, the four default shards, the
+    /// default timing (50 ms ticks, heartbeats every 100 ms, elections after 1 s), appends up
+    /// to 1 MiB; the faults as drawn. The soak's speed figure is measured on it.
+    DefaultCluster,
 }
 
 impl Focus {
     /// Every focus, for the command line.
-    pub const ALL: [Focus; 3] = [Focus::Any, Focus::LeaseReads, Focus::Elections];
+    pub const ALL: [Focus; 4] = [
+        Focus::Any,
+        Focus::LeaseReads,
+        Focus::Elections,
+        Focus::DefaultCluster,
+    ];
 
     /// The focus's name, as `SIM_FOCUS` takes it.
     pub fn name(self) -> &'static str {
@@ -108,6 +117,7 @@ impl Focus {
             Focus::Any => "any",
             Focus::LeaseReads => "lease-reads",
             Focus::Elections => "elections",
+            Focus::DefaultCluster => "default-cluster",
         }
     }
 
@@ -139,6 +149,9 @@ pub struct Options {
     pub servers: usize,
     /// The shard map (1, 2 or 4 shards over the servers).
     pub shards: Vec<ShardSpec>,
+    /// Length of one tick (10 ms: five times the production default's pace of events, so a
+    /// simulated second holds more elections and heartbeats).
+    pub tick_ms: u64,
     /// Ticks between heartbeats.
     pub heartbeat_ticks: u32,
     /// Ticks before an election.
@@ -258,6 +271,7 @@ impl Options {
             focus: Focus::Any,
             servers,
             shards: shard_map(servers, shards),
+            tick_ms: 10,
             heartbeat_ticks,
             election_ticks,
             snapshot_entries,
@@ -310,6 +324,19 @@ impl Options {
                 // terms before its own no-op (the window of Raft's Figure 8).
                 options.append_bytes_max = 1;
             }
+            Focus::DefaultCluster => {
+                let timing = server::Timing::default();
+                options.servers = 4;
+                options.shards = shard_map(4, 4);
+                options.tick_ms = timing.tick_ms;
+                options.heartbeat_ticks = timing.heartbeat_ticks;
+                options.election_ticks = timing.election_ticks;
+                options.append_bytes_max = server::Limits::default().append_bytes_max;
+                let drift_max = 1_000_000 / (4 * i32::try_from(timing.election_ticks).unwrap_or(1));
+                for ppm in &mut options.clock_drift_ppm {
+                    *ppm = (*ppm).clamp(-drift_max, drift_max);
+                }
+            }
         }
         options
     }
@@ -324,7 +351,7 @@ impl fmt::Display for Options {
             .collect();
         write!(
             formatter,
-            "seed {}{}: {} servers, shards [{}], heartbeat {} / election {} ticks of 10 ms, snapshot every {} entries, appends of at most {} bytes, {} reads, {} clients on {} keys, faults {:?}{}",
+            "seed {}{}: {} servers, shards [{}], heartbeat {} / election {} ticks of {} ms, snapshot every {} entries, appends of at most {} bytes, {} reads, {} clients on {} keys, faults {:?}{}",
             self.seed,
             match self.focus {
                 Focus::Any => String::new(),
@@ -334,6 +361,7 @@ impl fmt::Display for Options {
             shards.join(", "),
             self.heartbeat_ticks,
             self.election_ticks,
+            self.tick_ms,
             self.snapshot_entries,
             self.append_bytes_max,
             if self.lease_reads {

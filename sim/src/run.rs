@@ -17,7 +17,6 @@ use storage::{Crash, FaultError, FaultOperation, MemFs};
 use tokio::time::Instant;
 
 const TOKEN: &str = "simulation-operator-token";
-const TICK_MS: u64 = 10;
 
 /// What a passing run did, for the log.
 #[derive(Debug, Clone)]
@@ -87,7 +86,7 @@ fn server_config(options: &Options, id: u64) -> ServerConfig {
         servers: addresses(options.servers),
         shards: options.shards.clone(),
         timing: Timing {
-            tick_ms: TICK_MS,
+            tick_ms: options.tick_ms,
             heartbeat_ticks: options.heartbeat_ticks,
             election_ticks: options.election_ticks,
             request_timeout_ms: 3_000,
@@ -803,7 +802,8 @@ async fn inject(
                 // survive the crash, when a competing candidate's request of the same term
                 // (queued by that candidate's transport while the voter was down) reaches it
                 // after the restart.
-                let election_ms = u64::from(cluster.options.election_ticks) * TICK_MS;
+                let election_ms =
+                    u64::from(cluster.options.election_ticks) * cluster.options.tick_ms;
                 let until = Instant::now() + Duration::from_millis(2 * election_ms);
                 let (_, mut seen) = cluster.invariants.votes_since(usize::MAX);
                 let mut crashes = 0;
@@ -855,7 +855,8 @@ async fn inject(
                     format!("leader {leader} of shard {shard} stalled, cut off"),
                     vec![leader],
                 );
-                let election_ms = u64::from(cluster.options.election_ticks) * TICK_MS;
+                let election_ms =
+                    u64::from(cluster.options.election_ticks) * cluster.options.tick_ms;
                 let stall_ms = draw.between(election_ms, 2 * election_ms);
                 tokio::time::sleep(Duration::from_millis(stall_ms)).await;
                 Handle::current().resume(cluster.nodes[index].id());
@@ -873,7 +874,8 @@ async fn inject(
                     // A short stall (a long GC, a VM hiccup) about as long as an election
                     // timeout: the others may elect a new leader while it stands still, and
                     // what it does in the moment after it resumes is what matters.
-                    let election_ms = u64::from(cluster.options.election_ticks) * TICK_MS;
+                    let election_ms =
+                        u64::from(cluster.options.election_ticks) * cluster.options.tick_ms;
                     let stall_ms = draw.between(election_ms / 2, 3 * election_ms);
                     tokio::time::sleep(Duration::from_millis(stall_ms)).await;
                     Handle::current().resume(cluster.nodes[index].id());

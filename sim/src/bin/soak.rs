@@ -3,6 +3,7 @@
 //! ```sh
 //! scripts/soak 10000          # seeds 1..=10000
 //! scripts/soak 2000 50001     # seeds 50001..=52000
+//! SIM_FOCUS=default-cluster scripts/soak 500   # the default cluster only (the speed figure)
 //! ```
 //!
 //! The parent process starts one worker process per core (this same binary with `--worker`),
@@ -52,7 +53,7 @@ mod soak {
         let mut seed = first;
         while seed < end {
             let started = Instant::now();
-            let line = match sim::run_seed(seed) {
+            let line = match sim::run_seed_focused(seed, sim::Focus::from_env()) {
                 Ok(report) => format!(
                     "ok {seed} {} {} {} {} {} {}\n",
                     report.simulated.as_secs_f64(),
@@ -181,8 +182,16 @@ mod soak {
         }
         let totals = read(&files);
         let wall = started.elapsed().as_secs_f64();
+        let focus = sim::Focus::from_env();
+        let (focus_note, replay_env) = match focus {
+            sim::Focus::Any => (String::new(), String::new()),
+            focus => (
+                format!(", focus {}", focus.name()),
+                format!("SIM_FOCUS={} ", focus.name()),
+            ),
+        };
         println!(
-            "seeds:               {} (first {first}, {workers} workers)",
+            "seeds:               {} (first {first}, {workers} workers{focus_note})",
             totals.done
         );
         println!("wall time:           {wall:.0} s");
@@ -192,8 +201,13 @@ mod soak {
             totals.simulated_seconds / wall
         );
         if totals.default_cluster_wall_seconds > 0.0 {
+            let shape = if focus == sim::Focus::DefaultCluster {
+                "the default cluster (4 servers, 4 shards, the default timing)"
+            } else {
+                "the seeds that drew 4 servers and 4 shards (10 ms ticks)"
+            };
             println!(
-                "speed:               {:.0} simulated seconds per wall second on one core, for the seeds that drew the default shape (4 servers, 4 shards)",
+                "speed:               {:.0} simulated seconds per wall second on one core, for {shape}",
                 totals.default_cluster_seconds / totals.default_cluster_wall_seconds
             );
         }
@@ -203,7 +217,7 @@ mod soak {
         for (seed, reason) in &totals.failures {
             println!("  seed {seed}: {reason}");
             println!(
-                "    replay: MADSIM_TEST_SEED={seed} RUSTFLAGS=\"--cfg madsim\" CARGO_TARGET_DIR=target/sim cargo test -p sim --test simulation -- --nocapture"
+                "    replay: {replay_env}MADSIM_TEST_SEED={seed} RUSTFLAGS=\"--cfg madsim\" CARGO_TARGET_DIR=target/sim cargo test -p sim --test simulation -- --nocapture"
             );
         }
         let missing = seeds.saturating_sub(totals.done);
