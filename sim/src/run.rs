@@ -907,28 +907,56 @@ async fn inject(
             cluster.log_fault(description, vec![index as u64 + 1]);
         }
         7 => {
-            // Promote a learner, then remove another voter (not the leader's own replica
-            // necessarily: the self-removal path is exercised too).
-            let shard = draw.pick(&cluster.options.shards).clone();
-            let Some(learner) = shard.learners.first().copied() else {
+            // A membership change drawn from the shard's membership now, as its leader sees
+            // it: promote a learner and remove a voter (perhaps the leader itself, so the
+            // self-removal path runs too) while four or more would vote; or add back, as a
+            // learner, a server the shard lost (it catches up by snapshot or log); or, with
+            // no learner and nobody to add, remove a voter so that the next change adds it back.
+            let shard = draw.pick(&cluster.options.shards).id;
+            let picks = (draw.next_u64(), draw.next_u64());
+            let operator = operator.clone();
+            let servers = servers as u64;
+            let change = nemesis.spawn(async move {
+                let status = operator.cluster_status().await.ok()?;
+                let shard_status = status.shards.iter().find(|status| status.shard == shard)?;
+                let leader = shard_status
+                    .replicas
+                    .iter()
+                    .find(|replica| replica.server_id == shard_status.leader_id)?;
+                let (voters, learners) = (leader.voters.clone(), leader.learners.clone());
+                let absent: Vec<ServerId> = (1..=servers)
+                    .filter(|server| !voters.contains(server) && !learners.contains(server))
+                    .collect();
+                let pick =
+                    |items: &[ServerId], draw: u64| items[(draw % items.len() as u64) as usize];
+                let mut changes = Vec::new();
+                if !learners.is_empty() {
+                    let learner = pick(&learners, picks.0);
+                    changes.push(MembershipChange::AddVoter(learner));
+                    if voters.len() >= 3 {
+                        changes.push(MembershipChange::Remove(pick(&voters, picks.1)));
+                    }
+                } else if !absent.is_empty() {
+                    changes.push(MembershipChange::AddLearner(pick(&absent, picks.0)));
+                } else if voters.len() >= 3 {
+                    changes.push(MembershipChange::Remove(pick(&voters, picks.1)));
+                }
+                for change in &changes {
+                    let request = Request::ChangeMembership {
+                        shard,
+                        change: *change,
+                    };
+                    let _ = operator.request(request).await;
+                }
+                Some(changes)
+            });
+            let Ok(Some(changes)) = change.await else {
                 return false;
             };
-            let voter = *draw.pick(&shard.voters);
-            let operator = operator.clone();
-            let change = nemesis.spawn(async move {
-                let promote = Request::ChangeMembership {
-                    shard: shard.id,
-                    change: MembershipChange::AddVoter(learner),
-                };
-                let _ = operator.request(promote).await;
-                let remove = Request::ChangeMembership {
-                    shard: shard.id,
-                    change: MembershipChange::Remove(voter),
-                };
-                let _ = operator.request(remove).await;
-            });
-            let _ = change.await;
-            let description = format!("shard {}: voter {learner} added, {voter} removed", shard.id);
+            if changes.is_empty() {
+                return false;
+            }
+            let description = format!("shard {shard}: {changes:?}");
             cluster.log_fault(description, Vec::new());
         }
         9 => {
