@@ -183,11 +183,7 @@ impl StateMachine {
             // The planted bug forgets the held answer, so the retry applies again.
             session.answers.remove(&seq);
         }
-        #[cfg(madsim)]
-        let session_answer = session.answers.get(&seq);
-        #[cfg(not(madsim))]
-        let session_answer = session.answers.get(&seq);
-        if let Some(answer) = session_answer {
+        if let Some(answer) = session.answers.get(&seq) {
             self.metrics.duplicates_answered += 1;
             return Applied {
                 index,
