@@ -1,6 +1,7 @@
 //! Invariants checked while the simulation runs, from the servers' progress reports: at most
 //! one leader per term per shard; a client's write takes effect at one index only (a retry is
-//! answered from the session table); a vote a server granted survives its crashes; a leader moves
+//! answered from the session table); the shard clock that stamps writes never runs faster than
+//! time; a vote a server granted survives its crashes; a leader moves
 //! the commit index past what was committed only to an entry of its own term; every replica applies the same entry at every index (so a
 //! committed entry never changes and every replica applies the same sequence); within one life
 //! of a replica, every index is applied once and in order, none skipped except through a
@@ -33,6 +34,10 @@ struct State {
     committed_max: BTreeMap<ShardId, u64>,
     /// (shard, client id, seq) → the index at which that write took effect.
     took_effect: BTreeMap<(ShardId, u64, u64), u64>,
+    /// Per shard, the largest (stamp − simulated milliseconds) of a write stamped so far.
+    stamp_offset_max: BTreeMap<ShardId, i64>,
+    /// The shards in which a stamped write took effect.
+    stamps_committed: std::collections::BTreeSet<ShardId>,
     /// Per shard, the highest index applied by any replica so far, each time it grew:
     /// (microseconds since the start, index), both increasing.
     applied_max: BTreeMap<ShardId, Vec<(u64, u64)>>,
@@ -187,6 +192,7 @@ impl Observer for Invariants {
         seq: u64,
     ) {
         let mut state = self.state.lock().expect("invariants lock");
+        state.stamps_committed.insert(shard);
         let first = *state
             .took_effect
             .entry((shard, client_id, seq))
@@ -197,6 +203,46 @@ impl Observer for Invariants {
                 "shard {shard}: write {seq} of client {client_id} took effect at index {first} \
                  and again at index {index} (server {server}): a retry applied twice"
             ));
+        }
+    }
+
+    fn write_stamped(
+        &self,
+        server: ServerId,
+        shard: ShardId,
+        stamped_ms: u64,
+        from_wall_clock: bool,
+    ) {
+        // A stamp carries a known one forward by at most the time that passed, so its offset
+        // from simulated time never grows, except for a wall-clock read while the shard has
+        // no committed stamp (then nothing can expire by it).
+        let offset = stamped_ms as i64 - self.started.elapsed().as_millis() as i64;
+        let mut state = self.state.lock().expect("invariants lock");
+        let committed = state.stamps_committed.contains(&shard);
+        let known = state.stamp_offset_max.get(&shard).copied();
+        state
+            .stamp_offset_max
+            .insert(shard, known.map_or(offset, |known| known.max(offset)));
+        drop(state);
+        let violation = if from_wall_clock && committed {
+            Some(format!(
+                "server {server} stamped a write of shard {shard} from its wall clock, although \
+                 stamps of the shard were committed"
+            ))
+        } else if let Some(known) = known
+            && !from_wall_clock
+            && offset > known + 1
+        {
+            Some(format!(
+                "server {server} stamped a write of shard {shard} {} ms ahead of the time that \
+                 passed since the stamps it continues: the shard's clock ran fast",
+                offset - known
+            ))
+        } else {
+            None
+        };
+        if let Some(violation) = violation {
+            self.record(violation);
         }
     }
 

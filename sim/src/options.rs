@@ -133,7 +133,11 @@ impl Focus {
             .into_iter()
             .find(|focus| focus.name() == name)
             .unwrap_or_else(|| {
-                panic!("SIM_FOCUS={name} names no focus; known: any, lease-reads, elections")
+                let known: Vec<&str> = Focus::ALL.iter().map(|focus| focus.name()).collect();
+                panic!(
+                    "SIM_FOCUS={name} names no focus; known: {}",
+                    known.join(", ")
+                )
             })
     }
 }

@@ -714,6 +714,7 @@ where
             let replica = self.replicas.get_mut(&shard).expect("held replicas stay");
             replica.node.advance(ready.number);
             replica.serve_confirmed_reads();
+            replica.propose_waiting_writes(&self.shared.wall_clock);
             if let Some(snapshot) = replica.maybe_snapshot(every_entries, false) {
                 self.snapshots_taken.push(SnapshotSave {
                     group: shard,

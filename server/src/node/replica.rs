@@ -14,6 +14,10 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use tokio::sync::oneshot;
 
+/// Writes that may wait for a new leader to apply into its term; beyond, they are refused as
+/// unavailable (retry-safe).
+const WRITES_WAITING_MAX: usize = 4096;
+
 /// A request waiting for its entry to be applied.
 #[derive(Debug)]
 struct Pending {
@@ -49,6 +53,8 @@ pub(crate) struct Replica {
     pub durable_term_vote: (u64, u64),
     /// The time stamped on the writes proposed here.
     clock: ShardClock,
+    /// Writes that reached this leader before it applied into its term, in arrival order.
+    writes_waiting: Vec<(kv::Command, oneshot::Sender<Response>)>,
     /// Not before this tick does the leader try again to hand its leadership to the preferred
     /// leader (a transfer that did not take backs off).
     pub next_balance_tick: u64,
@@ -97,6 +103,7 @@ impl Replica {
             leader_since_tick: None,
             durable_term_vote,
             clock: ShardClock::default(),
+            writes_waiting: Vec::new(),
             next_balance_tick: 0,
             pending: BTreeMap::new(),
             reads_queued: Vec::new(),
@@ -112,7 +119,7 @@ impl Replica {
     }
 
     pub(crate) fn pending_count(&self) -> usize {
-        self.pending.len()
+        self.pending.len() + self.writes_waiting.len()
     }
 
     pub(crate) fn reads_count(&self) -> usize {
@@ -166,12 +173,7 @@ impl Replica {
                     arrived: tokio::time::Instant::now(),
                 });
             }
-            Request::Write(mut command) => {
-                command.timestamp_ms =
-                    self.clock
-                        .stamp(self.machine.clock_ms(), tokio::time::Instant::now(), || {
-                            wall_clock.now_ms()
-                        });
+            Request::Write(command) => {
                 if !self.spec.holds_write(&command.write) {
                     let _ = reply.send(error(
                         ErrorCode::CrossShard,
@@ -179,8 +181,24 @@ impl Replica {
                     ));
                     return;
                 }
-                let result = self.node.propose(command.encode());
-                self.after_proposal(result, false, reply);
+                if !self.is_leader() {
+                    let _ = reply.send(not_leader(&self.node));
+                    return;
+                }
+                if !self.applied_into_term() {
+                    // A new leader stamps writes only once its state holds every stamp of the
+                    // terms before (see `ShardClock`): until then they wait here.
+                    if self.writes_waiting.len() >= WRITES_WAITING_MAX {
+                        let _ = reply.send(error(
+                            ErrorCode::Unavailable,
+                            "the new leader is still applying the entries of earlier terms",
+                        ));
+                        return;
+                    }
+                    self.writes_waiting.push((command, reply));
+                    return;
+                }
+                self.propose_write(command, reply, wall_clock);
             }
             Request::ChangeMembership { change, .. } => {
                 if self.is_leader() && self.membership_holds(change) {
@@ -219,6 +237,43 @@ impl Replica {
             MembershipChange::AddLearner(id) => membership.is_learner(id),
             MembershipChange::AddVoter(id) => membership.is_voter(id),
             MembershipChange::Remove(id) => !membership.contains(id),
+        }
+    }
+
+    /// Whether this leader has applied an entry of its own term (its first one, the no-op,
+    /// comes after every entry of earlier terms): its state then holds every earlier stamp.
+    fn applied_into_term(&self) -> bool {
+        self.node.term_at(self.machine.applied_index()) == Some(self.node.term())
+    }
+
+    /// Stamps a write with the shard's clock and proposes it.
+    fn propose_write(
+        &mut self,
+        mut command: kv::Command,
+        reply: oneshot::Sender<Response>,
+        wall_clock: &crate::WallClock,
+    ) {
+        let (stamp_ms, from_wall_clock) = self.clock.stamp(
+            self.node.term(),
+            self.machine.clock_ms(),
+            tokio::time::Instant::now(),
+            || wall_clock.now_ms(),
+        );
+        if let Some(observer) = &self.observer {
+            observer.write_stamped(self.node.id(), self.spec.id, stamp_ms, from_wall_clock);
+        }
+        command.timestamp_ms = stamp_ms;
+        let result = self.node.propose(command.encode());
+        self.after_proposal(result, false, reply);
+    }
+
+    /// Proposes the writes that waited for this leader to apply into its term, once it has.
+    pub(crate) fn propose_waiting_writes(&mut self, wall_clock: &crate::WallClock) {
+        if self.writes_waiting.is_empty() || !self.is_leader() || !self.applied_into_term() {
+            return;
+        }
+        for (command, reply) in std::mem::take(&mut self.writes_waiting) {
+            self.propose_write(command, reply, wall_clock);
         }
     }
 
@@ -456,7 +511,9 @@ impl Replica {
 
     /// The role changed: a replica that no longer leads answers everything waiting on it.
     pub(crate) fn lost_leadership(&mut self) {
-        self.clock.stop();
+        for (_, reply) in std::mem::take(&mut self.writes_waiting) {
+            let _ = reply.send(not_leader(&self.node));
+        }
         for (_, pending) in std::mem::take(&mut self.pending) {
             let _ = pending.reply.send(lost());
         }
@@ -535,47 +592,49 @@ impl Replica {
 }
 
 /// The clock a leader stamps on the writes it proposes; the state machine's session expiry
-/// runs on the stamps. It continues from the newest stamp the replica knows (its own or the
-/// applied state's) and advances with this server's monotonic clock while it leads, so no
-/// jump of any server's wall clock can expire a session early and let a retry apply twice
-/// (etcd's leases restart their countdown on a new leader for the same reason). Time without
-/// a leader does not count: sessions live longer, never shorter. Only a shard's very first
-/// stamp is read from the wall clock, so that stamps read as Unix time.
+/// runs on the stamps. Within one term it continues from the newest stamp the leader knows
+/// (its own, or the applied state's: the leader stamps only once it has applied into its term,
+/// so its state holds every stamp of the terms before) and advances with this server's
+/// monotonic clock. So no step of any server's wall clock can expire a session early and let
+/// a retry apply twice (etcd's leases restart their countdown on a new leader for the same
+/// reason). Time between terms does not count: sessions live longer, never shorter. The wall
+/// clock is read only for the first stamp of a shard that has none, so that stamps read as
+/// Unix time.
 #[derive(Debug, Default)]
 pub(crate) struct ShardClock {
     /// The last stamp given.
     stamp_ms: u64,
-    /// When it was given, while this replica leads without interruption.
-    at: Option<tokio::time::Instant>,
+    /// The term it was given in, and when (this server's monotonic clock).
+    given: Option<(u64, tokio::time::Instant)>,
 }
 
 impl ShardClock {
-    /// The stamp for a write proposed `now`, given the applied state's clock.
+    /// The stamp for a write proposed `now` by the leader of `term`, given the applied
+    /// state's clock, and whether it was read from the wall clock.
     fn stamp(
         &mut self,
+        term: u64,
         applied_ms: u64,
         now: tokio::time::Instant,
         wall_clock_ms: impl FnOnce() -> u64,
-    ) -> u64 {
+    ) -> (u64, bool) {
         let base = self.stamp_ms.max(applied_ms);
         #[cfg(madsim)]
         if crate::planted::planted(crate::planted::Bug::WallClockStamps) {
             self.stamp_ms = base.max(wall_clock_ms());
-            return self.stamp_ms;
+            return (self.stamp_ms, false);
         }
-        self.stamp_ms = match self.at {
-            Some(at) => base.saturating_add(now.saturating_duration_since(at).as_millis() as u64),
-            None if base == 0 => wall_clock_ms(),
-            None => base,
+        let (stamp_ms, from_wall_clock) = match self.given {
+            Some((given_term, at)) if given_term == term => (
+                base.saturating_add(now.saturating_duration_since(at).as_millis() as u64),
+                false,
+            ),
+            _ if base == 0 => (wall_clock_ms(), true),
+            _ => (base, false),
         };
-        self.at = Some(now);
-        self.stamp_ms
-    }
-
-    /// Leadership ended: the next term's first stamp continues from the newest one known,
-    /// without counting the time in between.
-    fn stop(&mut self) {
-        self.at = None;
+        self.stamp_ms = stamp_ms;
+        self.given = Some((term, now));
+        (stamp_ms, from_wall_clock)
     }
 }
 
@@ -598,29 +657,41 @@ mod tests {
     fn a_shard_clock_moves_with_the_monotonic_clock_not_the_wall_clock() {
         let start = Instant::now();
         let mut clock = ShardClock::default();
-        assert_eq!(clock.stamp(0, start, || 1_000_000), 1_000_000);
+        assert_eq!(clock.stamp(2, 0, start, || 1_000_000), (1_000_000, true));
         // The wall clock jumps two hours ahead: it is not read again.
         let later = start + Duration::from_millis(250);
         assert_eq!(
-            clock.stamp(1_000_000, later, || 1_000_000 + 2 * HOUR_MS),
-            1_000_250
+            clock.stamp(2, 1_000_000, later, || 1_000_000 + 2 * HOUR_MS),
+            (1_000_250, false)
         );
         // Nor does a jump back move the stamps back.
-        assert_eq!(clock.stamp(1_000_250, later, || 0), 1_000_250);
+        assert_eq!(clock.stamp(2, 1_000_250, later, || 0), (1_000_250, false));
     }
 
     #[test]
     fn a_new_term_continues_from_the_newest_stamp_without_the_time_between() {
         let start = Instant::now();
         let mut clock = ShardClock::default();
-        clock.stamp(0, start, || 5_000);
-        clock.stop();
-        // Another leader stamped up to 9,000 meanwhile; an hour later this replica leads again.
+        clock.stamp(2, 0, start, || 5_000);
+        // Another leader stamped up to 9,000 in term 3; an hour later this replica leads term
+        // 4: it starts from what it applied, and counts nothing of the hour.
         let much_later = start + Duration::from_millis(HOUR_MS);
-        assert_eq!(clock.stamp(9_000, much_later, || 0), 9_000);
+        assert_eq!(clock.stamp(4, 9_000, much_later, || 0), (9_000, false));
         assert_eq!(
-            clock.stamp(9_000, much_later + Duration::from_millis(10), || 0),
-            9_010
+            clock.stamp(4, 9_000, much_later + Duration::from_millis(10), || 0),
+            (9_010, false)
+        );
+    }
+
+    #[test]
+    fn a_shard_with_stamps_never_reads_the_wall_clock_again() {
+        let start = Instant::now();
+        let mut clock = ShardClock::default();
+        // A replica that never stamped leads a shard whose state holds stamps: it continues
+        // from them, whatever its wall clock says.
+        assert_eq!(
+            clock.stamp(7, 42_000, start, || 42_000 + 2 * HOUR_MS),
+            (42_000, false)
         );
     }
 }
