@@ -146,6 +146,7 @@ fn demo_config(
         cluster_id: 1,
         cluster_secret: secret.to_owned(),
         operator_tokens: vec![token.to_owned()],
+        tokens: Vec::new(),
         data_dir: data_dir.join(format!("server-{id}")),
         servers: addresses,
         shards: default_shards(servers),

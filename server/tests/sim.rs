@@ -38,6 +38,7 @@ fn config(id: u64) -> ServerConfig {
         cluster_id: 3,
         cluster_secret: "simulated cluster secret".into(),
         operator_tokens: vec![TOKEN.into()],
+        tokens: Vec::new(),
         data_dir: "/data".into(),
         servers: addresses(),
         shards: default_shards(SERVERS as usize),

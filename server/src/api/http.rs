@@ -12,6 +12,7 @@
 //! | `POST /v1/shards/{id}/members` | `{"action": "add_learner" or "add_voter" or "remove", "server": N}` |
 //! | `POST /v1/shards/{id}/transfer` | `{"to": N}`: hands the shard's leadership to voter `N` |
 //! | `GET /v1/cluster/status` | per shard: leader, term, every replica's role, commit and applied index |
+//! | `GET /v1/ws` | the WebSocket gateway (`api/ws.rs`, `docs/websocket.md`) |
 //! | `GET /health`, `GET /metrics` | liveness; Prometheus text |
 //!
 //! The key-value, txn and membership routes need `Authorization: Bearer <operator token>`
@@ -19,11 +20,13 @@
 //! Errors are `{"code": ..., "message": ...}`. Limits: keys of at most 4 KiB, values and
 //! bodies of at most 1 MiB (413 beyond).
 
+use crate::auth::prefix_end;
+use crate::gateway::Gateway;
 use crate::metrics::Metrics;
-use crate::service::Service;
+use crate::service::{Service, compare_and_swap};
 use axum::body::Bytes as Body;
 use axum::extract::rejection::{BytesRejection, JsonRejection, PathRejection, QueryRejection};
-use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::extract::{DefaultBodyLimit, FromRef, Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware;
 use axum::response::{IntoResponse, Response as HttpResponse};
@@ -48,8 +51,13 @@ use tokio_util::sync::CancellationToken;
 pub const BODY_BYTES_MAX: usize = VALUE_BYTES_MAX + 64 * 1024;
 
 /// Serves the API on `listener` until `shutdown`.
-pub(crate) async fn serve(listener: TcpListener, service: Service, shutdown: CancellationToken) {
-    let app = router(service);
+pub(crate) async fn serve(
+    listener: TcpListener,
+    service: Service,
+    gateway: Gateway,
+    shutdown: CancellationToken,
+) {
+    let app = router(service, gateway, shutdown.clone());
     let listener = LimitedListener {
         inner: listener,
         permits: Arc::new(Semaphore::new(CONNECTIONS_MAX)),
@@ -68,8 +76,27 @@ pub const CONNECTIONS_MAX: usize = 512;
 /// clients cannot hold connections and memory for ever).
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// What the handlers share: the service, and the gateway for `/v1/ws`.
+#[derive(Clone)]
+pub(crate) struct AppState {
+    service: Service,
+    websockets: super::ws::WebSockets,
+}
+
+impl FromRef<AppState> for Service {
+    fn from_ref(state: &AppState) -> Service {
+        state.service.clone()
+    }
+}
+
+impl FromRef<AppState> for super::ws::WebSockets {
+    fn from_ref(state: &AppState) -> super::ws::WebSockets {
+        state.websockets.clone()
+    }
+}
+
 /// The routes, for tests that drive them without a socket.
-pub fn router(service: Service) -> Router {
+pub fn router(service: Service, gateway: Gateway, shutdown: CancellationToken) -> Router {
     // The key-value, txn and membership routes check the token before anything reads the
     // request's body.
     let protected = Router::new()
@@ -85,15 +112,20 @@ pub fn router(service: Service) -> Router {
             service.clone(),
             require_token,
         ));
+    let state = AppState {
+        websockets: super::ws::WebSockets::new(service.clone(), gateway, shutdown),
+        service,
+    };
     Router::new()
         .route("/health", get(health))
         .route("/metrics", get(metrics))
         .route("/v1/cluster/status", get(cluster_status))
+        .route("/v1/ws", get(super::ws::upgrade))
         .merge(protected)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(BODY_BYTES_MAX))
-        .with_state(service)
+        .with_state(state)
 }
 
 async fn require_token(
@@ -595,22 +627,9 @@ async fn post_key(
         };
         let key = check_key(key)?;
         let Json(body) = body?;
-        let compare = match body.expected {
-            None => Compare::Absent { key: key.clone() },
-            Some(expected) => Compare::ValueEquals {
-                key: key.clone(),
-                value: Bytes::from(expected),
-            },
-        };
-        let txn = Txn {
-            compares: vec![compare],
-            success: vec![Op::Put {
-                key: key.clone(),
-                value: Bytes::from(body.value),
-            }],
-            failure: vec![Op::Get { key: key.clone() }],
-        };
-        let (shard, index, outcome) = write(&service, &headers, Write::Txn(txn)).await?;
+        let expected = body.expected.map(Bytes::from);
+        let cas = compare_and_swap(key, expected, Bytes::from(body.value));
+        let (shard, index, outcome) = write(&service, &headers, cas).await?;
         match outcome {
             WriteResult::Txn {
                 succeeded: true, ..
@@ -647,18 +666,6 @@ struct ListQuery {
     prefix: Option<String>,
     limit: Option<u32>,
     consistency: Option<String>,
-}
-
-/// The end of the range of keys that start with `prefix` (empty: no end).
-fn prefix_end(prefix: &[u8]) -> Bytes {
-    let mut end = prefix.to_vec();
-    while let Some(last) = end.pop() {
-        if last < 0xff {
-            end.push(last + 1);
-            return Bytes::from(end);
-        }
-    }
-    Bytes::new()
 }
 
 async fn list(
@@ -879,17 +886,4 @@ async fn transfer(
     }
     .await;
     finish(&service, result)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::prefix_end;
-
-    #[test]
-    fn the_end_of_a_prefix_range_is_the_next_prefix() {
-        assert_eq!(&prefix_end(b"us/")[..], b"us0");
-        assert_eq!(&prefix_end(b"a\xff")[..], b"b");
-        assert_eq!(&prefix_end(b"\xff\xff")[..], b"");
-        assert_eq!(&prefix_end(b"")[..], b"");
-    }
 }

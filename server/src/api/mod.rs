@@ -3,3 +3,5 @@
 #[cfg(not(madsim))]
 pub mod http;
 pub(crate) mod native;
+#[cfg(not(madsim))]
+pub(crate) mod ws;
