@@ -28,8 +28,8 @@ pub const MESSAGE_BYTES_HARD_MAX: usize = 4 * MESSAGE_BYTES_MAX;
 /// while a large message is read).
 const READ_BUFFER_BYTES: usize = 4 * 1024;
 
-/// How long a close frame may take to leave before the connection is dropped anyway.
-const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
+/// How long the closing handshake may take before the connection is dropped anyway.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// What the WebSocket route needs: the service, the gateway, and the connection slots.
 #[derive(Clone, Debug)]
@@ -176,7 +176,9 @@ async fn send_text(socket: &mut WebSocket, frame: bytes::Bytes) -> Result<(), ax
     }
 }
 
-/// Sends a close frame with `reason` (best effort: a slow consumer may not take it).
+/// Sends a close frame with `reason` and waits a moment for the client's answer (the
+/// closing handshake), so that a client that reads late still finds the reason instead of a
+/// reset connection. Best effort: a slow consumer may not take it.
 async fn close(socket: &mut WebSocket, reason: &'static str) {
     let code = match reason {
         "shutdown" => 1001,
@@ -187,5 +189,15 @@ async fn close(socket: &mut WebSocket, reason: &'static str) {
         code,
         reason: Utf8Bytes::from_static(reason),
     };
-    let _ = tokio::time::timeout(CLOSE_TIMEOUT, socket.send(Message::Close(Some(frame)))).await;
+    let closing = async {
+        if socket.send(Message::Close(Some(frame))).await.is_err() {
+            return;
+        }
+        while let Some(Ok(message)) = socket.recv().await {
+            if matches!(message, Message::Close(_)) {
+                return;
+            }
+        }
+    };
+    let _ = tokio::time::timeout(CLOSE_TIMEOUT, closing).await;
 }

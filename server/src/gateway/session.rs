@@ -323,7 +323,12 @@ impl Session {
         tokio::spawn(async move {
             let frame = match run_call(&service, &permissions, call).await {
                 Ok(fields) => frames::reply(id, fields),
-                Err(refusal) => frames::error(refusal.code, &refusal.message, &context),
+                Err(refusal) => {
+                    if refusal.code == "forbidden" {
+                        Metrics::add(&metrics.counters.ws_forbidden, 1);
+                    }
+                    frames::error(refusal.code, &refusal.message, &context)
+                }
             };
             in_flight.fetch_sub(1, Ordering::Relaxed);
             push_frame(&outbox, &metrics, frame);
