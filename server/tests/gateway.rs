@@ -70,6 +70,17 @@ async fn receive(socket: &mut RawSocket) -> Value {
     }
 }
 
+fn server_metrics(cluster: &TestCluster, id: u64) -> std::sync::Arc<server::metrics::Metrics> {
+    let server = cluster.servers[id as usize - 1].as_ref().unwrap();
+    server.service().metrics().clone()
+}
+
+/// What `/metrics` shows of server `id`.
+fn metrics_text(cluster: &TestCluster, id: u64) -> String {
+    let server = cluster.servers[id as usize - 1].as_ref().unwrap();
+    server.service().metrics_text()
+}
+
 async fn stop_all(cluster: &mut TestCluster) {
     for id in 1..=cluster.configs.len() as u64 {
         cluster.stop(id).await;
@@ -413,11 +424,7 @@ async fn a_slow_consumer_is_dropped_with_a_reason_and_counted() {
             .position,
         put
     );
-    let text = cluster.servers[0]
-        .as_ref()
-        .unwrap()
-        .service()
-        .metrics_text();
+    let text = metrics_text(&cluster, 1);
     assert!(text.contains("agenda_ws_slow_consumers 1"), "{text}");
     stop_all(&mut cluster).await;
 }
@@ -553,11 +560,59 @@ async fn every_bad_input_is_answered_with_an_error_frame_and_counted() {
     assert_eq!(count(&counters.ws_forbidden), 3);
     assert_eq!(count(&counters.ws_oversized), 1);
     assert!(count(&counters.client_unauthorized) >= 1);
-    let text = cluster.servers[0]
-        .as_ref()
-        .unwrap()
-        .service()
-        .metrics_text();
+    let text = metrics_text(&cluster, 1);
     assert!(text.contains("agenda_ws_oversized 1"), "{text}");
+    stop_all(&mut cluster).await;
+}
+
+/// `GET /health` over a plain connection: the HTTP status line.
+async fn http_health(address: std::net::SocketAddr) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
+    let request = "GET /health HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n";
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).await.unwrap();
+    answer.lines().next().unwrap_or_default().to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websockets_leave_the_http_connection_limit_and_have_their_own() {
+    let connections_max = server::api::http::CONNECTIONS_MAX + 40;
+    let limits = server::Limits {
+        gateway: server::GatewayLimits {
+            connections_max,
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let mut cluster = TestCluster::start_with(3, default_shards(3), limits).await;
+    cluster.wait_for_leaders().await;
+    let url = cluster.ws_url(1);
+    let mut sockets = Vec::new();
+    for _ in 0..connections_max {
+        let connecting = tokio_tungstenite::connect_async(url.as_str());
+        let connected = tokio::time::timeout(Duration::from_secs(5), connecting).await;
+        let (socket, _) = connected.expect("a WebSocket holds no HTTP slot").unwrap();
+        sockets.push(socket);
+    }
+    match tokio_tungstenite::connect_async(url.as_str()).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+            assert_eq!(response.status(), 503);
+        }
+        other => panic!("one connection too many was not refused: {other:?}"),
+    }
+    let http = cluster.configs[0].me().http.unwrap();
+    assert!(
+        http_health(http).await.contains("200"),
+        "plain HTTP is still served"
+    );
+    let metrics = server_metrics(&cluster, 1);
+    let refused = metrics
+        .counters
+        .ws_connections_refused
+        .load(Ordering::Relaxed);
+    assert_eq!(refused, 1);
+    drop(sockets);
     stop_all(&mut cluster).await;
 }

@@ -62,6 +62,7 @@ pub(crate) async fn serve(
         inner: listener,
         permits: Arc::new(Semaphore::new(CONNECTIONS_MAX)),
     };
+    let app = app.into_make_service_with_connect_info::<ConnectionSlot>();
     let result = axum::serve(listener, app)
         .with_graceful_shutdown(async move { shutdown.cancelled().await })
         .await;
@@ -170,7 +171,7 @@ impl axum::serve::Listener for LimitedListener {
         let _ = stream.set_nodelay(true);
         let stream = LimitedStream {
             stream,
-            _permit: permit,
+            slot: ConnectionSlot::new(permit),
             idle: Box::pin(tokio::time::sleep(IDLE_TIMEOUT)),
         };
         (stream, address)
@@ -181,10 +182,59 @@ impl axum::serve::Listener for LimitedListener {
     }
 }
 
+/// A connection's place among the [`CONNECTIONS_MAX`] HTTP connections, shared with its
+/// handlers: a connection that becomes a WebSocket gives its place back (the gateway bounds
+/// its connections by itself) and leaves the HTTP idle timeout behind.
+#[derive(Clone, Debug)]
+pub(crate) struct ConnectionSlot {
+    inner: Arc<SlotState>,
+}
+
+#[derive(Debug)]
+struct SlotState {
+    permit: std::sync::Mutex<Option<tokio::sync::OwnedSemaphorePermit>>,
+    upgraded: std::sync::atomic::AtomicBool,
+}
+
+impl ConnectionSlot {
+    fn new(permit: tokio::sync::OwnedSemaphorePermit) -> ConnectionSlot {
+        ConnectionSlot {
+            inner: Arc::new(SlotState {
+                permit: std::sync::Mutex::new(Some(permit)),
+                upgraded: std::sync::atomic::AtomicBool::new(false),
+            }),
+        }
+    }
+
+    /// The connection is a WebSocket now.
+    pub(crate) fn upgraded(&self) {
+        self.inner
+            .upgraded
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Ok(mut permit) = self.inner.permit.lock() {
+            permit.take();
+        }
+    }
+
+    fn is_upgraded(&self) -> bool {
+        self.inner
+            .upgraded
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, LimitedListener>>
+    for ConnectionSlot
+{
+    fn connect_info(stream: axum::serve::IncomingStream<'_, LimitedListener>) -> ConnectionSlot {
+        stream.io().slot.clone()
+    }
+}
+
 /// A connection that holds one of the listener's permits and times out when idle.
 struct LimitedStream {
     stream: tokio::net::TcpStream,
-    _permit: tokio::sync::OwnedSemaphorePermit,
+    slot: ConnectionSlot,
     idle: Pin<Box<tokio::time::Sleep>>,
 }
 
@@ -196,6 +246,10 @@ impl LimitedStream {
     }
 
     fn check_idle(&mut self, context: &mut Context<'_>) -> Poll<std::io::Error> {
+        if self.slot.is_upgraded() {
+            // A WebSocket keeps itself alive (pings) and times out by its own rules.
+            return Poll::Pending;
+        }
         match self.idle.as_mut().poll(context) {
             Poll::Ready(()) => Poll::Ready(std::io::ErrorKind::TimedOut.into()),
             Poll::Pending => Poll::Pending,

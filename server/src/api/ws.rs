@@ -3,13 +3,15 @@
 //! healthy (pings, idle timeout, write timeout, size limits); the protocol and the pub/sub
 //! core are in `gateway/`, which the simulator runs without a socket.
 
+use super::http::ConnectionSlot;
 use crate::gateway::session::MESSAGE_BYTES_MAX;
 use crate::gateway::{CloseReason, Gateway, Outgoing, Session};
 use crate::metrics::Metrics;
 use crate::service::Service;
-use axum::extract::State;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
+use axum::extract::{ConnectInfo, State};
+use axum::http::Extensions;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response as HttpResponse};
 use serde_json::json;
@@ -62,8 +64,14 @@ fn refusal(service: &Service, status: StatusCode, code: &str, message: String) -
 /// Upgrades the request to a WebSocket connection, if the gateway has room.
 pub(crate) async fn upgrade(
     State(websockets): State<WebSockets>,
+    extensions: Extensions,
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> HttpResponse {
+    // Served through `http::serve`, the connection has an HTTP slot to give back; a router
+    // driven without a socket has none.
+    let http_slot = extensions
+        .get::<ConnectInfo<ConnectionSlot>>()
+        .map(|info| info.0.clone());
     let service = &websockets.service;
     let upgrade = match upgrade {
         Ok(upgrade) => upgrade,
@@ -91,7 +99,12 @@ pub(crate) async fn upgrade(
         .write_buffer_size(0)
         .max_message_size(MESSAGE_BYTES_HARD_MAX)
         .max_frame_size(MESSAGE_BYTES_HARD_MAX)
-        .on_upgrade(move |socket| serve(socket, websockets, slot))
+        .on_upgrade(move |socket| {
+            if let Some(http_slot) = http_slot {
+                http_slot.upgraded();
+            }
+            serve(socket, websockets, slot)
+        })
 }
 
 /// Serves one connection until it closes, idles out, falls behind, or the server stops.
