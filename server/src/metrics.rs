@@ -195,6 +195,14 @@ impl Metrics {
             let _ = writeln!(out, "# TYPE agenda_{name} gauge");
             let _ = writeln!(out, "agenda_{name} {}", gauge.load(Ordering::Relaxed));
         }
+        if let Some(bytes) = resident_bytes() {
+            let _ = writeln!(
+                out,
+                "# HELP agenda_process_resident_bytes Resident memory of the server process."
+            );
+            let _ = writeln!(out, "# TYPE agenda_process_resident_bytes gauge");
+            let _ = writeln!(out, "agenda_process_resident_bytes {bytes}");
+        }
         let fsyncs = self.counters.fsyncs.load(Ordering::Relaxed);
         let entries = self.counters.entries_persisted.load(Ordering::Relaxed);
         let ratio = if fsyncs == 0 {
@@ -237,4 +245,16 @@ impl Metrics {
         }
         out
     }
+}
+
+/// The process's resident memory (Linux: `VmRSS` of `/proc/self/status`); `None` elsewhere and
+/// under the simulator, where the host's figure means nothing.
+fn resident_bytes() -> Option<u64> {
+    if cfg!(madsim) {
+        return None;
+    }
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|line| line.starts_with("VmRSS:"))?;
+    let kibibytes: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kibibytes * 1024)
 }

@@ -185,6 +185,7 @@ impl Session {
             "unknown_channel" => &counters.ws_unknown_channels,
             "forbidden" => &counters.ws_forbidden,
             "unauthenticated" => &counters.ws_unauthenticated,
+            "too_large" => &counters.ws_oversized,
             "unauthorized" => return, // counted by the service
             _ => &counters.ws_malformed,
         };
