@@ -119,6 +119,57 @@ async fn a_change_is_notified_once_applied_with_the_position_of_its_write() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_server_notifies_every_shards_changes_and_a_transactions_changes_together() {
+    let mut cluster = TestCluster::start(3, default_shards(3)).await;
+    cluster.wait_for_leaders().await;
+    let mut subscriber = gateway_client(vec![cluster.ws_url(2)], TOKEN);
+    let at = subscriber.subscribe("kv:", None).await.unwrap();
+    assert_eq!(at.keys().copied().collect::<Vec<_>>(), [1, 2, 3, 4]);
+    let writer = cluster.client();
+    let mut expected = Vec::new();
+    for key in ["ev/am/alice/1", "ev/nz/olga/1", "gr/team", "us/alice"] {
+        let written = writer.put(key, "v").await.unwrap();
+        expected.push((key.to_owned(), written.shard, written.index));
+    }
+    let team = kv::Txn {
+        compares: vec![],
+        success: vec![
+            kv::Op::Put {
+                key: "gr/team/bob".into(),
+                value: "member".into(),
+            },
+            kv::Op::Delete {
+                key: "gr/team".into(),
+            },
+        ],
+        failure: vec![],
+    };
+    let txn = writer.write(kv::Write::Txn(team)).await.unwrap();
+    let mut seen = Vec::new();
+    for _ in 0..6 {
+        let change = next_change(&mut subscriber, Duration::from_secs(10)).await;
+        seen.push((change.key, change.position.shard, change.position.index));
+    }
+    // The transaction's two changes: one position, consecutive, in the order it made them
+    // (shards are independent, so the others may come in any order around them).
+    let first = seen
+        .iter()
+        .position(|(_, shard, index)| (*shard, *index) == (txn.shard, txn.index))
+        .expect("the transaction's changes");
+    let together: Vec<_> = seen.drain(first..first + 2).collect();
+    let keys: Vec<&str> = together.iter().map(|(key, _, _)| key.as_str()).collect();
+    assert_eq!(keys, ["gr/team/bob", "gr/team"]);
+    assert!(
+        together
+            .iter()
+            .all(|(_, s, i)| (*s, *i) == (txn.shard, txn.index))
+    );
+    seen.sort_by_key(|(_, shard, _)| *shard);
+    assert_eq!(seen, expected, "each shard's change, once");
+    stop_all(&mut cluster).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rejected_write_notifies_nothing() {
     let mut cluster = TestCluster::start(3, default_shards(3)).await;
     cluster.wait_for_leaders().await;
