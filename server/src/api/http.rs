@@ -240,6 +240,9 @@ struct LimitedStream {
 
 impl LimitedStream {
     fn progress(&mut self) {
+        if self.slot.is_upgraded() {
+            return;
+        }
         self.idle
             .as_mut()
             .reset(tokio::time::Instant::now() + IDLE_TIMEOUT);
