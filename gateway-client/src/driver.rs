@@ -340,3 +340,28 @@ fn parse_change(frame: &Value) -> Option<Change> {
         value: frame["value"].as_str().map(str::to_owned),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_change_frame_becomes_a_change_and_a_deletion_has_no_value() {
+        let frame = json!({"op": "change", "channel": "kv:us/", "position": {"shard": 4, "index": 9},
+                           "key": "us/alice", "value": null});
+        let change = parse_change(&frame).unwrap();
+        assert_eq!(change.position, Position { shard: 4, index: 9 });
+        assert_eq!((change.key.as_str(), change.value), ("us/alice", None));
+        assert_eq!(parse_change(&json!({"op": "change", "key": "k"})), None);
+    }
+
+    #[test]
+    fn a_subscription_is_resumed_from_its_positions_only_when_it_has_some() {
+        let fresh = subscribe_frame("kv:", None);
+        assert_eq!(fresh, json!({"op": "subscribe", "channel": "kv:"}));
+        let from: Positions = [(1, 5), (4, 77)].into_iter().collect();
+        let resumed = subscribe_frame("kv:", Some(&from));
+        assert_eq!(resumed["from"], json!({"1": 5, "4": 77}));
+        assert_eq!(parse_positions(&resumed["from"]), from);
+    }
+}
