@@ -226,6 +226,16 @@ async fn a_request_over_the_socket_is_answered_and_its_notification_carries_the_
     assert!(deleted.index > put.index);
     let change = next_change(&mut client, Duration::from_secs(10)).await;
     assert_eq!((change.position, change.value), (deleted, None));
+    // A transaction over the socket: its changes carry the reply's position.
+    let txn = json!({"method": "txn",
+        "compare": [{"op": "absent", "key": "gr/team"}],
+        "success": [{"op": "put", "key": "gr/team", "value": "again"}, {"op": "get", "key": "gr/team"}],
+    });
+    let reply = client.request(txn).await.unwrap();
+    assert_eq!(reply["succeeded"], true);
+    assert_eq!(reply["results"][1]["value"], "again");
+    let change = next_change(&mut client, Duration::from_secs(10)).await;
+    assert_eq!(json!(change.position), reply["position"]);
     // A request the service refuses comes back as an error with the request's id.
     let too_long = "k".repeat(5000);
     let refused = client

@@ -20,6 +20,7 @@
 //! Errors are `{"code": ..., "message": ...}`. Limits: keys of at most 4 KiB, values and
 //! bodies of at most 1 MiB (413 beyond).
 
+use super::json::{self, text};
 use crate::auth::prefix_end;
 use crate::gateway::Gateway;
 use crate::metrics::Metrics;
@@ -35,8 +36,8 @@ use axum::{Json, Router};
 use bytes::Bytes;
 use client::protocol::{KEY_BYTES_MAX, VALUE_BYTES_MAX};
 use client::{Consistency, ErrorCode, ErrorResponse, MembershipChange, Request, Response};
-use kv::{Compare, Op, OpResult, Txn, Versioned, Write, WriteResult};
-use serde::{Deserialize, Serialize};
+use kv::{OpResult, Versioned, Write, WriteResult};
+use serde::Deserialize;
 use serde_json::{Value as Json_, json};
 use std::future::Future;
 use std::pin::Pin;
@@ -425,20 +426,7 @@ fn path_value<T>(path: Result<Path<T>, PathRejection>) -> Result<T, ApiError> {
 }
 
 fn check_key(key: &str) -> Result<Bytes, ApiError> {
-    if key.is_empty() {
-        return Err(ApiError::bad_request("the key is empty"));
-    }
-    if key.len() > KEY_BYTES_MAX {
-        return Err(ApiError::bad_request(format!(
-            "key of {} bytes exceeds the limit of {KEY_BYTES_MAX} bytes",
-            key.len()
-        )));
-    }
-    Ok(Bytes::copy_from_slice(key.as_bytes()))
-}
-
-fn text(bytes: &Bytes) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
+    json::key(key).map_err(ApiError::bad_request)
 }
 
 fn versioned_json(key: &Bytes, versioned: &Versioned) -> Json_ {
@@ -764,115 +752,20 @@ async fn list(
     finish(&service, result)
 }
 
-/// One compare of `POST /v1/txn`.
-#[derive(Deserialize, Serialize)]
-#[serde(tag = "op", rename_all = "snake_case", deny_unknown_fields)]
-enum JsonCompare {
-    ValueEquals { key: String, value: String },
-    ModIndexEquals { key: String, mod_index: u64 },
-    Absent { key: String },
-    Exists { key: String },
-}
-
-/// One operation of `POST /v1/txn`.
-#[derive(Deserialize, Serialize)]
-#[serde(tag = "op", rename_all = "snake_case", deny_unknown_fields)]
-enum JsonOp {
-    Put { key: String, value: String },
-    Delete { key: String },
-    Get { key: String },
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct TxnBody {
-    #[serde(default)]
-    compare: Vec<JsonCompare>,
-    #[serde(default)]
-    success: Vec<JsonOp>,
-    #[serde(default)]
-    failure: Vec<JsonOp>,
-}
-
-fn to_op(op: JsonOp) -> Result<Op, ApiError> {
-    Ok(match op {
-        JsonOp::Put { key, value } => Op::Put {
-            key: check_key(&key)?,
-            value: Bytes::from(value),
-        },
-        JsonOp::Delete { key } => Op::Delete {
-            key: check_key(&key)?,
-        },
-        JsonOp::Get { key } => Op::Get {
-            key: check_key(&key)?,
-        },
-    })
-}
-
 async fn txn(
     State(service): State<Service>,
     headers: HeaderMap,
-    body: Result<Json<TxnBody>, JsonRejection>,
+    body: Result<Json<json::JsonTxn>, JsonRejection>,
 ) -> HttpResponse {
     let result = async {
         authorize(&service, &headers)?;
         let Json(body) = body?;
-        let mut compares = Vec::new();
-        for compare in body.compare {
-            compares.push(match compare {
-                JsonCompare::ValueEquals { key, value } => Compare::ValueEquals {
-                    key: check_key(&key)?,
-                    value: Bytes::from(value),
-                },
-                JsonCompare::ModIndexEquals { key, mod_index } => Compare::ModIndexEquals {
-                    key: check_key(&key)?,
-                    mod_index,
-                },
-                JsonCompare::Absent { key } => Compare::Absent {
-                    key: check_key(&key)?,
-                },
-                JsonCompare::Exists { key } => Compare::Exists {
-                    key: check_key(&key)?,
-                },
-            });
-        }
-        let success = body
-            .success
-            .into_iter()
-            .map(to_op)
-            .collect::<Result<_, _>>()?;
-        let failure = body
-            .failure
-            .into_iter()
-            .map(to_op)
-            .collect::<Result<_, _>>()?;
-        let txn = Txn {
-            compares,
-            success,
-            failure,
-        };
+        let txn = body.into_txn().map_err(ApiError::bad_request)?;
         let (shard, index, outcome) = write(&service, &headers, Write::Txn(txn)).await?;
         let WriteResult::Txn { succeeded, results } = outcome else {
             return Err(unexpected("a txn answered as another write"));
         };
-        let results: Vec<Json_> = results
-            .iter()
-            .map(|result| match result {
-                OpResult::Put { .. } => json!({"op": "put"}),
-                OpResult::Delete { previous } => {
-                    json!({"op": "delete", "deleted": previous.is_some()})
-                }
-                OpResult::Get {
-                    current: Some(versioned),
-                } => json!({
-                    "op": "get",
-                    "value": text(&versioned.value),
-                    "create_index": versioned.create_index,
-                    "mod_index": versioned.mod_index,
-                }),
-                OpResult::Get { current: None } => json!({"op": "get", "value": null}),
-            })
-            .collect();
+        let results = json::op_results(&results);
         Ok(Json(
             json!({"succeeded": succeeded, "shard": shard, "index": index, "results": results}),
         )

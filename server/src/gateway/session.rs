@@ -9,6 +9,7 @@ use super::frames::{self, ErrorContext, Positions};
 use super::{
     Channel, ChannelError, Gateway, Outbox, Outgoing, Pushed, SubscribeError, SubscriberId,
 };
+use crate::api::json::{JsonCompare, JsonOp, JsonTxn, op_results, text};
 use crate::auth::{Permissions, prefix_end};
 use crate::metrics::Metrics;
 use crate::service::{Service, compare_and_swap};
@@ -95,6 +96,15 @@ enum Call {
         key: String,
         expected: Option<String>,
         value: String,
+        request_id: Option<String>,
+    },
+    Txn {
+        #[serde(default)]
+        compare: Vec<JsonCompare>,
+        #[serde(default)]
+        success: Vec<JsonOp>,
+        #[serde(default)]
+        failure: Vec<JsonOp>,
         request_id: Option<String>,
     },
 }
@@ -359,10 +369,6 @@ fn parse<T: serde::de::DeserializeOwned>(value: Value) -> Result<T, Refusal> {
     serde_json::from_value(value).map_err(|error| refuse("malformed", error.to_string()))
 }
 
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
-
 fn versioned_json(versioned: &Versioned) -> Value {
     json!({
         "value": text(&versioned.value),
@@ -384,7 +390,7 @@ async fn run_call(
     match call {
         Call::Get { key, stale } => {
             let request = Request::Get {
-                key: Bytes::from(key),
+                key: checked_key(&key)?,
                 consistency: consistency(stale),
             };
             match execute(service, permissions, request).await? {
@@ -426,7 +432,7 @@ async fn run_call(
             request_id,
         } => {
             let write = Write::Put {
-                key: Bytes::from(key),
+                key: checked_key(&key)?,
                 value: Bytes::from(value),
             };
             let (shard, index, _) = write_through(service, permissions, write, request_id).await?;
@@ -434,7 +440,7 @@ async fn run_call(
         }
         Call::Delete { key, request_id } => {
             let write = Write::Delete {
-                key: Bytes::from(key),
+                key: checked_key(&key)?,
             };
             let (shard, index, result) =
                 write_through(service, permissions, write, request_id).await?;
@@ -447,7 +453,38 @@ async fn run_call(
             value,
             request_id,
         } => cas(service, permissions, key, expected, value, request_id).await,
+        Call::Txn {
+            compare,
+            success,
+            failure,
+            request_id,
+        } => {
+            let txn = JsonTxn {
+                compare,
+                success,
+                failure,
+            };
+            let txn = txn
+                .into_txn()
+                .map_err(|reason| refuse("bad_request", reason))?;
+            let write = Write::Txn(txn);
+            let (shard, index, result) =
+                write_through(service, permissions, write, request_id).await?;
+            let WriteResult::Txn { succeeded, results } = result else {
+                return Err(refuse("internal", "a txn answered as another write"));
+            };
+            Ok(json!({
+                "succeeded": succeeded,
+                "position": position_json(shard, index),
+                "results": op_results(&results),
+            }))
+        }
     }
+}
+
+/// A key as the JSON doors take it (not empty, at most 4 KiB), or `bad_request`.
+fn checked_key(key: &str) -> Result<Bytes, Refusal> {
+    crate::api::json::key(key).map_err(|reason| refuse("bad_request", reason))
 }
 
 fn consistency(stale: bool) -> Consistency {
@@ -467,7 +504,7 @@ async fn cas(
     request_id: Option<String>,
 ) -> Result<Value, Refusal> {
     let write = compare_and_swap(
-        Bytes::from(key),
+        checked_key(&key)?,
         expected.map(Bytes::from),
         Bytes::from(value),
     );
