@@ -38,7 +38,7 @@ pub struct Session {
     requests_in_flight: Arc<AtomicUsize>,
 }
 
-/// A refusal: its code and message (and what it refers to).
+/// A refusal: the error frame's code and message.
 struct Refusal {
     code: &'static str,
     message: String,
@@ -404,6 +404,12 @@ async fn run_call(
             limit,
             stale,
         } => {
+            if prefix.len() > client::protocol::KEY_BYTES_MAX {
+                return Err(refuse(
+                    "bad_request",
+                    "the prefix is longer than a key may be",
+                ));
+            }
             let prefix = Bytes::from(prefix);
             let request = Request::Scan {
                 end: prefix_end(&prefix),
