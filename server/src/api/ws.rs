@@ -107,6 +107,9 @@ pub(crate) async fn upgrade(
         })
 }
 
+/// Why a connection ends: the reason a close frame says, or none when the socket is gone.
+type Ending = Option<&'static str>;
+
 /// Serves one connection until it closes, idles out, falls behind, or the server stops.
 async fn serve(mut socket: WebSocket, websockets: WebSockets, _slot: OwnedSemaphorePermit) {
     let limits = websockets.gateway.limits().clone();
@@ -120,48 +123,74 @@ async fn serve(mut socket: WebSocket, websockets: WebSockets, _slot: OwnedSemaph
     ping.reset();
     let mut last_heard = Instant::now();
     let ending = loop {
-        tokio::select! {
+        let step = tokio::select! {
             biased;
-            () = websockets.shutdown.cancelled() => break Some(CloseReason::Shutdown.as_str()),
+            () = websockets.shutdown.cancelled() => Err(Some(CloseReason::Shutdown.as_str())),
             batch = outbox.take() => match batch {
-                Ok(batch) => {
-                    let written = tokio::time::timeout(write_timeout, write(&mut socket, batch)).await;
-                    match written {
-                        Ok(Ok(())) => {}
-                        Ok(Err(_)) => break None,
-                        Err(_) => {
-                            Metrics::add(&metrics.counters.ws_slow_consumers, 1);
-                            break None;
-                        }
-                    }
-                }
-                Err(reason) => break Some(reason.as_str()),
+                Ok(batch) => deliver(&mut socket, batch, write_timeout, &metrics).await,
+                Err(reason) => Err(Some(reason.as_str())),
             },
             message = socket.recv() => {
-                let Some(Ok(message)) = message else { break None };
                 last_heard = Instant::now();
-                match message {
-                    Message::Text(text) => session.on_text(text.as_str()),
-                    Message::Binary(_) => session.on_binary(),
-                    // tungstenite answers pings by itself; a pong only proves liveness.
-                    Message::Ping(_) | Message::Pong(_) => {}
-                    Message::Close(_) => break None,
-                }
+                receive(&mut session, message)
             }
             _ = ping.tick() => {
                 if last_heard.elapsed() >= idle_timeout {
                     Metrics::add(&metrics.counters.ws_idle_closed, 1);
-                    break Some("idle");
-                }
-                let sent = tokio::time::timeout(write_timeout, socket.send(Message::Ping(Default::default()))).await;
-                if !matches!(sent, Ok(Ok(()))) {
-                    break None;
+                    Err(Some("idle"))
+                } else {
+                    keepalive(&mut socket, write_timeout).await
                 }
             }
+        };
+        if let Err(ending) = step {
+            break ending;
         }
     };
     if let Some(reason) = ending {
         close(&mut socket, reason).await;
+    }
+}
+
+/// Writes a batch within the write timeout; a connection that cannot take it in time is a
+/// slow consumer.
+async fn deliver(
+    socket: &mut WebSocket,
+    batch: Vec<Outgoing>,
+    write_timeout: Duration,
+    metrics: &Metrics,
+) -> Result<(), Ending> {
+    match tokio::time::timeout(write_timeout, write(socket, batch)).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(_)) => Err(None),
+        Err(_) => {
+            Metrics::add(&metrics.counters.ws_slow_consumers, 1);
+            Err(None)
+        }
+    }
+}
+
+/// Hands a client message to the session.
+fn receive(
+    session: &mut Session,
+    message: Option<Result<Message, axum::Error>>,
+) -> Result<(), Ending> {
+    match message {
+        Some(Ok(Message::Text(text))) => session.on_text(text.as_str()),
+        Some(Ok(Message::Binary(_))) => session.on_binary(),
+        // tungstenite answers pings by itself; a pong only proves liveness.
+        Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
+        Some(Ok(Message::Close(_)) | Err(_)) | None => return Err(None),
+    }
+    Ok(())
+}
+
+/// Pings the client (its answer, or anything else it sends, keeps the connection alive).
+async fn keepalive(socket: &mut WebSocket, write_timeout: Duration) -> Result<(), Ending> {
+    let ping = socket.send(Message::Ping(Default::default()));
+    match tokio::time::timeout(write_timeout, ping).await {
+        Ok(Ok(())) => Ok(()),
+        _ => Err(None),
     }
 }
 
