@@ -29,14 +29,12 @@ async fn main() {
 mod bench {
     use super::common::{demo_addresses, metric};
     use client::{Client, ClientConfig};
-    use futures_util::{SinkExt, StreamExt};
-    use serde_json::json;
+    use gateway_client::{Event, GatewayClient, GatewayConfig};
     use std::net::SocketAddr;
     use std::sync::Arc;
     use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
     use std::time::{Duration, Instant};
     use tokio::sync::{OwnedSemaphorePermit, Semaphore};
-    use tokio_tungstenite::tungstenite::Message;
 
     const CHANNEL: &str = "kv:us/bench/";
     const KEY: &str = "us/bench/fanout";
@@ -56,9 +54,9 @@ mod bench {
         received: AtomicUsize,
     }
 
-    /// One subscribed connection: answers the delivery latency of every write it receives, in
-    /// nanoseconds, in order.
-    /// `opening` is held until the subscription is acknowledged.
+    /// One subscribed connection, through the gateway's Rust client: answers the delivery
+    /// latency of every write it receives, in nanoseconds, in order. `opening` is held until
+    /// the subscription is acknowledged.
     async fn subscriber(
         url: String,
         token: String,
@@ -66,38 +64,20 @@ mod bench {
         writes: usize,
         opening: OwnedSemaphorePermit,
     ) -> Vec<u64> {
-        let (mut socket, _) = tokio_tungstenite::connect_async(url.as_str())
-            .await
-            .expect("connected");
-        let auth = json!({"op": "auth", "token": token}).to_string();
-        socket.send(Message::Text(auth.into())).await.unwrap();
-        let subscribe = json!({"op": "subscribe", "channel": CHANNEL}).to_string();
-        socket.send(Message::Text(subscribe.into())).await.unwrap();
-        loop {
-            match socket.next().await {
-                Some(Ok(Message::Text(text)))
-                    if text.as_str().contains("\"op\":\"subscribed\"") =>
-                {
-                    break;
-                }
-                Some(Ok(Message::Text(text))) if text.as_str().contains("\"op\":\"error\"") => {
-                    panic!("refused: {}", text.as_str());
-                }
-                Some(Ok(_)) => {}
-                _ => panic!("a connection closed before it subscribed"),
-            }
-        }
+        let mut config = GatewayConfig::new(vec![url], token);
+        config.events_capacity = 64;
+        let mut client = GatewayClient::connect(config);
+        client.subscribe(CHANNEL, None).await.expect("subscribed");
         drop(opening);
         let mut latencies = Vec::with_capacity(writes);
         while latencies.len() < writes {
-            let Some(Ok(message)) = socket.next().await else {
-                panic!("a subscriber's connection closed");
-            };
-            let Message::Text(text) = message else {
-                continue;
-            };
-            if !text.as_str().contains("\"op\":\"change\"") {
-                continue;
+            match client.next_event().await {
+                Some(Event::Change(_)) => {}
+                Some(Event::Disconnected { reason, .. }) => {
+                    panic!("a subscriber was disconnected: {reason}")
+                }
+                Some(_) => continue,
+                None => panic!("a subscriber's client stopped"),
             }
             let now = shared.base.elapsed().as_nanos() as u64;
             latencies.push(now.saturating_sub(shared.sent_ns.load(Ordering::Acquire)));
