@@ -10,25 +10,11 @@
 //!
 //! The benchmark against etcd (a later issue) grows out of this.
 
-use client::{Client, ClientConfig};
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
-use std::time::{Duration, Instant};
+mod common;
 
-fn metric(address: SocketAddr, name: &str) -> f64 {
-    let Ok(mut stream) = TcpStream::connect(address) else {
-        return 0.0;
-    };
-    let _ = write!(
-        stream,
-        "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-    );
-    let mut body = String::new();
-    let _ = stream.read_to_string(&mut body);
-    body.lines()
-        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
-        .unwrap_or(0.0)
-}
+use client::{Client, ClientConfig};
+use common::{demo_addresses, metric};
+use std::time::{Duration, Instant};
 
 #[tokio::main]
 async fn main() {
@@ -43,17 +29,7 @@ async fn main() {
     let http_port: u16 = arguments
         .get(5)
         .map_or(8081, |value| value.parse().unwrap());
-    let http: Vec<SocketAddr> = (0..servers)
-        .map(|i| SocketAddr::from(([127, 0, 0, 1], http_port + i)))
-        .collect();
-    let native: Vec<(u64, SocketAddr)> = (0..servers)
-        .map(|i| {
-            (
-                u64::from(i) + 1,
-                SocketAddr::from(([127, 0, 0, 1], http_port + 1000 + i)),
-            )
-        })
-        .collect();
+    let (http, native) = demo_addresses(servers, http_port);
     let fsyncs_before: f64 = http.iter().map(|a| metric(*a, "agenda_fsyncs")).sum();
     let entries_before: f64 = http
         .iter()

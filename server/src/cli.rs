@@ -1,4 +1,4 @@
-//! The command line: `serve` and `demo`.
+//! The command line: `serve`, `demo` and `watch`.
 
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
@@ -50,6 +50,19 @@ enum Command {
         #[arg(long)]
         data_dir: Option<PathBuf>,
     },
+    /// Prints the committed changes of channels live, over the WebSocket gateway, one line
+    /// each; reconnects (to the next server when one is down) and resumes by itself.
+    Watch {
+        /// The servers' WebSocket URLs (`ws://127.0.0.1:8081/v1/ws`), tried in turn.
+        #[arg(long = "server", required = true)]
+        servers: Vec<String>,
+        /// The token (`demo` prints one).
+        #[arg(long)]
+        token: String,
+        /// The channels: `kv:PREFIX` (`kv:` for every key) or `shard:ID`.
+        #[arg(required = true)]
+        channels: Vec<String>,
+    },
 }
 
 pub(crate) fn main() -> ExitCode {
@@ -65,6 +78,11 @@ pub(crate) fn main() -> ExitCode {
             http_port,
             data_dir,
         } => demo(usize::from(servers), http_port, data_dir),
+        Command::Watch {
+            servers,
+            token,
+            channels,
+        } => watch(servers, token, channels),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -99,6 +117,52 @@ fn serve(path: &Path, init: bool) -> anyhow::Result<()> {
             shutdown.cancel();
         });
         server.wait().await.map_err(anyhow::Error::msg)
+    })
+}
+
+fn watch(servers: Vec<String>, token: String, channels: Vec<String>) -> anyhow::Result<()> {
+    use gateway_client::{Event, GatewayClient, GatewayConfig};
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the runtime")?;
+    runtime.block_on(async move {
+        let mut client = GatewayClient::connect(GatewayConfig::new(servers, token));
+        for channel in &channels {
+            client
+                .subscribe(channel, None)
+                .await
+                .with_context(|| format!("subscribing to {channel}"))?;
+        }
+        let signal = wait_for_signal();
+        tokio::pin!(signal);
+        loop {
+            let event = tokio::select! {
+                biased;
+                () = &mut signal => return Ok(()),
+                event = client.next_event() => event,
+            };
+            match event {
+                Some(Event::Change(change)) => {
+                    let position = change.position;
+                    let value = change.value.as_deref().unwrap_or("(deleted)");
+                    println!(
+                        "{} {}:{} {} = {value}",
+                        change.channel, position.shard, position.index, change.key
+                    );
+                }
+                Some(Event::Resync { channel, .. }) => {
+                    println!("{channel}: changes were missed; refetch (resync)");
+                }
+                Some(Event::Connected { server }) => eprintln!("connected to {server}"),
+                Some(Event::Disconnected { server, reason }) => {
+                    eprintln!("disconnected from {server}: {reason}; reconnecting");
+                }
+                Some(Event::Error { code, message }) => eprintln!("error {code}: {message}"),
+                None => return Ok(()),
+            }
+            let _ = std::io::stdout().flush();
+        }
     })
 }
 
@@ -146,6 +210,7 @@ fn demo_config(
         cluster_id: 1,
         cluster_secret: secret.to_owned(),
         operator_tokens: vec![token.to_owned()],
+        tokens: Vec::new(),
         data_dir: data_dir.join(format!("server-{id}")),
         servers: addresses,
         shards: default_shards(servers),
@@ -295,6 +360,10 @@ fn demo(servers: usize, http_port: u16, data_dir: Option<PathBuf>) -> anyhow::Re
         http_port + 1
     );
     println!("  curl http://127.0.0.1:{http_port}/v1/cluster/status");
+    println!(
+        "  cargo run -p server -- watch --server ws://127.0.0.1:{http_port}/v1/ws --server ws://127.0.0.1:{}/v1/ws --token {token} kv:us/",
+        http_port + 1
+    );
     println!();
     println!("Press Ctrl-C to stop the cluster.");
     let _ = std::io::stdout().flush();

@@ -82,6 +82,59 @@ pub struct Limits {
     /// The largest payload of one Raft append message (etcd's `MaxSizePerMsg`); at least one
     /// entry is always sent. Small values pace a lagging follower's catch-up.
     pub append_bytes_max: u64,
+    /// The WebSocket gateway's limits.
+    pub gateway: GatewayLimits,
+}
+
+/// Limits and timers of the WebSocket gateway (see `docs/websocket.md`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct GatewayLimits {
+    /// Applied entries with changes kept per shard for resuming subscribers.
+    pub history_entries: usize,
+    /// Bytes of keys and values kept per shard for resuming subscribers.
+    pub history_bytes: usize,
+    /// Frames waiting to be written to one connection; a connection whose queue would grow
+    /// beyond is dropped as a slow consumer.
+    pub queue_frames: usize,
+    /// Channels one connection may subscribe to.
+    pub subscriptions_per_connection_max: usize,
+    /// Requests in flight on one connection.
+    pub requests_per_connection_max: usize,
+    /// WebSocket connections served at once.
+    pub connections_max: usize,
+    /// How often the server pings a connection.
+    pub ping_interval_ms: u64,
+    /// A connection from which nothing (not even a pong) arrives for this long is closed.
+    pub idle_timeout_ms: u64,
+    /// A connection whose queued frames cannot be written for this long is dropped as slow.
+    pub write_timeout_ms: u64,
+}
+
+impl Default for GatewayLimits {
+    fn default() -> GatewayLimits {
+        GatewayLimits {
+            history_entries: 4096,
+            history_bytes: 16 * 1024 * 1024,
+            queue_frames: 4096,
+            subscriptions_per_connection_max: 256,
+            requests_per_connection_max: 64,
+            connections_max: 16_384,
+            ping_interval_ms: 15_000,
+            idle_timeout_ms: 45_000,
+            write_timeout_ms: 10_000,
+        }
+    }
+}
+
+/// A token that may read and write only the keys under its prefixes (over the WebSocket
+/// gateway); operator tokens may touch every key.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ScopedToken {
+    /// The token (at least 16 characters).
+    pub token: String,
+    /// The key prefixes it grants (`""`: every key).
+    pub prefixes: Vec<String>,
 }
 
 impl Default for Limits {
@@ -92,6 +145,7 @@ impl Default for Limits {
             requests_per_connection_max: 1024,
             client_connections_max: 1024,
             append_bytes_max: 1024 * 1024,
+            gateway: GatewayLimits::default(),
         }
     }
 }
@@ -109,6 +163,9 @@ pub struct ServerConfig {
     /// Operator tokens accepted by the key-value API (HTTP `Authorization: Bearer`, native
     /// hello).
     pub operator_tokens: Vec<String>,
+    /// Tokens that reach only some keys (the WebSocket gateway's; see [`ScopedToken`]).
+    #[serde(default)]
+    pub tokens: Vec<ScopedToken>,
     /// The directory of this server's WAL, snapshots and identity file.
     pub data_dir: PathBuf,
     /// Every server of the cluster.
@@ -171,8 +228,10 @@ impl ServerConfig {
                 net::CLUSTER_SECRET_BYTES_MIN
             ));
         }
-        if self.operator_tokens.iter().any(|token| token.len() < 16) {
-            return fail("operator tokens must have at least 16 characters".to_owned());
+        if self.operator_tokens.iter().any(|token| token.len() < 16)
+            || self.tokens.iter().any(|scoped| scoped.token.len() < 16)
+        {
+            return fail("tokens must have at least 16 characters".to_owned());
         }
         let map = self.shard_map()?;
         for shard in map.shards() {
@@ -201,6 +260,19 @@ impl ServerConfig {
             return fail(format!(
                 "limits: append_bytes_max must be between 1 and {APPEND_BYTES_MAX_LIMIT}"
             ));
+        }
+        let gateway = &self.limits.gateway;
+        if gateway.history_entries == 0
+            || gateway.queue_frames == 0
+            || gateway.connections_max == 0
+            || gateway.requests_per_connection_max == 0
+            || gateway.ping_interval_ms == 0
+            || gateway.idle_timeout_ms <= gateway.ping_interval_ms
+        {
+            return fail(
+                "limits.gateway: need positive sizes and idle_timeout_ms > ping_interval_ms"
+                    .to_owned(),
+            );
         }
         Ok(())
     }
@@ -256,6 +328,7 @@ mod tests {
             cluster_id: 1,
             cluster_secret: "a cluster secret of enough bytes".into(),
             operator_tokens: Vec::new(),
+            tokens: Vec::new(),
             data_dir: "/data".into(),
             servers: (1..=3)
                 .map(|id| ServerAddresses {

@@ -33,6 +33,7 @@
 //!     cluster_id: 7,
 //!     cluster_secret: "a secret of at least 16 bytes".into(),
 //!     operator_tokens: vec!["operator-token-0123456789".into()],
+//!     tokens: vec![],
 //!     data_dir: "/data/1".into(),
 //!     servers: vec![ServerAddresses {
 //!         id: 1,
@@ -66,7 +67,9 @@
 //! ```
 
 pub mod api;
+pub mod auth;
 pub mod config;
+pub mod gateway;
 pub mod metrics;
 mod node;
 pub mod observe;
@@ -77,7 +80,9 @@ mod server;
 pub mod service;
 pub mod shard;
 
-pub use config::{Limits, ServerAddresses, ServerConfig, Timing, default_shards};
+pub use config::{
+    GatewayLimits, Limits, ScopedToken, ServerAddresses, ServerConfig, Timing, default_shards,
+};
 pub use node::disk::StartError;
 pub use server::{
     Error, Listeners, ServerHandle, StartOptions, WallClock, raft_config, start, start_on,

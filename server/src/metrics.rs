@@ -107,6 +107,18 @@ counters! {
     http_requests: "HTTP requests served.",
     http_bad_requests: "HTTP requests answered with a 4xx status.",
     replicas_failed: "Replicas stopped because a snapshot or state could not be used.",
+    ws_connections: "WebSocket connections accepted.",
+    ws_connections_refused: "WebSocket connections refused because the gateway was full.",
+    ws_malformed: "WebSocket messages refused as malformed (not JSON, wrong shape, binary, unknown op).",
+    ws_oversized: "WebSocket messages refused as too large.",
+    ws_unknown_channels: "Subscriptions refused for an unknown channel.",
+    ws_forbidden: "Subscriptions and requests refused because the token may not reach the keys.",
+    ws_unauthenticated: "WebSocket messages refused because the connection had not authenticated.",
+    ws_slow_consumers: "WebSocket connections dropped because they did not keep up with their queue.",
+    ws_idle_closed: "WebSocket connections closed after the idle timeout.",
+    ws_notifications: "Change frames queued to WebSocket subscribers (replays included).",
+    ws_resyncs: "Resync frames sent (what a subscriber missed was no longer in the history).",
+    ws_requests: "Requests received over WebSocket connections.",
 }
 
 /// Gauges the node loop refreshes.
@@ -127,6 +139,8 @@ pub struct Gauges {
     /// Raft messages the local replicas dropped as malformed, misaddressed, for another group
     /// or from a non-member, since the server started.
     pub raft_messages_dropped: AtomicU64,
+    /// WebSocket connections open.
+    pub ws_connections_open: AtomicU64,
 }
 
 /// Every metric of one server.
@@ -173,11 +187,20 @@ impl Metrics {
             ("entries_in_memory", &self.gauges.entries_in_memory),
             ("elections_started", &self.gauges.elections_started),
             ("raft_messages_dropped", &self.gauges.raft_messages_dropped),
+            ("ws_connections_open", &self.gauges.ws_connections_open),
             ("entries_per_fsync_max", &self.entries_per_fsync_max),
         ];
         for (name, gauge) in gauges {
             let _ = writeln!(out, "# TYPE agenda_{name} gauge");
             let _ = writeln!(out, "agenda_{name} {}", gauge.load(Ordering::Relaxed));
+        }
+        if let Some(bytes) = resident_bytes() {
+            let _ = writeln!(
+                out,
+                "# HELP agenda_process_resident_bytes Resident memory of the server process."
+            );
+            let _ = writeln!(out, "# TYPE agenda_process_resident_bytes gauge");
+            let _ = writeln!(out, "agenda_process_resident_bytes {bytes}");
         }
         let fsyncs = self.counters.fsyncs.load(Ordering::Relaxed);
         let entries = self.counters.entries_persisted.load(Ordering::Relaxed);
@@ -222,4 +245,16 @@ impl Metrics {
         }
         out
     }
+}
+
+/// The process's resident memory (Linux: `VmRSS` of `/proc/self/status`); `None` elsewhere and
+/// under the simulator, where the host's figure means nothing.
+fn resident_bytes() -> Option<u64> {
+    if cfg!(madsim) {
+        return None;
+    }
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|line| line.starts_with("VmRSS:"))?;
+    let kibibytes: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kibibytes * 1024)
 }

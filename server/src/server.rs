@@ -123,6 +123,7 @@ pub fn raft_config(config: &ServerConfig, shard: ShardId) -> raft_core::Config {
 #[derive(Debug)]
 pub struct ServerHandle {
     service: Service,
+    gateway: crate::gateway::Gateway,
     shutdown: CancellationToken,
     node_loop: JoinHandle<Result<(), String>>,
     tasks: Vec<JoinHandle<()>>,
@@ -135,6 +136,11 @@ impl ServerHandle {
     /// The service, to run requests in process.
     pub fn service(&self) -> &Service {
         &self.service
+    }
+
+    /// The WebSocket gateway's pub/sub core, to subscribe in process (tests, the simulator).
+    pub fn gateway(&self) -> &crate::gateway::Gateway {
+        &self.gateway
     }
 
     /// Where the native client port listens.
@@ -358,13 +364,21 @@ where
         net::Transport::start::<PeerMessage>(transport_config, peer_listener)
             .map_err(|error| ConfigError(format!("transport: {error}")))?;
 
+    let metrics = Arc::new(Metrics::default());
+    let gateway = crate::gateway::Gateway::new(
+        config.server_id,
+        shard_map.clone(),
+        config.limits.gateway.clone(),
+        metrics.clone(),
+    );
     let shared = Arc::new(Shared {
+        leaders: Default::default(),
+        forwards: Default::default(),
         observer: options.observer.clone(),
         clock_drift_ppm: options.clock_drift_ppm,
         wall_clock: options.wall_clock.clone(),
-        ..Shared::default()
+        gateway: gateway.clone(),
     });
-    let metrics = Arc::new(Metrics::default());
     let shutdown = CancellationToken::new();
     let (node_sender, node_receiver) = mpsc::channel(config.limits.node_queue_capacity);
     let node_loop = NodeLoop::new(
@@ -386,18 +400,22 @@ where
         metrics,
         boot_id,
     );
-    // Under the simulator nothing is added to `tasks` (no HTTP).
+    // Under the simulator nothing more is added to `tasks` (no HTTP).
     #[cfg_attr(madsim, allow(unused_mut))]
-    let mut tasks = vec![tokio::spawn(crate::api::native::serve(
-        client_listener,
-        service.clone(),
-        shutdown.clone(),
-    ))];
+    let mut tasks = vec![
+        tokio::spawn(crate::api::native::serve(
+            client_listener,
+            service.clone(),
+            shutdown.clone(),
+        )),
+        tokio::spawn(gateway.clone().run_dispatcher(shutdown.clone())),
+    ];
     #[cfg(not(madsim))]
     if let Some(listener) = http_listener {
         tasks.push(tokio::spawn(crate::api::http::serve(
             listener,
             service.clone(),
+            gateway.clone(),
             shutdown.clone(),
         )));
     }
@@ -411,6 +429,7 @@ where
     );
     Ok(ServerHandle {
         service,
+        gateway,
         shutdown,
         node_loop,
         tasks,

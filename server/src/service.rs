@@ -4,6 +4,7 @@
 //! `not_leader` or a timeout it tries again at the new leader with backoff, so a leader crash
 //! costs the client a delay, not an error.
 
+use crate::auth::Permissions;
 use crate::config::ServerConfig;
 use crate::metrics::Metrics;
 use crate::node::{NodeRequest, Shared};
@@ -170,6 +171,29 @@ impl Service {
             Metrics::add(&self.inner.metrics.counters.client_unauthorized, 1);
         }
         ok
+    }
+
+    /// The key prefixes `token` grants: every key for an operator token, its prefixes for a
+    /// scoped token (compared in constant time); `None` (counted) for an unknown token.
+    pub fn authenticate(&self, token: &str) -> Option<Permissions> {
+        let config = &self.inner.config;
+        let known = |candidate: &str| constant_time_equal(candidate.as_bytes(), token.as_bytes());
+        if config
+            .operator_tokens
+            .iter()
+            .any(|operator| known(operator))
+        {
+            return Some(Permissions::everything());
+        }
+        if let Some(scoped) = config.tokens.iter().find(|scoped| known(&scoped.token)) {
+            let prefixes = scoped
+                .prefixes
+                .iter()
+                .map(|prefix| Bytes::from(prefix.clone()));
+            return Some(Permissions::prefixes(prefixes));
+        }
+        Metrics::add(&self.inner.metrics.counters.client_unauthorized, 1);
+        None
     }
 
     /// The server's metrics.
@@ -585,6 +609,27 @@ impl Service {
             unreachable,
         }
     }
+}
+
+/// The compare-and-swap both client doors offer, as one txn: put `value` at `key` if the key
+/// holds `expected` (`None`: if it is absent); otherwise read the key, so that the answer
+/// says what it holds.
+pub fn compare_and_swap(key: Bytes, expected: Option<Bytes>, value: Bytes) -> Write {
+    let compare = match expected {
+        None => kv::Compare::Absent { key: key.clone() },
+        Some(expected) => kv::Compare::ValueEquals {
+            key: key.clone(),
+            value: expected,
+        },
+    };
+    Write::Txn(kv::Txn {
+        compares: vec![compare],
+        success: vec![kv::Op::Put {
+            key: key.clone(),
+            value,
+        }],
+        failure: vec![kv::Op::Get { key }],
+    })
 }
 
 fn constant_time_equal(a: &[u8], b: &[u8]) -> bool {

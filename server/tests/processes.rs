@@ -1,6 +1,7 @@
 //! Real server processes on real disks over real sockets: leader kills under load, a full
-//! restart, a new member catching up by snapshot, exactly-once across a leader change, and
-//! hostile input on every port.
+//! restart, a new member catching up by snapshot, exactly-once across a leader change, hostile
+//! input on every port, and a WebSocket subscriber that resumes on another process after its
+//! server is killed.
 
 #![cfg(not(madsim))]
 
@@ -601,5 +602,57 @@ async fn the_http_api_writes_reads_swaps_lists_and_runs_transactions() {
     assert_eq!(
         http(one, "GET", "/v1/cluster/status?digests=true", &auth, b"").0,
         200
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_websocket_subscriber_resumes_on_another_process_after_its_server_is_killed() {
+    use gateway_client::{Event, GatewayClient, GatewayConfig, Position};
+    let mut cluster = ProcessCluster::start("gateway", 4, 4, default_shards(4), 500);
+    let client = cluster.client();
+    let status = cluster.wait_for_leaders(&client).await;
+    let users = status.shards.iter().find(|s| s.name == "users").unwrap();
+    let leader = users.leader_id;
+    // The subscriber starts on the users shard's leader, which is then killed; it waits a
+    // while before reconnecting, so that it must be sent what was committed meanwhile.
+    let url = |id: u64| format!("ws://{}/v1/ws", cluster.http_address(id));
+    let mut urls = vec![url(leader)];
+    urls.extend((1..=4).filter(|id| *id != leader).map(url));
+    let mut config = GatewayConfig::new(urls, process::TOKEN);
+    config.backoff_min = Duration::from_secs(2);
+    let mut subscriber = GatewayClient::connect(config);
+    subscriber.subscribe("kv:us/proc/", None).await.unwrap();
+    let writer = cluster.client_from(leader as usize % 4);
+    let mut written = Vec::new();
+    for round in 0..30 {
+        if round == 10 {
+            cluster.kill(leader);
+        }
+        let key = format!("us/proc/{round:02}");
+        let answer = writer.put(key.clone(), "v").await.unwrap();
+        let position = Position {
+            shard: answer.shard,
+            index: answer.index,
+        };
+        written.push((key, position));
+    }
+    let mut seen = Vec::new();
+    let mut servers = Vec::new();
+    while seen.len() < written.len() {
+        let event = tokio::time::timeout(Duration::from_secs(30), subscriber.next_event())
+            .await
+            .expect("every change in time")
+            .unwrap();
+        match event {
+            Event::Change(change) => seen.push((change.key, change.position)),
+            Event::Connected { server } => servers.push(server),
+            Event::Resync { .. } => panic!("the history covers what was missed"),
+            _ => {}
+        }
+    }
+    assert_eq!(seen, written, "no gap, no duplicate, in log order");
+    assert!(
+        servers.len() >= 2,
+        "reconnected to another server: {servers:?}"
     );
 }

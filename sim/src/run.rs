@@ -82,6 +82,7 @@ fn server_config(options: &Options, id: u64) -> ServerConfig {
         cluster_id: 11,
         cluster_secret: "simulation cluster secret".into(),
         operator_tokens: vec![TOKEN.into()],
+        tokens: Vec::new(),
         data_dir: "/data".into(),
         servers: addresses(options.servers),
         shards: options.shards.clone(),

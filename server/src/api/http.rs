@@ -12,6 +12,7 @@
 //! | `POST /v1/shards/{id}/members` | `{"action": "add_learner" or "add_voter" or "remove", "server": N}` |
 //! | `POST /v1/shards/{id}/transfer` | `{"to": N}`: hands the shard's leadership to voter `N` |
 //! | `GET /v1/cluster/status` | per shard: leader, term, every replica's role, commit and applied index |
+//! | `GET /v1/ws` | the WebSocket gateway (`api/ws.rs`, `docs/websocket.md`) |
 //! | `GET /health`, `GET /metrics` | liveness; Prometheus text |
 //!
 //! The key-value, txn and membership routes need `Authorization: Bearer <operator token>`
@@ -19,11 +20,14 @@
 //! Errors are `{"code": ..., "message": ...}`. Limits: keys of at most 4 KiB, values and
 //! bodies of at most 1 MiB (413 beyond).
 
+use super::json::{self, text};
+use crate::auth::prefix_end;
+use crate::gateway::Gateway;
 use crate::metrics::Metrics;
-use crate::service::Service;
+use crate::service::{Service, compare_and_swap};
 use axum::body::Bytes as Body;
 use axum::extract::rejection::{BytesRejection, JsonRejection, PathRejection, QueryRejection};
-use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::extract::{DefaultBodyLimit, FromRef, Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware;
 use axum::response::{IntoResponse, Response as HttpResponse};
@@ -32,8 +36,8 @@ use axum::{Json, Router};
 use bytes::Bytes;
 use client::protocol::{KEY_BYTES_MAX, VALUE_BYTES_MAX};
 use client::{Consistency, ErrorCode, ErrorResponse, MembershipChange, Request, Response};
-use kv::{Compare, Op, OpResult, Txn, Versioned, Write, WriteResult};
-use serde::{Deserialize, Serialize};
+use kv::{OpResult, Versioned, Write, WriteResult};
+use serde::Deserialize;
 use serde_json::{Value as Json_, json};
 use std::future::Future;
 use std::pin::Pin;
@@ -48,12 +52,18 @@ use tokio_util::sync::CancellationToken;
 pub const BODY_BYTES_MAX: usize = VALUE_BYTES_MAX + 64 * 1024;
 
 /// Serves the API on `listener` until `shutdown`.
-pub(crate) async fn serve(listener: TcpListener, service: Service, shutdown: CancellationToken) {
-    let app = router(service);
+pub(crate) async fn serve(
+    listener: TcpListener,
+    service: Service,
+    gateway: Gateway,
+    shutdown: CancellationToken,
+) {
+    let app = router(service, gateway, shutdown.clone());
     let listener = LimitedListener {
         inner: listener,
         permits: Arc::new(Semaphore::new(CONNECTIONS_MAX)),
     };
+    let app = app.into_make_service_with_connect_info::<ConnectionSlot>();
     let result = axum::serve(listener, app)
         .with_graceful_shutdown(async move { shutdown.cancelled().await })
         .await;
@@ -68,8 +78,27 @@ pub const CONNECTIONS_MAX: usize = 512;
 /// clients cannot hold connections and memory for ever).
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// What the handlers share: the service, and the gateway for `/v1/ws`.
+#[derive(Clone)]
+pub(crate) struct AppState {
+    service: Service,
+    websockets: super::ws::WebSockets,
+}
+
+impl FromRef<AppState> for Service {
+    fn from_ref(state: &AppState) -> Service {
+        state.service.clone()
+    }
+}
+
+impl FromRef<AppState> for super::ws::WebSockets {
+    fn from_ref(state: &AppState) -> super::ws::WebSockets {
+        state.websockets.clone()
+    }
+}
+
 /// The routes, for tests that drive them without a socket.
-pub fn router(service: Service) -> Router {
+pub fn router(service: Service, gateway: Gateway, shutdown: CancellationToken) -> Router {
     // The key-value, txn and membership routes check the token before anything reads the
     // request's body.
     let protected = Router::new()
@@ -85,15 +114,20 @@ pub fn router(service: Service) -> Router {
             service.clone(),
             require_token,
         ));
+    let state = AppState {
+        websockets: super::ws::WebSockets::new(service.clone(), gateway, shutdown),
+        service,
+    };
     Router::new()
         .route("/health", get(health))
         .route("/metrics", get(metrics))
         .route("/v1/cluster/status", get(cluster_status))
+        .route("/v1/ws", get(super::ws::upgrade))
         .merge(protected)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(BODY_BYTES_MAX))
-        .with_state(service)
+        .with_state(state)
 }
 
 async fn require_token(
@@ -138,7 +172,7 @@ impl axum::serve::Listener for LimitedListener {
         let _ = stream.set_nodelay(true);
         let stream = LimitedStream {
             stream,
-            _permit: permit,
+            slot: ConnectionSlot::new(permit),
             idle: Box::pin(tokio::time::sleep(IDLE_TIMEOUT)),
         };
         (stream, address)
@@ -149,21 +183,77 @@ impl axum::serve::Listener for LimitedListener {
     }
 }
 
+/// A connection's place among the [`CONNECTIONS_MAX`] HTTP connections, shared with its
+/// handlers: a connection that becomes a WebSocket gives its place back (the gateway bounds
+/// its connections by itself) and leaves the HTTP idle timeout behind.
+#[derive(Clone, Debug)]
+pub(crate) struct ConnectionSlot {
+    inner: Arc<SlotState>,
+}
+
+#[derive(Debug)]
+struct SlotState {
+    permit: std::sync::Mutex<Option<tokio::sync::OwnedSemaphorePermit>>,
+    upgraded: std::sync::atomic::AtomicBool,
+}
+
+impl ConnectionSlot {
+    fn new(permit: tokio::sync::OwnedSemaphorePermit) -> ConnectionSlot {
+        ConnectionSlot {
+            inner: Arc::new(SlotState {
+                permit: std::sync::Mutex::new(Some(permit)),
+                upgraded: std::sync::atomic::AtomicBool::new(false),
+            }),
+        }
+    }
+
+    /// The connection is a WebSocket now.
+    pub(crate) fn upgraded(&self) {
+        self.inner
+            .upgraded
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Ok(mut permit) = self.inner.permit.lock() {
+            permit.take();
+        }
+    }
+
+    fn is_upgraded(&self) -> bool {
+        self.inner
+            .upgraded
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, LimitedListener>>
+    for ConnectionSlot
+{
+    fn connect_info(stream: axum::serve::IncomingStream<'_, LimitedListener>) -> ConnectionSlot {
+        stream.io().slot.clone()
+    }
+}
+
 /// A connection that holds one of the listener's permits and times out when idle.
 struct LimitedStream {
     stream: tokio::net::TcpStream,
-    _permit: tokio::sync::OwnedSemaphorePermit,
+    slot: ConnectionSlot,
     idle: Pin<Box<tokio::time::Sleep>>,
 }
 
 impl LimitedStream {
     fn progress(&mut self) {
+        if self.slot.is_upgraded() {
+            return;
+        }
         self.idle
             .as_mut()
             .reset(tokio::time::Instant::now() + IDLE_TIMEOUT);
     }
 
     fn check_idle(&mut self, context: &mut Context<'_>) -> Poll<std::io::Error> {
+        if self.slot.is_upgraded() {
+            // A WebSocket keeps itself alive (pings) and times out by its own rules.
+            return Poll::Pending;
+        }
         match self.idle.as_mut().poll(context) {
             Poll::Ready(()) => Poll::Ready(std::io::ErrorKind::TimedOut.into()),
             Poll::Pending => Poll::Pending,
@@ -336,20 +426,7 @@ fn path_value<T>(path: Result<Path<T>, PathRejection>) -> Result<T, ApiError> {
 }
 
 fn check_key(key: &str) -> Result<Bytes, ApiError> {
-    if key.is_empty() {
-        return Err(ApiError::bad_request("the key is empty"));
-    }
-    if key.len() > KEY_BYTES_MAX {
-        return Err(ApiError::bad_request(format!(
-            "key of {} bytes exceeds the limit of {KEY_BYTES_MAX} bytes",
-            key.len()
-        )));
-    }
-    Ok(Bytes::copy_from_slice(key.as_bytes()))
-}
-
-fn text(bytes: &Bytes) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
+    json::key(key).map_err(ApiError::bad_request)
 }
 
 fn versioned_json(key: &Bytes, versioned: &Versioned) -> Json_ {
@@ -595,22 +672,9 @@ async fn post_key(
         };
         let key = check_key(key)?;
         let Json(body) = body?;
-        let compare = match body.expected {
-            None => Compare::Absent { key: key.clone() },
-            Some(expected) => Compare::ValueEquals {
-                key: key.clone(),
-                value: Bytes::from(expected),
-            },
-        };
-        let txn = Txn {
-            compares: vec![compare],
-            success: vec![Op::Put {
-                key: key.clone(),
-                value: Bytes::from(body.value),
-            }],
-            failure: vec![Op::Get { key: key.clone() }],
-        };
-        let (shard, index, outcome) = write(&service, &headers, Write::Txn(txn)).await?;
+        let expected = body.expected.map(Bytes::from);
+        let cas = compare_and_swap(key, expected, Bytes::from(body.value));
+        let (shard, index, outcome) = write(&service, &headers, cas).await?;
         match outcome {
             WriteResult::Txn {
                 succeeded: true, ..
@@ -647,18 +711,6 @@ struct ListQuery {
     prefix: Option<String>,
     limit: Option<u32>,
     consistency: Option<String>,
-}
-
-/// The end of the range of keys that start with `prefix` (empty: no end).
-fn prefix_end(prefix: &[u8]) -> Bytes {
-    let mut end = prefix.to_vec();
-    while let Some(last) = end.pop() {
-        if last < 0xff {
-            end.push(last + 1);
-            return Bytes::from(end);
-        }
-    }
-    Bytes::new()
 }
 
 async fn list(
@@ -700,115 +752,20 @@ async fn list(
     finish(&service, result)
 }
 
-/// One compare of `POST /v1/txn`.
-#[derive(Deserialize, Serialize)]
-#[serde(tag = "op", rename_all = "snake_case", deny_unknown_fields)]
-enum JsonCompare {
-    ValueEquals { key: String, value: String },
-    ModIndexEquals { key: String, mod_index: u64 },
-    Absent { key: String },
-    Exists { key: String },
-}
-
-/// One operation of `POST /v1/txn`.
-#[derive(Deserialize, Serialize)]
-#[serde(tag = "op", rename_all = "snake_case", deny_unknown_fields)]
-enum JsonOp {
-    Put { key: String, value: String },
-    Delete { key: String },
-    Get { key: String },
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct TxnBody {
-    #[serde(default)]
-    compare: Vec<JsonCompare>,
-    #[serde(default)]
-    success: Vec<JsonOp>,
-    #[serde(default)]
-    failure: Vec<JsonOp>,
-}
-
-fn to_op(op: JsonOp) -> Result<Op, ApiError> {
-    Ok(match op {
-        JsonOp::Put { key, value } => Op::Put {
-            key: check_key(&key)?,
-            value: Bytes::from(value),
-        },
-        JsonOp::Delete { key } => Op::Delete {
-            key: check_key(&key)?,
-        },
-        JsonOp::Get { key } => Op::Get {
-            key: check_key(&key)?,
-        },
-    })
-}
-
 async fn txn(
     State(service): State<Service>,
     headers: HeaderMap,
-    body: Result<Json<TxnBody>, JsonRejection>,
+    body: Result<Json<json::JsonTxn>, JsonRejection>,
 ) -> HttpResponse {
     let result = async {
         authorize(&service, &headers)?;
         let Json(body) = body?;
-        let mut compares = Vec::new();
-        for compare in body.compare {
-            compares.push(match compare {
-                JsonCompare::ValueEquals { key, value } => Compare::ValueEquals {
-                    key: check_key(&key)?,
-                    value: Bytes::from(value),
-                },
-                JsonCompare::ModIndexEquals { key, mod_index } => Compare::ModIndexEquals {
-                    key: check_key(&key)?,
-                    mod_index,
-                },
-                JsonCompare::Absent { key } => Compare::Absent {
-                    key: check_key(&key)?,
-                },
-                JsonCompare::Exists { key } => Compare::Exists {
-                    key: check_key(&key)?,
-                },
-            });
-        }
-        let success = body
-            .success
-            .into_iter()
-            .map(to_op)
-            .collect::<Result<_, _>>()?;
-        let failure = body
-            .failure
-            .into_iter()
-            .map(to_op)
-            .collect::<Result<_, _>>()?;
-        let txn = Txn {
-            compares,
-            success,
-            failure,
-        };
+        let txn = body.into_txn().map_err(ApiError::bad_request)?;
         let (shard, index, outcome) = write(&service, &headers, Write::Txn(txn)).await?;
         let WriteResult::Txn { succeeded, results } = outcome else {
             return Err(unexpected("a txn answered as another write"));
         };
-        let results: Vec<Json_> = results
-            .iter()
-            .map(|result| match result {
-                OpResult::Put { .. } => json!({"op": "put"}),
-                OpResult::Delete { previous } => {
-                    json!({"op": "delete", "deleted": previous.is_some()})
-                }
-                OpResult::Get {
-                    current: Some(versioned),
-                } => json!({
-                    "op": "get",
-                    "value": text(&versioned.value),
-                    "create_index": versioned.create_index,
-                    "mod_index": versioned.mod_index,
-                }),
-                OpResult::Get { current: None } => json!({"op": "get", "value": null}),
-            })
-            .collect();
+        let results = json::op_results(&results);
         Ok(Json(
             json!({"succeeded": succeeded, "shard": shard, "index": index, "results": results}),
         )
@@ -879,17 +836,4 @@ async fn transfer(
     }
     .await;
     finish(&service, result)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::prefix_end;
-
-    #[test]
-    fn the_end_of_a_prefix_range_is_the_next_prefix() {
-        assert_eq!(&prefix_end(b"us/")[..], b"us0");
-        assert_eq!(&prefix_end(b"a\xff")[..], b"b");
-        assert_eq!(&prefix_end(b"\xff\xff")[..], b"");
-        assert_eq!(&prefix_end(b"")[..], b"");
-    }
 }

@@ -2,4 +2,7 @@
 
 #[cfg(not(madsim))]
 pub mod http;
+pub(crate) mod json;
 pub(crate) mod native;
+#[cfg(not(madsim))]
+pub(crate) mod ws;

@@ -18,6 +18,7 @@ pub(crate) mod disk;
 mod replica;
 
 use crate::config::ServerConfig;
+use crate::gateway::Gateway;
 use crate::metrics::Metrics;
 use crate::observe::Observer;
 use crate::peer::{PeerMessage, SNAPSHOT_CHUNK_BYTES, SnapshotChunk};
@@ -56,9 +57,9 @@ pub(crate) enum NodeRequest {
     },
 }
 
-/// What the node loop shares with the service: leader hints and the forwards waiting for a
-/// reply.
-#[derive(Debug, Default)]
+/// What the node loop shares with the service and the gateway: leader hints, the forwards
+/// waiting for a reply, and where applied changes are published.
+#[derive(Debug)]
 pub(crate) struct Shared {
     /// The leader each local replica knows of, by shard (0: none known).
     pub leaders: Mutex<BTreeMap<ShardId, ServerId>>,
@@ -70,6 +71,8 @@ pub(crate) struct Shared {
     pub clock_drift_ppm: i32,
     /// See [`crate::StartOptions::wall_clock`].
     pub wall_clock: crate::WallClock,
+    /// Where applied changes are published for subscribers.
+    pub gateway: Gateway,
 }
 
 /// A forwarded request waiting for its reply.
@@ -144,6 +147,8 @@ pub(crate) struct NodeLoop<F: FileSystem> {
     catch_up_ticks_max: u32,
     next_read_id: u64,
     observer: Option<Arc<dyn Observer>>,
+    /// Where applied changes are published for subscribers.
+    gateway: Gateway,
 }
 
 /// How the loop ended.
@@ -164,12 +169,14 @@ where
         metrics: Arc<Metrics>,
     ) -> NodeLoop<F> {
         let observer = shared.observer.clone();
+        let gateway = shared.gateway.clone();
         let replicas = replicas
             .into_iter()
             .map(|(spec, node, machine)| {
                 if let Some(observer) = &observer {
                     observer.replica_started(config.server_id, spec.id, node.term(), node.vote());
                 }
+                gateway.open_shard(spec.id, machine.applied_index());
                 let replica = Replica::new(spec, node, machine, metrics.clone(), observer.clone());
                 (replica.spec.id, replica)
             })
@@ -201,6 +208,7 @@ where
             catch_up_ticks_max: 4 * timing.election_ticks,
             next_read_id: 1,
             observer,
+            gateway,
         }
     }
 
@@ -496,6 +504,7 @@ where
             "joining shard as a new replica"
         );
         let machine = kv::StateMachine::new(kv::Limits::default());
+        self.gateway.open_shard(spec.id, machine.applied_index());
         let replica = Replica::new(
             spec.clone(),
             node,
@@ -701,9 +710,23 @@ where
             let replica = self.replicas.get_mut(&shard).expect("held replicas stay");
             if let Some(snapshot) = &ready.snapshot {
                 replica.install_snapshot(snapshot, limits);
+                if replica.machine.applied_index() == snapshot.meta.index {
+                    self.gateway.snapshot_installed(shard, snapshot.meta.index);
+                }
             }
+            let mut changed = Vec::new();
             for entry in &ready.committed_entries {
-                replica.apply(entry);
+                if let Some(applied) = replica.apply(entry)
+                    && !applied.changes.is_empty()
+                {
+                    changed.push((applied.index, applied.changes));
+                }
+            }
+            // Published once applied (never earlier): the gateway queues them for its
+            // dispatcher and returns at once.
+            if !ready.committed_entries.is_empty() {
+                let applied = replica.machine.applied_index();
+                self.gateway.publish(shard, changed, applied);
             }
             for read in &ready.read_states {
                 replica.read_confirmed(read.request_id, read.index);

@@ -6,7 +6,8 @@
 
 use client::{Client, ClientConfig, ClusterStatus};
 use server::{
-    Listeners, ServerAddresses, ServerConfig, ServerHandle, ShardSpec, StartOptions, Timing,
+    Listeners, ScopedToken, ServerAddresses, ServerConfig, ServerHandle, ShardSpec, StartOptions,
+    Timing,
 };
 use std::time::Duration;
 use storage::{Crash, MemFs};
@@ -14,6 +15,8 @@ use tokio::net::TcpListener;
 
 pub const TOKEN: &str = "test-operator-token-0123456789";
 pub const SECRET: &str = "test-cluster-secret-0123456789";
+/// A token that reaches only the keys under `us/` (the gateway's scoped tokens).
+pub const USERS_TOKEN: &str = "test-users-token-0123456789";
 
 async fn bind_any() -> TcpListener {
     TcpListener::bind("127.0.0.1:0").await.unwrap()
@@ -41,20 +44,29 @@ pub struct TestCluster {
 impl TestCluster {
     /// Starts `count` servers (ids 1..=count) holding `shards`.
     pub async fn start(count: usize, shards: Vec<ShardSpec>) -> TestCluster {
+        TestCluster::start_with(count, shards, server::Limits::default()).await
+    }
+
+    /// Starts `count` servers holding `shards`, with `limits`.
+    pub async fn start_with(
+        count: usize,
+        shards: Vec<ShardSpec>,
+        limits: server::Limits,
+    ) -> TestCluster {
         let mut listeners = Vec::new();
         let mut addresses = Vec::new();
         for id in 1..=count as u64 {
-            let (peer, client) = (bind_any().await, bind_any().await);
+            let (peer, client, http) = (bind_any().await, bind_any().await, bind_any().await);
             addresses.push(ServerAddresses {
                 id,
                 peer: peer.local_addr().unwrap(),
                 client: client.local_addr().unwrap(),
-                http: None,
+                http: Some(http.local_addr().unwrap()),
             });
             listeners.push(Listeners {
                 peer,
                 client,
-                http: None,
+                http: Some(http),
             });
         }
         let configs: Vec<ServerConfig> = (1..=count as u64)
@@ -63,11 +75,15 @@ impl TestCluster {
                 cluster_id: 9,
                 cluster_secret: SECRET.to_owned(),
                 operator_tokens: vec![TOKEN.to_owned()],
+                tokens: vec![ScopedToken {
+                    token: USERS_TOKEN.to_owned(),
+                    prefixes: vec!["us/".to_owned()],
+                }],
                 data_dir: format!("/data/{id}").into(),
                 servers: addresses.clone(),
                 shards: shards.clone(),
                 timing: fast_timing(),
-                limits: Default::default(),
+                limits: limits.clone(),
             })
             .collect();
         let disks: Vec<MemFs> = (0..count)
@@ -144,6 +160,19 @@ impl TestCluster {
         let mut config = ClientConfig::new(servers, TOKEN);
         config.attempt_timeout = Duration::from_secs(2);
         Client::new(config)
+    }
+
+    /// The WebSocket URL of server `id`.
+    pub fn ws_url(&self, id: u64) -> String {
+        let http = self.configs[id as usize - 1].me().http.expect("HTTP is on");
+        format!("ws://{http}/v1/ws")
+    }
+
+    /// The WebSocket URLs of every server, in id order.
+    pub fn ws_urls(&self) -> Vec<String> {
+        (1..=self.configs.len() as u64)
+            .map(|id| self.ws_url(id))
+            .collect()
     }
 
     pub fn running(&self) -> impl Iterator<Item = &ServerHandle> {

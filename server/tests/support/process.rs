@@ -77,6 +77,7 @@ impl ProcessCluster {
                 cluster_id: 5,
                 cluster_secret: SECRET.to_owned(),
                 operator_tokens: vec![TOKEN.to_owned()],
+                tokens: Vec::new(),
                 data_dir: dir.join(format!("server-{id}")),
                 servers: servers.clone(),
                 shards: shards.clone(),

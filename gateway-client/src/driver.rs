@@ -1,0 +1,367 @@
+//! The task behind a [`GatewayClient`](crate::GatewayClient): it owns the connection, makes
+//! it again when it drops (next server, backoff), subscribes again from the last positions,
+//! and routes frames to events and replies.
+
+use crate::{Change, Command, Event, GatewayConfig, GatewayError, Position, Positions};
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, oneshot};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
+type Reply<T> = oneshot::Sender<Result<T, GatewayError>>;
+
+pub(crate) struct Driver {
+    config: GatewayConfig,
+    commands: mpsc::Receiver<Command>,
+    events: mpsc::Sender<Event>,
+    /// The last positions delivered, per channel (shared with the client's handle).
+    positions: Arc<Mutex<BTreeMap<String, Positions>>>,
+    /// The subscribed channels, with the positions the user asked to start from (used until
+    /// the server acknowledged the subscription once).
+    channels: BTreeMap<String, Option<Positions>>,
+    /// Subscriptions the user waits on, kept across reconnections until acknowledged.
+    awaiting: BTreeMap<String, Reply<Positions>>,
+    next_server: usize,
+    next_request_id: u64,
+}
+
+/// Why a connection ended.
+type Ending = String;
+
+impl Driver {
+    pub(crate) fn new(
+        config: GatewayConfig,
+        commands: mpsc::Receiver<Command>,
+        events: mpsc::Sender<Event>,
+        positions: Arc<Mutex<BTreeMap<String, Positions>>>,
+    ) -> Driver {
+        Driver {
+            config,
+            commands,
+            events,
+            positions,
+            channels: BTreeMap::new(),
+            awaiting: BTreeMap::new(),
+            next_server: 0,
+            next_request_id: 1,
+        }
+    }
+
+    /// Connects, serves, reconnects, until the client is dropped.
+    pub(crate) async fn run(mut self) {
+        let mut backoff = self.config.backoff_min;
+        loop {
+            if self.config.servers.is_empty() {
+                return;
+            }
+            let server = self.config.servers[self.next_server % self.config.servers.len()].clone();
+            self.next_server += 1;
+            match self.connect(&server).await {
+                Ok(socket) => {
+                    backoff = self.config.backoff_min;
+                    let connected = Event::Connected {
+                        server: server.clone(),
+                    };
+                    if self.events.send(connected).await.is_err() {
+                        return;
+                    }
+                    let Some(reason) = self.serve(socket).await else {
+                        return;
+                    };
+                    let disconnected = Event::Disconnected { server, reason };
+                    if self.events.send(disconnected).await.is_err() {
+                        return;
+                    }
+                    // The next server at once, but never in a tight loop.
+                    tokio::time::sleep(self.config.backoff_min).await;
+                }
+                Err(_) => {
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(self.config.backoff_max);
+                }
+            }
+        }
+    }
+
+    /// Opens a connection, authenticates, and subscribes to every channel again.
+    async fn connect(&mut self, server: &str) -> Result<Socket, Ending> {
+        let timeout = self.config.connect_timeout;
+        let connecting = tokio_tungstenite::connect_async(server);
+        let (mut socket, _) = tokio::time::timeout(timeout, connecting)
+            .await
+            .map_err(|_| "connect timeout".to_owned())?
+            .map_err(|error| error.to_string())?;
+        let auth = json!({"op": "auth", "token": self.config.token});
+        send(&mut socket, &auth).await?;
+        let answer = tokio::time::timeout(timeout, next_text(&mut socket))
+            .await
+            .map_err(|_| "no answer to auth".to_owned())??;
+        if answer["op"] != "authenticated" {
+            let code = answer["code"].as_str().unwrap_or("unexpected").to_owned();
+            let message = answer["message"].as_str().unwrap_or_default().to_owned();
+            let _ = self.events.send(Event::Error { code, message }).await;
+            return Err("authentication refused".to_owned());
+        }
+        let channels: Vec<(String, Option<Positions>)> = self
+            .channels
+            .iter()
+            .map(|(channel, from)| {
+                let seen = self
+                    .positions
+                    .lock()
+                    .expect("positions lock")
+                    .get(channel)
+                    .cloned();
+                (channel.clone(), seen.or_else(|| from.clone()))
+            })
+            .collect();
+        for (channel, from) in channels {
+            send(&mut socket, &subscribe_frame(&channel, from.as_ref())).await?;
+        }
+        Ok(socket)
+    }
+
+    /// Serves one connection; `None` when the client was dropped, else why it ended.
+    async fn serve(&mut self, mut socket: Socket) -> Option<Ending> {
+        let mut pending: HashMap<u64, Reply<Value>> = HashMap::new();
+        loop {
+            tokio::select! {
+                biased;
+                command = self.commands.recv() => {
+                    let command = command?;
+                    if let Err(ending) = self.on_command(&mut socket, command, &mut pending).await {
+                        return Some(ending);
+                    }
+                }
+                message = tokio::time::timeout(self.config.idle_timeout, socket.next()) => {
+                    let message = match message {
+                        Err(_) => return Some("idle".to_owned()),
+                        Ok(None) => return Some("closed".to_owned()),
+                        Ok(Some(Err(error))) => return Some(error.to_string()),
+                        Ok(Some(Ok(message))) => message,
+                    };
+                    match message {
+                        Message::Text(text) => {
+                            let frame = serde_json::from_str(text.as_str()).unwrap_or(Value::Null);
+                            if !self.on_frame(frame, &mut pending).await {
+                                return None;
+                            }
+                        }
+                        Message::Close(frame) => {
+                            let reason = frame.map_or_else(String::new, |frame| frame.reason.to_string());
+                            return Some(reason);
+                        }
+                        _ => {}
+                    }
+                }
+            }
+        }
+    }
+
+    async fn on_command(
+        &mut self,
+        socket: &mut Socket,
+        command: Command,
+        pending: &mut HashMap<u64, Reply<Value>>,
+    ) -> Result<(), Ending> {
+        match command {
+            Command::Subscribe {
+                channel,
+                from,
+                reply,
+            } => {
+                if self.channels.contains_key(&channel) {
+                    let at = self
+                        .positions
+                        .lock()
+                        .expect("positions lock")
+                        .get(&channel)
+                        .cloned();
+                    let _ = reply.send(Ok(at.unwrap_or_default()));
+                    return Ok(());
+                }
+                let frame = subscribe_frame(&channel, from.as_ref());
+                self.channels.insert(channel.clone(), from);
+                self.awaiting.insert(channel, reply);
+                send(socket, &frame).await
+            }
+            Command::Unsubscribe { channel } => {
+                self.forget(&channel);
+                send(socket, &json!({"op": "unsubscribe", "channel": channel})).await
+            }
+            Command::Request { call, reply } => {
+                let id = self.next_request_id;
+                self.next_request_id += 1;
+                let mut frame = call;
+                frame["op"] = json!("request");
+                frame["id"] = json!(id);
+                pending.insert(id, reply);
+                send(socket, &frame).await
+            }
+        }
+    }
+
+    /// Records `change` as the last delivered of its channel and shard.
+    fn delivered(&self, change: &Change) {
+        let mut positions = self.positions.lock().expect("positions lock");
+        let channel_positions = positions.entry(change.channel.clone()).or_default();
+        channel_positions.insert(change.position.shard, change.position.index);
+    }
+
+    fn forget(&mut self, channel: &str) {
+        self.channels.remove(channel);
+        self.positions
+            .lock()
+            .expect("positions lock")
+            .remove(channel);
+    }
+
+    /// Handles one frame from the server; false when the user dropped the client.
+    async fn on_frame(&mut self, frame: Value, pending: &mut HashMap<u64, Reply<Value>>) -> bool {
+        let channel = frame["channel"].as_str().unwrap_or_default().to_owned();
+        match frame["op"].as_str().unwrap_or_default() {
+            "change" => match parse_change(&frame) {
+                Some(change) if self.channels.contains_key(&change.channel) => {
+                    self.delivered(&change);
+                    return self.events.send(Event::Change(change)).await.is_ok();
+                }
+                _ => {}
+            },
+            "subscribed" => {
+                let at = parse_positions(&frame["at"]);
+                self.positions
+                    .lock()
+                    .expect("positions lock")
+                    .insert(channel.clone(), at.clone());
+                if let Some(reply) = self.awaiting.remove(&channel) {
+                    let _ = reply.send(Ok(at));
+                }
+            }
+            "resync" => {
+                let at = parse_positions(&frame["at"]);
+                self.positions
+                    .lock()
+                    .expect("positions lock")
+                    .insert(channel.clone(), at.clone());
+                return self
+                    .events
+                    .send(Event::Resync { channel, at })
+                    .await
+                    .is_ok();
+            }
+            "reply" => {
+                if let Some(reply) = frame["id"].as_u64().and_then(|id| pending.remove(&id)) {
+                    let _ = reply.send(Ok(frame));
+                }
+            }
+            "error" => return self.on_error(frame, channel, pending).await,
+            _ => {}
+        }
+        true
+    }
+
+    async fn on_error(
+        &mut self,
+        frame: Value,
+        channel: String,
+        pending: &mut HashMap<u64, Reply<Value>>,
+    ) -> bool {
+        let error = GatewayError::Server {
+            code: frame["code"].as_str().unwrap_or_default().to_owned(),
+            message: frame["message"].as_str().unwrap_or_default().to_owned(),
+        };
+        if let Some(reply) = frame["id"].as_u64().and_then(|id| pending.remove(&id)) {
+            let _ = reply.send(Err(error));
+            return true;
+        }
+        if !channel.is_empty() && self.channels.contains_key(&channel) {
+            // The subscription was refused: it is not made again on the next connection.
+            self.forget(&channel);
+            if let Some(reply) = self.awaiting.remove(&channel) {
+                let _ = reply.send(Err(error));
+                return true;
+            }
+        }
+        let GatewayError::Server { code, message } = error else {
+            return true;
+        };
+        self.events
+            .send(Event::Error { code, message })
+            .await
+            .is_ok()
+    }
+}
+
+fn subscribe_frame(channel: &str, from: Option<&Positions>) -> Value {
+    match from {
+        Some(from) => json!({"op": "subscribe", "channel": channel, "from": from}),
+        None => json!({"op": "subscribe", "channel": channel}),
+    }
+}
+
+async fn send(socket: &mut Socket, frame: &Value) -> Result<(), Ending> {
+    let text = frame.to_string();
+    socket
+        .send(Message::Text(text.into()))
+        .await
+        .map_err(|error| error.to_string())
+}
+
+/// The next text frame, parsed.
+async fn next_text(socket: &mut Socket) -> Result<Value, Ending> {
+    loop {
+        match socket.next().await {
+            None => return Err("closed".to_owned()),
+            Some(Err(error)) => return Err(error.to_string()),
+            Some(Ok(Message::Text(text))) => {
+                return serde_json::from_str(text.as_str()).map_err(|error| error.to_string());
+            }
+            Some(Ok(Message::Close(_))) => return Err("closed".to_owned()),
+            Some(Ok(_)) => {}
+        }
+    }
+}
+
+fn parse_positions(value: &Value) -> Positions {
+    serde_json::from_value(value.clone()).unwrap_or_default()
+}
+
+fn parse_change(frame: &Value) -> Option<Change> {
+    let position: Position = serde_json::from_value(frame["position"].clone()).ok()?;
+    Some(Change {
+        channel: frame["channel"].as_str()?.to_owned(),
+        position,
+        key: frame["key"].as_str()?.to_owned(),
+        value: frame["value"].as_str().map(str::to_owned),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_change_frame_becomes_a_change_and_a_deletion_has_no_value() {
+        let frame = json!({"op": "change", "channel": "kv:us/", "position": {"shard": 4, "index": 9},
+                           "key": "us/alice", "value": null});
+        let change = parse_change(&frame).unwrap();
+        assert_eq!(change.position, Position { shard: 4, index: 9 });
+        assert_eq!((change.key.as_str(), change.value), ("us/alice", None));
+        assert_eq!(parse_change(&json!({"op": "change", "key": "k"})), None);
+    }
+
+    #[test]
+    fn a_subscription_is_resumed_from_its_positions_only_when_it_has_some() {
+        let fresh = subscribe_frame("kv:", None);
+        assert_eq!(fresh, json!({"op": "subscribe", "channel": "kv:"}));
+        let from: Positions = [(1, 5), (4, 77)].into_iter().collect();
+        let resumed = subscribe_frame("kv:", Some(&from));
+        assert_eq!(resumed["from"], json!({"1": 5, "4": 77}));
+        assert_eq!(parse_positions(&resumed["from"]), from);
+    }
+}

@@ -1,0 +1,581 @@
+//! One client connection's protocol, whatever carries its text messages (the WebSocket adapter
+//! outside the simulator; a test or the simulator directly): authentication, subscriptions and
+//! requests in, frames out through the connection's [`Outbox`]. Bad input is answered with an
+//! error frame and counted; nothing a client sends can panic the server.
+//!
+//! The protocol is described in `docs/websocket.md`.
+
+use super::frames::{self, ErrorContext, Positions};
+use super::{
+    Channel, ChannelError, Gateway, Outbox, Outgoing, Pushed, SubscribeError, SubscriberId,
+};
+use crate::api::json::{JsonCompare, JsonOp, JsonTxn, op_results, text};
+use crate::auth::{Permissions, prefix_end};
+use crate::metrics::Metrics;
+use crate::service::{Service, compare_and_swap};
+use bytes::Bytes;
+use client::protocol::VALUE_BYTES_MAX;
+use client::{Consistency, Request, Response};
+use kv::{OpResult, Versioned, Write, WriteResult};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+/// The largest text message a client may send, in bytes: a value at its limit plus room for
+/// the JSON around it. Larger messages are answered with a `too_large` error.
+pub const MESSAGE_BYTES_MAX: usize = VALUE_BYTES_MAX + 64 * 1024;
+
+/// One connection's state.
+#[derive(Debug)]
+pub struct Session {
+    gateway: Gateway,
+    service: Service,
+    id: SubscriberId,
+    outbox: Outbox,
+    permissions: Option<Arc<Permissions>>,
+    channels: Vec<Channel>,
+    requests_in_flight: Arc<AtomicUsize>,
+}
+
+/// A refusal: the error frame's code and message.
+struct Refusal {
+    code: &'static str,
+    message: String,
+}
+
+fn refuse(code: &'static str, message: impl Into<String>) -> Refusal {
+    Refusal {
+        code,
+        message: message.into(),
+    }
+}
+
+#[derive(Deserialize)]
+struct Auth {
+    token: String,
+}
+
+#[derive(Deserialize)]
+struct Subscribe {
+    channel: String,
+    from: Option<Positions>,
+}
+
+#[derive(Deserialize)]
+struct Unsubscribe {
+    channel: String,
+}
+
+/// A request over the socket, by `method`: the key-value operations of the HTTP API.
+#[derive(Deserialize)]
+#[serde(tag = "method", rename_all = "snake_case")]
+enum Call {
+    Get {
+        key: String,
+        #[serde(default)]
+        stale: bool,
+    },
+    List {
+        #[serde(default)]
+        prefix: String,
+        limit: Option<u32>,
+        #[serde(default)]
+        stale: bool,
+    },
+    Put {
+        key: String,
+        value: String,
+        request_id: Option<String>,
+    },
+    Delete {
+        key: String,
+        request_id: Option<String>,
+    },
+    Cas {
+        key: String,
+        expected: Option<String>,
+        value: String,
+        request_id: Option<String>,
+    },
+    Txn {
+        #[serde(default)]
+        compare: Vec<JsonCompare>,
+        #[serde(default)]
+        success: Vec<JsonOp>,
+        #[serde(default)]
+        failure: Vec<JsonOp>,
+        request_id: Option<String>,
+    },
+}
+
+impl Session {
+    /// A new connection's session; its frames go to [`Session::outbox`].
+    pub fn new(gateway: Gateway, service: Service) -> Session {
+        let outbox = Outbox::new(gateway.limits().queue_frames);
+        let metrics = gateway.metrics();
+        Metrics::add(&metrics.counters.ws_connections, 1);
+        metrics
+            .gauges
+            .ws_connections_open
+            .fetch_add(1, Ordering::Relaxed);
+        Session {
+            id: gateway.new_subscriber(),
+            gateway,
+            service,
+            outbox,
+            permissions: None,
+            channels: Vec::new(),
+            requests_in_flight: Arc::new(AtomicUsize::new(0)),
+        }
+    }
+
+    /// The queue of frames to write to the client.
+    pub fn outbox(&self) -> &Outbox {
+        &self.outbox
+    }
+
+    /// The client sent a text message.
+    pub fn on_text(&mut self, text: &str) {
+        if text.len() > MESSAGE_BYTES_MAX {
+            self.on_oversized(text.len());
+            return;
+        }
+        let value: Value = match serde_json::from_str(text) {
+            Ok(value) => value,
+            Err(error) => {
+                let counters = &self.gateway.metrics().counters;
+                Metrics::add(&counters.ws_malformed, 1);
+                self.send_error(
+                    refuse("malformed", format!("not JSON: {error}")),
+                    ErrorContext::default(),
+                );
+                return;
+            }
+        };
+        let op = value.get("op").and_then(Value::as_str).unwrap_or_default();
+        let result = match op {
+            "auth" => self.auth(value),
+            "subscribe" => self.subscribe(value),
+            "unsubscribe" => self.unsubscribe(value),
+            "request" => self.request(value),
+            "ping" => {
+                self.push(frames::pong());
+                Ok(())
+            }
+            _ => Err((
+                refuse("unknown_op", format!("unknown op {op:?}")),
+                ErrorContext::default(),
+            )),
+        };
+        if let Err((refusal, context)) = result {
+            self.count_refusal(refusal.code);
+            self.send_error(refusal, context);
+        }
+    }
+
+    /// The client sent a message larger than [`MESSAGE_BYTES_MAX`] (the adapter may cut it
+    /// off before it is read whole).
+    pub fn on_oversized(&mut self, bytes: usize) {
+        Metrics::add(&self.gateway.metrics().counters.ws_oversized, 1);
+        let message = format!("a message has at most {MESSAGE_BYTES_MAX} bytes, not {bytes}");
+        self.send_error(refuse("too_large", message), ErrorContext::default());
+    }
+
+    /// The client sent a binary message: the protocol is JSON text.
+    pub fn on_binary(&mut self) {
+        Metrics::add(&self.gateway.metrics().counters.ws_malformed, 1);
+        let refusal = refuse("malformed", "messages are JSON text frames, not binary");
+        self.send_error(refusal, ErrorContext::default());
+    }
+
+    fn count_refusal(&self, code: &str) {
+        let counters = &self.gateway.metrics().counters;
+        let counter = match code {
+            "unknown_channel" => &counters.ws_unknown_channels,
+            "forbidden" => &counters.ws_forbidden,
+            "unauthenticated" => &counters.ws_unauthenticated,
+            "too_large" => &counters.ws_oversized,
+            "unauthorized" => return, // counted by the service
+            _ => &counters.ws_malformed,
+        };
+        Metrics::add(counter, 1);
+    }
+
+    fn push(&self, frame: Bytes) {
+        push_frame(&self.outbox, self.gateway.metrics(), frame);
+    }
+
+    fn send_error(&self, refusal: Refusal, context: ErrorContext) {
+        self.push(frames::error(refusal.code, &refusal.message, &context));
+    }
+
+    fn permissions(&self) -> Result<Arc<Permissions>, Refusal> {
+        self.permissions.clone().ok_or_else(|| {
+            refuse(
+                "unauthenticated",
+                "send {\"op\":\"auth\",\"token\":...} first",
+            )
+        })
+    }
+
+    fn auth(&mut self, value: Value) -> Result<(), (Refusal, ErrorContext)> {
+        let no_context = |refusal| (refusal, ErrorContext::default());
+        let Auth { token } = parse(value).map_err(no_context)?;
+        if self.permissions.is_some() {
+            return Err(no_context(refuse("bad_request", "already authenticated")));
+        }
+        match self.service.authenticate(&token) {
+            Some(permissions) => {
+                self.permissions = Some(Arc::new(permissions));
+                self.push(frames::authenticated(self.gateway.server_id()));
+                Ok(())
+            }
+            None => Err(no_context(refuse("unauthorized", "unknown token"))),
+        }
+    }
+
+    fn subscribe(&mut self, value: Value) -> Result<(), (Refusal, ErrorContext)> {
+        let channel_name = value
+            .get("channel")
+            .and_then(Value::as_str)
+            .map(str::to_owned);
+        let context = ErrorContext {
+            id: None,
+            channel: channel_name,
+        };
+        let with_context = |refusal| (refusal, context.clone());
+        let permissions = self.permissions().map_err(with_context)?;
+        let Subscribe {
+            channel: name,
+            from,
+        } = parse(value).map_err(with_context)?;
+        let map = self.gateway.shard_map();
+        let channel = Channel::parse(&name, map).map_err(|error| {
+            let code = match error {
+                ChannelError::TooLong => "too_large",
+                _ => "unknown_channel",
+            };
+            with_context(refuse(code, error.to_string()))
+        })?;
+        if !channel.allowed(&permissions, map) {
+            let message = format!("this token may not read {name}");
+            return Err(with_context(refuse("forbidden", message)));
+        }
+        let max = self.gateway.limits().subscriptions_per_connection_max;
+        if self.channels.len() >= max {
+            let message = format!("at most {max} subscriptions per connection");
+            return Err(with_context(refuse("too_many_subscriptions", message)));
+        }
+        let subscribed =
+            self.gateway
+                .subscribe(self.id, &self.outbox, &channel, &name, from.as_ref());
+        match subscribed {
+            Ok(()) => {
+                self.channels.push(channel);
+                Ok(())
+            }
+            Err(error @ SubscribeError::AlreadySubscribed(_)) => Err(with_context(refuse(
+                "already_subscribed",
+                error.to_string(),
+            ))),
+            Err(error @ SubscribeError::NotHosted { .. }) => {
+                Err(with_context(refuse("not_hosted", error.to_string())))
+            }
+        }
+    }
+
+    fn unsubscribe(&mut self, value: Value) -> Result<(), (Refusal, ErrorContext)> {
+        let no_context = |refusal| (refusal, ErrorContext::default());
+        self.permissions().map_err(no_context)?;
+        let Unsubscribe { channel: name } = parse(value).map_err(no_context)?;
+        let context = ErrorContext {
+            id: None,
+            channel: Some(name.clone()),
+        };
+        let position = Channel::parse(&name, self.gateway.shard_map())
+            .ok()
+            .and_then(|channel| self.channels.iter().position(|held| *held == channel));
+        let Some(position) = position else {
+            return Err((
+                refuse("not_subscribed", format!("not subscribed to {name}")),
+                context,
+            ));
+        };
+        let channel = self.channels.swap_remove(position);
+        self.gateway.unsubscribe(self.id, &channel);
+        self.push(frames::unsubscribed(&name));
+        Ok(())
+    }
+
+    fn request(&mut self, value: Value) -> Result<(), (Refusal, ErrorContext)> {
+        let Some(id) = value.get("id").and_then(Value::as_u64) else {
+            let refusal = refuse("malformed", "a request needs a numeric `id`");
+            return Err((refusal, ErrorContext::default()));
+        };
+        let context = ErrorContext {
+            id: Some(id),
+            channel: None,
+        };
+        let with_context = |refusal| (refusal, context.clone());
+        let permissions = self.permissions().map_err(with_context)?;
+        let call: Call = parse(value).map_err(with_context)?;
+        let max = self.gateway.limits().requests_per_connection_max;
+        if self.requests_in_flight.load(Ordering::Relaxed) >= max {
+            let message = format!("at most {max} requests in flight per connection");
+            return Err(with_context(refuse("too_many_requests", message)));
+        }
+        Metrics::add(&self.gateway.metrics().counters.ws_requests, 1);
+        self.requests_in_flight.fetch_add(1, Ordering::Relaxed);
+        let in_flight = self.requests_in_flight.clone();
+        let service = self.service.clone();
+        let outbox = self.outbox.clone();
+        let metrics = self.gateway.metrics().clone();
+        tokio::spawn(async move {
+            let frame = match run_call(&service, &permissions, call).await {
+                Ok(fields) => frames::reply(id, fields),
+                Err(refusal) => {
+                    if refusal.code == "forbidden" {
+                        Metrics::add(&metrics.counters.ws_forbidden, 1);
+                    }
+                    frames::error(refusal.code, &refusal.message, &context)
+                }
+            };
+            in_flight.fetch_sub(1, Ordering::Relaxed);
+            push_frame(&outbox, &metrics, frame);
+        });
+        Ok(())
+    }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        self.gateway.remove(self.id, &self.channels);
+        let gauges = &self.gateway.metrics().gauges;
+        gauges.ws_connections_open.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Queues one frame of this connection (not a notification); counts a slow consumer if it
+/// overflows the queue.
+fn push_frame(outbox: &Outbox, metrics: &Metrics, frame: Bytes) {
+    if outbox.push(Outgoing::Frame(frame)) == Pushed::Overflowed {
+        Metrics::add(&metrics.counters.ws_slow_consumers, 1);
+    }
+}
+
+/// The message's fields as `T`, or a `malformed` refusal saying what is wrong.
+fn parse<T: serde::de::DeserializeOwned>(value: Value) -> Result<T, Refusal> {
+    serde_json::from_value(value).map_err(|error| refuse("malformed", error.to_string()))
+}
+
+fn versioned_json(versioned: &Versioned) -> Value {
+    json!({
+        "value": text(&versioned.value),
+        "create_index": versioned.create_index,
+        "mod_index": versioned.mod_index,
+    })
+}
+
+fn position_json(shard: u64, index: u64) -> Value {
+    json!({"shard": shard, "index": index})
+}
+
+/// Runs one call through the service with the caller's permissions; the reply's fields.
+async fn run_call(
+    service: &Service,
+    permissions: &Permissions,
+    call: Call,
+) -> Result<Value, Refusal> {
+    match call {
+        Call::Get { key, stale } => {
+            let request = Request::Get {
+                key: checked_key(&key)?,
+                consistency: consistency(stale),
+            };
+            match execute(service, permissions, request).await? {
+                Response::Value(Some(versioned)) => Ok(versioned_json(&versioned)),
+                Response::Value(None) => Ok(json!({"value": null})),
+                other => Err(unexpected(&other)),
+            }
+        }
+        Call::List {
+            prefix,
+            limit,
+            stale,
+        } => {
+            if prefix.len() > client::protocol::KEY_BYTES_MAX {
+                return Err(refuse(
+                    "bad_request",
+                    "the prefix is longer than a key may be",
+                ));
+            }
+            let prefix = Bytes::from(prefix);
+            let request = Request::Scan {
+                end: prefix_end(&prefix),
+                start: prefix,
+                limit: limit.unwrap_or(1000),
+                consistency: consistency(stale),
+            };
+            match execute(service, permissions, request).await? {
+                Response::Scan { entries, more } => {
+                    let entries: Vec<Value> = entries
+                        .iter()
+                        .map(|(key, versioned)| {
+                            let mut entry = versioned_json(versioned);
+                            entry["key"] = json!(text(key));
+                            entry
+                        })
+                        .collect();
+                    Ok(json!({"entries": entries, "more": more}))
+                }
+                other => Err(unexpected(&other)),
+            }
+        }
+        Call::Put {
+            key,
+            value,
+            request_id,
+        } => {
+            let write = Write::Put {
+                key: checked_key(&key)?,
+                value: Bytes::from(value),
+            };
+            let (shard, index, _) = write_through(service, permissions, write, request_id).await?;
+            Ok(json!({"position": position_json(shard, index)}))
+        }
+        Call::Delete { key, request_id } => {
+            let write = Write::Delete {
+                key: checked_key(&key)?,
+            };
+            let (shard, index, result) =
+                write_through(service, permissions, write, request_id).await?;
+            let deleted = matches!(result, WriteResult::Delete { previous: Some(_) });
+            Ok(json!({"position": position_json(shard, index), "deleted": deleted}))
+        }
+        Call::Cas {
+            key,
+            expected,
+            value,
+            request_id,
+        } => cas(service, permissions, key, expected, value, request_id).await,
+        Call::Txn {
+            compare,
+            success,
+            failure,
+            request_id,
+        } => {
+            let txn = JsonTxn {
+                compare,
+                success,
+                failure,
+            };
+            let txn = txn
+                .into_txn()
+                .map_err(|reason| refuse("bad_request", reason))?;
+            let write = Write::Txn(txn);
+            let (shard, index, result) =
+                write_through(service, permissions, write, request_id).await?;
+            let WriteResult::Txn { succeeded, results } = result else {
+                return Err(refuse("internal", "a txn answered as another write"));
+            };
+            Ok(json!({
+                "succeeded": succeeded,
+                "position": position_json(shard, index),
+                "results": op_results(&results),
+            }))
+        }
+    }
+}
+
+/// A key as the JSON doors take it (not empty, at most 4 KiB), or `bad_request`.
+fn checked_key(key: &str) -> Result<Bytes, Refusal> {
+    crate::api::json::key(key).map_err(|reason| refuse("bad_request", reason))
+}
+
+fn consistency(stale: bool) -> Consistency {
+    if stale {
+        Consistency::Stale
+    } else {
+        Consistency::Linearizable
+    }
+}
+
+async fn cas(
+    service: &Service,
+    permissions: &Permissions,
+    key: String,
+    expected: Option<String>,
+    value: String,
+    request_id: Option<String>,
+) -> Result<Value, Refusal> {
+    let write = compare_and_swap(
+        checked_key(&key)?,
+        expected.map(Bytes::from),
+        Bytes::from(value),
+    );
+    let (shard, index, result) = write_through(service, permissions, write, request_id).await?;
+    let WriteResult::Txn { succeeded, results } = result else {
+        return Err(refuse(
+            "internal",
+            "a compare-and-swap answered as another write",
+        ));
+    };
+    let current = match results.first() {
+        Some(OpResult::Get {
+            current: Some(versioned),
+        }) if !succeeded => json!(text(&versioned.value)),
+        _ => Value::Null,
+    };
+    Ok(json!({
+        "succeeded": succeeded,
+        "position": position_json(shard, index),
+        "current": current,
+    }))
+}
+
+async fn execute(
+    service: &Service,
+    permissions: &Permissions,
+    request: Request,
+) -> Result<Response, Refusal> {
+    if !permissions.allows(&request) {
+        return Err(refuse("forbidden", "this token may not reach these keys"));
+    }
+    match service.execute(request).await {
+        Response::Error(error) => Err(refuse(error.code.as_str(), error.message)),
+        response => Ok(response),
+    }
+}
+
+async fn write_through(
+    service: &Service,
+    permissions: &Permissions,
+    write: Write,
+    request_id: Option<String>,
+) -> Result<(u64, u64, WriteResult), Refusal> {
+    if !permissions.allows_write(&write) {
+        return Err(refuse("forbidden", "this token may not write these keys"));
+    }
+    if let Some(id) = &request_id
+        && (id.is_empty() || id.len() > 128)
+    {
+        return Err(refuse(
+            "bad_request",
+            "request_id must have 1 to 128 characters",
+        ));
+    }
+    match service.write(write, request_id.as_deref()).await {
+        Response::Written {
+            shard,
+            index,
+            result,
+        } => Ok((shard, index, result)),
+        Response::Error(error) => Err(refuse(error.code.as_str(), error.message)),
+        other => Err(unexpected(&other)),
+    }
+}
+
+fn unexpected(response: &Response) -> Refusal {
+    refuse("internal", format!("unexpected answer: {response:?}"))
+}
