@@ -28,6 +28,10 @@ pub(crate) struct Driver {
     awaiting: BTreeMap<String, Reply<Positions>>,
     next_server: usize,
     next_request_id: u64,
+    /// Per channel, the changes of an entry whose last change has not arrived yet: they are
+    /// handed over together, and dropped if the connection ends first (the server replays the
+    /// whole entry on the next one, since the position never moved to it).
+    partial: BTreeMap<String, Vec<Change>>,
 }
 
 /// Why a connection ended.
@@ -49,6 +53,7 @@ impl Driver {
             awaiting: BTreeMap::new(),
             next_server: 0,
             next_request_id: 1,
+            partial: BTreeMap::new(),
         }
     }
 
@@ -90,6 +95,7 @@ impl Driver {
 
     /// Opens a connection, authenticates, and subscribes to every channel again.
     async fn connect(&mut self, server: &str) -> Result<Socket, Ending> {
+        self.partial.clear();
         let timeout = self.config.connect_timeout;
         let connecting = tokio_tungstenite::connect_async(server);
         let (mut socket, _) = tokio::time::timeout(timeout, connecting)
@@ -227,8 +233,23 @@ impl Driver {
         match frame["op"].as_str().unwrap_or_default() {
             "change" => match parse_change(&frame) {
                 Some(change) if self.channels.contains_key(&change.channel) => {
-                    self.delivered(&change);
-                    return self.events.send(Event::Change(change)).await.is_ok();
+                    // A server that does not mark entries sends each change as its own.
+                    let last = frame["last"].as_bool().unwrap_or(true);
+                    let entry = self.partial.entry(change.channel.clone()).or_default();
+                    entry.push(change);
+                    if !last {
+                        return true;
+                    }
+                    let changes = std::mem::take(entry);
+                    if let Some(final_change) = changes.last() {
+                        self.delivered(final_change);
+                    }
+                    for change in changes {
+                        if self.events.send(Event::Change(change)).await.is_err() {
+                            return false;
+                        }
+                    }
+                    return true;
                 }
                 _ => {}
             },
@@ -353,6 +374,42 @@ mod tests {
         assert_eq!(change.position, Position { shard: 4, index: 9 });
         assert_eq!((change.key.as_str(), change.value), ("us/alice", None));
         assert_eq!(parse_change(&json!({"op": "change", "key": "k"})), None);
+    }
+
+    #[tokio::test]
+    async fn an_entry_is_handed_over_whole_and_only_then_becomes_the_resume_position() {
+        let (_commands_in, commands) = mpsc::channel(1);
+        let (events, mut events_out) = mpsc::channel(16);
+        let positions = Arc::default();
+        let config = GatewayConfig::new(vec!["ws://unused".into()], "token");
+        let mut driver = Driver::new(config, commands, events, Arc::clone(&positions));
+        driver.channels.insert("kv:".into(), None);
+        let mut pending = HashMap::new();
+        let frame = |index: u64, key: &str, last: bool| {
+            json!({"op": "change", "channel": "kv:", "position": {"shard": 1, "index": index},
+                   "key": key, "value": "v", "last": last})
+        };
+        // Entry 7 fully, then the first half of entry 8 before the connection ends.
+        for (index, key, last) in [(7, "a", false), (7, "b", true), (8, "c", false)] {
+            assert!(driver.on_frame(frame(index, key, last), &mut pending).await);
+        }
+        let mut delivered_keys = || -> Vec<String> {
+            std::iter::from_fn(|| events_out.try_recv().ok())
+                .map(|event| match event {
+                    Event::Change(change) => change.key,
+                    other => panic!("{other:?}"),
+                })
+                .collect()
+        };
+        assert_eq!(delivered_keys(), ["a", "b"]);
+        let resume_from = positions.lock().unwrap()["kv:"].clone();
+        assert_eq!(resume_from, [(1, 7)].into_iter().collect::<Positions>());
+        // The next connection starts clean: entry 8 comes again whole.
+        driver.partial.clear();
+        for (key, last) in [("c", false), ("d", true)] {
+            assert!(driver.on_frame(frame(8, key, last), &mut pending).await);
+        }
+        assert_eq!(delivered_keys(), ["c", "d"]);
     }
 
     #[test]

@@ -7,25 +7,46 @@ use bytes::Bytes;
 use client::Request;
 use kv::Write;
 
-/// The key prefixes one authenticated caller may read and write.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// The key prefixes one authenticated caller may read and write, and the namespace of its
+/// request ids.
+#[derive(Clone, PartialEq, Eq)]
 pub struct Permissions {
     prefixes: Vec<Bytes>,
+    /// Whose request ids these are (see [`crate::service::RequestId`]); for a scoped token,
+    /// the token itself (never printed).
+    namespace: String,
+}
+
+impl std::fmt::Debug for Permissions {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("Permissions")
+            .field("prefixes", &self.prefixes)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Permissions {
-    /// Every key (an operator).
+    /// Every key (an operator); request ids in the operators' namespace.
     pub fn everything() -> Permissions {
         Permissions {
             prefixes: vec![Bytes::new()],
+            namespace: crate::service::RequestId::OPERATORS.to_owned(),
         }
     }
 
-    /// The keys under any of `prefixes`.
-    pub fn prefixes(prefixes: impl IntoIterator<Item = Bytes>) -> Permissions {
+    /// The keys under any of `prefixes`, for the caller holding `token` (its own namespace of
+    /// request ids).
+    pub fn prefixes(prefixes: impl IntoIterator<Item = Bytes>, token: &str) -> Permissions {
         Permissions {
             prefixes: prefixes.into_iter().collect(),
+            namespace: format!("token:{token}"),
         }
+    }
+
+    /// The namespace of this caller's request ids.
+    pub fn namespace(&self) -> &str {
+        &self.namespace
     }
 
     /// Whether every key is allowed.
@@ -94,7 +115,7 @@ mod tests {
     use super::*;
 
     fn users() -> Permissions {
-        Permissions::prefixes([Bytes::from_static(b"us/")])
+        Permissions::prefixes([Bytes::from_static(b"us/")], "a scoped token")
     }
 
     #[test]

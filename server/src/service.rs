@@ -90,6 +90,40 @@ fn error(code: ErrorCode, message: impl Into<String>) -> Response {
 }
 
 /// FNV-1a, 64 bits: a stable hash for turning a request id into a client id.
+/// A caller's request id (HTTP's `Request-Id`, the gateway's `request_id`), in the caller's
+/// namespace: the same id from two namespaces names two different writes.
+#[derive(Clone, Copy, Debug)]
+pub struct RequestId<'a> {
+    /// Whose ids: [`RequestId::OPERATORS`] for operator tokens, or one scoped token's own.
+    pub namespace: &'a str,
+    /// The id.
+    pub id: &'a str,
+}
+
+impl RequestId<'_> {
+    /// The namespace shared by every operator token.
+    pub const OPERATORS: &'static str = "operators";
+}
+
+/// See [`Service::request_client_id`].
+fn request_client_id(secret: &str, id: RequestId<'_>) -> u64 {
+    use sha2::Digest;
+    let mut hash = sha2::Sha256::new();
+    for part in [
+        b"request-id".as_slice(),
+        secret.as_bytes(),
+        id.namespace.as_bytes(),
+        id.id.as_bytes(),
+    ] {
+        hash.update((part.len() as u64).to_le_bytes());
+        hash.update(part);
+    }
+    let digest = hash.finalize();
+    let mut first = [0; 8];
+    first.copy_from_slice(&digest[..8]);
+    u64::from_le_bytes(first).max(1)
+}
+
 fn fnv1a(parts: &[&[u8]]) -> u64 {
     let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
     for part in parts {
@@ -190,7 +224,7 @@ impl Service {
                 .prefixes
                 .iter()
                 .map(|prefix| Bytes::from(prefix.clone()));
-            return Some(Permissions::prefixes(prefixes));
+            return Some(Permissions::prefixes(prefixes, &scoped.token));
         }
         Metrics::add(&self.inner.metrics.counters.client_unauthorized, 1);
         None
@@ -206,19 +240,26 @@ impl Service {
         self.inner.metrics.render(&self.inner.transport.metrics())
     }
 
+    /// The client identity of a write sent with `id`: a hash keyed by the cluster secret of
+    /// the caller's namespace and the id, the same on every server. Callers in different
+    /// namespaces never share an identity, and none can choose an id that lands on another's.
+    fn request_client_id(&self, id: RequestId<'_>) -> u64 {
+        request_client_id(&self.inner.config.cluster_secret, id)
+    }
+
     /// Runs a write that comes without a client identity (an HTTP write), exactly once.
     ///
-    /// With a request id (HTTP's `Request-Id`), the id decides the identity, so the same id
-    /// again is answered as the first time, for as long as the cluster keeps its session (an
+    /// With a request id (HTTP's `Request-Id`), the id and the caller's namespace decide the
+    /// identity, so the same id again is answered as the first time, for as long as the cluster keeps its session (an
     /// hour idle, or until 100,000 newer sessions evict it). Without one, the write gets the
     /// next sequence number of this server's own session, which keeps the router's retries
     /// exactly-once; at most [`SERVER_WRITES_IN_FLIGHT_MAX`] such writes are in flight at
     /// once (the cluster holds the answers of a session's unacknowledged writes, a bounded
     /// number of them).
-    pub async fn write(&self, write: Write, request_id: Option<&str>) -> Response {
+    pub async fn write(&self, write: Write, request_id: Option<RequestId<'_>>) -> Response {
         if let Some(id) = request_id {
             let command = Command {
-                client_id: fnv1a(&[b"request-id", id.as_bytes()]).max(1),
+                client_id: self.request_client_id(id),
                 seq: 1,
                 first_unacked_seq: 1,
                 timestamp_ms: 0,
@@ -637,4 +678,27 @@ fn constant_time_equal(a: &[u8], b: &[u8]) -> bool {
         return false;
     }
     a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{RequestId, request_client_id};
+
+    #[test]
+    fn a_request_id_names_one_write_per_namespace() {
+        let id = |namespace, id| request_client_id("cluster secret", RequestId { namespace, id });
+        assert_eq!(id("token:alice", "7"), id("token:alice", "7"));
+        assert_ne!(id("token:alice", "7"), id("token:bob", "7"));
+        assert_ne!(id(RequestId::OPERATORS, "7"), id("token:bob", "7"));
+        // Lengths are part of the hash: moving bytes between the parts changes the identity.
+        assert_ne!(id("token:a", "b7"), id("token:ab", "7"));
+        let other_cluster = request_client_id(
+            "another secret",
+            RequestId {
+                namespace: "token:alice",
+                id: "7",
+            },
+        );
+        assert_ne!(other_cluster, id("token:alice", "7"));
+    }
 }

@@ -450,7 +450,12 @@ async fn write(
     headers: &HeaderMap,
     write: Write,
 ) -> Result<(u64, u64, WriteResult), ApiError> {
-    match service.write(write, request_id(headers)?.as_deref()).await {
+    let request_id = request_id(headers)?;
+    let request_id = request_id.as_deref().map(|id| crate::service::RequestId {
+        namespace: crate::service::RequestId::OPERATORS,
+        id,
+    });
+    match service.write(write, request_id).await {
         Response::Error(error) => Err(error.into()),
         Response::Written {
             shard,

@@ -130,7 +130,7 @@ mod tests {
     #[test]
     fn a_shard_channel_needs_a_token_that_covers_the_whole_shard() {
         let map = map();
-        let users = Permissions::prefixes([Bytes::from_static(b"us/")]);
+        let users = Permissions::prefixes([Bytes::from_static(b"us/")], "a scoped token");
         assert!(Channel::Kv("us/alice".into()).allowed(&users, &map));
         assert!(!Channel::Kv("gr/".into()).allowed(&users, &map));
         assert!(

@@ -28,6 +28,9 @@ struct ChangeFrame<'a> {
     position: Position,
     key: &'a str,
     value: Option<&'a str>,
+    /// The last change of its entry on this channel: a client moves its resume position to
+    /// the entry only then (an entry cut off by a disconnect is replayed whole).
+    last: bool,
 }
 
 fn to_bytes(value: &impl Serialize) -> Bytes {
@@ -41,8 +44,9 @@ fn text(bytes: &[u8]) -> std::borrow::Cow<'_, str> {
     String::from_utf8_lossy(bytes)
 }
 
-/// `{"op":"change","channel":C,"position":{"shard":S,"index":I},"key":K,"value":V|null}`.
-pub fn change(channel: &str, position: Position, change: &Change) -> Bytes {
+/// `{"op":"change","channel":C,"position":{"shard":S,"index":I},"key":K,"value":V|null,
+/// "last":B}`.
+pub fn change(channel: &str, position: Position, change: &Change, last: bool) -> Bytes {
     let key = text(&change.key);
     let value = change.value.as_deref().map(text);
     to_bytes(&ChangeFrame {
@@ -51,7 +55,17 @@ pub fn change(channel: &str, position: Position, change: &Change) -> Bytes {
         position,
         key: &key,
         value: value.as_deref(),
+        last,
     })
+}
+
+/// The frames of one entry's `changes` on `channel`, the last one marked.
+pub fn entry_changes(channel: &str, position: Position, changes: &[&Change]) -> Vec<Bytes> {
+    changes
+        .iter()
+        .enumerate()
+        .map(|(number, item)| change(channel, position, item, number + 1 == changes.len()))
+        .collect()
 }
 
 /// `{"op":"resync","channel":C,"at":{...}}`: changes were missed; refetch, then continue from
@@ -120,10 +134,10 @@ mod tests {
             key: Bytes::from_static(b"us/alice"),
             value: Some(Bytes::from_static(b"Alice")),
         };
-        let frame = change("kv:us/", Position { shard: 4, index: 9 }, &put);
+        let frame = change("kv:us/", Position { shard: 4, index: 9 }, &put, true);
         assert_eq!(
             &frame[..],
-            br#"{"op":"change","channel":"kv:us/","position":{"shard":4,"index":9},"key":"us/alice","value":"Alice"}"#
+            br#"{"op":"change","channel":"kv:us/","position":{"shard":4,"index":9},"key":"us/alice","value":"Alice","last":true}"#
         );
         let delete = Change {
             key: Bytes::from_static(b"us/alice"),
@@ -136,8 +150,27 @@ mod tests {
                 index: 10,
             },
             &delete,
+            false,
         );
-        assert!(frame.ends_with(br#""value":null}"#));
+        assert!(frame.ends_with(br#""value":null,"last":false}"#));
+    }
+
+    #[test]
+    fn only_the_last_change_of_an_entry_is_marked_last() {
+        let changes: Vec<Change> = ["us/a", "us/b", "us/c"]
+            .into_iter()
+            .map(|key| Change {
+                key: Bytes::from_static(key.as_bytes()),
+                value: None,
+            })
+            .collect();
+        let refs: Vec<&Change> = changes.iter().collect();
+        let position = Position { shard: 4, index: 3 };
+        let marks: Vec<bool> = entry_changes("kv:us/", position, &refs)
+            .iter()
+            .map(|frame| frame.ends_with(br#""last":true}"#))
+            .collect();
+        assert_eq!(marks, [false, false, true]);
     }
 
     #[test]

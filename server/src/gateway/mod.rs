@@ -310,18 +310,24 @@ impl Gateway {
     /// Tells every live subscriber of `shard` whose cursor is below `floor` to resync (the
     /// changes in between are gone) and moves its cursor there.
     fn resync_behind(&self, registry: &mut Registry, shard: ShardId, floor: u64) {
-        let counters = &self.inner.metrics.counters;
         let channels = registry.kv.values_mut().chain(registry.shards.values_mut());
         for listeners in channels {
-            for subscriber in listeners.subscribers.values_mut() {
-                match subscriber.cursors.get_mut(&shard) {
-                    Some(cursor) if *cursor < floor => *cursor = floor,
-                    _ => continue,
-                }
-                let frame = frames::resync(&listeners.name, &subscriber.cursors);
-                Metrics::add(&counters.ws_resyncs, 1);
-                count_push(counters, subscriber.outbox.push(Outgoing::Frame(frame)), 1);
+            self.resync_listeners(listeners, shard, floor);
+        }
+    }
+
+    /// Tells the subscribers of one channel whose cursor on `shard` is below `floor` to
+    /// resync, and moves their cursor there.
+    fn resync_listeners(&self, listeners: &mut Listeners, shard: ShardId, floor: u64) {
+        let counters = &self.inner.metrics.counters;
+        for subscriber in listeners.subscribers.values_mut() {
+            match subscriber.cursors.get_mut(&shard) {
+                Some(cursor) if *cursor < floor => *cursor = floor,
+                _ => continue,
             }
+            let frame = frames::resync(&listeners.name, &subscriber.cursors);
+            Metrics::add(&counters.ws_resyncs, 1);
+            count_push(counters, subscriber.outbox.push(Outgoing::Frame(frame)), 1);
         }
     }
 
@@ -332,31 +338,37 @@ impl Gateway {
             shard,
             index: event.index,
         };
-        let mut by_prefix: BTreeMap<Bytes, Vec<Bytes>> = BTreeMap::new();
-        let mut whole_shard = Vec::new();
-        let shard_listeners = registry.shards.get(&shard);
+        let mut by_prefix: BTreeMap<Bytes, Vec<&kv::Change>> = BTreeMap::new();
         for change in &event.changes {
             for length in 0..=change.key.len() {
-                if let Some((prefix, listeners)) = registry.kv.get_key_value(&change.key[..length])
-                {
-                    let frame = frames::change(&listeners.name, position, change);
-                    by_prefix.entry(prefix.clone()).or_default().push(frame);
+                if let Some((prefix, _)) = registry.kv.get_key_value(&change.key[..length]) {
+                    by_prefix.entry(prefix.clone()).or_default().push(change);
                 }
             }
-            if let Some(listeners) = shard_listeners {
-                whole_shard.push(frames::change(&listeners.name, position, change));
-            }
         }
-        for (prefix, frames) in by_prefix {
+        for (prefix, changes) in by_prefix {
             if let Some(listeners) = registry.kv.get_mut(&prefix) {
-                self.push_to(listeners, position, frames);
+                self.push_entry(listeners, position, &changes);
             }
         }
-        if !whole_shard.is_empty()
+        if !event.changes.is_empty()
             && let Some(listeners) = registry.shards.get_mut(&shard)
         {
-            self.push_to(listeners, position, whole_shard);
+            let changes: Vec<&kv::Change> = event.changes.iter().collect();
+            self.push_entry(listeners, position, &changes);
         }
+    }
+
+    /// Pushes one entry's `changes` on a channel to its subscribers; an entry with more
+    /// changes than a connection may queue (a large delete-range) cannot be delivered to
+    /// anyone, so they are told to resync instead of being dropped as slow consumers.
+    fn push_entry(&self, listeners: &mut Listeners, position: Position, changes: &[&kv::Change]) {
+        if changes.len() > self.inner.limits.queue_frames {
+            self.resync_listeners(listeners, position.shard, position.index);
+            return;
+        }
+        let frames = frames::entry_changes(&listeners.name, position, changes);
+        self.push_to(listeners, position, frames);
     }
 
     fn push_to(&self, listeners: &mut Listeners, position: Position, frames: Vec<Bytes>) {
@@ -418,12 +430,12 @@ impl Gateway {
                 shard: *shard,
                 index: event.index,
             };
-            let frames: Vec<Bytes> = event
+            let changes: Vec<&kv::Change> = event
                 .changes
                 .iter()
                 .filter(|change| carries(channel, *shard, &change.key))
-                .map(|change| frames::change(name, position, change))
                 .collect();
+            let frames = frames::entry_changes(name, position, &changes);
             if !frames.is_empty() {
                 let count = frames.len() as u64;
                 count_push(

@@ -565,7 +565,11 @@ async fn write_through(
             "request_id must have 1 to 128 characters",
         ));
     }
-    match service.write(write, request_id.as_deref()).await {
+    let request_id = request_id.as_deref().map(|id| crate::service::RequestId {
+        namespace: permissions.namespace(),
+        id,
+    });
+    match service.write(write, request_id).await {
         Response::Written {
             shard,
             index,
