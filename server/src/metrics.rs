@@ -116,6 +116,7 @@ counters! {
     ws_unauthenticated: "WebSocket messages refused because the connection had not authenticated.",
     ws_slow_consumers: "WebSocket connections dropped because they did not keep up with their queue.",
     ws_idle_closed: "WebSocket connections closed after the idle timeout.",
+    ws_unauthenticated_closed: "WebSocket connections closed for not authenticating by the first ping, or after three wrong tokens.",
     ws_notifications: "Change frames queued to WebSocket subscribers (replays included).",
     ws_resyncs: "Resync frames sent (what a subscriber missed was no longer in the history).",
     ws_requests: "Requests received over WebSocket connections.",

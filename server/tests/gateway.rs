@@ -505,8 +505,10 @@ async fn an_idle_connection_times_out_while_a_live_one_is_kept_by_pings() {
     // The client library reads, so it answers the server's pings.
     let mut live = gateway_client(vec![cluster.ws_url(1)], TOKEN);
     live.subscribe("kv:us/", None).await.unwrap();
-    // A raw socket that never reads answers no ping.
+    // A raw socket that authenticates, then never reads, answers no ping.
     let mut idle = raw_socket(&cluster.ws_url(1)).await;
+    send(&mut idle, json!({"op": "auth", "token": TOKEN})).await;
+    assert_eq!(receive(&mut idle).await["op"], "authenticated");
     tokio::time::sleep(Duration::from_millis(900)).await;
     let reason = loop {
         match tokio::time::timeout(Duration::from_secs(5), idle.next()).await {
@@ -535,6 +537,53 @@ async fn an_idle_connection_times_out_while_a_live_one_is_kept_by_pings() {
         .metrics()
         .clone();
     assert_eq!(metrics.counters.ws_idle_closed.load(Ordering::Relaxed), 1);
+    stop_all(&mut cluster).await;
+}
+
+/// The close reason a raw socket receives next (other frames skipped).
+async fn close_reason(socket: &mut RawSocket) -> String {
+    loop {
+        match tokio::time::timeout(Duration::from_secs(5), socket.next()).await {
+            Ok(Some(Ok(Message::Close(Some(frame))))) => return frame.reason.to_string(),
+            Ok(Some(Ok(_))) => {}
+            other => panic!("{other:?}"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_that_does_not_authenticate_is_closed() {
+    let limits = server::Limits {
+        gateway: server::GatewayLimits {
+            // Long enough for the three guesses below, even on a loaded machine.
+            ping_interval_ms: 2_000,
+            idle_timeout_ms: 10_000,
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let mut cluster = TestCluster::start_with(3, default_shards(3), limits).await;
+    cluster.wait_for_leaders().await;
+    let mut silent = raw_socket(&cluster.ws_url(1)).await;
+    // Two wrong tokens are answered; the third closes the connection at once.
+    let mut guesser = raw_socket(&cluster.ws_url(1)).await;
+    for guess in ["guess number one", "guess number two"] {
+        let guess = text(json!({"op": "auth", "token": guess}));
+        expect_error(&mut guesser, guess, "unauthorized").await;
+    }
+    send(
+        &mut guesser,
+        json!({"op": "auth", "token": "guess number three"}),
+    )
+    .await;
+    assert_eq!(close_reason(&mut guesser).await, "unauthenticated");
+    // Silent after connecting: closed at the first ping, long before the idle timeout.
+    assert_eq!(close_reason(&mut silent).await, "unauthenticated");
+    let counters = &server_metrics(&cluster, 1).counters;
+    assert_eq!(
+        counters.ws_unauthenticated_closed.load(Ordering::Relaxed),
+        2
+    );
     stop_all(&mut cluster).await;
 }
 

@@ -135,7 +135,12 @@ async fn serve(mut socket: WebSocket, websockets: WebSockets, _slot: OwnedSemaph
                 receive(&mut session, message)
             }
             _ = ping.tick() => {
-                if last_heard.elapsed() >= idle_timeout {
+                if !session.is_authenticated() {
+                    // A connection answers pings by itself: one that has not authenticated by
+                    // the first ping would otherwise hold its place for ever.
+                    Metrics::add(&metrics.counters.ws_unauthenticated_closed, 1);
+                    Err(Some(CloseReason::Unauthenticated.as_str()))
+                } else if last_heard.elapsed() >= idle_timeout {
                     Metrics::add(&metrics.counters.ws_idle_closed, 1);
                     Err(Some("idle"))
                 } else {

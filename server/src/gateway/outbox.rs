@@ -44,6 +44,8 @@ pub enum CloseReason {
     SlowConsumer,
     /// The server is stopping.
     Shutdown,
+    /// The client did not authenticate in time, or sent wrong tokens too often.
+    Unauthenticated,
 }
 
 impl CloseReason {
@@ -52,6 +54,7 @@ impl CloseReason {
         match self {
             CloseReason::SlowConsumer => "slow_consumer",
             CloseReason::Shutdown => "shutdown",
+            CloseReason::Unauthenticated => "unauthenticated",
         }
     }
 }

@@ -7,7 +7,8 @@
 
 use super::frames::{self, ErrorContext, Positions};
 use super::{
-    Channel, ChannelError, Gateway, Outbox, Outgoing, Pushed, SubscribeError, SubscriberId,
+    Channel, ChannelError, CloseReason, Gateway, Outbox, Outgoing, Pushed, SubscribeError,
+    SubscriberId,
 };
 use crate::api::json::{JsonCompare, JsonOp, JsonTxn, op_results, text};
 use crate::auth::{Permissions, prefix_end};
@@ -34,9 +35,15 @@ pub struct Session {
     id: SubscriberId,
     outbox: Outbox,
     permissions: Option<Arc<Permissions>>,
+    /// Wrong tokens sent so far; the connection closes at [`AUTH_FAILURES_MAX`].
+    auth_failures: u32,
     channels: Vec<Channel>,
     requests_in_flight: Arc<AtomicUsize>,
 }
+
+/// Wrong tokens a connection may send before it is closed (a token is not guessed one
+/// connection at a time without it being seen in the counters).
+const AUTH_FAILURES_MAX: u32 = 3;
 
 /// A refusal: the error frame's code and message.
 struct Refusal {
@@ -125,6 +132,7 @@ impl Session {
             service,
             outbox,
             permissions: None,
+            auth_failures: 0,
             channels: Vec::new(),
             requests_in_flight: Arc::new(AtomicUsize::new(0)),
         }
@@ -231,8 +239,21 @@ impl Session {
                 self.push(frames::authenticated(self.gateway.server_id()));
                 Ok(())
             }
-            None => Err(no_context(refuse("unauthorized", "unknown token"))),
+            None => {
+                self.auth_failures += 1;
+                if self.auth_failures >= AUTH_FAILURES_MAX {
+                    let counters = &self.service.metrics().counters;
+                    Metrics::add(&counters.ws_unauthenticated_closed, 1);
+                    self.outbox.close(CloseReason::Unauthenticated);
+                }
+                Err(no_context(refuse("unauthorized", "unknown token")))
+            }
         }
+    }
+
+    /// Whether the client has authenticated.
+    pub fn is_authenticated(&self) -> bool {
+        self.permissions.is_some()
     }
 
     fn subscribe(&mut self, value: Value) -> Result<(), (Refusal, ErrorContext)> {
