@@ -510,14 +510,7 @@ async fn an_idle_connection_times_out_while_a_live_one_is_kept_by_pings() {
     send(&mut idle, json!({"op": "auth", "token": TOKEN})).await;
     assert_eq!(receive(&mut idle).await["op"], "authenticated");
     tokio::time::sleep(Duration::from_millis(900)).await;
-    let reason = loop {
-        match tokio::time::timeout(Duration::from_secs(5), idle.next()).await {
-            Ok(Some(Ok(Message::Close(Some(frame))))) => break frame.reason.to_string(),
-            Ok(Some(Ok(_))) => {}
-            other => panic!("{other:?}"),
-        }
-    };
-    assert_eq!(reason, "idle");
+    assert_eq!(close_reason(&mut idle).await, "idle");
     let put = live.put("us/still-here", "yes").await.unwrap();
     loop {
         match tokio::time::timeout(Duration::from_secs(10), live.next_event()).await {
