@@ -497,6 +497,8 @@ impl Gateway {
                 Err(Gone { .. }) => plan.resync = true,
             }
         }
+        // The node loop publishes under this lock: counting the replay goes on without it.
+        drop(histories);
         let replay_frames: usize = plan
             .replay
             .iter()
