@@ -37,17 +37,18 @@ pub trait Observer: Send + Sync + std::fmt::Debug {
         let _ = (server, shard, index, client_id, seq);
     }
 
-    /// A leader stamped a write it proposes with `stamped_ms` of the shard's clock, read from
-    /// its wall clock if `from_wall_clock` (only while no stamp of the shard was committed).
-    /// The shard's clock never runs faster than time.
+    /// The leader of `term` stamped a write it proposes with `stamped_ms` of the shard's
+    /// clock, read from its wall clock if `from_wall_clock` (only while no stamp of the shard
+    /// was committed in a term up to this one). The shard's clock never runs faster than time.
     fn write_stamped(
         &self,
         server: ServerId,
         shard: ShardId,
+        term: u64,
         stamped_ms: u64,
         from_wall_clock: bool,
     ) {
-        let _ = (server, shard, stamped_ms, from_wall_clock);
+        let _ = (server, shard, term, stamped_ms, from_wall_clock);
     }
 
     /// A replica started from what its disk kept: its `term` and its `vote` in that term

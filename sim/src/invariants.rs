@@ -36,8 +36,8 @@ struct State {
     took_effect: BTreeMap<(ShardId, u64, u64), u64>,
     /// Per shard, the largest (stamp − simulated milliseconds) of a write stamped so far.
     stamp_offset_max: BTreeMap<ShardId, i64>,
-    /// The shards in which a stamped write took effect.
-    stamps_committed: std::collections::BTreeSet<ShardId>,
+    /// Per shard, the earliest term of an entry in which a stamped write took effect.
+    stamps_committed: BTreeMap<ShardId, u64>,
     /// Per shard, the highest index applied by any replica so far, each time it grew:
     /// (microseconds since the start, index), both increasing.
     applied_max: BTreeMap<ShardId, Vec<(u64, u64)>>,
@@ -192,7 +192,10 @@ impl Observer for Invariants {
         seq: u64,
     ) {
         let mut state = self.state.lock().expect("invariants lock");
-        state.stamps_committed.insert(shard);
+        if let Some(&(term, _)) = state.applied.get(&(shard, index)) {
+            let earliest = state.stamps_committed.entry(shard).or_insert(term);
+            *earliest = (*earliest).min(term);
+        }
         let first = *state
             .took_effect
             .entry((shard, client_id, seq))
@@ -210,6 +213,7 @@ impl Observer for Invariants {
         &self,
         server: ServerId,
         shard: ShardId,
+        term: u64,
         stamped_ms: u64,
         from_wall_clock: bool,
     ) {
@@ -218,7 +222,12 @@ impl Observer for Invariants {
         // no committed stamp (then nothing can expire by it).
         let offset = stamped_ms as i64 - self.started.elapsed().as_millis() as i64;
         let mut state = self.state.lock().expect("invariants lock");
-        let committed = state.stamps_committed.contains(&shard);
+        // A leader of `term` holds every entry committed in terms up to it (a stale leader,
+        // deposed without knowing, may not: what it proposes cannot commit).
+        let committed = state
+            .stamps_committed
+            .get(&shard)
+            .is_some_and(|earliest| *earliest <= term);
         let known = state.stamp_offset_max.get(&shard).copied();
         state
             .stamp_offset_max
@@ -226,8 +235,8 @@ impl Observer for Invariants {
         drop(state);
         let violation = if from_wall_clock && committed {
             Some(format!(
-                "server {server} stamped a write of shard {shard} from its wall clock, although \
-                 stamps of the shard were committed"
+                "server {server}, leader of term {term}, stamped a write of shard {shard} from \
+                 its wall clock, although stamps of the shard were committed in a term up to it"
             ))
         } else if let Some(known) = known
             && !from_wall_clock

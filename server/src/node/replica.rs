@@ -260,7 +260,14 @@ impl Replica {
             || wall_clock.now_ms(),
         );
         if let Some(observer) = &self.observer {
-            observer.write_stamped(self.node.id(), self.spec.id, stamp_ms, from_wall_clock);
+            let term = self.node.term();
+            observer.write_stamped(
+                self.node.id(),
+                self.spec.id,
+                term,
+                stamp_ms,
+                from_wall_clock,
+            );
         }
         command.timestamp_ms = stamp_ms;
         let result = self.node.propose(command.encode());
