@@ -96,6 +96,9 @@ pub enum Focus {
     /// next election, partitions, and messages delayed, so that competing candidates, split
     /// votes and leaders of short terms are common; one entry per append message.
     Elections,
+    /// Crashes that tear writes: every crash tears the last unsynced write, and servers are
+    /// killed often (a torn tail must be cut at the next start).
+    TornWrites,
     /// The default cluster as `demo` runs it: four servers, the four default shards, the
     /// default timing (50 ms ticks, heartbeats every 100 ms, elections after 1 s), appends up
     /// to 1 MiB; the faults as drawn. The soak's speed figure is measured on it.
@@ -104,10 +107,11 @@ pub enum Focus {
 
 impl Focus {
     /// Every focus, for the command line.
-    pub const ALL: [Focus; 4] = [
+    pub const ALL: [Focus; 5] = [
         Focus::Any,
         Focus::LeaseReads,
         Focus::Elections,
+        Focus::TornWrites,
         Focus::DefaultCluster,
     ];
 
@@ -117,6 +121,7 @@ impl Focus {
             Focus::Any => "any",
             Focus::LeaseReads => "lease-reads",
             Focus::Elections => "elections",
+            Focus::TornWrites => "torn-writes",
             Focus::DefaultCluster => "default-cluster",
         }
     }
@@ -327,6 +332,11 @@ impl Options {
                 // One entry per append: a new leader's quorum reaches the entries of earlier
                 // terms before its own no-op (the window of Raft's Figure 8).
                 options.append_bytes_max = 1;
+            }
+            Focus::TornWrites => {
+                faults.torn_writes = true;
+                faults.kill_random = Some(faults.kill_random.unwrap_or(0).max(5));
+                faults.kill_leader = Some(faults.kill_leader.unwrap_or(0).max(5));
             }
             Focus::DefaultCluster => {
                 let timing = server::Timing::default();

@@ -39,7 +39,7 @@ fn planted() -> Vec<Planted> {
         Planted {
             name: "a torn tail kept instead of cut",
             plant: |on| storage::planted::plant(storage::planted::Bug::KeepTornTail, on),
-            focus: sim::Focus::Any,
+            focus: sim::Focus::TornWrites,
         },
         Planted {
             name: "a retried write applied twice",
