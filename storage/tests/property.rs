@@ -81,6 +81,7 @@ fn crash() -> impl Strategy<Value = Crash> {
         Just(Crash::LoseUnsynced),
         any::<u64>().prop_map(|seed| Crash::Tear { seed }),
         any::<u64>().prop_map(|seed| Crash::TearZeroFill { seed }),
+        any::<u64>().prop_map(|seed| Crash::TearLastWrite { seed }),
     ]
 }
 
