@@ -574,148 +574,73 @@ fn rotating_seed() {
 /// A schedule that once found a bug, replayed on every run before the generated cases.
 struct CorpusCase {
     shape: Shape,
-    settings: fn() -> Settings,
+    /// Drops, duplicates and delays per million messages.
+    faults_per_million: [u32; 3],
+    /// The append size and inflight messages limits.
+    limits: (u64, usize),
+    pre_vote_and_check_quorum: (bool, bool),
     /// The actions as a failure prints them (`{actions:?}` without the brackets).
     actions: &'static str,
 }
 
-/// Schedules that found bugs, in the order they were found. The first three predate the
-/// per-case settings (they ran with pre-vote, check-quorum and unlimited inflight appends).
+/// Schedules that found bugs, in the order they were found, with the settings they failed
+/// with (the rest as [`Settings::before_per_case_draws`]). The first three predate the drawn
+/// settings (they ran with pre-vote, check-quorum and unlimited inflight appends).
 const CORPUS: &[CorpusCase] = &[
     CorpusCase {
         shape: Shape::Five,
-        settings: || {
-            Settings::before_per_case_draws(
-                LinkFaults {
-                    drop_per_million: 0,
-                    duplicate_per_million: 0,
-                    delay_per_million: 0,
-                },
-                1 << 20,
-                256,
-                true,
-                true,
-            )
-        },
+        faults_per_million: [0, 0, 0],
+        limits: (1 << 20, 256),
+        pre_vote_and_check_quorum: (true, true),
         actions: "TickAll(1), TickAll(1), Crash(2), Heal, CrashMidReady(5), Restart(2), TickAll(1), TickAll(1), TickAll(1), TickAll(1), CrashMidReady(3), TickAll(1), TickAll(1), TickAll(1), TickAll(1), Restart(1), TickAll(1), TickAll(1), TickAll(1), TickAll(1), TickAll(1), TickAll(1), TickAll(1), TickAll(1), Partition([4]), TickAll(1), TickAll(1), TickAll(1), TickAll(1), TickAll(1), TickAll(1), TickAll(1)",
     },
     CorpusCase {
         shape: Shape::Three,
-        settings: || {
-            Settings::before_per_case_draws(
-                LinkFaults {
-                    drop_per_million: 0,
-                    duplicate_per_million: 0,
-                    delay_per_million: 0,
-                },
-                1 << 20,
-                256,
-                true,
-                true,
-            )
-        },
+        faults_per_million: [0, 0, 0],
+        limits: (1 << 20, 256),
+        pre_vote_and_check_quorum: (true, true),
         actions: "TickAll(3), TickAll(3), TickAll(1), Crash(3), TickAll(2), Partition([1]), Restart(3), TickAll(1), TickAll(3), Crash(2), TickAll(2), Heal, TickAll(1), TickAll(1), TickAll(1), TickAll(1), TickAll(1), TickAll(1), TickAll(1), TickAll(1), TickAll(1), TickAll(1), TickAll(1)",
     },
     CorpusCase {
         shape: Shape::Five,
-        settings: || {
-            Settings::before_per_case_draws(
-                LinkFaults {
-                    drop_per_million: 138375,
-                    duplicate_per_million: 5643,
-                    delay_per_million: 98260,
-                },
-                1 << 20,
-                256,
-                true,
-                true,
-            )
-        },
+        faults_per_million: [138375, 5643, 98260],
+        limits: (1 << 20, 256),
+        pre_vote_and_check_quorum: (true, true),
         actions: "CrashMidReady(2), TickAll(3), Tick(3), TickAll(1), TickAll(3), Crash(4), TickAll(3), TickAll(1), TickAll(1), TickAll(3), TickAll(1), ProposeAtLeader, TickAll(2), TickAll(1), ProposeAtLeader, TickAll(2), TickAll(2), TickAll(2), ProposeAtLeader, TickAll(3), TickAll(3), DeliverAll, ProposeAtLeader, TickAll(1), Tick(2), Propose(2), TickAll(1), TickAll(3), Restart(2), Partition([5]), TickAll(2), Crash(3), Restart(3), ProposeAtLeader, TickAll(3), Tick(1), Propose(2), Partition([2]), Tick(2), TickAll(3), TickAll(3), Tick(1), Tick(1), TickAll(2), TickAll(3)",
     },
     CorpusCase {
         shape: Shape::ThreePlusTwoJoining,
-        settings: || {
-            Settings::before_per_case_draws(
-                LinkFaults {
-                    drop_per_million: 17340,
-                    duplicate_per_million: 19241,
-                    delay_per_million: 113275,
-                },
-                1,
-                2,
-                false,
-                true,
-            )
-        },
+        faults_per_million: [17340, 19241, 113275],
+        limits: (1, 2),
+        pre_vote_and_check_quorum: (false, true),
         actions: "TickAll(1), TickAll(1), Crash(4), TickAll(3), TickAll(3), TickAll(1), AddVoter(4), TickAll(1), ProposeAtLeader, DeliverAll, TickAll(3), TickAll(3), Remove(4), Propose(2), TickAll(3), TickAll(2), ProposeAtLeader, Remove(2), Tick(2), ProposeAtLeader, ProposeAtLeader, Read(2), TickAll(3), AddLearner(4), ProposeAtLeader, Process(2), Tick(1), Process(1), TickAll(3), TickAll(3), ProposeAtLeader, ProposeAtLeader, TickAll(2), TickAll(1), Remove(1), TickAll(2), TickAll(2), ProposeAtLeader, Partition([3]), TickAll(3)",
     },
     CorpusCase {
         shape: Shape::ThreePlusTwoJoining,
-        settings: || {
-            Settings::before_per_case_draws(
-                LinkFaults {
-                    drop_per_million: 37199,
-                    duplicate_per_million: 0,
-                    delay_per_million: 0,
-                },
-                1,
-                1,
-                false,
-                false,
-            )
-        },
+        faults_per_million: [37199, 0, 0],
+        limits: (1, 1),
+        pre_vote_and_check_quorum: (false, false),
         actions: "TickAll(3), TickAll(3), Propose(2), Transfer(2), TickAll(3), TickAll(3), Remove(3), TickAll(2), Remove(2), Crash(1), TickAll(1), Crash(2)",
     },
     CorpusCase {
         shape: Shape::ThreePlusTwoJoining,
-        settings: || {
-            Settings::before_per_case_draws(
-                LinkFaults {
-                    drop_per_million: 33477,
-                    duplicate_per_million: 37199,
-                    delay_per_million: 37813,
-                },
-                64,
-                2,
-                true,
-                false,
-            )
-        },
+        faults_per_million: [33477, 37199, 37813],
+        limits: (64, 2),
+        pre_vote_and_check_quorum: (true, false),
         actions: "TickAll(1), TickAll(2), TickAll(2), TickAll(1), TickAll(3), Remove(2), TickAll(2), TickAll(1), TickAll(2), TickAll(2), AddLearner(2), TickAll(1), TickAll(1), DeliverAll, Tick(1), TickAll(1), AddLearner(1), TickAll(1), TickAll(2), TickAll(1), Propose(2), TickAll(3), Tick(1), TickAll(1), TickAll(1), TickAll(1), TickAll(1), TickAll(1), CrashMidReady(4), TickAll(1), TickAll(1), TickAll(3), TickAll(1), TickAll(1), TickAll(1), TickAll(1), TickAll(1), TickAll(1), Transfer(3), TickAll(1), TickAll(2), TickAll(3), TickAll(1), TickAll(1), Remove(3), Tick(1), TickAll(2), TickAll(1), ProposeAtLeader, CrashMidReady(1), TickAll(1), TickAll(1), Process(1)",
     },
     CorpusCase {
         shape: Shape::ThreePlusTwoJoining,
-        settings: || {
-            Settings::before_per_case_draws(
-                LinkFaults {
-                    drop_per_million: 47778,
-                    duplicate_per_million: 48527,
-                    delay_per_million: 0,
-                },
-                1048576,
-                1,
-                false,
-                true,
-            )
-        },
+        faults_per_million: [47778, 48527, 0],
+        limits: (1048576, 1),
+        pre_vote_and_check_quorum: (false, true),
         actions: "TickAll(3), Partition([1, 3]), TickAll(3), Partition([3]), TickAll(1), TickAll(2), TickAll(1), Heal, TickAll(2), TickAll(3), TickAll(3), Remove(2), Restart(1), TickAll(2), Remove(1), TickAll(2), AddVoter(4), TickAll(1), TickAll(1), TickAll(1), TickAll(1), TickAll(1), TickAll(1), TickAll(1), TickAll(1), TickAll(1), TickAll(3), TickAll(3), TickAll(1), TickAll(1), TickAll(2), TickAll(1), TickAll(2), TickAll(1), Remove(3), TickAll(1), TickAll(3), AddVoter(1), TickAll(1)",
     },
     CorpusCase {
         shape: Shape::ThreePlusTwoJoining,
-        settings: || {
-            Settings::before_per_case_draws(
-                LinkFaults {
-                    drop_per_million: 1,
-                    duplicate_per_million: 0,
-                    delay_per_million: 46006,
-                },
-                1,
-                2,
-                false,
-                false,
-            )
-        },
+        faults_per_million: [1, 0, 46006],
+        limits: (1, 2),
+        pre_vote_and_check_quorum: (false, false),
         actions: "TickAll(3), TickAll(2), TickAll(2), Remove(3), TickAll(1), TickAll(1), Remove(2), TickAll(2), AddVoter(4), Crash(3), Partition([1, 4]), TickAll(1), TickAll(2), TickAll(1), TickAll(1), TickAll(1), TickAll(1), TickAll(1), TickAll(2), Remove(1), TickAll(1), TickAll(2), TickAll(1), AddVoter(2)",
     },
 ];
@@ -774,7 +699,22 @@ fn corpus_schedules_keep_every_invariant() {
     for case in CORPUS {
         let actions = parse_actions(case.actions);
         assert!(!actions.is_empty());
-        run(case.shape, &(case.settings)(), &actions);
+        let [drop, duplicate, delay] = case.faults_per_million;
+        let faults = LinkFaults {
+            drop_per_million: drop,
+            duplicate_per_million: duplicate,
+            delay_per_million: delay,
+        };
+        let (append_size_bytes_max, inflight_messages_max) = case.limits;
+        let (pre_vote, check_quorum) = case.pre_vote_and_check_quorum;
+        let settings = Settings::before_per_case_draws(
+            faults,
+            append_size_bytes_max,
+            inflight_messages_max,
+            pre_vote,
+            check_quorum,
+        );
+        run(case.shape, &settings, &actions);
     }
 }
 
