@@ -17,10 +17,10 @@
 //! - a rotating part: 3,000 cases of any shape from a seed that changes every run and is
 //!   printed (`RAFT_PROPERTY_SEED=<seed>` replays it; `RAFT_PROPERTY_CASES` sets the count).
 //!
-//! The soak, a much larger budget on a fresh seed (about 30 minutes on one core):
+//! The soak, a much larger budget on a fresh seed (README.md gives its time):
 //!
 //! ```sh
-//! RAFT_PROPERTY_CASES=1000000 cargo test --release -p raft-core --test properties \
+//! RAFT_PROPERTY_CASES=300000 cargo test --release -p raft-core --test properties \
 //!     rotating_seed -- --nocapture
 //! ```
 //!

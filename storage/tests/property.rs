@@ -19,7 +19,7 @@
 //! larger budget on a fresh seed:
 //!
 //! ```sh
-//! STORAGE_PROPERTY_CASES=200000 cargo test --release -p storage --test property rotating_seed -- --nocapture
+//! STORAGE_PROPERTY_CASES=100000 cargo test --release -p storage --test property rotating_seed -- --nocapture
 //! ```
 
 use std::collections::BTreeMap;
