@@ -462,9 +462,15 @@ const ROTATING_CASES: u32 = 3_000;
 /// failures (the corpus keeps those, as schedules, so that they survive changes to the
 /// strategies).
 fn runner(seed: u64, cases: u32) -> TestRunner {
+    // Mutation testing sets `RAFT_PROPERTY_SHRINK_ITERS=0`: it needs to know that a case
+    // fails, not the shortest one.
+    let max_shrink_iters = std::env::var("RAFT_PROPERTY_SHRINK_ITERS")
+        .ok()
+        .and_then(|value| value.parse().ok())
+        .unwrap_or(2_000);
     let config = ProptestConfig {
         cases,
-        max_shrink_iters: 2_000,
+        max_shrink_iters,
         failure_persistence: None,
         ..ProptestConfig::default()
     };

@@ -436,9 +436,16 @@ const ROTATING_CASES: u32 = 1_024;
 /// operations, which survive changes to the strategy); a failure panics with the shrunk sequence and
 /// the command that replays the seed.
 fn check(seed: u64, cases: u32) {
+    // Mutation testing sets `STORAGE_PROPERTY_SHRINK_ITERS=0`: it needs to know that a case fails, not the
+    // shortest one.
+    let max_shrink_iters = std::env::var("STORAGE_PROPERTY_SHRINK_ITERS")
+        .ok()
+        .and_then(|value| value.parse().ok())
+        .unwrap_or(ProptestConfig::default().max_shrink_iters);
     let config = ProptestConfig {
         cases,
         failure_persistence: None,
+        max_shrink_iters,
         ..ProptestConfig::default()
     };
     let mut bytes = [0u8; 32];
