@@ -3,8 +3,11 @@
 //! rule it pins. They are grouped by the source file whose mutants they kill.
 
 use bytes::Bytes;
-use raft_core::testing::Cluster;
-use raft_core::{ConfChange, ProgressState, Role};
+use raft_core::testing::{Cluster, acknowledge, leader_of_three as lone_leader, message};
+use raft_core::{
+    ConfChange, ConfState, INDEX_AND_TERM_MAX, MessageBody, ProgressState, Role, Snapshot,
+    SnapshotMeta, StepError,
+};
 
 fn data(text: &str) -> Bytes {
     Bytes::from(text.to_owned())
@@ -57,4 +60,76 @@ fn a_member_added_by_a_change_is_probed_just_past_the_leaders_log() {
     cluster.stabilize();
     assert_eq!(cluster.node(4).last_index(), index);
     assert_eq!(cluster.node(4).role(), Role::Follower);
+}
+
+// ---- src/node/messages.rs ----
+
+/// Rule: every message handed to `step` counts as received, whatever becomes of it, and each
+/// refusal counts under its reason.
+#[test]
+fn every_message_stepped_is_counted_and_each_refusal_under_its_reason() {
+    let mut node = lone_leader(|_| {});
+    let term = node.term();
+    let received_before = node.metrics().messages_received;
+    node.step(message(2, 1, term, acknowledge(0))).unwrap();
+    node.step(message(2, 7, term, acknowledge(0))).unwrap_err();
+    node.step(message(2, 1, u64::MAX, acknowledge(0)))
+        .unwrap_err();
+    node.step(message(2, 1, term - 1, acknowledge(0))).unwrap();
+    let metrics = node.metrics();
+    assert_eq!(metrics.messages_received, received_before + 4);
+    assert_eq!(metrics.messages_misaddressed, 1);
+    assert_eq!(metrics.messages_malformed, 1);
+    assert_eq!(metrics.messages_stale_term, 1);
+    assert_eq!(metrics.messages_wrong_group, 0);
+}
+
+/// Rule: indexes and terms up to 2^62 are well formed; only larger ones are malformed (so that no
+/// arithmetic on an accepted one can overflow, and no legitimate one is refused).
+#[test]
+fn positions_up_to_the_limit_are_accepted_and_beyond_it_malformed() {
+    let mut cluster = Cluster::new(&[1, 2, 3]);
+    assert!(cluster.elect(1));
+    let term = cluster.node(2).term();
+    let read_answer = |index| MessageBody::ReadIndexResponse {
+        request_id: 9,
+        index,
+    };
+    let follower = cluster.node_mut(2);
+    follower
+        .step(message(1, 2, term, read_answer(INDEX_AND_TERM_MAX)))
+        .unwrap();
+    assert_eq!(follower.metrics().messages_malformed, 0);
+    let refused = follower.step(message(1, 2, term, read_answer(INDEX_AND_TERM_MAX + 1)));
+    assert!(matches!(refused, Err(StepError::Malformed { .. })));
+    assert_eq!(follower.metrics().messages_malformed, 1);
+}
+
+/// Rule: a snapshot is malformed if its index is 0, or its term is 0, or its term is beyond the
+/// message's: each alone is enough.
+#[test]
+fn a_snapshot_is_malformed_by_any_one_bad_position() {
+    let mut cluster = Cluster::new(&[1, 2, 3]);
+    assert!(cluster.elect(1));
+    let term = cluster.node(2).term();
+    let snapshot = |index, snapshot_term| MessageBody::InstallSnapshot {
+        snapshot: Snapshot {
+            meta: SnapshotMeta {
+                index,
+                term: snapshot_term,
+                conf_state: ConfState::with_voters(&[1, 2, 3]),
+            },
+            data: Bytes::new(),
+        },
+    };
+    let follower = cluster.node_mut(2);
+    for (index, snapshot_term) in [(0, term), (5, 0), (5, term + 1)] {
+        let refused = follower.step(message(1, 2, term, snapshot(index, snapshot_term)));
+        assert!(
+            matches!(refused, Err(StepError::Malformed { .. })),
+            "index {index}, term {snapshot_term}"
+        );
+    }
+    assert_eq!(follower.metrics().messages_malformed, 3);
+    assert_eq!(follower.metrics().snapshots_installed, 0);
 }
