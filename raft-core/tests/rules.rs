@@ -133,3 +133,40 @@ fn a_snapshot_is_malformed_by_any_one_bad_position() {
     assert_eq!(follower.metrics().messages_malformed, 3);
     assert_eq!(follower.metrics().snapshots_installed, 0);
 }
+
+/// Rule: a pre-vote is granted for a future term only. A pre-candidate one term behind asks in
+/// the voter's own term; a voter that already voted or follows a leader in that term refuses,
+/// however good the candidate's log.
+#[test]
+fn a_pre_vote_for_the_voters_own_term_is_refused_once_it_has_a_leader() {
+    let mut cluster = Cluster::new(&[1, 2, 3]);
+    assert!(cluster.elect(1));
+    let voter = cluster.node(2);
+    let (term, last_index) = (voter.term(), voter.last_index());
+    assert_eq!(voter.leader_id(), 1);
+    let request = MessageBody::RequestVote {
+        pre_vote: true,
+        last_index: last_index + 10,
+        last_term: term,
+        transfer: false,
+    };
+    cluster
+        .node_mut(2)
+        .step(message(3, 2, term, request))
+        .unwrap();
+    let ready = cluster.node_mut(2).ready();
+    let answers: Vec<&MessageBody> = ready
+        .messages
+        .iter()
+        .chain(&ready.persisted_messages)
+        .filter(|sent| sent.to == 3)
+        .map(|sent| &sent.body)
+        .collect();
+    assert_eq!(
+        answers,
+        vec![&MessageBody::VoteResponse {
+            pre_vote: true,
+            granted: false
+        }]
+    );
+}
