@@ -170,3 +170,46 @@ fn a_pre_vote_for_the_voters_own_term_is_refused_once_it_has_a_leader() {
         }]
     );
 }
+
+/// Rule: a refused pre-vote is answered in the voter's own term, not in the future term the
+/// pre-candidate asked about; otherwise the refusal itself would raise the pre-candidate's term,
+/// which pre-voting exists to prevent. (A granted pre-vote answers in the future term.)
+#[test]
+fn a_refused_pre_vote_is_answered_in_the_voters_own_term() {
+    let mut cluster = Cluster::with_config(&[1, 2, 3], |config| config.check_quorum = false);
+    assert!(cluster.elect(1));
+    let term = cluster.node(2).term();
+    let answer_to = |cluster: &mut Cluster, last_index| {
+        let request = MessageBody::RequestVote {
+            pre_vote: true,
+            last_index,
+            last_term: if last_index == 0 { 0 } else { term },
+            transfer: false,
+        };
+        let voter = cluster.node_mut(2);
+        voter.step(message(3, 2, term + 1, request)).unwrap();
+        let ready = voter.ready();
+        voter.advance(ready.number);
+        let answer = ready
+            .messages
+            .into_iter()
+            .chain(ready.persisted_messages)
+            .find(|sent| sent.to == 3)
+            .expect("an answer");
+        (answer.term, answer.body)
+    };
+    let granted = |granted| MessageBody::VoteResponse {
+        pre_vote: true,
+        granted,
+    };
+    // A log behind the voter's: refused, in the voter's term.
+    assert_eq!(answer_to(&mut cluster, 0), (term, granted(false)));
+    assert_eq!(cluster.node(2).term(), term);
+    // A log as long: granted, in the term asked about.
+    let last_index = cluster.node(2).last_index();
+    assert_eq!(
+        answer_to(&mut cluster, last_index),
+        (term + 1, granted(true))
+    );
+    assert_eq!(cluster.node(2).term(), term, "a pre-vote changes nothing");
+}
