@@ -5,8 +5,8 @@
 use bytes::Bytes;
 use raft_core::testing::{Cluster, acknowledge, leader_of_three as lone_leader, message};
 use raft_core::{
-    ConfChange, ConfState, INDEX_AND_TERM_MAX, MessageBody, ProgressState, Role, Snapshot,
-    SnapshotMeta, StepError,
+    ConfChange, ConfState, Entry, EntryKind, INDEX_AND_TERM_MAX, MessageBody, ProgressState, Role,
+    Snapshot, SnapshotMeta, StepError,
 };
 
 fn data(text: &str) -> Bytes {
@@ -212,4 +212,118 @@ fn a_refused_pre_vote_is_answered_in_the_voters_own_term() {
         (term + 1, granted(true))
     );
     assert_eq!(cluster.node(2).term(), term, "a pre-vote changes nothing");
+}
+
+/// Rule: `TimeoutNow` makes only a voter of the node's newest membership campaign. A leader that
+/// removed itself and restarted before the removal spread holds it uncommitted: it ignores
+/// `TimeoutNow`, although it may still campaign on its own election timeout (see
+/// ARCHITECTURE.md: otherwise its longer log could keep anyone from being elected).
+#[test]
+fn timeout_now_is_ignored_by_a_node_whose_removal_it_holds() {
+    let mut cluster = Cluster::new(&[1, 2, 3]);
+    assert!(cluster.elect(1));
+    // Nothing the leader sends from now on arrives: its removal stays in its own log only.
+    cluster.drop_if(|sent| sent.from == 1);
+    cluster
+        .node_mut(1)
+        .propose_conf_change(ConfChange::RemoveNode(1))
+        .unwrap();
+    cluster.process(1);
+    cluster.crash(1);
+    cluster.restart(1);
+    let removed = cluster.node(1);
+    assert!(
+        !removed.membership().is_voter(1),
+        "the removal is in its log"
+    );
+    assert!(
+        removed.commit_index() < removed.last_index(),
+        "not committed"
+    );
+    let term = removed.term();
+    cluster
+        .node_mut(1)
+        .step(message(2, 1, term, MessageBody::TimeoutNow))
+        .unwrap();
+    assert_eq!(cluster.node(1).role(), Role::Follower);
+    assert_eq!(cluster.node(1).term(), term);
+}
+
+/// Rule: an append whose previous entry is the follower's committed one must still match it: a
+/// term that differs there is rejected, never taken for a match.
+#[test]
+fn an_append_whose_previous_entry_contradicts_the_commit_index_is_rejected() {
+    let mut cluster = Cluster::new(&[1, 2, 3]);
+    assert!(cluster.elect(1));
+    let follower = cluster.node_mut(2);
+    let (term, commit, last) = (
+        follower.term(),
+        follower.commit_index(),
+        follower.last_index(),
+    );
+    assert_eq!(commit, last);
+    let committed_term = follower.term_at(commit).unwrap();
+    assert!(committed_term >= 1);
+    let append = MessageBody::Append {
+        prev_index: commit,
+        prev_term: committed_term - 1,
+        entries: vec![Entry {
+            index: commit + 1,
+            term,
+            kind: EntryKind::Normal,
+            data: data("forged"),
+        }],
+        commit,
+    };
+    follower.step(message(1, 2, term, append)).unwrap();
+    assert_eq!(follower.last_index(), last, "nothing appended");
+    let ready = follower.ready();
+    let answer = ready
+        .messages
+        .iter()
+        .chain(&ready.persisted_messages)
+        .find(|sent| sent.to == 1)
+        .expect("an answer");
+    assert!(matches!(
+        answer.body,
+        MessageBody::AppendResponse { reject: true, .. }
+    ));
+}
+
+/// Rule: an append that contradicts a committed entry (another term at a committed index) comes
+/// from no correct leader: it is dropped unanswered and counted as malformed.
+#[test]
+fn an_append_that_contradicts_a_committed_entry_is_dropped_and_counted() {
+    let mut cluster = Cluster::new(&[1, 2, 3]);
+    assert!(cluster.elect(1));
+    let follower = cluster.node_mut(2);
+    let (term, commit) = (follower.term(), follower.commit_index());
+    let prev_term = follower.term_at(commit - 1).unwrap();
+    let append = MessageBody::Append {
+        prev_index: commit - 1,
+        prev_term,
+        entries: vec![Entry {
+            index: commit,
+            term: term + 1,
+            kind: EntryKind::Normal,
+            data: data("contradicts"),
+        }],
+        commit,
+    };
+    follower.step(message(1, 2, term + 1, append)).unwrap();
+    assert_eq!(follower.metrics().messages_malformed, 1);
+    assert_eq!(
+        follower.term_at(commit),
+        Some(term),
+        "the committed entry stays"
+    );
+    let ready = follower.ready();
+    assert!(
+        ready
+            .messages
+            .iter()
+            .chain(&ready.persisted_messages)
+            .all(|sent| !matches!(sent.body, MessageBody::AppendResponse { .. })),
+        "no answer"
+    );
 }
