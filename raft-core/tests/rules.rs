@@ -327,3 +327,34 @@ fn an_append_that_contradicts_a_committed_entry_is_dropped_and_counted() {
         "no answer"
     );
 }
+
+/// Rule: the position a follower's snapshot ends at is committed like any other: an append that
+/// gives it another term contradicts a committed entry and is dropped as malformed (mutation
+/// testing found this index left unchecked; the check now includes it).
+#[test]
+fn an_append_that_contradicts_the_snapshot_position_is_dropped_and_counted() {
+    let mut cluster = Cluster::new(&[1, 2, 3]);
+    assert!(cluster.elect(1));
+    cluster.propose(1, data("a")).unwrap();
+    cluster.stabilize();
+    cluster.compact(2);
+    let follower = cluster.node_mut(2);
+    let (term, commit) = (follower.term(), follower.commit_index());
+    let snapshot_index = follower.first_index() - 1;
+    assert_eq!(snapshot_index, commit, "compacted up to the commit index");
+    let snapshot_term = follower.term_at(snapshot_index).unwrap();
+    let append = MessageBody::Append {
+        prev_index: snapshot_index - 1,
+        prev_term: snapshot_term,
+        entries: vec![Entry {
+            index: snapshot_index,
+            term: term + 1,
+            kind: EntryKind::Normal,
+            data: data("contradicts the snapshot"),
+        }],
+        commit,
+    };
+    follower.step(message(1, 2, term + 1, append)).unwrap();
+    assert_eq!(follower.metrics().messages_malformed, 1);
+    assert_eq!(follower.term_at(snapshot_index), Some(snapshot_term));
+}
