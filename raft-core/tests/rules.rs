@@ -13,6 +13,26 @@ fn data(text: &str) -> Bytes {
     Bytes::from(text.to_owned())
 }
 
+/// An append of one entry at `(index, term)` after `(prev_index, prev_term)`.
+fn one_entry_append(
+    (prev_index, prev_term): (u64, u64),
+    (index, term): (u64, u64),
+    text: &str,
+    commit: u64,
+) -> MessageBody {
+    MessageBody::Append {
+        prev_index,
+        prev_term,
+        entries: vec![Entry {
+            index,
+            term,
+            kind: EntryKind::Normal,
+            data: data(text),
+        }],
+        commit,
+    }
+}
+
 // ---- src/node/roles.rs ----
 
 /// Rule: the metrics count every election a node starts (pre-votes are not elections) and every
@@ -264,17 +284,12 @@ fn an_append_whose_previous_entry_contradicts_the_commit_index_is_rejected() {
     assert_eq!(commit, last);
     let committed_term = follower.term_at(commit).unwrap();
     assert!(committed_term >= 1);
-    let append = MessageBody::Append {
-        prev_index: commit,
-        prev_term: committed_term - 1,
-        entries: vec![Entry {
-            index: commit + 1,
-            term,
-            kind: EntryKind::Normal,
-            data: data("forged"),
-        }],
+    let append = one_entry_append(
+        (commit, committed_term - 1),
+        (commit + 1, term),
+        "forged",
         commit,
-    };
+    );
     follower.step(message(1, 2, term, append)).unwrap();
     assert_eq!(follower.last_index(), last, "nothing appended");
     let ready = follower.ready();
@@ -299,17 +314,12 @@ fn an_append_that_contradicts_a_committed_entry_is_dropped_and_counted() {
     let follower = cluster.node_mut(2);
     let (term, commit) = (follower.term(), follower.commit_index());
     let prev_term = follower.term_at(commit - 1).unwrap();
-    let append = MessageBody::Append {
-        prev_index: commit - 1,
-        prev_term,
-        entries: vec![Entry {
-            index: commit,
-            term: term + 1,
-            kind: EntryKind::Normal,
-            data: data("contradicts"),
-        }],
+    let append = one_entry_append(
+        (commit - 1, prev_term),
+        (commit, term + 1),
+        "contradicts",
         commit,
-    };
+    );
     follower.step(message(1, 2, term + 1, append)).unwrap();
     assert_eq!(follower.metrics().messages_malformed, 1);
     assert_eq!(
@@ -343,17 +353,12 @@ fn an_append_that_contradicts_the_snapshot_position_is_dropped_and_counted() {
     let snapshot_index = follower.first_index() - 1;
     assert_eq!(snapshot_index, commit, "compacted up to the commit index");
     let snapshot_term = follower.term_at(snapshot_index).unwrap();
-    let append = MessageBody::Append {
-        prev_index: snapshot_index - 1,
-        prev_term: snapshot_term,
-        entries: vec![Entry {
-            index: snapshot_index,
-            term: term + 1,
-            kind: EntryKind::Normal,
-            data: data("contradicts the snapshot"),
-        }],
+    let append = one_entry_append(
+        (snapshot_index - 1, snapshot_term),
+        (snapshot_index, term + 1),
+        "contradicts the snapshot",
         commit,
-    };
+    );
     follower.step(message(1, 2, term + 1, append)).unwrap();
     assert_eq!(follower.metrics().messages_malformed, 1);
     assert_eq!(follower.term_at(snapshot_index), Some(snapshot_term));
