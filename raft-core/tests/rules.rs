@@ -3,10 +3,10 @@
 //! rule it pins. They are grouped by the source file whose mutants they kill.
 
 use bytes::Bytes;
-use raft_core::testing::{Cluster, acknowledge, leader_of_three as lone_leader, message};
+use raft_core::testing::{Cluster, GROUP_ID, acknowledge, leader_of_three as lone_leader, message};
 use raft_core::{
-    ConfChange, ConfState, Entry, EntryKind, INDEX_AND_TERM_MAX, MessageBody, ProgressState, Role,
-    Snapshot, SnapshotMeta, StepError,
+    ConfChange, ConfState, Config, Entry, EntryKind, INDEX_AND_TERM_MAX, InitialState, MessageBody,
+    Node, ProgressState, Role, Snapshot, SnapshotMeta, StepError,
 };
 
 fn data(text: &str) -> Bytes {
@@ -362,4 +362,26 @@ fn an_append_that_contradicts_the_snapshot_position_is_dropped_and_counted() {
     follower.step(message(1, 2, term + 1, append)).unwrap();
     assert_eq!(follower.metrics().messages_malformed, 1);
     assert_eq!(follower.term_at(snapshot_index), Some(snapshot_term));
+}
+
+/// Rule: a candidate that a majority refused gives up at once and becomes a follower (it does not
+/// wait for its election timeout); one refusal out of three is not enough.
+#[test]
+fn a_candidate_refused_by_a_majority_becomes_a_follower_at_once() {
+    let mut config = Config::new(1, GROUP_ID);
+    config.pre_vote = false;
+    let mut node = Node::new(config, InitialState::bootstrap(&[1, 2, 3])).unwrap();
+    while node.role() != Role::Candidate {
+        node.tick();
+    }
+    let term = node.term();
+    let refused = MessageBody::VoteResponse {
+        pre_vote: false,
+        granted: false,
+    };
+    node.step(message(2, 1, term, refused.clone())).unwrap();
+    assert_eq!(node.role(), Role::Candidate, "one refusal of three");
+    node.step(message(3, 1, term, refused)).unwrap();
+    assert_eq!(node.role(), Role::Follower);
+    assert_eq!(node.term(), term, "in the same term");
 }
