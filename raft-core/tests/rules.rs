@@ -385,3 +385,23 @@ fn a_candidate_refused_by_a_majority_becomes_a_follower_at_once() {
     assert_eq!(node.role(), Role::Follower);
     assert_eq!(node.term(), term, "in the same term");
 }
+
+/// Rule: a leader refuses answers from nodes outside its membership, and acknowledgements of
+/// entries it never had, each counted under its reason.
+#[test]
+fn a_leader_refuses_and_counts_answers_from_strangers_and_beyond_its_log() {
+    let mut node = lone_leader(|_| {});
+    let term = node.term();
+    let last_index = node.last_index();
+    let stranger = node.step(message(9, 1, term, acknowledge(last_index)));
+    assert_eq!(stranger, Err(StepError::NonMember(9)));
+    assert_eq!(node.metrics().messages_from_non_members, 1);
+    let beyond = node.step(message(2, 1, term, acknowledge(last_index + 1)));
+    assert!(matches!(beyond, Err(StepError::Malformed { .. })));
+    assert_eq!(node.metrics().messages_malformed, 1);
+    assert_eq!(
+        node.progress(2).unwrap().match_index,
+        0,
+        "nothing acknowledged"
+    );
+}
