@@ -6,7 +6,7 @@ use bytes::Bytes;
 use raft_core::testing::{Cluster, GROUP_ID, acknowledge, leader_of_three as lone_leader, message};
 use raft_core::{
     ConfChange, ConfState, Config, Entry, EntryKind, INDEX_AND_TERM_MAX, InitialState, MessageBody,
-    Node, ProgressState, Role, Snapshot, SnapshotMeta, StepError,
+    Node, ProgressState, ReadMode, Role, Snapshot, SnapshotMeta, StepError,
 };
 
 fn data(text: &str) -> Bytes {
@@ -403,5 +403,161 @@ fn a_leader_refuses_and_counts_answers_from_strangers_and_beyond_its_log() {
         node.progress(2).unwrap().match_index,
         0,
         "nothing acknowledged"
+    );
+}
+
+/// Rule: the lease lasts exactly `election_timeout_ticks - 2` ticks from the sending of the
+/// heartbeat a quorum acknowledged: a read at its last tick is served at once, one tick later it
+/// needs a confirmation round.
+#[test]
+fn the_lease_lasts_to_its_last_tick_and_no_further() {
+    let mut leader = lone_leader(|config| config.read_mode = ReadMode::LeaseBased);
+    let term = leader.term();
+    leader
+        .step(message(2, 1, term, acknowledge(leader.last_index())))
+        .unwrap();
+    leader.read_index(1).unwrap();
+    let ready = leader.ready();
+    let sent_at_tick = ready
+        .messages
+        .iter()
+        .find_map(|sent| match sent.body {
+            MessageBody::Heartbeat { sent_at_tick, .. } => Some(sent_at_tick),
+            _ => None,
+        })
+        .expect("a confirmation round");
+    assert!(sent_at_tick > 0);
+    leader.advance(ready.number);
+    let answer = MessageBody::HeartbeatResponse {
+        read_sequence: 1,
+        sent_at_tick,
+    };
+    leader.step(message(2, 1, term, answer)).unwrap();
+    let mut served_at_once = |leader: &mut Node, request_id| {
+        leader.read_index(request_id).unwrap();
+        let ready = leader.ready();
+        leader.advance(ready.number);
+        ready
+            .read_states
+            .iter()
+            .any(|read| read.request_id == request_id)
+    };
+    assert!(served_at_once(&mut leader, 2));
+    let lease_ticks = leader.config().election_timeout_ticks - 2;
+    for _ in 0..lease_ticks - 1 {
+        leader.tick();
+    }
+    assert!(served_at_once(&mut leader, 3), "the lease's last tick");
+    leader.tick();
+    assert!(!served_at_once(&mut leader, 4), "the lease expired");
+}
+
+/// Rule: a heartbeat answer from a follower that holds the whole log sends nothing more; only a
+/// follower behind is probed with an append.
+#[test]
+fn a_heartbeat_answer_probes_only_a_follower_that_is_behind() {
+    let mut leader = lone_leader(|_| {});
+    let term = leader.term();
+    let last_index = leader.last_index();
+    leader
+        .step(message(2, 1, term, acknowledge(last_index)))
+        .unwrap();
+    let ready = leader.ready();
+    leader.advance(ready.number);
+    let answer = MessageBody::HeartbeatResponse {
+        read_sequence: 0,
+        sent_at_tick: 0,
+    };
+    let appends_after_answer_from = |leader: &mut Node, from| {
+        leader.step(message(from, 1, term, answer.clone())).unwrap();
+        let ready = leader.ready();
+        leader.advance(ready.number);
+        ready
+            .messages
+            .iter()
+            .filter(|sent| matches!(sent.body, MessageBody::Append { .. }))
+            .count()
+    };
+    assert_eq!(appends_after_answer_from(&mut leader, 2), 0, "up to date");
+    assert_eq!(
+        appends_after_answer_from(&mut leader, 3),
+        1,
+        "behind: probed"
+    );
+}
+
+/// Rule (fast backtracking, leader side): a rejection's hint names the follower's last entry of
+/// a term no newer than the one probed; the leader steps back to its own last entry of a term
+/// no newer than the hint's, skipping the whole conflicting range in one round trip.
+#[test]
+fn a_new_leader_skips_a_followers_whole_stale_term_in_one_round_trip() {
+    let mut cluster = Cluster::new(&[1, 2, 3]);
+    assert!(cluster.elect(1));
+    // Node 1 writes 30 entries nobody else gets, then crashes.
+    cluster.isolate(1);
+    for write in 0..30 {
+        cluster
+            .propose(1, data(&format!("doomed-{write}")))
+            .unwrap();
+    }
+    cluster.stabilize();
+    cluster.crash(1);
+    cluster.heal();
+    let mut leader = None;
+    for _ in 0..200 {
+        cluster.tick_all(1);
+        leader = cluster.leader();
+        if leader.is_some() {
+            break;
+        }
+    }
+    let leader = leader.expect("nodes 2 and 3 elect a leader");
+    cluster.stabilize();
+    for write in 0..40 {
+        cluster
+            .propose(leader, data(&format!("kept-{write}")))
+            .unwrap();
+    }
+    cluster.stabilize();
+    // Node 1 comes back cut off; a new leader starts with an optimistic guess of its log.
+    cluster.restart(1);
+    cluster.isolate(1);
+    let successor = 5 - leader;
+    cluster.node_mut(leader).transfer_leader(successor).unwrap();
+    cluster.stabilize();
+    assert_eq!(cluster.leader(), Some(successor));
+    let guess = cluster.node(successor).progress(1).unwrap().next_index;
+    assert!(guess > cluster.node(1).last_index() + 1);
+    cluster.heal();
+    // Only the leader ticks (its heartbeats reach node 1); every message is counted as it goes.
+    let mut rejections = 0;
+    for _ in 0..100 {
+        cluster.tick(successor);
+        loop {
+            let processed = cluster.process_all();
+            let in_transit = cluster.in_transit();
+            if !processed && in_transit.is_empty() {
+                break;
+            }
+            rejections += in_transit
+                .iter()
+                .filter(|sent| {
+                    sent.from == 1
+                        && matches!(sent.body, MessageBody::AppendResponse { reject: true, .. })
+                })
+                .count();
+            cluster.deliver_round();
+        }
+        if cluster.node(1).last_index() == cluster.node(successor).last_index() {
+            break;
+        }
+    }
+    assert_eq!(
+        cluster.node(1).last_index(),
+        cluster.node(successor).last_index()
+    );
+    assert!(
+        rejections <= 2,
+        "{rejections} rejections for 30 conflicting entries"
     );
 }
