@@ -3,7 +3,9 @@
 //! rule it pins. They are grouped by the source file whose mutants they kill.
 
 use bytes::Bytes;
-use raft_core::testing::{Cluster, GROUP_ID, acknowledge, leader_of_three as lone_leader, message};
+use raft_core::testing::{
+    Cluster, GROUP_ID, acknowledge, drain, leader_of_three as lone_leader, message,
+};
 use raft_core::{
     ConfChange, ConfState, Config, Entry, EntryKind, INDEX_AND_TERM_MAX, InitialState, MessageBody,
     Node, ProgressState, ReadMode, Role, Snapshot, SnapshotMeta, StepError,
@@ -560,4 +562,49 @@ fn a_new_leader_skips_a_followers_whole_stale_term_in_one_round_trip() {
         rejections <= 2,
         "{rejections} rejections for 30 conflicting entries"
     );
+}
+
+/// Rule: a leader sending a snapshot waits for the follower to acknowledge the snapshot's index;
+/// an older acknowledgement arriving meanwhile (delayed on the way) neither restarts replication
+/// nor sends a second snapshot.
+#[test]
+fn a_snapshot_in_flight_ends_only_with_an_acknowledgement_of_its_index() {
+    let mut leader = lone_leader(|_| {});
+    let term = leader.term();
+    leader.propose(data("a")).unwrap();
+    leader.propose(data("b")).unwrap();
+    drain(&mut leader);
+    let last_index = leader.last_index();
+    leader
+        .step(message(3, 1, term, acknowledge(last_index)))
+        .unwrap();
+    drain(&mut leader);
+    assert_eq!(leader.applied_index(), last_index);
+    leader.compact(last_index, data("state")).unwrap();
+    // Node 2 rejects the probe with an empty log: only the snapshot can catch it up.
+    let probed = leader.progress(2).unwrap().next_index - 1;
+    let rejection = MessageBody::AppendResponse {
+        index: probed,
+        reject: true,
+        reject_hint: 0,
+        hint_term: 0,
+    };
+    leader.step(message(2, 1, term, rejection)).unwrap();
+    drain(&mut leader);
+    let in_snapshot = ProgressState::Snapshot {
+        pending_index: last_index,
+    };
+    assert_eq!(leader.progress(2).unwrap().state, in_snapshot);
+    assert_eq!(leader.metrics().snapshots_sent, 1);
+    // A delayed acknowledgement of an old index.
+    leader.step(message(2, 1, term, acknowledge(2))).unwrap();
+    let sent = drain(&mut leader);
+    assert_eq!(leader.progress(2).unwrap().state, in_snapshot);
+    assert_eq!(leader.metrics().snapshots_sent, 1);
+    assert!(sent.iter().all(|message| message.to != 2));
+    // The snapshot's own acknowledgement ends it.
+    leader
+        .step(message(2, 1, term, acknowledge(last_index)))
+        .unwrap();
+    assert_eq!(leader.progress(2).unwrap().state, ProgressState::Replicate);
 }
