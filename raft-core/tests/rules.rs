@@ -608,3 +608,23 @@ fn a_snapshot_in_flight_ends_only_with_an_acknowledgement_of_its_index() {
         .unwrap();
     assert_eq!(leader.progress(2).unwrap().state, ProgressState::Replicate);
 }
+
+/// Rule: the commit index is what a quorum holds, for any number of voters, also beyond the 16
+/// whose progress the leader sorts on the stack.
+#[test]
+fn a_group_of_seventeen_voters_commits_what_nine_hold() {
+    let voters: Vec<u64> = (1..=17).collect();
+    let mut cluster = Cluster::new(&voters);
+    assert!(cluster.elect(1));
+    // Eight followers stop answering: nine of seventeen still commit.
+    cluster.drop_if(|sent| sent.from >= 10);
+    let index = cluster.propose(1, data("x")).unwrap();
+    cluster.stabilize();
+    assert_eq!(cluster.node(1).commit_index(), index);
+    // One more silent follower: eight of seventeen do not.
+    cluster.drop_if(|sent| sent.from == 9);
+    let unreached = cluster.propose(1, data("y")).unwrap();
+    cluster.stabilize();
+    assert_eq!(cluster.node(1).commit_index(), index);
+    assert!(unreached > index);
+}
