@@ -685,6 +685,50 @@ mod tests {
         }
     }
 
+    /// Rule: a record of exactly [`RECORD_BYTES_MAX`] bytes, header included, is written and read back; one
+    /// byte more is refused when encoding (and `out` left as it was) and when decoding.
+    #[test]
+    fn the_record_limit_is_inclusive() {
+        let append = |payload_bytes: u64| {
+            let payload = vec![7; usize::try_from(payload_bytes).unwrap()];
+            let mut out = b"kept".to_vec();
+            let result = encode_append(
+                1,
+                &[Entry {
+                    index: 1,
+                    term: 1,
+                    payload: Bytes::from(payload),
+                }],
+                9,
+                &mut out,
+            );
+            (result, out)
+        };
+        // The header and the varints around the payload take the same bytes for every size near the limit.
+        let near = RECORD_BYTES_MAX - 64;
+        let overhead = append(near).0.unwrap() - near;
+        let (result, out) = append(RECORD_BYTES_MAX - overhead);
+        assert_eq!(result.unwrap(), RECORD_BYTES_MAX);
+        let (decoded, length) = decode(&out[4..], 9).unwrap();
+        assert_eq!(length as u64, RECORD_BYTES_MAX);
+        assert!(matches!(decoded, Record::Append { index_first: 1, .. }));
+        let (result, out) = append(RECORD_BYTES_MAX - overhead + 1);
+        assert!(matches!(
+            result,
+            Err(Error::RecordTooLarge { bytes, .. }) if bytes == RECORD_BYTES_MAX + 1
+        ));
+        assert_eq!(out, b"kept");
+        let mut header = vec![0; RECORD_HEADER_BYTES as usize];
+        let payload_bytes = u32::try_from(RECORD_BYTES_MAX - RECORD_HEADER_BYTES + 1).unwrap();
+        header[..4].copy_from_slice(&payload_bytes.to_le_bytes());
+        assert_eq!(
+            decode(&header, 9),
+            Err(DecodeError::TooLarge {
+                bytes: RECORD_BYTES_MAX + 1
+            })
+        );
+    }
+
     #[test]
     fn a_huge_length_field_is_rejected_before_reading_further() {
         let mut bytes = vec![0xff; 4];
