@@ -729,6 +729,37 @@ mod tests {
         );
     }
 
+    /// Rule: the search's cheap filter takes a header for a record of this life only if it has the fields
+    /// this crate writes: the life id, a known type, group 0 for a checkpoint and a seal, and no payload for a
+    /// seal; each wrong field alone rules it out.
+    #[test]
+    fn a_plausible_header_has_every_field_this_crate_writes() {
+        let header = |record_type: u8, group: u64, payload_bytes: u32| {
+            let mut header = vec![0; RECORD_HEADER_BYTES as usize];
+            header[..4].copy_from_slice(&payload_bytes.to_le_bytes());
+            header[8..16].copy_from_slice(&9u64.to_le_bytes());
+            header[16] = record_type;
+            header[17..25].copy_from_slice(&group.to_le_bytes());
+            header
+        };
+        assert!(is_plausible_header_of(&header(TYPE_SEAL, 0, 0), 9));
+        assert!(!is_plausible_header_of(&header(TYPE_SEAL, 0, 0), 8));
+        assert!(!is_plausible_header_of(&header(TYPE_SEAL, 5, 0), 9));
+        assert!(!is_plausible_header_of(&header(TYPE_SEAL, 0, 1), 9));
+        assert!(is_plausible_header_of(&header(TYPE_CHECKPOINT, 0, 40), 9));
+        assert!(!is_plausible_header_of(&header(TYPE_CHECKPOINT, 5, 40), 9));
+        for record_type in [TYPE_APPEND, TYPE_HARD_STATE, TYPE_TRUNCATE, TYPE_COMPACT] {
+            assert!(is_plausible_header_of(&header(record_type, 5, 40), 9));
+        }
+        assert!(!is_plausible_header_of(&header(0, 5, 40), 9));
+        assert!(!is_plausible_header_of(&header(7, 5, 40), 9));
+        assert!(!is_plausible_header_of(&header(TYPE_SEAL, 0, 0)[..24], 9));
+        assert!(!is_plausible_header_of(
+            &header(TYPE_APPEND, 5, u32::MAX),
+            9
+        ));
+    }
+
     #[test]
     fn a_huge_length_field_is_rejected_before_reading_further() {
         let mut bytes = vec![0xff; 4];
