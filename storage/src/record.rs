@@ -829,4 +829,75 @@ mod tests {
             Err(DecodeError::Malformed("an append holds no entry"))
         );
     }
+
+    /// Decodes a record of type `record_type` whose payload is `body`, written with a valid checksum.
+    fn decode_forged<T: Serialize>(
+        record_type: u8,
+        group: GroupId,
+        body: &T,
+    ) -> Result<(), DecodeError> {
+        let mut bytes = Vec::new();
+        encode_body(record_type, group, 1, body, &mut bytes).unwrap();
+        decode(&bytes, 1).map(|_| ())
+    }
+
+    /// Rule: every index a record carries lies in `1..INDEX_LIMIT`: an append's first and last index, a
+    /// compaction's first kept index; each bound alone refuses the record, however intact its checksum.
+    #[test]
+    fn record_indexes_out_of_range_are_malformed_one_bound_at_a_time() {
+        let entry = EntryRef {
+            term: 1,
+            payload: b"x",
+        };
+        let append = |index_first: u64, count: usize| {
+            decode_forged(
+                TYPE_APPEND,
+                1,
+                &AppendBody {
+                    index_first,
+                    entries: vec![entry; count],
+                },
+            )
+        };
+        let out_of_range = Err(DecodeError::Malformed("append indexes out of range"));
+        assert_eq!(append(0, 1), out_of_range);
+        assert_eq!(append(INDEX_LIMIT - 1, 2), out_of_range);
+        assert_eq!(append(INDEX_LIMIT - 1, 1), Ok(()));
+        assert_eq!(append(1, 2), Ok(()));
+        let compact = |index_first_kept: u64| decode_forged(TYPE_COMPACT, 1, &index_first_kept);
+        let out_of_range = Err(DecodeError::Malformed("compaction index out of range"));
+        assert_eq!(compact(0), out_of_range);
+        assert_eq!(compact(INDEX_LIMIT), out_of_range);
+        assert_eq!(compact(1), Ok(()));
+        assert_eq!(compact(INDEX_LIMIT - 1), Ok(()));
+    }
+
+    /// Rule: a checkpoint lists each group once, sorted, with bounds `1 <= index_first <= index_last + 1`
+    /// below `INDEX_LIMIT`; any other list is malformed.
+    #[test]
+    fn a_checkpoint_with_unsorted_groups_or_inconsistent_bounds_is_malformed() {
+        let group = |group: u64, index_first: u64, index_last: u64| GroupCheckpoint {
+            group,
+            hard_state: HardState::default(),
+            index_first,
+            index_last,
+        };
+        let checkpoint =
+            |groups: Vec<GroupCheckpoint>| decode_forged(TYPE_CHECKPOINT, 0, &(7u64, groups));
+        assert_eq!(checkpoint(vec![group(1, 1, 0), group(2, 5, 9)]), Ok(()));
+        let unsorted = Err(DecodeError::Malformed("checkpoint groups are not sorted"));
+        assert_eq!(checkpoint(vec![group(2, 1, 0), group(1, 1, 0)]), unsorted);
+        assert_eq!(checkpoint(vec![group(1, 1, 0), group(1, 1, 0)]), unsorted);
+        let inconsistent = Err(DecodeError::Malformed(
+            "checkpoint log bounds are inconsistent",
+        ));
+        for bad in [
+            group(1, 0, 0),
+            group(1, INDEX_LIMIT, 0),
+            group(1, 1, INDEX_LIMIT),
+            group(1, 5, 3),
+        ] {
+            assert_eq!(checkpoint(vec![bad]), inconsistent, "{bad:?}");
+        }
+    }
 }
