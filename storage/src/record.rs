@@ -894,6 +894,7 @@ mod tests {
         for bad in [
             group(1, 0, 0),
             group(1, INDEX_LIMIT, 0),
+            group(1, INDEX_LIMIT, INDEX_LIMIT - 1),
             group(1, 1, INDEX_LIMIT),
             group(1, 5, 3),
         ] {
