@@ -628,3 +628,34 @@ fn a_group_of_seventeen_voters_commits_what_nine_hold() {
     assert_eq!(cluster.node(1).commit_index(), index);
     assert!(unreached > index);
 }
+
+/// Rule: a leader that removed itself hands over when the removal commits: it tells the most
+/// up-to-date remaining voter (the lowest id among equals) to campaign at once, so the group has
+/// a leader again without waiting for an election timeout.
+#[test]
+fn a_leader_that_removed_itself_hands_over_to_the_most_up_to_date_voter() {
+    let mut cluster = Cluster::new(&[1, 2, 3]);
+    assert!(cluster.elect(1));
+    cluster
+        .node_mut(1)
+        .propose_conf_change(ConfChange::RemoveNode(1))
+        .unwrap();
+    let mut timeout_now_to = Vec::new();
+    for _ in 0..100 {
+        let processed = cluster.process_all();
+        let in_transit = cluster.in_transit();
+        if !processed && in_transit.is_empty() {
+            break;
+        }
+        timeout_now_to.extend(
+            in_transit
+                .iter()
+                .filter(|sent| matches!(sent.body, MessageBody::TimeoutNow))
+                .map(|sent| sent.to),
+        );
+        cluster.deliver_round();
+    }
+    assert_eq!(timeout_now_to, [2]);
+    assert_eq!(cluster.leader(), Some(2), "elected without a single tick");
+    assert_eq!(cluster.node(1).role(), Role::Follower);
+}
