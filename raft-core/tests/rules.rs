@@ -659,3 +659,52 @@ fn a_leader_that_removed_itself_hands_over_to_the_most_up_to_date_voter() {
     assert_eq!(cluster.leader(), Some(2), "elected without a single tick");
     assert_eq!(cluster.node(1).role(), Role::Follower);
 }
+
+// ---- src/progress.rs ----
+
+/// Rule: a replicating follower counts as stalled only if appends are in flight and none was
+/// acknowledged since the last check; an idle follower that holds the whole log stays in
+/// Replicate across heartbeat intervals.
+#[test]
+fn an_idle_follower_that_holds_the_log_is_never_taken_for_stalled() {
+    let mut leader = lone_leader(|config| config.check_quorum = false);
+    let term = leader.term();
+    leader
+        .step(message(2, 1, term, acknowledge(leader.last_index())))
+        .unwrap();
+    drain(&mut leader);
+    assert_eq!(leader.progress(2).unwrap().state, ProgressState::Replicate);
+    for _ in 0..5 * leader.config().heartbeat_interval_ticks {
+        leader.tick();
+        drain(&mut leader);
+    }
+    assert_eq!(leader.progress(2).unwrap().state, ProgressState::Replicate);
+}
+
+/// Rule: [`Node::buffer_capacity`] counts the queues of appends in flight: a follower that let
+/// hundreds of appends pile up holds memory until it acknowledges them, and gives it back then.
+#[test]
+fn buffer_capacity_counts_the_appends_in_flight() {
+    let mut leader = lone_leader(|config| {
+        config.check_quorum = false;
+        config.inflight_messages_max = 1024;
+    });
+    let term = leader.term();
+    leader
+        .step(message(2, 1, term, acknowledge(leader.last_index())))
+        .unwrap();
+    drain(&mut leader);
+    for write in 0..500 {
+        leader.propose(data(&format!("w{write}"))).unwrap();
+        drain(&mut leader);
+    }
+    assert_eq!(leader.progress(2).unwrap().inflight_count(), 500);
+    let with_appends_in_flight = leader.buffer_capacity();
+    leader
+        .step(message(2, 1, term, acknowledge(leader.last_index())))
+        .unwrap();
+    drain(&mut leader);
+    assert_eq!(leader.progress(2).unwrap().inflight_count(), 0);
+    let released = with_appends_in_flight - leader.buffer_capacity();
+    assert!(released >= 400, "{released} slots released");
+}
