@@ -708,3 +708,35 @@ fn buffer_capacity_counts_the_appends_in_flight() {
     let released = with_appends_in_flight - leader.buffer_capacity();
     assert!(released >= 400, "{released} slots released");
 }
+
+/// Rule: a rejection never sends the leader back to or below an index the follower already
+/// acknowledged, whatever its hint says: the next append starts right after the match.
+#[test]
+fn a_rejection_never_moves_the_next_index_to_an_acknowledged_entry() {
+    let mut leader = lone_leader(|config| config.check_quorum = false);
+    let term = leader.term();
+    for write in 0..3 {
+        leader.propose(data(&format!("w{write}"))).unwrap();
+    }
+    drain(&mut leader);
+    let acknowledged = leader.last_index();
+    leader
+        .step(message(2, 1, term, acknowledge(acknowledged)))
+        .unwrap();
+    drain(&mut leader);
+    leader.propose(data("more")).unwrap();
+    drain(&mut leader);
+    let progress = leader.progress(2).unwrap();
+    assert_eq!(progress.state, ProgressState::Replicate);
+    assert_eq!(progress.match_index, acknowledged);
+    let rejection = MessageBody::AppendResponse {
+        index: leader.last_index(),
+        reject: true,
+        reject_hint: 0,
+        hint_term: 0,
+    };
+    leader.step(message(2, 1, term, rejection)).unwrap();
+    let progress = leader.progress(2).unwrap();
+    assert_eq!(progress.state, ProgressState::Probe);
+    assert_eq!(progress.next_index, acknowledged + 1);
+}
