@@ -740,3 +740,38 @@ fn a_rejection_never_moves_the_next_index_to_an_acknowledged_entry() {
     assert_eq!(progress.state, ProgressState::Probe);
     assert_eq!(progress.next_index, acknowledged + 1);
 }
+
+/// Rule: while probing, only the rejection of the last probe counts (an older one is stale), and
+/// even a counted one never moves the next index to or below the match.
+#[test]
+fn a_probing_leader_heeds_only_the_rejection_of_its_last_probe() {
+    let mut leader = lone_leader(|config| config.check_quorum = false);
+    let term = leader.term();
+    leader.propose(data("w")).unwrap();
+    drain(&mut leader);
+    let acknowledged = leader.last_index();
+    leader
+        .step(message(2, 1, term, acknowledge(acknowledged)))
+        .unwrap();
+    drain(&mut leader);
+    leader.report_unreachable(2);
+    let probe = leader.progress(2).unwrap();
+    assert_eq!(probe.state, ProgressState::Probe);
+    assert_eq!(probe.next_index, acknowledged + 1);
+    let rejection = |index| MessageBody::AppendResponse {
+        index,
+        reject: true,
+        reject_hint: 0,
+        hint_term: 0,
+    };
+    // A rejection of an older probe: stale.
+    leader
+        .step(message(2, 1, term, rejection(acknowledged - 1)))
+        .unwrap();
+    assert_eq!(leader.progress(2).unwrap().next_index, acknowledged + 1);
+    // A rejection of the last probe with a hint below the match: the match holds.
+    leader
+        .step(message(2, 1, term, rejection(acknowledged)))
+        .unwrap();
+    assert_eq!(leader.progress(2).unwrap().next_index, acknowledged + 1);
+}
