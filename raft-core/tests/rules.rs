@@ -758,20 +758,23 @@ fn a_probing_leader_heeds_only_the_rejection_of_its_last_probe() {
     let probe = leader.progress(2).unwrap();
     assert_eq!(probe.state, ProgressState::Probe);
     assert_eq!(probe.next_index, acknowledged + 1);
-    let rejection = |index| MessageBody::AppendResponse {
+    for write in 0..5 {
+        leader.propose(data(&format!("later {write}"))).unwrap();
+    }
+    drain(&mut leader);
+    let rejection = |index, reject_hint, hint_term| MessageBody::AppendResponse {
         index,
         reject: true,
-        reject_hint: 0,
-        hint_term: 0,
+        reject_hint,
+        hint_term,
     };
-    // A rejection of an older probe: stale.
-    leader
-        .step(message(2, 1, term, rejection(acknowledged - 1)))
-        .unwrap();
+    // A rejection of an append sent before the probe (a later index): stale.
+    let stale = rejection(acknowledged + 5, acknowledged + 3, term);
+    leader.step(message(2, 1, term, stale)).unwrap();
     assert_eq!(leader.progress(2).unwrap().next_index, acknowledged + 1);
     // A rejection of the last probe with a hint below the match: the match holds.
     leader
-        .step(message(2, 1, term, rejection(acknowledged)))
+        .step(message(2, 1, term, rejection(acknowledged, 0, 0)))
         .unwrap();
     assert_eq!(leader.progress(2).unwrap().next_index, acknowledged + 1);
 }
