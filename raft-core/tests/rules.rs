@@ -435,7 +435,7 @@ fn the_lease_lasts_to_its_last_tick_and_no_further() {
         sent_at_tick,
     };
     leader.step(message(2, 1, term, answer)).unwrap();
-    let mut served_at_once = |leader: &mut Node, request_id| {
+    let served_at_once = |leader: &mut Node, request_id| {
         leader.read_index(request_id).unwrap();
         let ready = leader.ready();
         leader.advance(ready.number);
