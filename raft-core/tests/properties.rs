@@ -6,14 +6,36 @@
 //! write completed before they were requested. After the schedule, a liveness phase heals
 //! everything and requires the cluster to commit again.
 //!
-//! A failing schedule shrinks to a short, readable list of actions. To follow one step by step,
-//! paste it into a test calling `run` and set `DEBUG_SCHEDULE=1`: each action is printed with
-//! every node's role, term, commit index, last index and voters before it runs.
+//! Each case draws its configuration as well as its schedule ([`Settings`]): ReadIndex or lease
+//! reads, pre-vote and check-quorum on or off, replication and inflight limits, how often the
+//! nodes compact (snapshots), and whether membership changes and transfers happen.
+//!
+//! What the test command runs, and how long it takes (debug test profile, one core):
+//!
+//! - the corpus ([`CORPUS`]): schedules that once found bugs, replayed first, as they printed;
+//! - fixed seeds: 5,000 cases per shape from a fixed proptest seed, the same every run;
+//! - a rotating part: 3,000 cases of any shape from a seed that changes every run and is
+//!   printed (`RAFT_PROPERTY_SEED=<seed>` replays it; `RAFT_PROPERTY_CASES` sets the count).
+//!
+//! The soak, a much larger budget on a fresh seed (README.md gives its time):
+//!
+//! ```sh
+//! RAFT_PROPERTY_CASES=300000 cargo test --release -p raft-core --test properties \
+//!     rotating_seed -- --nocapture
+//! ```
+//!
+//! A failing case shrinks to a short, readable list of actions, printed with its shape and
+//! settings and the seed that found it; add it to [`CORPUS`]. To follow one step by step, set
+//! `DEBUG_SCHEDULE=1`: each action is printed with every node's role, term, commit index, last
+//! index and voters before it runs.
 
 use bytes::Bytes;
 use proptest::prelude::*;
-use raft_core::ConfChange;
+use proptest::test_runner::{
+    Config as ProptestConfig, RngAlgorithm, TestError, TestRng, TestRunner,
+};
 use raft_core::testing::{Cluster, LinkFaults, NETWORK_SEED_DEFAULT};
+use raft_core::{ConfChange, ReadMode};
 
 #[derive(Clone, Debug)]
 enum Action {
@@ -70,15 +92,82 @@ fn action(nodes: u64) -> impl Strategy<Value = Action> {
     ]
 }
 
-/// The knobs a schedule runs with: message faults and replication limits that split appends
-/// (so that followers acknowledge partial logs, as in the paper's Figure 8).
+/// The configuration of one case, drawn with its schedule.
 #[derive(Clone, Debug)]
 struct Settings {
+    /// Message faults on every link.
     faults: LinkFaults,
+    /// Small limits split appends, so that followers acknowledge partial logs (as in the
+    /// paper's Figure 8).
     append_size_bytes_max: u64,
     inflight_messages_max: usize,
+    inflight_bytes_max: u64,
     pre_vote: bool,
     check_quorum: bool,
+    /// Lease reads only with check-quorum (`Config::validate` requires it).
+    read_mode: ReadMode,
+    /// Every running node compacts (takes a snapshot) once it applied this many entries past
+    /// its last snapshot; `None`: only the schedule's `Compact` actions compact.
+    compact_every_entries: Option<u64>,
+    /// Whether the schedule's membership changes and transfers are proposed (otherwise they
+    /// are skipped).
+    membership_changes: bool,
+}
+
+impl Settings {
+    /// The settings every case had before the configuration was drawn per case: ReadIndex
+    /// reads, no automatic compaction, with membership changes. The corpus's older schedules
+    /// run with these.
+    fn before_per_case_draws(
+        faults: LinkFaults,
+        append_size_bytes_max: u64,
+        inflight_messages_max: usize,
+        pre_vote: bool,
+        check_quorum: bool,
+    ) -> Settings {
+        Settings {
+            faults,
+            append_size_bytes_max,
+            inflight_messages_max,
+            inflight_bytes_max: append_size_bytes_max.max(1 << 20),
+            pre_vote,
+            check_quorum,
+            read_mode: ReadMode::Safe,
+            compact_every_entries: None,
+            membership_changes: true,
+        }
+    }
+}
+
+/// The groups a schedule runs on.
+#[derive(Clone, Copy, Debug)]
+enum Shape {
+    /// Three voters, ids 1 to 3.
+    Three,
+    /// Five voters, ids 1 to 5.
+    Five,
+    /// Three voters and two nodes (4 and 5) outside the group that membership changes may add.
+    ThreePlusTwoJoining,
+}
+
+impl Shape {
+    fn voters(self) -> u64 {
+        match self {
+            Shape::Three | Shape::ThreePlusTwoJoining => 3,
+            Shape::Five => 5,
+        }
+    }
+
+    fn joining(self) -> u64 {
+        match self {
+            Shape::Three | Shape::Five => 0,
+            Shape::ThreePlusTwoJoining => 2,
+        }
+    }
+
+    fn nodes(self) -> u64 {
+        self.voters() + self.joining()
+    }
 }
 
 /// The actions of [`action`], plus membership changes and leadership transfers.
@@ -93,7 +182,7 @@ fn membership_action(nodes: u64) -> impl Strategy<Value = Action> {
     ]
 }
 
-fn settings() -> impl Strategy<Value = Settings> {
+fn settings(membership_changes: impl Strategy<Value = bool>) -> impl Strategy<Value = Settings> {
     let faults =
         (0..150_000u32, 0..80_000u32, 0..150_000u32).prop_map(|(drop, duplicate, delay)| {
             LinkFaults {
@@ -102,39 +191,86 @@ fn settings() -> impl Strategy<Value = Settings> {
                 delay_per_million: delay,
             }
         });
-    (
-        faults,
+    let limits = (
         prop_oneof![Just(1u64), Just(64), Just(1 << 20)],
         prop_oneof![Just(1usize), Just(2), Just(256)],
+        // Inflight bytes as a multiple of the append size: one append, a few, or no limit.
+        prop_oneof![Just(1u64), Just(4), Just(1 << 20)],
+    );
+    let compaction = prop_oneof![
+        2 => Just(None),
+        1 => Just(Some(1u64)),
+        1 => Just(Some(4u64)),
+        1 => Just(Some(16u64)),
+    ];
+    (
+        faults,
+        limits,
         any::<bool>(),
         any::<bool>(),
+        any::<bool>(),
+        compaction,
+        membership_changes,
     )
         .prop_map(
-            |(faults, append_size_bytes_max, inflight_messages_max, pre_vote, check_quorum)| {
+            |(faults, limits, pre_vote, check_quorum, lease, compact_every_entries, membership)| {
+                let (append_size_bytes_max, inflight_messages_max, inflight_factor) = limits;
+                let read_mode = if lease && check_quorum {
+                    ReadMode::LeaseBased
+                } else {
+                    ReadMode::Safe
+                };
                 Settings {
                     faults,
                     append_size_bytes_max,
                     inflight_messages_max,
+                    inflight_bytes_max: (append_size_bytes_max * inflight_factor).min(1 << 30),
                     pre_vote,
                     check_quorum,
+                    read_mode,
+                    compact_every_entries,
+                    membership_changes: membership,
                 }
             },
         )
 }
 
-/// Runs a schedule on a group of `voters` (ids from 1), plus `joining` nodes that start outside
-/// the group and may be added by membership changes.
-fn run(voters: u64, joining: u64, settings: &Settings, actions: &[Action]) {
+/// One case: a shape, its settings and its schedule.
+fn case(shape: Shape) -> impl Strategy<Value = (Settings, Vec<Action>)> {
+    // The groups with joining nodes exist for membership changes; the others draw them.
+    let membership_changes = match shape {
+        Shape::ThreePlusTwoJoining => Just(true).boxed(),
+        Shape::Three | Shape::Five => any::<bool>().boxed(),
+    };
+    (
+        settings(membership_changes),
+        proptest::collection::vec(membership_action(shape.nodes()), 1..400),
+    )
+}
+
+/// What a schedule exercised, so that the fixed seeds can show that they reach every
+/// configuration.
+#[derive(Clone, Copy, Debug, Default)]
+struct Reached {
+    reads_served: usize,
+    snapshots_taken: bool,
+    membership_changed: bool,
+}
+
+/// Runs a schedule on `shape`, then its liveness phase; returns what the schedule reached.
+fn run(shape: Shape, settings: &Settings, actions: &[Action]) -> Reached {
+    let (voters, joining) = (shape.voters(), shape.joining());
     let ids: Vec<u64> = (1..=voters + joining).collect();
     // Short timeouts, so that random schedules elect leaders and commit often.
     let adjust = |config: &mut raft_core::Config| {
         config.election_timeout_ticks = 4;
         config.heartbeat_interval_ticks = 1;
         config.append_size_bytes_max = settings.append_size_bytes_max;
-        config.inflight_bytes_max = settings.append_size_bytes_max.max(1 << 20);
+        config.inflight_bytes_max = settings.inflight_bytes_max;
         config.inflight_messages_max = settings.inflight_messages_max;
         config.pre_vote = settings.pre_vote;
         config.check_quorum = settings.check_quorum;
+        config.read_mode = settings.read_mode;
     };
     let initial_voters: Vec<u64> = (1..=voters).collect();
     let mut cluster = Cluster::with_config(&initial_voters, adjust);
@@ -149,25 +285,15 @@ fn run(voters: u64, joining: u64, settings: &Settings, actions: &[Action]) {
     };
     for action in actions {
         if std::env::var("DEBUG_SCHEDULE").is_ok() {
-            let summary: Vec<String> = ids
-                .iter()
-                .filter(|id| cluster.is_up(**id))
-                .map(|id| {
-                    let node = cluster.node(*id);
-                    format!(
-                        "{id}:{:?}/t{}/c{}/l{}/v{:?}",
-                        node.role(),
-                        node.term(),
-                        node.commit_index(),
-                        node.last_index(),
-                        node.membership().voters
-                    )
-                })
-                .collect();
-            eprintln!("{} | {action:?}", summary.join(" "));
+            eprintln!("{} | {action:?}", summary(&cluster, &ids));
         }
+        let membership = settings.membership_changes;
         match action {
             Action::TickAll(count) => cluster.tick_all(*count),
+            // Lease reads assume that every node's clock runs at the same rate (within two
+            // ticks per election timeout): one node ticked alone would break the assumption
+            // the configuration states, not the protocol.
+            Action::Tick(_) if settings.read_mode == ReadMode::LeaseBased => {}
             Action::Tick(id) => cluster.tick(*id),
             Action::ProposeAtLeader => {
                 if let Some(leader) = cluster.leader() {
@@ -193,20 +319,73 @@ fn run(voters: u64, joining: u64, settings: &Settings, actions: &[Action]) {
             Action::CrashMidReady(id) => cluster.crash_mid_ready(*id),
             Action::Restart(id) => cluster.restart(*id),
             Action::Compact(id) => cluster.compact(*id),
-            Action::AddVoter(id) => change_membership(&mut cluster, ConfChange::AddVoter(*id)),
-            Action::AddLearner(id) => {
+            Action::AddVoter(id) if membership => {
+                change_membership(&mut cluster, ConfChange::AddVoter(*id));
+            }
+            Action::AddLearner(id) if membership => {
                 change_membership(&mut cluster, ConfChange::AddLearner(*id));
             }
-            Action::Remove(id) => change_membership(&mut cluster, ConfChange::RemoveNode(*id)),
-            Action::Transfer(id) => {
+            Action::Remove(id) if membership => {
+                change_membership(&mut cluster, ConfChange::RemoveNode(*id));
+            }
+            Action::Transfer(id) if membership => {
                 if let Some(leader) = cluster.leader() {
                     let _ = cluster.node_mut(leader).transfer_leader(*id);
                 }
             }
-            Action::Propose(_) | Action::Read(_) => {}
+            Action::Propose(_)
+            | Action::Read(_)
+            | Action::AddVoter(_)
+            | Action::AddLearner(_)
+            | Action::Remove(_)
+            | Action::Transfer(_) => {}
+        }
+        if let Some(entries) = settings.compact_every_entries {
+            compact_every(&mut cluster, &ids, entries);
         }
     }
+    let reached = Reached {
+        reads_served: ids.iter().map(|id| cluster.served_reads(*id).len()).sum(),
+        snapshots_taken: ids.iter().any(|id| cluster.durable(*id).snapshot.is_some()),
+        membership_changed: ids.iter().any(|id| {
+            cluster.is_up(*id) && cluster.node(*id).membership().voters != initial_voters
+        }),
+    };
     liveness(&mut cluster, &ids);
+    reached
+}
+
+/// Every running node that applied `entries` entries past its last snapshot compacts.
+fn compact_every(cluster: &mut Cluster, ids: &[u64], entries: u64) {
+    for id in ids {
+        if cluster.is_up(*id) {
+            let node = cluster.node(*id);
+            let snapshot_index = node.first_index() - 1;
+            if node.applied_index() >= snapshot_index + entries {
+                cluster.compact(*id);
+            }
+        }
+    }
+}
+
+/// Every running node's role, term, commit index, last index and voters.
+fn summary(cluster: &Cluster, ids: &[u64]) -> String {
+    let nodes: Vec<String> = ids
+        .iter()
+        .filter(|id| cluster.is_up(**id))
+        .map(|id| {
+            let node = cluster.node(*id);
+            format!(
+                "{id}:{:?}/t{}/c{}/l{}/v{:?}",
+                node.role(),
+                node.term(),
+                node.commit_index(),
+                node.last_index(),
+                node.membership().voters
+            )
+        })
+        .collect();
+    nodes.join(" ")
 }
 
 fn change_membership(cluster: &mut Cluster, change: ConfChange) {
@@ -270,46 +449,293 @@ fn liveness(cluster: &mut Cluster, ids: &[u64]) {
     );
 }
 
-/// 1,000 cases per cluster size by default; `PROPTEST_CASES` overrides it for longer hunts.
-fn cases() -> u32 {
-    std::env::var("PROPTEST_CASES")
+/// The fixed part's seed: the same cases on every run of the test command.
+const FIXED_SEED: u64 = 1;
+
+/// Cases per shape from [`FIXED_SEED`].
+const FIXED_CASES: u32 = 5_000;
+
+/// Cases of the rotating part, unless `RAFT_PROPERTY_CASES` says otherwise.
+const ROTATING_CASES: u32 = 3_000;
+
+/// A runner whose cases all come from `seed`: no randomness of its own and no persisted
+/// failures (the corpus keeps those, as schedules, so that they survive changes to the
+/// strategies).
+fn runner(seed: u64, cases: u32) -> TestRunner {
+    // Mutation testing sets `RAFT_PROPERTY_SHRINK_ITERS=0`: it needs to know that a case
+    // fails, not the shortest one.
+    let max_shrink_iters = std::env::var("RAFT_PROPERTY_SHRINK_ITERS")
         .ok()
         .and_then(|value| value.parse().ok())
-        .unwrap_or(1_000)
+        .unwrap_or(2_000);
+    let config = ProptestConfig {
+        cases,
+        max_shrink_iters,
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    };
+    let mut bytes = [0u8; 32];
+    bytes[..8].copy_from_slice(&seed.to_le_bytes());
+    TestRunner::new_with_rng(config, TestRng::from_seed(RngAlgorithm::ChaCha, &bytes))
 }
 
-proptest! {
-    #![proptest_config(ProptestConfig {
-        cases: cases(),
-        max_shrink_iters: 2_000,
-        ..ProptestConfig::default()
-    })]
-
-    #[test]
-    fn three_nodes_keep_every_invariant(
-        settings in settings(),
-        actions in proptest::collection::vec(action(3), 1..400),
-    ) {
-        run(3, 0, &settings, &actions);
+/// Runs `cases` cases of `shape` drawn from `seed`; a failure panics with the shrunk case, its
+/// shape and settings, and the command that replays the seed. Returns what the cases reached.
+fn check(shape: Shape, seed: u64, cases: u32) -> Vec<(Settings, Reached)> {
+    let reached = std::cell::RefCell::new(Vec::new());
+    let result = runner(seed, cases).run(&case(shape), |(settings, actions)| {
+        let outcome = run(shape, &settings, &actions);
+        reached.borrow_mut().push((settings, outcome));
+        Ok(())
+    });
+    match result {
+        Ok(()) => reached.into_inner(),
+        Err(TestError::Fail(reason, (settings, actions))) => panic!(
+            "{reason}\nshape: {shape:?}\nsettings: {settings:?}\nactions: {actions:?}\n\
+             found by seed {seed} (RAFT_PROPERTY_SEED={seed} cargo test -p raft-core --test \
+             properties rotating_seed); add the schedule to CORPUS"
+        ),
+        Err(TestError::Abort(reason)) => panic!("seed {seed}: {reason}"),
     }
+}
 
-    #[test]
-    fn five_nodes_keep_every_invariant(
-        settings in settings(),
-        actions in proptest::collection::vec(action(5), 1..400),
-    ) {
-        run(5, 0, &settings, &actions);
+/// Each configuration knob took each of its values in some case that served reads, took
+/// snapshots or changed the membership.
+fn assert_every_configuration_reached(reached: &[(Settings, Reached)]) {
+    let served = |mode: ReadMode| {
+        reached
+            .iter()
+            .any(|(settings, reached)| settings.read_mode == mode && reached.reads_served > 0)
+    };
+    assert!(served(ReadMode::Safe), "no ReadIndex read was served");
+    assert!(served(ReadMode::LeaseBased), "no lease read was served");
+    for pre_vote in [false, true] {
+        for check_quorum in [false, true] {
+            assert!(
+                reached
+                    .iter()
+                    .any(|(settings, _)| settings.pre_vote == pre_vote
+                        && settings.check_quorum == check_quorum),
+                "pre-vote {pre_vote} with check-quorum {check_quorum} never drawn"
+            );
+        }
     }
+    assert!(
+        reached.iter().any(|(settings, reached)| {
+            settings.compact_every_entries == Some(1) && reached.snapshots_taken
+        }),
+        "no case compacted after every entry"
+    );
+    assert!(
+        reached.iter().any(|(settings, reached)| {
+            settings.read_mode == ReadMode::LeaseBased && reached.membership_changed
+        }),
+        "no case with lease reads changed its membership"
+    );
+}
 
-    /// Three voters and two nodes outside the group, with random membership changes
-    /// (additions, learners, removals, including of the leader) and leadership transfers.
-    #[test]
-    fn membership_changes_and_transfers_keep_every_invariant(
-        settings in settings(),
-        actions in proptest::collection::vec(membership_action(5), 1..400),
-    ) {
-        run(3, 2, &settings, &actions);
+#[test]
+fn three_nodes_keep_every_invariant() {
+    let reached = check(Shape::Three, FIXED_SEED, FIXED_CASES);
+    assert_every_configuration_reached(&reached);
+}
+
+#[test]
+fn five_nodes_keep_every_invariant() {
+    let reached = check(Shape::Five, FIXED_SEED, FIXED_CASES);
+    assert_every_configuration_reached(&reached);
+}
+
+/// Three voters and two nodes outside the group, with random membership changes
+/// (additions, learners, removals, including of the leader) and leadership transfers.
+#[test]
+fn membership_changes_and_transfers_keep_every_invariant() {
+    let reached = check(Shape::ThreePlusTwoJoining, FIXED_SEED, FIXED_CASES);
+    assert_every_configuration_reached(&reached);
+}
+
+/// Cases from a seed that changes on every run (the clock's), printed so that a failure can be
+/// replayed: `RAFT_PROPERTY_SEED=<seed>`. Each shape gets a third of the cases.
+#[test]
+fn rotating_seed() {
+    let seed = std::env::var("RAFT_PROPERTY_SEED")
+        .ok()
+        .and_then(|value| value.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .expect("the clock is after 1970")
+                .as_secs()
+        });
+    let cases = std::env::var("RAFT_PROPERTY_CASES")
+        .ok()
+        .and_then(|value| value.parse().ok())
+        .unwrap_or(ROTATING_CASES);
+    println!("rotating property cases: RAFT_PROPERTY_SEED={seed} RAFT_PROPERTY_CASES={cases}");
+    for shape in [Shape::Three, Shape::Five, Shape::ThreePlusTwoJoining] {
+        check(shape, seed, cases.div_ceil(3));
     }
+}
+
+/// A schedule that once found a bug, replayed on every run before the generated cases.
+struct CorpusCase {
+    shape: Shape,
+    /// Drops, duplicates and delays per million messages.
+    faults_per_million: [u32; 3],
+    /// The append size and inflight messages limits.
+    limits: (u64, usize),
+    pre_vote_and_check_quorum: (bool, bool),
+    /// The actions as a failure prints them (`{actions:?}` without the brackets).
+    actions: &'static str,
+}
+
+/// Schedules that found bugs, in the order they were found, with the settings they failed
+/// with (the rest as [`Settings::before_per_case_draws`]). The first three predate the drawn
+/// settings (they ran with pre-vote, check-quorum and unlimited inflight appends).
+const CORPUS: &[CorpusCase] = &[
+    CorpusCase {
+        shape: Shape::Five,
+        faults_per_million: [0, 0, 0],
+        limits: (1 << 20, 256),
+        pre_vote_and_check_quorum: (true, true),
+        actions: "TickAll(1), TickAll(1), Crash(2), Heal, CrashMidReady(5), Restart(2), TickAll(1), TickAll(1), TickAll(1), TickAll(1), CrashMidReady(3), TickAll(1), TickAll(1), TickAll(1), TickAll(1), Restart(1), TickAll(1), TickAll(1), TickAll(1), TickAll(1), TickAll(1), TickAll(1), TickAll(1), TickAll(1), Partition([4]), TickAll(1), TickAll(1), TickAll(1), TickAll(1), TickAll(1), TickAll(1), TickAll(1)",
+    },
+    CorpusCase {
+        shape: Shape::Three,
+        faults_per_million: [0, 0, 0],
+        limits: (1 << 20, 256),
+        pre_vote_and_check_quorum: (true, true),
+        actions: "TickAll(3), TickAll(3), TickAll(1), Crash(3), TickAll(2), Partition([1]), Restart(3), TickAll(1), TickAll(3), Crash(2), TickAll(2), Heal, TickAll(1), TickAll(1), TickAll(1), TickAll(1), TickAll(1), TickAll(1), TickAll(1), TickAll(1), TickAll(1), TickAll(1), TickAll(1)",
+    },
+    CorpusCase {
+        shape: Shape::Five,
+        faults_per_million: [138375, 5643, 98260],
+        limits: (1 << 20, 256),
+        pre_vote_and_check_quorum: (true, true),
+        actions: "CrashMidReady(2), TickAll(3), Tick(3), TickAll(1), TickAll(3), Crash(4), TickAll(3), TickAll(1), TickAll(1), TickAll(3), TickAll(1), ProposeAtLeader, TickAll(2), TickAll(1), ProposeAtLeader, TickAll(2), TickAll(2), TickAll(2), ProposeAtLeader, TickAll(3), TickAll(3), DeliverAll, ProposeAtLeader, TickAll(1), Tick(2), Propose(2), TickAll(1), TickAll(3), Restart(2), Partition([5]), TickAll(2), Crash(3), Restart(3), ProposeAtLeader, TickAll(3), Tick(1), Propose(2), Partition([2]), Tick(2), TickAll(3), TickAll(3), Tick(1), Tick(1), TickAll(2), TickAll(3)",
+    },
+    CorpusCase {
+        shape: Shape::ThreePlusTwoJoining,
+        faults_per_million: [17340, 19241, 113275],
+        limits: (1, 2),
+        pre_vote_and_check_quorum: (false, true),
+        actions: "TickAll(1), TickAll(1), Crash(4), TickAll(3), TickAll(3), TickAll(1), AddVoter(4), TickAll(1), ProposeAtLeader, DeliverAll, TickAll(3), TickAll(3), Remove(4), Propose(2), TickAll(3), TickAll(2), ProposeAtLeader, Remove(2), Tick(2), ProposeAtLeader, ProposeAtLeader, Read(2), TickAll(3), AddLearner(4), ProposeAtLeader, Process(2), Tick(1), Process(1), TickAll(3), TickAll(3), ProposeAtLeader, ProposeAtLeader, TickAll(2), TickAll(1), Remove(1), TickAll(2), TickAll(2), ProposeAtLeader, Partition([3]), TickAll(3)",
+    },
+    CorpusCase {
+        shape: Shape::ThreePlusTwoJoining,
+        faults_per_million: [37199, 0, 0],
+        limits: (1, 1),
+        pre_vote_and_check_quorum: (false, false),
+        actions: "TickAll(3), TickAll(3), Propose(2), Transfer(2), TickAll(3), TickAll(3), Remove(3), TickAll(2), Remove(2), Crash(1), TickAll(1), Crash(2)",
+    },
+    CorpusCase {
+        shape: Shape::ThreePlusTwoJoining,
+        faults_per_million: [33477, 37199, 37813],
+        limits: (64, 2),
+        pre_vote_and_check_quorum: (true, false),
+        actions: "TickAll(1), TickAll(2), TickAll(2), TickAll(1), TickAll(3), Remove(2), TickAll(2), TickAll(1), TickAll(2), TickAll(2), AddLearner(2), TickAll(1), TickAll(1), DeliverAll, Tick(1), TickAll(1), AddLearner(1), TickAll(1), TickAll(2), TickAll(1), Propose(2), TickAll(3), Tick(1), TickAll(1), TickAll(1), TickAll(1), TickAll(1), TickAll(1), CrashMidReady(4), TickAll(1), TickAll(1), TickAll(3), TickAll(1), TickAll(1), TickAll(1), TickAll(1), TickAll(1), TickAll(1), Transfer(3), TickAll(1), TickAll(2), TickAll(3), TickAll(1), TickAll(1), Remove(3), Tick(1), TickAll(2), TickAll(1), ProposeAtLeader, CrashMidReady(1), TickAll(1), TickAll(1), Process(1)",
+    },
+    CorpusCase {
+        shape: Shape::ThreePlusTwoJoining,
+        faults_per_million: [47778, 48527, 0],
+        limits: (1048576, 1),
+        pre_vote_and_check_quorum: (false, true),
+        actions: "TickAll(3), Partition([1, 3]), TickAll(3), Partition([3]), TickAll(1), TickAll(2), TickAll(1), Heal, TickAll(2), TickAll(3), TickAll(3), Remove(2), Restart(1), TickAll(2), Remove(1), TickAll(2), AddVoter(4), TickAll(1), TickAll(1), TickAll(1), TickAll(1), TickAll(1), TickAll(1), TickAll(1), TickAll(1), TickAll(1), TickAll(3), TickAll(3), TickAll(1), TickAll(1), TickAll(2), TickAll(1), TickAll(2), TickAll(1), Remove(3), TickAll(1), TickAll(3), AddVoter(1), TickAll(1)",
+    },
+    CorpusCase {
+        shape: Shape::ThreePlusTwoJoining,
+        faults_per_million: [1, 0, 46006],
+        limits: (1, 2),
+        pre_vote_and_check_quorum: (false, false),
+        actions: "TickAll(3), TickAll(2), TickAll(2), Remove(3), TickAll(1), TickAll(1), Remove(2), TickAll(2), AddVoter(4), Crash(3), Partition([1, 4]), TickAll(1), TickAll(2), TickAll(1), TickAll(1), TickAll(1), TickAll(1), TickAll(1), TickAll(2), Remove(1), TickAll(1), TickAll(2), TickAll(1), AddVoter(2)",
+    },
+];
+
+/// Parses actions as `{:?}` prints them: `TickAll(3), Partition([1, 3]), Heal`.
+fn parse_actions(text: &str) -> Vec<Action> {
+    let mut actions = Vec::new();
+    let mut rest = text.trim();
+    while !rest.is_empty() {
+        let name_end = rest.find(['(', ',']).unwrap_or(rest.len());
+        let name = rest[..name_end].trim();
+        rest = &rest[name_end..];
+        let mut numbers = Vec::new();
+        if rest.starts_with('(') {
+            let close = rest.find(')').expect("an action's arguments end with ')'");
+            numbers = rest[1..close]
+                .split(|c: char| !c.is_ascii_digit())
+                .filter(|number| !number.is_empty())
+                .map(|number| number.parse::<u64>().expect("a number"))
+                .collect();
+            rest = &rest[close + 1..];
+        }
+        rest = rest.trim_start_matches([',', ' ']);
+        let first = || numbers[0];
+        let position = || usize::try_from(numbers[0]).expect("a position");
+        actions.push(match name {
+            "TickAll" => Action::TickAll(u32::try_from(first()).expect("a tick count")),
+            "Tick" => Action::Tick(first()),
+            "ProposeAtLeader" => Action::ProposeAtLeader,
+            "Propose" => Action::Propose(first()),
+            "Read" => Action::Read(first()),
+            "Process" => Action::Process(first()),
+            "DeliverAll" => Action::DeliverAll,
+            "DeliverOne" => Action::DeliverOne(position()),
+            "DropOne" => Action::DropOne(position()),
+            "DuplicateOne" => Action::DuplicateOne(position()),
+            "Partition" => Action::Partition(numbers.clone()),
+            "Heal" => Action::Heal,
+            "Crash" => Action::Crash(first()),
+            "CrashMidReady" => Action::CrashMidReady(first()),
+            "Restart" => Action::Restart(first()),
+            "Compact" => Action::Compact(first()),
+            "AddVoter" => Action::AddVoter(first()),
+            "AddLearner" => Action::AddLearner(first()),
+            "Remove" => Action::Remove(first()),
+            "Transfer" => Action::Transfer(first()),
+            other => panic!("unknown action {other:?}"),
+        });
+    }
+    actions
+}
+
+/// The corpus, replayed first: every schedule that once broke an invariant keeps them all.
+#[test]
+fn corpus_schedules_keep_every_invariant() {
+    for case in CORPUS {
+        let actions = parse_actions(case.actions);
+        assert!(!actions.is_empty());
+        let [drop, duplicate, delay] = case.faults_per_million;
+        let faults = LinkFaults {
+            drop_per_million: drop,
+            duplicate_per_million: duplicate,
+            delay_per_million: delay,
+        };
+        let (append_size_bytes_max, inflight_messages_max) = case.limits;
+        let (pre_vote, check_quorum) = case.pre_vote_and_check_quorum;
+        let settings = Settings::before_per_case_draws(
+            faults,
+            append_size_bytes_max,
+            inflight_messages_max,
+            pre_vote,
+            check_quorum,
+        );
+        run(case.shape, &settings, &actions);
+    }
+}
+
+#[test]
+fn the_corpus_parser_reads_what_a_failure_prints() {
+    let actions = vec![
+        Action::TickAll(3),
+        Action::Partition(vec![1, 3]),
+        Action::Heal,
+        Action::DeliverOne(7),
+        Action::Transfer(2),
+    ];
+    let printed = format!("{actions:?}");
+    let parsed = parse_actions(printed.trim_start_matches('[').trim_end_matches(']'));
+    assert_eq!(format!("{parsed:?}"), printed);
 }
 
 /// Ticks, proposals at the leader, crashes and restarts over a lossy network.

@@ -213,7 +213,30 @@ pub enum Crash {
         /// Picks where each file is cut.
         seed: u64,
     },
+    /// Every unsynced write reached the disk in the order it was made, and the crash tore the last one: it holds
+    /// its new bytes up to a cut chosen from the seed and its earlier bytes after it (a write that extended the
+    /// file leaves the file ending at the cut). Aims the tear at the WAL's tail, where [`Crash::Tear`] often
+    /// cuts an earlier write and loses the last one whole. If the last write was followed by a sync or a
+    /// `set_len` of its file, or no write was made since the last crash, every unsynced byte persists whole
+    /// (except those a failed sync forgot, as always).
+    TearLastWrite {
+        /// Picks the cut.
+        seed: u64,
+    },
+    /// Each unsynced 512-byte sector of each file persists or not, independently, chosen from the seed, as real
+    /// disks allow (a sector is written whole or not at all, and sectors of one write reach the platter in any
+    /// order); the file's length is either its length at the last sync or its current one (the size is metadata,
+    /// written apart from the data). A sector that did not persist holds its durable bytes, zeros past the
+    /// durable length. A later sector of the tail can persist while an earlier one did not: a hole followed by
+    /// intact records, which recovery cannot tell from damage to synced records (see the WAL's recovery table).
+    Sectors {
+        /// Picks which sectors persist and which length the file keeps.
+        seed: u64,
+    },
 }
+
+/// The unit in which [`Crash::Sectors`] persists or loses unsynced bytes.
+pub const SECTOR_BYTES: usize = 512;
 
 /// An in-memory, deterministic, fault-injecting file system.
 ///
@@ -233,7 +256,7 @@ pub struct MemFs {
     state: Arc<Mutex<MemState>>,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug, Clone, Default)]
 struct MemState {
     inodes: BTreeMap<u64, Inode>,
     names: BTreeMap<PathBuf, u64>,
@@ -242,6 +265,14 @@ struct MemState {
     inode_next: u64,
     faults: Vec<Fault>,
     operation_counts: BTreeMap<FaultOperation, u64>,
+    /// Every operation attempted on the disk or its files (of any kind, failed ones included), numbered from 0.
+    operations: u64,
+    /// What happens at a given operation number: a fault, or a crash (see [`MemFs::fail_at`], [`MemFs::crash_at`]).
+    scheduled: BTreeMap<u64, Scheduled>,
+    /// Set when a crash of [`MemFs::crash_at`] happened: every operation fails until [`MemFs::power_on`].
+    powered_off: bool,
+    /// The last write since the last crash, with what it replaced, for [`Crash::TearLastWrite`].
+    last_write: Option<LastWrite>,
     /// The state of the generator of [`FileSystem::random_u64`]; 0 until first used.
     random: u64,
 }
@@ -258,6 +289,25 @@ struct Inode {
     /// Byte ranges whose writeback a failed sync dropped: they are no longer dirty, so no later sync writes them
     /// (the durable bytes there stay as they were, zeros past the durable length) until they are written again.
     forgotten: Vec<Range<usize>>,
+}
+
+/// An event at one operation number.
+#[derive(Debug, Clone, Copy)]
+enum Scheduled {
+    Fault(FaultError),
+    Crash(Crash),
+}
+
+/// A write and what its range held before it.
+#[derive(Debug, Clone)]
+struct LastWrite {
+    inode: u64,
+    offset: usize,
+    end: usize,
+    /// The file's length before the write.
+    length_before: usize,
+    /// The bytes the write replaced (those of `offset..end` below `length_before`).
+    replaced: Vec<u8>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -315,28 +365,55 @@ impl MemFs {
             .unwrap_or(0)
     }
 
-    /// Simulates a power failure: only durable names and bytes survive, shaped by `crash`.
+    /// How many operations have been attempted on the disk and its files so far, of every kind (listing, opening,
+    /// reading, writing, syncing, creating, renaming, removing, asking a length), failed ones included. The next
+    /// operation has this number: [`MemFs::fail_at`] and [`MemFs::crash_at`] take it.
+    pub fn operations(&self) -> u64 {
+        self.lock().operations
+    }
+
+    /// Makes the operation numbered `operation` (see [`MemFs::operations`]) fail with `error`, whatever its kind.
+    pub fn fail_at(&self, operation: u64, error: FaultError) {
+        self.lock()
+            .scheduled
+            .insert(operation, Scheduled::Fault(error));
+    }
+
+    /// Cuts the power at the operation numbered `operation`: the disk crashes as [`MemFs::crash`] does, before that
+    /// operation takes effect, and that operation and every later one fail with `EIO` until [`MemFs::power_on`]
+    /// (the process died with the machine). [`MemFs::crashed`] tells whether it happened.
+    pub fn crash_at(&self, operation: u64, crash: Crash) {
+        self.lock()
+            .scheduled
+            .insert(operation, Scheduled::Crash(crash));
+    }
+
+    /// Whether a crash of [`MemFs::crash_at`] happened and the power is still off.
+    pub fn crashed(&self) -> bool {
+        self.lock().powered_off
+    }
+
+    /// Turns the power back on after a crash of [`MemFs::crash_at`]: operations work again, on what the crash
+    /// left. Open files keep pointing to the old contents; drop them and reopen.
+    pub fn power_on(&self) {
+        self.lock().powered_off = false;
+    }
+
+    /// A copy of the whole disk (names, current and durable bytes, pending faults, counters, the power) that shares
+    /// nothing with this one, unlike [`Clone`]: a sweep can crash the copy one way and another copy another way, or
+    /// go on from the same image many times.
+    pub fn copy_disk(&self) -> MemFs {
+        let state = self.lock().clone();
+        MemFs {
+            state: Arc::new(Mutex::new(state)),
+        }
+    }
+
+    /// Simulates a power failure: only durable names and bytes survive, shaped by `crash`. Pending faults (of
+    /// [`MemFs::fail_nth`] and [`MemFs::fail_at`]) are cleared.
     /// Open files keep pointing to the old contents; drop them and reopen.
     pub fn crash(&self, crash: Crash) {
-        let mut state = self.lock();
-        state.names = state.names_durable.clone();
-        state.faults.clear();
-        let mut random = match crash {
-            Crash::LoseUnsynced => 0,
-            Crash::Tear { seed } | Crash::TearZeroFill { seed } => seed | 1,
-        };
-        let live: Vec<u64> = state.names.values().copied().collect();
-        state.inodes.retain(|inode, _| live.contains(inode));
-        for inode in state.inodes.values_mut() {
-            inode.data = match crash {
-                Crash::LoseUnsynced => inode.data_durable.clone(),
-                Crash::Tear { .. } => inode.torn(&mut random, false),
-                Crash::TearZeroFill { .. } => inode.torn(&mut random, true),
-            };
-            inode.data_durable = inode.data.clone();
-            inode.dirty_from = None;
-            inode.forgotten.clear();
-        }
+        self.lock().crash(crash);
     }
 
     /// Flips one bit of a file, in both its current and durable bytes, as bit rot would.
@@ -394,6 +471,14 @@ fn lock(state: &Mutex<MemState>) -> MutexGuard<'_, MemState> {
         .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
+/// SplitMix64's finalizer: spreads the bits of a small seed over the whole word.
+fn mix(seed: u64) -> u64 {
+    let mut z = seed.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
 /// A small deterministic generator (xorshift64), so that crashes are reproducible from a seed.
 fn next_random(random: &mut u64) -> u64 {
     *random ^= *random << 13;
@@ -422,6 +507,58 @@ impl Inode {
         }
         if zero_fill && bytes.len() < self.data.len() {
             bytes.resize(self.data.len(), 0);
+        }
+        bytes
+    }
+
+    /// The file after a [`Crash::TearLastWrite`] that tears `write`, its last write: every other unsynced byte
+    /// persists (but those a failed sync forgot); the write keeps its new bytes up to a cut chosen at random within
+    /// it and its replaced bytes after the cut, and a write that extended the file leaves it ending at the cut.
+    fn torn_at(&self, write: &LastWrite, random: &mut u64) -> Vec<u8> {
+        let mut bytes = self.written_back().into_owned();
+        let cut =
+            write.offset + (next_random(random) % (write.end - write.offset + 1) as u64) as usize;
+        let replaced_end = write.end.min(write.length_before);
+        if cut < replaced_end {
+            bytes[cut..replaced_end].copy_from_slice(&write.replaced[cut - write.offset..]);
+        }
+        if write.end > write.length_before {
+            bytes.truncate(cut.max(write.length_before));
+        }
+        bytes
+    }
+
+    /// The file after a [`Crash::Sectors`]: its length is the durable or the current one (a coin), and each
+    /// sector from the first unsynced byte on, below the current length, holds its written-back bytes or its
+    /// durable ones (a coin per sector, zeros past the durable length).
+    fn sectors(&self, random: &mut u64) -> Vec<u8> {
+        let Some(dirty_from) = self.dirty_from else {
+            return self.data_durable.clone();
+        };
+        let written_back = self.written_back();
+        let length = if next_random(random) & 1 == 0 {
+            self.data_durable.len()
+        } else {
+            written_back.len()
+        };
+        let first_sector = usize::try_from(dirty_from).unwrap_or(usize::MAX) / SECTOR_BYTES;
+        let mut bytes = vec![0; length];
+        let durable_part = self.data_durable.len().min(length);
+        bytes[..durable_part].copy_from_slice(&self.data_durable[..durable_part]);
+        // Past the current length the file was cut: nothing new to persist there.
+        let new_end = length.min(written_back.len());
+        let mut sector_start = first_sector.saturating_mul(SECTOR_BYTES);
+        while sector_start < new_end {
+            let sector_end = (sector_start + SECTOR_BYTES).min(new_end);
+            if next_random(random) & 1 == 1 {
+                for (offset, byte) in bytes[sector_start..sector_end].iter_mut().enumerate() {
+                    *byte = written_back
+                        .get(sector_start + offset)
+                        .copied()
+                        .unwrap_or(0);
+                }
+            }
+            sector_start = sector_end;
         }
         bytes
     }
@@ -478,6 +615,64 @@ impl Inode {
 }
 
 impl MemState {
+    fn crash(&mut self, crash: Crash) {
+        self.names = self.names_durable.clone();
+        self.faults.clear();
+        self.scheduled.clear();
+        let mut random = match crash {
+            Crash::LoseUnsynced => 0,
+            Crash::Tear { seed } | Crash::TearZeroFill { seed } => seed | 1,
+            // The first draws of xorshift from a small seed are poor coins; these modes draw many.
+            Crash::TearLastWrite { seed } | Crash::Sectors { seed } => mix(seed) | 1,
+        };
+        let live: Vec<u64> = self.names.values().copied().collect();
+        self.inodes.retain(|inode, _| live.contains(inode));
+        let last_write = self.last_write.take();
+        for (id, inode) in self.inodes.iter_mut() {
+            inode.data = match crash {
+                Crash::LoseUnsynced => inode.data_durable.clone(),
+                Crash::Tear { .. } => inode.torn(&mut random, false),
+                Crash::TearZeroFill { .. } => inode.torn(&mut random, true),
+                Crash::TearLastWrite { .. } => match &last_write {
+                    Some(write) if write.inode == *id => inode.torn_at(write, &mut random),
+                    _ => inode.written_back().into_owned(),
+                },
+                Crash::Sectors { .. } => inode.sectors(&mut random),
+            };
+            inode.data_durable = inode.data.clone();
+            inode.dirty_from = None;
+            inode.forgotten.clear();
+        }
+    }
+
+    /// Counts an operation and applies what is scheduled at its number; then, for the operations of a fault kind,
+    /// the faults of [`MemFs::fail_nth`].
+    fn begin(&mut self, kind: Option<FaultOperation>) -> io::Result<()> {
+        if self.powered_off {
+            return Err(FaultError::Io.to_io_error());
+        }
+        let number = self.operations;
+        self.operations += 1;
+        match self.scheduled.remove(&number) {
+            Some(Scheduled::Crash(crash)) => {
+                self.crash(crash);
+                self.powered_off = true;
+                return Err(FaultError::Io.to_io_error());
+            }
+            Some(Scheduled::Fault(error)) => {
+                if let Some(kind) = kind {
+                    *self.operation_counts.entry(kind).or_default() += 1;
+                }
+                return Err(error.to_io_error());
+            }
+            None => {}
+        }
+        match kind {
+            Some(kind) => self.check_fault(kind),
+            None => Ok(()),
+        }
+    }
+
     fn check_fault(&mut self, operation: FaultOperation) -> io::Result<()> {
         *self.operation_counts.entry(operation).or_default() += 1;
         let mut fired = None;
@@ -494,6 +689,17 @@ impl MemState {
         match fired {
             Some(position) => Err(self.faults.remove(position).error.to_io_error()),
             None => Ok(()),
+        }
+    }
+
+    /// The last write is no longer the one a [`Crash::TearLastWrite`] tears once its file was synced or resized.
+    fn forget_last_write(&mut self, inode: u64) {
+        if self
+            .last_write
+            .as_ref()
+            .is_some_and(|write| write.inode == inode)
+        {
+            self.last_write = None;
         }
     }
 
@@ -542,12 +748,15 @@ impl FileSystem for MemFs {
 
     fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
         // Directories are durable at once: the crate creates its directories only when a server is installed.
-        self.lock().add_dir(dir);
+        let mut state = self.lock();
+        state.begin(None)?;
+        state.add_dir(dir);
         Ok(())
     }
 
     fn list(&self, dir: &Path) -> io::Result<Vec<String>> {
-        let state = self.lock();
+        let mut state = self.lock();
+        state.begin(None)?;
         state.check_dir(dir)?;
         let names = state
             .names
@@ -560,7 +769,7 @@ impl FileSystem for MemFs {
 
     fn create(&self, path: &Path) -> io::Result<MemFile> {
         let mut state = self.lock();
-        state.check_fault(FaultOperation::Metadata)?;
+        state.begin(Some(FaultOperation::Metadata))?;
         state.check_dir(parent(path))?;
         if state.names.contains_key(path) {
             return Err(io::Error::new(
@@ -577,7 +786,8 @@ impl FileSystem for MemFs {
     }
 
     fn open(&self, path: &Path) -> io::Result<MemFile> {
-        let state = self.lock();
+        let mut state = self.lock();
+        state.begin(None)?;
         let inode = *state.names.get(path).ok_or_else(|| not_found(path))?;
         Ok(MemFile {
             state: Arc::clone(&self.state),
@@ -587,14 +797,14 @@ impl FileSystem for MemFs {
 
     fn remove(&self, path: &Path) -> io::Result<()> {
         let mut state = self.lock();
-        state.check_fault(FaultOperation::Metadata)?;
+        state.begin(Some(FaultOperation::Metadata))?;
         state.names.remove(path).ok_or_else(|| not_found(path))?;
         Ok(())
     }
 
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
         let mut state = self.lock();
-        state.check_fault(FaultOperation::Metadata)?;
+        state.begin(Some(FaultOperation::Metadata))?;
         state.check_dir(parent(to))?;
         let inode = state.names.remove(from).ok_or_else(|| not_found(from))?;
         state.names.insert(to.to_path_buf(), inode);
@@ -603,7 +813,7 @@ impl FileSystem for MemFs {
 
     fn sync_dir(&self, dir: &Path) -> io::Result<()> {
         let mut state = self.lock();
-        state.check_fault(FaultOperation::Sync)?;
+        state.begin(Some(FaultOperation::Sync))?;
         state.check_dir(dir)?;
         let in_dir = |path: &PathBuf| path.parent() == Some(dir);
         state.names_durable.retain(|path, _| !in_dir(path));
@@ -629,12 +839,13 @@ impl FileSystem for MemFs {
 impl File for MemFile {
     fn len(&self) -> io::Result<u64> {
         let mut state = lock(&self.state);
+        state.begin(None)?;
         Ok(state.inode(self.inode).data.len() as u64)
     }
 
     fn read_at(&self, offset: u64, buffer: &mut [u8]) -> io::Result<usize> {
         let mut state = lock(&self.state);
-        state.check_fault(FaultOperation::Read)?;
+        state.begin(Some(FaultOperation::Read))?;
         let data = &state.inode(self.inode).data;
         let start = usize::try_from(offset)
             .unwrap_or(usize::MAX)
@@ -646,24 +857,34 @@ impl File for MemFile {
 
     fn write_at(&mut self, offset: u64, bytes: &[u8]) -> io::Result<()> {
         let mut state = lock(&self.state);
-        state.check_fault(FaultOperation::Write)?;
+        state.begin(Some(FaultOperation::Write))?;
         let start = usize::try_from(offset).map_err(|_| io::Error::from_raw_os_error(27))?;
         let end = start
             .checked_add(bytes.len())
             .ok_or_else(|| io::Error::from_raw_os_error(27))?;
-        let inode = state.inode(self.inode);
+        let inode_id = self.inode;
+        let inode = state.inode(inode_id);
+        let length_before = inode.data.len();
+        let replaced = inode.data[start.min(length_before)..end.min(length_before)].to_vec();
         if inode.data.len() < end {
             inode.data.resize(end, 0);
         }
         inode.data[start..end].copy_from_slice(bytes);
         inode.mark_dirty(offset);
         inode.remember(start..end);
+        state.last_write = Some(LastWrite {
+            inode: inode_id,
+            offset: start,
+            end,
+            length_before,
+            replaced,
+        });
         Ok(())
     }
 
     fn set_len(&mut self, length: u64) -> io::Result<()> {
         let mut state = lock(&self.state);
-        state.check_fault(FaultOperation::Write)?;
+        state.begin(Some(FaultOperation::Write))?;
         let length_bytes = usize::try_from(length).map_err(|_| io::Error::from_raw_os_error(27))?;
         let inode = state.inode(self.inode);
         let length_before = inode.data.len() as u64;
@@ -673,12 +894,19 @@ impl File for MemFile {
         // forgotten.
         let cut = length_bytes.min(length_before as usize);
         inode.remember(cut..usize::MAX);
+        state.forget_last_write(self.inode);
         Ok(())
     }
 
     fn sync_data(&mut self) -> io::Result<()> {
         let mut state = lock(&self.state);
-        let result = state.check_fault(FaultOperation::Sync);
+        let result = state.begin(Some(FaultOperation::Sync));
+        if state.powered_off {
+            return result;
+        }
+        if result.is_ok() {
+            state.forget_last_write(self.inode);
+        }
         let inode = state.inode(self.inode);
         match result {
             Ok(()) => {
@@ -710,6 +938,8 @@ impl File for MemFile {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeSet;
+
     use super::*;
 
     fn write(fs: &MemFs, path: &Path, bytes: &[u8]) -> MemFile {
@@ -871,6 +1101,186 @@ mod tests {
         let values = draw(&MemFs::new());
         assert!(values[0] != values[1] && values[1] != values[2]);
         assert_ne!(StdFs.random_u64(), StdFs.random_u64());
+    }
+
+    #[test]
+    fn a_fault_at_operation_n_fails_that_operation_whatever_its_kind() {
+        let fs = MemFs::new();
+        fs.create_dir_all(Path::new("/d")).unwrap();
+        let mut file = fs.create(Path::new("/d/a")).unwrap();
+        let next = fs.operations();
+        assert_eq!(next, 2, "creating the directory and the file");
+        // The third operation from here: the length, then a write, then the sync fails.
+        fs.fail_at(next + 2, FaultError::NoSpace);
+        assert_eq!(file.len().unwrap(), 0);
+        file.write_at(0, b"abc").unwrap();
+        assert_eq!(file.sync_data().unwrap_err().raw_os_error(), Some(28));
+        assert_eq!(fs.operations(), next + 3);
+        assert_eq!(fs.operation_count(FaultOperation::Sync), 1);
+        // Only that one: the list after it works, and so does a fault at a listing.
+        fs.fail_at(fs.operations() + 1, FaultError::Io);
+        assert_eq!(fs.list(Path::new("/d")).unwrap(), vec!["a".to_owned()]);
+        assert_eq!(
+            fs.list(Path::new("/d")).unwrap_err().raw_os_error(),
+            Some(5)
+        );
+        assert_eq!(fs.list(Path::new("/d")).unwrap(), vec!["a".to_owned()]);
+    }
+
+    #[test]
+    fn a_crash_at_operation_n_happens_before_it_and_stops_every_later_one() {
+        let fs = MemFs::new();
+        fs.write_file(Path::new("/d/a"), b"synced");
+        let mut file = fs.open(Path::new("/d/a")).unwrap();
+        let next = fs.operations();
+        fs.crash_at(next + 1, Crash::LoseUnsynced);
+        file.write_at(6, b" lost").unwrap();
+        assert!(!fs.crashed());
+        // The second write is where the power fails: it does not happen, nor does anything after it.
+        assert_eq!(
+            file.write_at(11, b" too").unwrap_err().raw_os_error(),
+            Some(5)
+        );
+        assert!(fs.crashed());
+        assert_eq!(file.sync_data().unwrap_err().raw_os_error(), Some(5));
+        assert!(fs.open(Path::new("/d/a")).is_err());
+        assert_eq!(fs.read_file(Path::new("/d/a")).unwrap(), b"synced");
+        fs.power_on();
+        assert!(!fs.crashed());
+        let mut file = fs.open(Path::new("/d/a")).unwrap();
+        file.write_at(6, b"!").unwrap();
+        file.sync_data().unwrap();
+        assert_eq!(fs.read_file(Path::new("/d/a")).unwrap(), b"synced!");
+    }
+
+    #[test]
+    fn a_disk_copy_shares_nothing_with_the_original() {
+        let fs = MemFs::new();
+        fs.write_file(Path::new("/d/a"), b"both");
+        let mut file = fs.open(Path::new("/d/a")).unwrap();
+        file.write_at(4, b" unsynced").unwrap();
+        let copy = fs.copy_disk();
+        assert_eq!(copy.read_file(Path::new("/d/a")).unwrap(), b"both unsynced");
+        assert_eq!(copy.operations(), fs.operations());
+        copy.crash(Crash::LoseUnsynced);
+        copy.write_file(Path::new("/d/b"), b"copy only");
+        assert_eq!(copy.read_file(Path::new("/d/a")).unwrap(), b"both");
+        assert_eq!(fs.read_file(Path::new("/d/a")).unwrap(), b"both unsynced");
+        assert_eq!(fs.read_file(Path::new("/d/b")), None);
+        // The original's unsynced bytes are still there to lose, and a second copy still has them too.
+        let second = fs.copy_disk();
+        file.sync_data().unwrap();
+        second.crash(Crash::LoseUnsynced);
+        fs.crash(Crash::LoseUnsynced);
+        assert_eq!(fs.read_file(Path::new("/d/a")).unwrap(), b"both unsynced");
+        assert_eq!(second.read_file(Path::new("/d/a")).unwrap(), b"both");
+        // Unlike a clone, which is the same disk.
+        let clone = fs.clone();
+        clone.write_file(Path::new("/d/c"), b"shared");
+        assert_eq!(fs.read_file(Path::new("/d/c")).unwrap(), b"shared");
+    }
+
+    #[test]
+    fn a_tear_of_the_last_write_keeps_the_earlier_ones_whole() {
+        let mut cuts = BTreeSet::new();
+        for seed in 0..64 {
+            let fs = MemFs::new();
+            fs.write_file(Path::new("/d/a"), b"0123");
+            fs.write_file(Path::new("/d/b"), b"b");
+            let mut a = fs.open(Path::new("/d/a")).unwrap();
+            let mut b = fs.open(Path::new("/d/b")).unwrap();
+            a.write_at(4, b"4567").unwrap();
+            b.write_at(1, b" whole").unwrap();
+            a.write_at(8, b"89ab").unwrap();
+            fs.crash(Crash::TearLastWrite { seed });
+            assert_eq!(fs.read_file(Path::new("/d/b")).unwrap(), b"b whole");
+            let bytes = fs.read_file(Path::new("/d/a")).unwrap();
+            assert!(
+                bytes.len() >= 8 && b"0123456789ab".starts_with(&bytes),
+                "{bytes:?}"
+            );
+            cuts.insert(bytes.len());
+        }
+        assert_eq!(cuts, (8..=12).collect(), "every cut within the last write");
+    }
+
+    #[test]
+    fn a_tear_of_the_last_write_over_old_bytes_keeps_them_after_the_cut() {
+        let mut shapes = BTreeSet::new();
+        for seed in 0..64 {
+            let fs = MemFs::new();
+            fs.write_file(Path::new("/d/a"), b"abcdefgh");
+            let mut file = fs.open(Path::new("/d/a")).unwrap();
+            file.write_at(0, b"A").unwrap();
+            file.write_at(2, b"CDEF").unwrap();
+            fs.crash(Crash::TearLastWrite { seed });
+            let bytes = fs.read_file(Path::new("/d/a")).unwrap();
+            let cut = (2..=6).find(|cut| {
+                let mut expected = b"AbCDEFgh".to_vec();
+                expected[*cut..6].copy_from_slice(&b"abcdefgh"[*cut..6]);
+                expected == bytes
+            });
+            assert!(cut.is_some(), "{:?}", String::from_utf8_lossy(&bytes));
+            shapes.insert(cut);
+        }
+        assert_eq!(shapes.len(), 5);
+        // A sync or a set_len after the last write: nothing left to tear, every unsynced byte persists.
+        let fs = MemFs::new();
+        fs.write_file(Path::new("/d/a"), b"ab");
+        fs.write_file(Path::new("/d/b"), b"");
+        let mut a = fs.open(Path::new("/d/a")).unwrap();
+        a.write_at(2, b"cd").unwrap();
+        let mut b = fs.open(Path::new("/d/b")).unwrap();
+        b.write_at(0, b"xyz").unwrap();
+        b.sync_data().unwrap();
+        fs.crash(Crash::TearLastWrite { seed: 3 });
+        assert_eq!(fs.read_file(Path::new("/d/a")).unwrap(), b"abcd");
+    }
+
+    #[test]
+    fn sectors_persist_independently_and_synced_bytes_never_change() {
+        let synced: Vec<u8> = (0..700u32).map(|i| (i % 251) as u8 + 1).collect();
+        let new: Vec<u8> = vec![0xee; 3 * SECTOR_BYTES];
+        let mut holes_before_new_data = 0;
+        let mut lengths = BTreeSet::new();
+        for seed in 0..64 {
+            let fs = MemFs::new();
+            fs.write_file(Path::new("/d/a"), &synced);
+            let mut file = fs.open(Path::new("/d/a")).unwrap();
+            file.write_at(600, &new).unwrap();
+            fs.crash(Crash::Sectors { seed });
+            let bytes = fs.read_file(Path::new("/d/a")).unwrap();
+            lengths.insert(bytes.len());
+            assert!(bytes.len() == 700 || bytes.len() == 600 + new.len());
+            assert_eq!(&bytes[..512], &synced[..512], "sectors before the write");
+            let mut persisted = Vec::new();
+            for (sector, chunk) in bytes.chunks(SECTOR_BYTES).enumerate().skip(1) {
+                let start = sector * SECTOR_BYTES;
+                let mut old = synced.get(start..).unwrap_or(&[]).to_vec();
+                old.resize(chunk.len(), 0);
+                old.truncate(chunk.len());
+                let mut written = synced[start.min(600)..600].to_vec();
+                written.extend_from_slice(&new);
+                let new_bytes = &written[..chunk.len()];
+                assert!(
+                    chunk == old.as_slice() || chunk == new_bytes,
+                    "sector {sector}"
+                );
+                persisted.push(chunk == new_bytes && chunk != old.as_slice());
+            }
+            if persisted.windows(2).any(|pair| !pair[0] && pair[1]) {
+                holes_before_new_data += 1;
+            }
+        }
+        assert_eq!(
+            lengths.len(),
+            2,
+            "the length is the durable or the current one"
+        );
+        assert!(
+            holes_before_new_data > 0,
+            "a later sector persisted after a lost one"
+        );
     }
 
     #[test]

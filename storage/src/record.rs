@@ -685,6 +685,81 @@ mod tests {
         }
     }
 
+    /// Rule: a record of exactly [`RECORD_BYTES_MAX`] bytes, header included, is written and read back; one
+    /// byte more is refused when encoding (and `out` left as it was) and when decoding.
+    #[test]
+    fn the_record_limit_is_inclusive() {
+        let append = |payload_bytes: u64| {
+            let payload = vec![7; usize::try_from(payload_bytes).unwrap()];
+            let mut out = b"kept".to_vec();
+            let result = encode_append(
+                1,
+                &[Entry {
+                    index: 1,
+                    term: 1,
+                    payload: Bytes::from(payload),
+                }],
+                9,
+                &mut out,
+            );
+            (result, out)
+        };
+        // The header and the varints around the payload take the same bytes for every size near the limit.
+        let near = RECORD_BYTES_MAX - 64;
+        let overhead = append(near).0.unwrap() - near;
+        let (result, out) = append(RECORD_BYTES_MAX - overhead);
+        assert_eq!(result.unwrap(), RECORD_BYTES_MAX);
+        let (decoded, length) = decode(&out[4..], 9).unwrap();
+        assert_eq!(length as u64, RECORD_BYTES_MAX);
+        assert!(matches!(decoded, Record::Append { index_first: 1, .. }));
+        let (result, out) = append(RECORD_BYTES_MAX - overhead + 1);
+        assert!(matches!(
+            result,
+            Err(Error::RecordTooLarge { bytes, .. }) if bytes == RECORD_BYTES_MAX + 1
+        ));
+        assert_eq!(out, b"kept");
+        let mut header = vec![0; RECORD_HEADER_BYTES as usize];
+        let payload_bytes = u32::try_from(RECORD_BYTES_MAX - RECORD_HEADER_BYTES + 1).unwrap();
+        header[..4].copy_from_slice(&payload_bytes.to_le_bytes());
+        assert_eq!(
+            decode(&header, 9),
+            Err(DecodeError::TooLarge {
+                bytes: RECORD_BYTES_MAX + 1
+            })
+        );
+    }
+
+    /// Rule: the search's cheap filter takes a header for a record of this life only if it has the fields
+    /// this crate writes: the life id, a known type, group 0 for a checkpoint and a seal, and no payload for a
+    /// seal; each wrong field alone rules it out.
+    #[test]
+    fn a_plausible_header_has_every_field_this_crate_writes() {
+        let header = |record_type: u8, group: u64, payload_bytes: u32| {
+            let mut header = vec![0; RECORD_HEADER_BYTES as usize];
+            header[..4].copy_from_slice(&payload_bytes.to_le_bytes());
+            header[8..16].copy_from_slice(&9u64.to_le_bytes());
+            header[16] = record_type;
+            header[17..25].copy_from_slice(&group.to_le_bytes());
+            header
+        };
+        assert!(is_plausible_header_of(&header(TYPE_SEAL, 0, 0), 9));
+        assert!(!is_plausible_header_of(&header(TYPE_SEAL, 0, 0), 8));
+        assert!(!is_plausible_header_of(&header(TYPE_SEAL, 5, 0), 9));
+        assert!(!is_plausible_header_of(&header(TYPE_SEAL, 0, 1), 9));
+        assert!(is_plausible_header_of(&header(TYPE_CHECKPOINT, 0, 40), 9));
+        assert!(!is_plausible_header_of(&header(TYPE_CHECKPOINT, 5, 40), 9));
+        for record_type in [TYPE_APPEND, TYPE_HARD_STATE, TYPE_TRUNCATE, TYPE_COMPACT] {
+            assert!(is_plausible_header_of(&header(record_type, 5, 40), 9));
+        }
+        assert!(!is_plausible_header_of(&header(0, 5, 40), 9));
+        assert!(!is_plausible_header_of(&header(7, 5, 40), 9));
+        assert!(!is_plausible_header_of(&header(TYPE_SEAL, 0, 0)[..24], 9));
+        assert!(!is_plausible_header_of(
+            &header(TYPE_APPEND, 5, u32::MAX),
+            9
+        ));
+    }
+
     #[test]
     fn a_huge_length_field_is_rejected_before_reading_further() {
         let mut bytes = vec![0xff; 4];
@@ -753,5 +828,77 @@ mod tests {
             decode(&bytes, 1),
             Err(DecodeError::Malformed("an append holds no entry"))
         );
+    }
+
+    /// Decodes a record of type `record_type` whose payload is `body`, written with a valid checksum.
+    fn decode_forged<T: Serialize>(
+        record_type: u8,
+        group: GroupId,
+        body: &T,
+    ) -> Result<(), DecodeError> {
+        let mut bytes = Vec::new();
+        encode_body(record_type, group, 1, body, &mut bytes).unwrap();
+        decode(&bytes, 1).map(|_| ())
+    }
+
+    /// Rule: every index a record carries lies in `1..INDEX_LIMIT`: an append's first and last index, a
+    /// compaction's first kept index; each bound alone refuses the record, however intact its checksum.
+    #[test]
+    fn record_indexes_out_of_range_are_malformed_one_bound_at_a_time() {
+        let entry = EntryRef {
+            term: 1,
+            payload: b"x",
+        };
+        let append = |index_first: u64, count: usize| {
+            decode_forged(
+                TYPE_APPEND,
+                1,
+                &AppendBody {
+                    index_first,
+                    entries: vec![entry; count],
+                },
+            )
+        };
+        let out_of_range = Err(DecodeError::Malformed("append indexes out of range"));
+        assert_eq!(append(0, 1), out_of_range);
+        assert_eq!(append(INDEX_LIMIT - 1, 2), out_of_range);
+        assert_eq!(append(INDEX_LIMIT - 1, 1), Ok(()));
+        assert_eq!(append(1, 2), Ok(()));
+        let compact = |index_first_kept: u64| decode_forged(TYPE_COMPACT, 1, &index_first_kept);
+        let out_of_range = Err(DecodeError::Malformed("compaction index out of range"));
+        assert_eq!(compact(0), out_of_range);
+        assert_eq!(compact(INDEX_LIMIT), out_of_range);
+        assert_eq!(compact(1), Ok(()));
+        assert_eq!(compact(INDEX_LIMIT - 1), Ok(()));
+    }
+
+    /// Rule: a checkpoint lists each group once, sorted, with bounds `1 <= index_first <= index_last + 1`
+    /// below `INDEX_LIMIT`; any other list is malformed.
+    #[test]
+    fn a_checkpoint_with_unsorted_groups_or_inconsistent_bounds_is_malformed() {
+        let group = |group: u64, index_first: u64, index_last: u64| GroupCheckpoint {
+            group,
+            hard_state: HardState::default(),
+            index_first,
+            index_last,
+        };
+        let checkpoint =
+            |groups: Vec<GroupCheckpoint>| decode_forged(TYPE_CHECKPOINT, 0, &(7u64, groups));
+        assert_eq!(checkpoint(vec![group(1, 1, 0), group(2, 5, 9)]), Ok(()));
+        let unsorted = Err(DecodeError::Malformed("checkpoint groups are not sorted"));
+        assert_eq!(checkpoint(vec![group(2, 1, 0), group(1, 1, 0)]), unsorted);
+        assert_eq!(checkpoint(vec![group(1, 1, 0), group(1, 1, 0)]), unsorted);
+        let inconsistent = Err(DecodeError::Malformed(
+            "checkpoint log bounds are inconsistent",
+        ));
+        for bad in [
+            group(1, 0, 0),
+            group(1, INDEX_LIMIT, 0),
+            group(1, INDEX_LIMIT, INDEX_LIMIT - 1),
+            group(1, 1, INDEX_LIMIT),
+            group(1, 5, 3),
+        ] {
+            assert_eq!(checkpoint(vec![bad]), inconsistent, "{bad:?}");
+        }
     }
 }

@@ -276,13 +276,14 @@ impl Node {
         let committed = self.log.commit;
         if prev_index < committed {
             // Entries up to the commit index are known to match; skip them, and drop the
-            // message if it contradicts a committed entry (no correct leader sends that).
+            // message if it contradicts a committed entry (no correct leader sends that). The
+            // snapshot's own position counts: its term is known, only older ones are not.
             let skip = entries
                 .iter()
                 .take_while(|entry| entry.index <= committed)
                 .count();
             let contradicts = entries[..skip].iter().any(|entry| {
-                entry.index > self.log.snapshot_index()
+                entry.index >= self.log.snapshot_index()
                     && !self.log.matches(entry.index, entry.term)
             });
             if contradicts {

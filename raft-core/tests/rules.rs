@@ -1,0 +1,780 @@
+//! Stories that pin rules no other test checked: each was found by mutation testing (a mutant of
+//! the rule's code that every other test let through; see `raft-core/MUTANTS.md`) and names the
+//! rule it pins. They are grouped by the source file whose mutants they kill.
+
+use bytes::Bytes;
+use raft_core::testing::{
+    Cluster, GROUP_ID, acknowledge, drain, leader_of_three as lone_leader, message,
+};
+use raft_core::{
+    ConfChange, ConfState, Config, Entry, EntryKind, INDEX_AND_TERM_MAX, InitialState, MessageBody,
+    Node, ProgressState, ReadMode, Role, Snapshot, SnapshotMeta, StepError,
+};
+
+fn data(text: &str) -> Bytes {
+    Bytes::from(text.to_owned())
+}
+
+/// An append of one entry at `(index, term)` after `(prev_index, prev_term)`.
+fn one_entry_append(
+    (prev_index, prev_term): (u64, u64),
+    (index, term): (u64, u64),
+    text: &str,
+    commit: u64,
+) -> MessageBody {
+    MessageBody::Append {
+        prev_index,
+        prev_term,
+        entries: vec![Entry {
+            index,
+            term,
+            kind: EntryKind::Normal,
+            data: data(text),
+        }],
+        commit,
+    }
+}
+
+// ---- src/node/roles.rs ----
+
+/// Rule: the metrics count every election a node starts (pre-votes are not elections) and every
+/// leadership it wins, including those a transfer starts.
+#[test]
+fn metrics_count_the_elections_started_and_the_leaderships_won() {
+    let mut cluster = Cluster::new(&[1, 2, 3]);
+    assert!(cluster.elect(1));
+    let counts = |cluster: &Cluster, id| {
+        let metrics = cluster.node(id).metrics();
+        (metrics.elections_started, metrics.leaderships_won)
+    };
+    assert_eq!(counts(&cluster, 1), (1, 1));
+    assert_eq!(counts(&cluster, 2), (0, 0));
+    cluster.node_mut(1).transfer_leader(2).unwrap();
+    cluster.stabilize();
+    assert_eq!(cluster.leader(), Some(2));
+    assert_eq!(counts(&cluster, 2), (1, 1));
+    cluster.node_mut(2).transfer_leader(1).unwrap();
+    cluster.stabilize();
+    assert_eq!(cluster.leader(), Some(1));
+    assert_eq!(counts(&cluster, 1), (2, 2));
+    assert_eq!(counts(&cluster, 3), (0, 0));
+}
+
+/// Rule: a member added by a change is replicated to as a new leader treats every follower: probed
+/// just past the leader's log (next index = last index + 1, the change included), matching nothing
+/// until it answers.
+#[test]
+fn a_member_added_by_a_change_is_probed_just_past_the_leaders_log() {
+    let mut cluster = Cluster::new(&[1, 2, 3]);
+    cluster.add_joining_node(4, |_| {});
+    assert!(cluster.elect(1));
+    cluster.propose(1, data("before")).unwrap();
+    cluster.stabilize();
+    let index = cluster
+        .node_mut(1)
+        .propose_conf_change(ConfChange::AddLearner(4))
+        .unwrap();
+    assert_eq!(index, cluster.node(1).last_index());
+    let progress = cluster.node(1).progress(4).expect("a member now");
+    assert_eq!(progress.next_index, index + 1);
+    assert_eq!(progress.match_index, 0);
+    assert_eq!(progress.state, ProgressState::Probe);
+    cluster.stabilize();
+    assert_eq!(cluster.node(4).last_index(), index);
+    assert_eq!(cluster.node(4).role(), Role::Follower);
+}
+
+// ---- src/node/messages.rs ----
+
+/// Rule: every message handed to `step` counts as received, whatever becomes of it, and each
+/// refusal counts under its reason.
+#[test]
+fn every_message_stepped_is_counted_and_each_refusal_under_its_reason() {
+    let mut node = lone_leader(|_| {});
+    let term = node.term();
+    let received_before = node.metrics().messages_received;
+    node.step(message(2, 1, term, acknowledge(0))).unwrap();
+    node.step(message(2, 7, term, acknowledge(0))).unwrap_err();
+    node.step(message(2, 1, u64::MAX, acknowledge(0)))
+        .unwrap_err();
+    node.step(message(2, 1, term - 1, acknowledge(0))).unwrap();
+    let metrics = node.metrics();
+    assert_eq!(metrics.messages_received, received_before + 4);
+    assert_eq!(metrics.messages_misaddressed, 1);
+    assert_eq!(metrics.messages_malformed, 1);
+    assert_eq!(metrics.messages_stale_term, 1);
+    assert_eq!(metrics.messages_wrong_group, 0);
+}
+
+/// Rule: indexes and terms up to 2^62 are well formed; only larger ones are malformed (so that no
+/// arithmetic on an accepted one can overflow, and no legitimate one is refused).
+#[test]
+fn positions_up_to_the_limit_are_accepted_and_beyond_it_malformed() {
+    let mut cluster = Cluster::new(&[1, 2, 3]);
+    assert!(cluster.elect(1));
+    let term = cluster.node(2).term();
+    let read_answer = |index| MessageBody::ReadIndexResponse {
+        request_id: 9,
+        index,
+    };
+    let follower = cluster.node_mut(2);
+    follower
+        .step(message(1, 2, term, read_answer(INDEX_AND_TERM_MAX)))
+        .unwrap();
+    assert_eq!(follower.metrics().messages_malformed, 0);
+    let refused = follower.step(message(1, 2, term, read_answer(INDEX_AND_TERM_MAX + 1)));
+    assert!(matches!(refused, Err(StepError::Malformed { .. })));
+    assert_eq!(follower.metrics().messages_malformed, 1);
+}
+
+/// Rule: a snapshot is malformed if its index is 0, or its term is 0, or its term is beyond the
+/// message's: each alone is enough.
+#[test]
+fn a_snapshot_is_malformed_by_any_one_bad_position() {
+    let mut cluster = Cluster::new(&[1, 2, 3]);
+    assert!(cluster.elect(1));
+    let term = cluster.node(2).term();
+    let snapshot = |index, snapshot_term| MessageBody::InstallSnapshot {
+        snapshot: Snapshot {
+            meta: SnapshotMeta {
+                index,
+                term: snapshot_term,
+                conf_state: ConfState::with_voters(&[1, 2, 3]),
+            },
+            data: Bytes::new(),
+        },
+    };
+    let follower = cluster.node_mut(2);
+    for (index, snapshot_term) in [(0, term), (5, 0), (5, term + 1)] {
+        let refused = follower.step(message(1, 2, term, snapshot(index, snapshot_term)));
+        assert!(
+            matches!(refused, Err(StepError::Malformed { .. })),
+            "index {index}, term {snapshot_term}"
+        );
+    }
+    assert_eq!(follower.metrics().messages_malformed, 3);
+    assert_eq!(follower.metrics().snapshots_installed, 0);
+}
+
+/// Rule: a pre-vote is granted for a future term only. A pre-candidate one term behind asks in
+/// the voter's own term; a voter that already voted or follows a leader in that term refuses,
+/// however good the candidate's log.
+#[test]
+fn a_pre_vote_for_the_voters_own_term_is_refused_once_it_has_a_leader() {
+    let mut cluster = Cluster::new(&[1, 2, 3]);
+    assert!(cluster.elect(1));
+    let voter = cluster.node(2);
+    let (term, last_index) = (voter.term(), voter.last_index());
+    assert_eq!(voter.leader_id(), 1);
+    let request = MessageBody::RequestVote {
+        pre_vote: true,
+        last_index: last_index + 10,
+        last_term: term,
+        transfer: false,
+    };
+    cluster
+        .node_mut(2)
+        .step(message(3, 2, term, request))
+        .unwrap();
+    let ready = cluster.node_mut(2).ready();
+    let answers: Vec<&MessageBody> = ready
+        .messages
+        .iter()
+        .chain(&ready.persisted_messages)
+        .filter(|sent| sent.to == 3)
+        .map(|sent| &sent.body)
+        .collect();
+    assert_eq!(
+        answers,
+        vec![&MessageBody::VoteResponse {
+            pre_vote: true,
+            granted: false
+        }]
+    );
+}
+
+/// Rule: a refused pre-vote is answered in the voter's own term, not in the future term the
+/// pre-candidate asked about; otherwise the refusal itself would raise the pre-candidate's term,
+/// which pre-voting exists to prevent. (A granted pre-vote answers in the future term.)
+#[test]
+fn a_refused_pre_vote_is_answered_in_the_voters_own_term() {
+    let mut cluster = Cluster::with_config(&[1, 2, 3], |config| config.check_quorum = false);
+    assert!(cluster.elect(1));
+    let term = cluster.node(2).term();
+    let answer_to = |cluster: &mut Cluster, last_index| {
+        let request = MessageBody::RequestVote {
+            pre_vote: true,
+            last_index,
+            last_term: if last_index == 0 { 0 } else { term },
+            transfer: false,
+        };
+        let voter = cluster.node_mut(2);
+        voter.step(message(3, 2, term + 1, request)).unwrap();
+        let ready = voter.ready();
+        voter.advance(ready.number);
+        let answer = ready
+            .messages
+            .into_iter()
+            .chain(ready.persisted_messages)
+            .find(|sent| sent.to == 3)
+            .expect("an answer");
+        (answer.term, answer.body)
+    };
+    let granted = |granted| MessageBody::VoteResponse {
+        pre_vote: true,
+        granted,
+    };
+    // A log behind the voter's: refused, in the voter's term.
+    assert_eq!(answer_to(&mut cluster, 0), (term, granted(false)));
+    assert_eq!(cluster.node(2).term(), term);
+    // A log as long: granted, in the term asked about.
+    let last_index = cluster.node(2).last_index();
+    assert_eq!(
+        answer_to(&mut cluster, last_index),
+        (term + 1, granted(true))
+    );
+    assert_eq!(cluster.node(2).term(), term, "a pre-vote changes nothing");
+}
+
+/// Rule: `TimeoutNow` makes only a voter of the node's newest membership campaign. A leader that
+/// removed itself and restarted before the removal spread holds it uncommitted: it ignores
+/// `TimeoutNow`, although it may still campaign on its own election timeout (see
+/// ARCHITECTURE.md: otherwise its longer log could keep anyone from being elected).
+#[test]
+fn timeout_now_is_ignored_by_a_node_whose_removal_it_holds() {
+    let mut cluster = Cluster::new(&[1, 2, 3]);
+    assert!(cluster.elect(1));
+    // Nothing the leader sends from now on arrives: its removal stays in its own log only.
+    cluster.drop_if(|sent| sent.from == 1);
+    cluster
+        .node_mut(1)
+        .propose_conf_change(ConfChange::RemoveNode(1))
+        .unwrap();
+    cluster.process(1);
+    cluster.crash(1);
+    cluster.restart(1);
+    let removed = cluster.node(1);
+    assert!(
+        !removed.membership().is_voter(1),
+        "the removal is in its log"
+    );
+    assert!(
+        removed.commit_index() < removed.last_index(),
+        "not committed"
+    );
+    let term = removed.term();
+    cluster
+        .node_mut(1)
+        .step(message(2, 1, term, MessageBody::TimeoutNow))
+        .unwrap();
+    assert_eq!(cluster.node(1).role(), Role::Follower);
+    assert_eq!(cluster.node(1).term(), term);
+}
+
+/// Rule: an append whose previous entry is the follower's committed one must still match it: a
+/// term that differs there is rejected, never taken for a match.
+#[test]
+fn an_append_whose_previous_entry_contradicts_the_commit_index_is_rejected() {
+    let mut cluster = Cluster::new(&[1, 2, 3]);
+    assert!(cluster.elect(1));
+    let follower = cluster.node_mut(2);
+    let (term, commit, last) = (
+        follower.term(),
+        follower.commit_index(),
+        follower.last_index(),
+    );
+    assert_eq!(commit, last);
+    let committed_term = follower.term_at(commit).unwrap();
+    assert!(committed_term >= 1);
+    let append = one_entry_append(
+        (commit, committed_term - 1),
+        (commit + 1, term),
+        "forged",
+        commit,
+    );
+    follower.step(message(1, 2, term, append)).unwrap();
+    assert_eq!(follower.last_index(), last, "nothing appended");
+    let ready = follower.ready();
+    let answer = ready
+        .messages
+        .iter()
+        .chain(&ready.persisted_messages)
+        .find(|sent| sent.to == 1)
+        .expect("an answer");
+    assert!(matches!(
+        answer.body,
+        MessageBody::AppendResponse { reject: true, .. }
+    ));
+}
+
+/// Rule: an append that contradicts a committed entry (another term at a committed index) comes
+/// from no correct leader: it is dropped unanswered and counted as malformed.
+#[test]
+fn an_append_that_contradicts_a_committed_entry_is_dropped_and_counted() {
+    let mut cluster = Cluster::new(&[1, 2, 3]);
+    assert!(cluster.elect(1));
+    let follower = cluster.node_mut(2);
+    let (term, commit) = (follower.term(), follower.commit_index());
+    let prev_term = follower.term_at(commit - 1).unwrap();
+    let append = one_entry_append(
+        (commit - 1, prev_term),
+        (commit, term + 1),
+        "contradicts",
+        commit,
+    );
+    follower.step(message(1, 2, term + 1, append)).unwrap();
+    assert_eq!(follower.metrics().messages_malformed, 1);
+    assert_eq!(
+        follower.term_at(commit),
+        Some(term),
+        "the committed entry stays"
+    );
+    let ready = follower.ready();
+    assert!(
+        ready
+            .messages
+            .iter()
+            .chain(&ready.persisted_messages)
+            .all(|sent| !matches!(sent.body, MessageBody::AppendResponse { .. })),
+        "no answer"
+    );
+}
+
+/// Rule: the position a follower's snapshot ends at is committed like any other: an append that
+/// gives it another term contradicts a committed entry and is dropped as malformed (mutation
+/// testing found this index left unchecked; the check now includes it).
+#[test]
+fn an_append_that_contradicts_the_snapshot_position_is_dropped_and_counted() {
+    let mut cluster = Cluster::new(&[1, 2, 3]);
+    assert!(cluster.elect(1));
+    cluster.propose(1, data("a")).unwrap();
+    cluster.stabilize();
+    cluster.compact(2);
+    let follower = cluster.node_mut(2);
+    let (term, commit) = (follower.term(), follower.commit_index());
+    let snapshot_index = follower.first_index() - 1;
+    assert_eq!(snapshot_index, commit, "compacted up to the commit index");
+    let snapshot_term = follower.term_at(snapshot_index).unwrap();
+    let append = one_entry_append(
+        (snapshot_index - 1, snapshot_term),
+        (snapshot_index, term + 1),
+        "contradicts the snapshot",
+        commit,
+    );
+    follower.step(message(1, 2, term + 1, append)).unwrap();
+    assert_eq!(follower.metrics().messages_malformed, 1);
+    assert_eq!(follower.term_at(snapshot_index), Some(snapshot_term));
+}
+
+/// Rule: a candidate that a majority refused gives up at once and becomes a follower (it does not
+/// wait for its election timeout); one refusal out of three is not enough.
+#[test]
+fn a_candidate_refused_by_a_majority_becomes_a_follower_at_once() {
+    let mut config = Config::new(1, GROUP_ID);
+    config.pre_vote = false;
+    let mut node = Node::new(config, InitialState::bootstrap(&[1, 2, 3])).unwrap();
+    while node.role() != Role::Candidate {
+        node.tick();
+    }
+    let term = node.term();
+    let refused = MessageBody::VoteResponse {
+        pre_vote: false,
+        granted: false,
+    };
+    node.step(message(2, 1, term, refused.clone())).unwrap();
+    assert_eq!(node.role(), Role::Candidate, "one refusal of three");
+    node.step(message(3, 1, term, refused)).unwrap();
+    assert_eq!(node.role(), Role::Follower);
+    assert_eq!(node.term(), term, "in the same term");
+}
+
+/// Rule: a leader refuses answers from nodes outside its membership, and acknowledgements of
+/// entries it never had, each counted under its reason.
+#[test]
+fn a_leader_refuses_and_counts_answers_from_strangers_and_beyond_its_log() {
+    let mut node = lone_leader(|_| {});
+    let term = node.term();
+    let last_index = node.last_index();
+    let stranger = node.step(message(9, 1, term, acknowledge(last_index)));
+    assert_eq!(stranger, Err(StepError::NonMember(9)));
+    assert_eq!(node.metrics().messages_from_non_members, 1);
+    let beyond = node.step(message(2, 1, term, acknowledge(last_index + 1)));
+    assert!(matches!(beyond, Err(StepError::Malformed { .. })));
+    assert_eq!(node.metrics().messages_malformed, 1);
+    assert_eq!(
+        node.progress(2).unwrap().match_index,
+        0,
+        "nothing acknowledged"
+    );
+}
+
+/// Rule: the lease lasts exactly `election_timeout_ticks - 2` ticks from the sending of the
+/// heartbeat a quorum acknowledged: a read at its last tick is served at once, one tick later it
+/// needs a confirmation round.
+#[test]
+fn the_lease_lasts_to_its_last_tick_and_no_further() {
+    let mut leader = lone_leader(|config| config.read_mode = ReadMode::LeaseBased);
+    let term = leader.term();
+    leader
+        .step(message(2, 1, term, acknowledge(leader.last_index())))
+        .unwrap();
+    leader.read_index(1).unwrap();
+    let ready = leader.ready();
+    let sent_at_tick = ready
+        .messages
+        .iter()
+        .find_map(|sent| match sent.body {
+            MessageBody::Heartbeat { sent_at_tick, .. } => Some(sent_at_tick),
+            _ => None,
+        })
+        .expect("a confirmation round");
+    assert!(sent_at_tick > 0);
+    leader.advance(ready.number);
+    let answer = MessageBody::HeartbeatResponse {
+        read_sequence: 1,
+        sent_at_tick,
+    };
+    leader.step(message(2, 1, term, answer)).unwrap();
+    let served_at_once = |leader: &mut Node, request_id| {
+        leader.read_index(request_id).unwrap();
+        let ready = leader.ready();
+        leader.advance(ready.number);
+        ready
+            .read_states
+            .iter()
+            .any(|read| read.request_id == request_id)
+    };
+    assert!(served_at_once(&mut leader, 2));
+    let lease_ticks = leader.config().election_timeout_ticks - 2;
+    for _ in 0..lease_ticks - 1 {
+        leader.tick();
+    }
+    assert!(served_at_once(&mut leader, 3), "the lease's last tick");
+    leader.tick();
+    assert!(!served_at_once(&mut leader, 4), "the lease expired");
+}
+
+/// Rule: a heartbeat answer from a follower that holds the whole log sends nothing more; only a
+/// follower behind is probed with an append.
+#[test]
+fn a_heartbeat_answer_probes_only_a_follower_that_is_behind() {
+    let mut leader = lone_leader(|_| {});
+    let term = leader.term();
+    let last_index = leader.last_index();
+    leader
+        .step(message(2, 1, term, acknowledge(last_index)))
+        .unwrap();
+    let ready = leader.ready();
+    leader.advance(ready.number);
+    let answer = MessageBody::HeartbeatResponse {
+        read_sequence: 0,
+        sent_at_tick: 0,
+    };
+    let appends_after_answer_from = |leader: &mut Node, from| {
+        leader.step(message(from, 1, term, answer.clone())).unwrap();
+        let ready = leader.ready();
+        leader.advance(ready.number);
+        ready
+            .messages
+            .iter()
+            .filter(|sent| matches!(sent.body, MessageBody::Append { .. }))
+            .count()
+    };
+    assert_eq!(appends_after_answer_from(&mut leader, 2), 0, "up to date");
+    assert_eq!(
+        appends_after_answer_from(&mut leader, 3),
+        1,
+        "behind: probed"
+    );
+}
+
+/// Rule (fast backtracking, leader side): a rejection's hint names the follower's last entry of
+/// a term no newer than the one probed; the leader steps back to its own last entry of a term
+/// no newer than the hint's, skipping the whole conflicting range in one round trip.
+#[test]
+fn a_new_leader_skips_a_followers_whole_stale_term_in_one_round_trip() {
+    let mut cluster = Cluster::new(&[1, 2, 3]);
+    assert!(cluster.elect(1));
+    // Node 1 writes 30 entries nobody else gets, then crashes.
+    cluster.isolate(1);
+    for write in 0..30 {
+        cluster
+            .propose(1, data(&format!("doomed-{write}")))
+            .unwrap();
+    }
+    cluster.stabilize();
+    cluster.crash(1);
+    cluster.heal();
+    let mut leader = None;
+    for _ in 0..200 {
+        cluster.tick_all(1);
+        leader = cluster.leader();
+        if leader.is_some() {
+            break;
+        }
+    }
+    let leader = leader.expect("nodes 2 and 3 elect a leader");
+    cluster.stabilize();
+    for write in 0..40 {
+        cluster
+            .propose(leader, data(&format!("kept-{write}")))
+            .unwrap();
+    }
+    cluster.stabilize();
+    // Node 1 comes back cut off; a new leader starts with an optimistic guess of its log.
+    cluster.restart(1);
+    cluster.isolate(1);
+    let successor = 5 - leader;
+    cluster.node_mut(leader).transfer_leader(successor).unwrap();
+    cluster.stabilize();
+    assert_eq!(cluster.leader(), Some(successor));
+    let guess = cluster.node(successor).progress(1).unwrap().next_index;
+    assert!(guess > cluster.node(1).last_index() + 1);
+    cluster.heal();
+    // Only the leader ticks (its heartbeats reach node 1); every message is counted as it goes.
+    let mut rejections = 0;
+    for _ in 0..100 {
+        cluster.tick(successor);
+        loop {
+            let processed = cluster.process_all();
+            let in_transit = cluster.in_transit();
+            if !processed && in_transit.is_empty() {
+                break;
+            }
+            rejections += in_transit
+                .iter()
+                .filter(|sent| {
+                    sent.from == 1
+                        && matches!(sent.body, MessageBody::AppendResponse { reject: true, .. })
+                })
+                .count();
+            cluster.deliver_round();
+        }
+        if cluster.node(1).last_index() == cluster.node(successor).last_index() {
+            break;
+        }
+    }
+    assert_eq!(
+        cluster.node(1).last_index(),
+        cluster.node(successor).last_index()
+    );
+    assert!(
+        rejections <= 2,
+        "{rejections} rejections for 30 conflicting entries"
+    );
+}
+
+/// Rule: a leader sending a snapshot waits for the follower to acknowledge the snapshot's index;
+/// an older acknowledgement arriving meanwhile (delayed on the way) neither restarts replication
+/// nor sends a second snapshot.
+#[test]
+fn a_snapshot_in_flight_ends_only_with_an_acknowledgement_of_its_index() {
+    let mut leader = lone_leader(|_| {});
+    let term = leader.term();
+    leader.propose(data("a")).unwrap();
+    leader.propose(data("b")).unwrap();
+    drain(&mut leader);
+    let last_index = leader.last_index();
+    leader
+        .step(message(3, 1, term, acknowledge(last_index)))
+        .unwrap();
+    drain(&mut leader);
+    assert_eq!(leader.applied_index(), last_index);
+    leader.compact(last_index, data("state")).unwrap();
+    // Node 2 rejects the probe with an empty log: only the snapshot can catch it up.
+    let probed = leader.progress(2).unwrap().next_index - 1;
+    let rejection = MessageBody::AppendResponse {
+        index: probed,
+        reject: true,
+        reject_hint: 0,
+        hint_term: 0,
+    };
+    leader.step(message(2, 1, term, rejection)).unwrap();
+    drain(&mut leader);
+    let in_snapshot = ProgressState::Snapshot {
+        pending_index: last_index,
+    };
+    assert_eq!(leader.progress(2).unwrap().state, in_snapshot);
+    assert_eq!(leader.metrics().snapshots_sent, 1);
+    // A delayed acknowledgement of an old index.
+    leader.step(message(2, 1, term, acknowledge(2))).unwrap();
+    let sent = drain(&mut leader);
+    assert_eq!(leader.progress(2).unwrap().state, in_snapshot);
+    assert_eq!(leader.metrics().snapshots_sent, 1);
+    assert!(sent.iter().all(|message| message.to != 2));
+    // The snapshot's own acknowledgement ends it.
+    leader
+        .step(message(2, 1, term, acknowledge(last_index)))
+        .unwrap();
+    assert_eq!(leader.progress(2).unwrap().state, ProgressState::Replicate);
+}
+
+/// Rule: the commit index is what a quorum holds, for any number of voters, also beyond the 16
+/// whose progress the leader sorts on the stack.
+#[test]
+fn a_group_of_seventeen_voters_commits_what_nine_hold() {
+    let voters: Vec<u64> = (1..=17).collect();
+    let mut cluster = Cluster::new(&voters);
+    assert!(cluster.elect(1));
+    // Eight followers stop answering: nine of seventeen still commit.
+    cluster.drop_if(|sent| sent.from >= 10);
+    let index = cluster.propose(1, data("x")).unwrap();
+    cluster.stabilize();
+    assert_eq!(cluster.node(1).commit_index(), index);
+    // One more silent follower: eight of seventeen do not.
+    cluster.drop_if(|sent| sent.from == 9);
+    let unreached = cluster.propose(1, data("y")).unwrap();
+    cluster.stabilize();
+    assert_eq!(cluster.node(1).commit_index(), index);
+    assert!(unreached > index);
+}
+
+/// Rule: a leader that removed itself hands over when the removal commits: it tells the most
+/// up-to-date remaining voter (the lowest id among equals) to campaign at once, so the group has
+/// a leader again without waiting for an election timeout.
+#[test]
+fn a_leader_that_removed_itself_hands_over_to_the_most_up_to_date_voter() {
+    let mut cluster = Cluster::new(&[1, 2, 3]);
+    assert!(cluster.elect(1));
+    cluster
+        .node_mut(1)
+        .propose_conf_change(ConfChange::RemoveNode(1))
+        .unwrap();
+    let mut timeout_now_to = Vec::new();
+    for _ in 0..100 {
+        let processed = cluster.process_all();
+        let in_transit = cluster.in_transit();
+        if !processed && in_transit.is_empty() {
+            break;
+        }
+        timeout_now_to.extend(
+            in_transit
+                .iter()
+                .filter(|sent| matches!(sent.body, MessageBody::TimeoutNow))
+                .map(|sent| sent.to),
+        );
+        cluster.deliver_round();
+    }
+    assert_eq!(timeout_now_to, [2]);
+    assert_eq!(cluster.leader(), Some(2), "elected without a single tick");
+    assert_eq!(cluster.node(1).role(), Role::Follower);
+}
+
+// ---- src/progress.rs ----
+
+/// Rule: a replicating follower counts as stalled only if appends are in flight and none was
+/// acknowledged since the last check; an idle follower that holds the whole log stays in
+/// Replicate across heartbeat intervals.
+#[test]
+fn an_idle_follower_that_holds_the_log_is_never_taken_for_stalled() {
+    let mut leader = lone_leader(|config| config.check_quorum = false);
+    let term = leader.term();
+    leader
+        .step(message(2, 1, term, acknowledge(leader.last_index())))
+        .unwrap();
+    drain(&mut leader);
+    assert_eq!(leader.progress(2).unwrap().state, ProgressState::Replicate);
+    for _ in 0..5 * leader.config().heartbeat_interval_ticks {
+        leader.tick();
+        drain(&mut leader);
+    }
+    assert_eq!(leader.progress(2).unwrap().state, ProgressState::Replicate);
+}
+
+/// Rule: [`Node::buffer_capacity`] counts the queues of appends in flight: a follower that let
+/// hundreds of appends pile up holds memory until it acknowledges them, and gives it back then.
+#[test]
+fn buffer_capacity_counts_the_appends_in_flight() {
+    let mut leader = lone_leader(|config| {
+        config.check_quorum = false;
+        config.inflight_messages_max = 1024;
+    });
+    let term = leader.term();
+    leader
+        .step(message(2, 1, term, acknowledge(leader.last_index())))
+        .unwrap();
+    drain(&mut leader);
+    for write in 0..500 {
+        leader.propose(data(&format!("w{write}"))).unwrap();
+        drain(&mut leader);
+    }
+    assert_eq!(leader.progress(2).unwrap().inflight_count(), 500);
+    let with_appends_in_flight = leader.buffer_capacity();
+    leader
+        .step(message(2, 1, term, acknowledge(leader.last_index())))
+        .unwrap();
+    drain(&mut leader);
+    assert_eq!(leader.progress(2).unwrap().inflight_count(), 0);
+    let released = with_appends_in_flight - leader.buffer_capacity();
+    assert!(released >= 400, "{released} slots released");
+}
+
+/// Rule: a rejection never sends the leader back to or below an index the follower already
+/// acknowledged, whatever its hint says: the next append starts right after the match.
+#[test]
+fn a_rejection_never_moves_the_next_index_to_an_acknowledged_entry() {
+    let mut leader = lone_leader(|config| config.check_quorum = false);
+    let term = leader.term();
+    for write in 0..3 {
+        leader.propose(data(&format!("w{write}"))).unwrap();
+    }
+    drain(&mut leader);
+    let acknowledged = leader.last_index();
+    leader
+        .step(message(2, 1, term, acknowledge(acknowledged)))
+        .unwrap();
+    drain(&mut leader);
+    leader.propose(data("more")).unwrap();
+    drain(&mut leader);
+    let progress = leader.progress(2).unwrap();
+    assert_eq!(progress.state, ProgressState::Replicate);
+    assert_eq!(progress.match_index, acknowledged);
+    let rejection = MessageBody::AppendResponse {
+        index: leader.last_index(),
+        reject: true,
+        reject_hint: 0,
+        hint_term: 0,
+    };
+    leader.step(message(2, 1, term, rejection)).unwrap();
+    let progress = leader.progress(2).unwrap();
+    assert_eq!(progress.state, ProgressState::Probe);
+    assert_eq!(progress.next_index, acknowledged + 1);
+}
+
+/// Rule: while probing, only the rejection of the last probe counts (an older one is stale), and
+/// even a counted one never moves the next index to or below the match.
+#[test]
+fn a_probing_leader_heeds_only_the_rejection_of_its_last_probe() {
+    let mut leader = lone_leader(|config| config.check_quorum = false);
+    let term = leader.term();
+    leader.propose(data("w")).unwrap();
+    drain(&mut leader);
+    let acknowledged = leader.last_index();
+    leader
+        .step(message(2, 1, term, acknowledge(acknowledged)))
+        .unwrap();
+    drain(&mut leader);
+    leader.report_unreachable(2);
+    let probe = leader.progress(2).unwrap();
+    assert_eq!(probe.state, ProgressState::Probe);
+    assert_eq!(probe.next_index, acknowledged + 1);
+    for write in 0..5 {
+        leader.propose(data(&format!("later {write}"))).unwrap();
+    }
+    drain(&mut leader);
+    let rejection = |index, reject_hint, hint_term| MessageBody::AppendResponse {
+        index,
+        reject: true,
+        reject_hint,
+        hint_term,
+    };
+    // A rejection of an append sent before the probe (a later index): stale.
+    let stale = rejection(acknowledged + 5, acknowledged + 3, term);
+    leader.step(message(2, 1, term, stale)).unwrap();
+    assert_eq!(leader.progress(2).unwrap().next_index, acknowledged + 1);
+    // A rejection of the last probe with a hint below the match: the match holds.
+    leader
+        .step(message(2, 1, term, rejection(acknowledged, 0, 0)))
+        .unwrap();
+    assert_eq!(leader.progress(2).unwrap().next_index, acknowledged + 1);
+}
