@@ -75,6 +75,17 @@ fn server_metrics(cluster: &TestCluster, id: u64) -> std::sync::Arc<server::metr
     server.service().metrics().clone()
 }
 
+/// Three servers with these gateway limits, every shard led.
+async fn cluster_with_gateway(gateway: server::GatewayLimits) -> TestCluster {
+    let limits = server::Limits {
+        gateway,
+        ..Default::default()
+    };
+    let cluster = TestCluster::start_with(3, default_shards(3), limits).await;
+    cluster.wait_for_leaders().await;
+    cluster
+}
+
 /// What `/metrics` shows of server `id`.
 fn metrics_text(cluster: &TestCluster, id: u64) -> String {
     let server = cluster.servers[id as usize - 1].as_ref().unwrap();
@@ -389,15 +400,11 @@ async fn a_subscriber_follows_its_server_through_a_crash_and_failover_without_ga
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_position_older_than_the_history_gets_a_resync() {
-    let limits = server::Limits {
-        gateway: server::GatewayLimits {
-            history_entries: 4,
-            ..Default::default()
-        },
+    let mut cluster = cluster_with_gateway(server::GatewayLimits {
+        history_entries: 4,
         ..Default::default()
-    };
-    let mut cluster = TestCluster::start_with(3, default_shards(3), limits).await;
-    cluster.wait_for_leaders().await;
+    })
+    .await;
     let writer = cluster.client();
     let mut first = gateway_client(vec![cluster.ws_url(1)], TOKEN);
     first.subscribe("kv:us/resume/", None).await.unwrap();
@@ -428,16 +435,12 @@ async fn a_position_older_than_the_history_gets_a_resync() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_consumer_is_dropped_with_a_reason_and_counted() {
-    let limits = server::Limits {
-        gateway: server::GatewayLimits {
-            queue_frames: 8,
-            write_timeout_ms: 120_000,
-            ..Default::default()
-        },
+    let mut cluster = cluster_with_gateway(server::GatewayLimits {
+        queue_frames: 8,
+        write_timeout_ms: 120_000,
         ..Default::default()
-    };
-    let mut cluster = TestCluster::start_with(3, default_shards(3), limits).await;
-    cluster.wait_for_leaders().await;
+    })
+    .await;
     let mut socket = raw_socket(&cluster.ws_url(1)).await;
     send(&mut socket, json!({"op": "auth", "token": TOKEN})).await;
     assert_eq!(receive(&mut socket).await["op"], "authenticated");
@@ -492,16 +495,12 @@ async fn a_slow_consumer_is_dropped_with_a_reason_and_counted() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_idle_connection_times_out_while_a_live_one_is_kept_by_pings() {
-    let limits = server::Limits {
-        gateway: server::GatewayLimits {
-            ping_interval_ms: 100,
-            idle_timeout_ms: 400,
-            ..Default::default()
-        },
+    let mut cluster = cluster_with_gateway(server::GatewayLimits {
+        ping_interval_ms: 100,
+        idle_timeout_ms: 400,
         ..Default::default()
-    };
-    let mut cluster = TestCluster::start_with(3, default_shards(3), limits).await;
-    cluster.wait_for_leaders().await;
+    })
+    .await;
     // The client library reads, so it answers the server's pings.
     let mut live = gateway_client(vec![cluster.ws_url(1)], TOKEN);
     live.subscribe("kv:us/", None).await.unwrap();
@@ -546,17 +545,13 @@ async fn close_reason(socket: &mut RawSocket) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_connection_that_does_not_authenticate_is_closed() {
-    let limits = server::Limits {
-        gateway: server::GatewayLimits {
-            // Long enough for the three guesses below, even on a loaded machine.
-            ping_interval_ms: 2_000,
-            idle_timeout_ms: 10_000,
-            ..Default::default()
-        },
+    let mut cluster = cluster_with_gateway(server::GatewayLimits {
+        // Long enough for the three guesses below, even on a loaded machine.
+        ping_interval_ms: 2_000,
+        idle_timeout_ms: 10_000,
         ..Default::default()
-    };
-    let mut cluster = TestCluster::start_with(3, default_shards(3), limits).await;
-    cluster.wait_for_leaders().await;
+    })
+    .await;
     let mut silent = raw_socket(&cluster.ws_url(1)).await;
     // Two wrong tokens are answered; the third closes the connection at once.
     let mut guesser = raw_socket(&cluster.ws_url(1)).await;
@@ -682,15 +677,11 @@ async fn http_health(address: std::net::SocketAddr) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn websockets_leave_the_http_connection_limit_and_have_their_own() {
     let connections_max = server::api::http::CONNECTIONS_MAX + 40;
-    let limits = server::Limits {
-        gateway: server::GatewayLimits {
-            connections_max,
-            ..Default::default()
-        },
+    let mut cluster = cluster_with_gateway(server::GatewayLimits {
+        connections_max,
         ..Default::default()
-    };
-    let mut cluster = TestCluster::start_with(3, default_shards(3), limits).await;
-    cluster.wait_for_leaders().await;
+    })
+    .await;
     let url = cluster.ws_url(1);
     let mut sockets = Vec::new();
     for _ in 0..connections_max {
