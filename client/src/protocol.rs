@@ -6,6 +6,11 @@
 //! [`ClientFrame`] with a request id chosen by the client, and the server answers each with a
 //! [`ServerFrame`] carrying the same id, in any order (requests are pipelined).
 //!
+//! A connection whose first frame is [`Request::Gateway`] speaks the gateway's protocol
+//! instead (`docs/websocket.md`, the same as over the WebSocket endpoint): after the server's
+//! [`Response::Welcome`], every frame either way holds one JSON text message, postcard-encoded
+//! as a string. It is how a client without WebSocket (and the simulator) subscribes.
+//!
 //! The same [`Request`] and [`Response`] types travel between servers when the router forwards
 //! a request to a shard's leader, and the HTTP adapter translates to and from them: one service,
 //! several doors.
@@ -112,6 +117,10 @@ pub enum Request {
         /// The voter that should lead.
         to: ServerId,
     },
+    /// The first frame of a connection that speaks the gateway's protocol (see the module
+    /// documentation); it authenticates inside that protocol, with its `auth` message. Last
+    /// of the variants, so that the others keep their numbers on the wire.
+    Gateway,
 }
 
 impl Request {
@@ -119,6 +128,7 @@ impl Request {
     pub fn name(&self) -> &'static str {
         match self {
             Request::Hello { .. } => "hello",
+            Request::Gateway => "gateway",
             Request::Get { .. } => "get",
             Request::Scan { .. } => "scan",
             Request::Write(_) => "write",

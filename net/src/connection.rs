@@ -8,6 +8,7 @@ use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncReadExt, ReadHalf, WriteHalf};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
 use tokio_util::codec::Decoder;
 use tokio_util::sync::CancellationToken;
 
@@ -18,6 +19,7 @@ use crate::handshake::{
 };
 use crate::metrics::{Counters, add};
 use crate::random::{self, SeededRng};
+use crate::timer::Deadline;
 use crate::{Incoming, Message, ServerId};
 
 /// Bytes the reader asks the socket for at least, per read, once the peer is authenticated.
@@ -48,14 +50,14 @@ pub(crate) struct WarningLimiter {
 
 #[derive(Debug, Default)]
 struct WarningState {
-    last: Option<tokio::time::Instant>,
+    last: Option<Instant>,
     held_back: u64,
 }
 
 impl WarningLimiter {
     /// `Some(warnings held back since the last one)` if a warning may be logged now.
     pub(crate) fn admit(&self) -> Option<u64> {
-        let now = tokio::time::Instant::now();
+        let now = Instant::now();
         let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
         match state.last {
             Some(last) if now.duration_since(last) < WARNING_INTERVAL => {
@@ -335,7 +337,9 @@ impl<M: Message> ReadLoop<M> {
     /// the transport stops. `_done` is dropped on return, which tells the writer.
     async fn run(mut self, mut stop: oneshot::Receiver<()>, _done: oneshot::Sender<()>) {
         let shutdown = self.context.shutdown.clone();
+        let mut stopping = std::pin::pin!(shutdown.cancelled());
         let read_timeout = Duration::from_millis(self.context.config.read_timeout_ms);
+        let mut silence = Deadline::new(Instant::now() + read_timeout);
         loop {
             // Everything already buffered is handled before the socket is read again.
             loop {
@@ -351,17 +355,19 @@ impl<M: Message> ReadLoop<M> {
             }
             // Only time spent waiting for the socket counts: while the node loop is slow to take
             // messages, the peer is not to blame.
+            silence.set(Instant::now() + read_timeout);
             let filled = tokio::select! {
                 biased;
-                _ = stopped(&shutdown) => return,
+                () = &mut stopping => return,
                 _ = &mut stop => return,
-                filled = tokio::time::timeout(read_timeout, self.reader.fill()) => filled,
+                filled = self.reader.fill() => Some(filled),
+                () = silence.reached() => None,
             };
             match filled {
-                Ok(Ok(0)) => return self.closed("the peer closed the connection"),
-                Ok(Ok(_)) => {}
-                Ok(Err(error)) => return self.closed(&error.to_string()),
-                Err(_elapsed) => {
+                Some(Ok(0)) => return self.closed("the peer closed the connection"),
+                Some(Ok(_)) => {}
+                Some(Err(error)) => return self.closed(&error.to_string()),
+                None => {
                     add(&self.context.counters.read_timeouts, 1);
                     tracing::warn!(
                         peer = self.peer,

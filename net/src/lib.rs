@@ -80,6 +80,7 @@ mod connection;
 pub mod handshake;
 mod metrics;
 mod random;
+pub mod timer;
 mod transport;
 
 pub use config::{

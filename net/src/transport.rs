@@ -20,6 +20,7 @@ use crate::connection::{Connection, Context, DialError, WarningLimiter, dial, es
 use crate::handshake::{HandshakeFailure, Role};
 use crate::metrics::{Counters, Metrics, add};
 use crate::random::{self, SeededRng};
+use crate::timer::Deadline;
 use crate::{Incoming, Message, ServerId};
 
 /// A writer stops draining its queue into one write once the batch reaches this many bytes, so
@@ -537,11 +538,13 @@ impl<M: Message> PeerTask<M> {
         let config = &self.context.config;
         let ping_interval = Duration::from_millis(config.ping_interval_ms);
         let write_timeout = Duration::from_millis(config.write_timeout_ms);
-        let mut last_write = Instant::now();
+        let shutdown = self.shutdown.clone();
+        let mut stopping = std::pin::pin!(shutdown.cancelled());
+        let mut ping_due = Deadline::new(Instant::now() + ping_interval);
         loop {
             let first = tokio::select! {
                 biased;
-                _ = stopped(&self.shutdown) => return Outcome::Shutdown,
+                () = &mut stopping => return Outcome::Shutdown,
                 _ = &mut connection.reader_done => return Outcome::Closed,
                 newer = next_accepted(&mut self.accepted) => return match newer {
                     Some(newer) => Outcome::Replaced(newer),
@@ -551,7 +554,7 @@ impl<M: Message> PeerTask<M> {
                     Some(message) => Some(message),
                     None => return Outcome::Shutdown,
                 },
-                _ = tokio::time::sleep_until(last_write + ping_interval) => None,
+                () = ping_due.reached() => None,
             };
             let frames = match first {
                 Some(first) => {
@@ -570,7 +573,7 @@ impl<M: Message> PeerTask<M> {
             let writing = write_with_progress(&mut connection.writer, &self.buffer, write_timeout);
             let written = tokio::select! {
                 biased;
-                _ = stopped(&self.shutdown) => return Outcome::Shutdown,
+                () = &mut stopping => return Outcome::Shutdown,
                 written = writing => written,
             };
             let batch_bytes = self.buffer.len() as u64;
@@ -602,7 +605,7 @@ impl<M: Message> PeerTask<M> {
                     return Outcome::Closed;
                 }
             }
-            last_write = Instant::now();
+            ping_due.set(Instant::now() + ping_interval);
             if frames == 0 {
                 add(&counters.pings_sent, 1);
             } else {

@@ -3,6 +3,7 @@
 //! Production servers run without an observer.
 
 use client::{ServerId, ShardId};
+use kv::Change;
 
 /// Receives a server's progress reports. Calls come from the node loop: keep them short.
 pub trait Observer: Send + Sync + std::fmt::Debug {
@@ -22,6 +23,12 @@ pub trait Observer: Send + Sync + std::fmt::Debug {
         fingerprint: u64,
     ) {
         let _ = (server, shard, index, term, fingerprint);
+    }
+
+    /// A replica applied the entry at `index`, which made `changes` (in order); the gateway
+    /// publishes them as they are. Every replica makes the same changes at the same index.
+    fn changes_applied(&self, server: ServerId, shard: ShardId, index: u64, changes: &[Change]) {
+        let _ = (server, shard, index, changes);
     }
 
     /// A replica applied the write `seq` of client `client_id` at `index`, and it took effect

@@ -17,6 +17,9 @@ pub enum Bug {
     /// Stamp writes with the leader's wall clock (never going back) instead of the shard
     /// clock: a step of that clock expires sessions, and a retry applies twice.
     WallClockStamps = 8,
+    /// Replay a resumed subscription from the second entry it missed: the first change a
+    /// reconnecting subscriber missed is never sent.
+    ResumeSkipsFirst = 16,
 }
 
 static PLANTED: AtomicU32 = AtomicU32::new(0);

@@ -406,6 +406,7 @@ where
         tokio::spawn(crate::api::native::serve(
             client_listener,
             service.clone(),
+            gateway.clone(),
             shutdown.clone(),
         )),
         tokio::spawn(gateway.clone().run_dispatcher(shutdown.clone())),

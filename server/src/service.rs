@@ -314,9 +314,9 @@ impl Service {
 
     async fn route(&self, request: Request) -> Response {
         match request {
-            Request::Hello { .. } => error(
+            Request::Hello { .. } | Request::Gateway => error(
                 ErrorCode::BadRequest,
-                "hello is only the first frame of a connection",
+                "hello and gateway are only the first frame of a connection",
             ),
             Request::Get {
                 ref key,

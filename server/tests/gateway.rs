@@ -710,3 +710,99 @@ async fn websockets_leave_the_http_connection_limit_and_have_their_own() {
     drop(sockets);
     stop_all(&mut cluster).await;
 }
+
+/// One gateway connection over the native client port.
+struct NativeGateway {
+    frames: client::protocol::FrameReader<tokio::io::ReadHalf<tokio::net::TcpStream>>,
+    writer: tokio::io::WriteHalf<tokio::net::TcpStream>,
+}
+
+impl NativeGateway {
+    /// Connects to server `id`'s native port and opens the gateway protocol.
+    async fn open(cluster: &TestCluster, id: u64) -> NativeGateway {
+        let address = cluster.configs[id as usize - 1].me().client;
+        let stream = tokio::net::TcpStream::connect(address).await.unwrap();
+        let (reader, writer) = tokio::io::split(stream);
+        let mut gateway = NativeGateway {
+            frames: client::protocol::FrameReader::new(reader, 1 << 20),
+            writer,
+        };
+        let hello = client::protocol::ClientFrame {
+            id: 7,
+            request: Request::Gateway,
+        };
+        gateway.write(&hello).await;
+        let welcome: client::protocol::ServerFrame = gateway.read().await;
+        assert_eq!(welcome.id, 7);
+        assert_eq!(welcome.response, Response::Welcome { server_id: id });
+        gateway
+    }
+
+    async fn write<M: serde::Serialize>(&mut self, message: &M) {
+        let mut buffer = bytes::BytesMut::new();
+        net::codec::encode_message(message, 1 << 20, &mut buffer).unwrap();
+        client::protocol::write_and_flush(&mut self.writer, &buffer)
+            .await
+            .unwrap();
+    }
+
+    async fn read<M: serde::de::DeserializeOwned>(&mut self) -> M {
+        let payload = tokio::time::timeout(Duration::from_secs(10), self.frames.next())
+            .await
+            .expect("a frame in time")
+            .unwrap()
+            .expect("the connection is open");
+        net::codec::decode_message(&payload).unwrap()
+    }
+
+    async fn send(&mut self, message: Value) {
+        self.write(&message.to_string()).await;
+    }
+
+    async fn receive(&mut self) -> Value {
+        let text: String = self.read().await;
+        serde_json::from_str(&text).unwrap()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_gateway_protocol_also_runs_over_the_native_port() {
+    let mut cluster = cluster_with_gateway(server::GatewayLimits {
+        ping_interval_ms: 1_000,
+        ..Default::default()
+    })
+    .await;
+    cluster.wait_for_leaders().await;
+    let mut gateway = NativeGateway::open(&cluster, 2).await;
+    gateway.send(json!({"op": "auth", "token": TOKEN})).await;
+    assert_eq!(gateway.receive().await["op"], "authenticated");
+    gateway
+        .send(json!({"op": "subscribe", "channel": "kv:us/"}))
+        .await;
+    assert_eq!(gateway.receive().await["op"], "subscribed");
+    let written = cluster.client().put("us/bob", "Bob").await.unwrap();
+    let change = gateway.receive().await;
+    assert_eq!(change["op"], "change");
+    assert_eq!(change["key"], "us/bob");
+    assert_eq!(change["value"], "Bob");
+    assert_eq!(change["position"]["index"], written.index);
+    // Bad input is answered as over a WebSocket: text that is not JSON, then a frame that is
+    // not text at all.
+    gateway.write(&"not json".to_string()).await;
+    assert_eq!(gateway.receive().await["code"], "malformed");
+    gateway.write(&42_u64).await;
+    assert_eq!(gateway.receive().await["code"], "malformed");
+    // A connection that never authenticates is closed at the first ping interval, with the
+    // reason in a last message.
+    let mut silent = NativeGateway::open(&cluster, 1).await;
+    let closed = silent.receive().await;
+    assert_eq!(closed, json!({"op": "closed", "reason": "unauthenticated"}));
+    assert_eq!(
+        server_metrics(&cluster, 1)
+            .counters
+            .ws_unauthenticated_closed
+            .load(Ordering::Relaxed),
+        1
+    );
+    stop_all(&mut cluster).await;
+}

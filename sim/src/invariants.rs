@@ -5,12 +5,14 @@
 //! the commit index past what was committed only to an entry of its own term; every replica applies the same entry at every index (so a
 //! committed entry never changes and every replica applies the same sequence); within one life
 //! of a replica, every index is applied once and in order, none skipped except through a
-//! snapshot; a linearizable read is answered from a state that holds every entry any replica
+//! snapshot; every replica makes the same changes at the same index; a linearizable read is answered from a state that holds every entry any replica
 //! had applied (so committed) before the read arrived (Raft's read rule, which is stricter
 //! than what the clients' history can show: it catches a stale read even when no write to the
 //! same key happened to land in between).
 
+use crate::feed::{self, Applied};
 use client::{ServerId, ShardId};
+use kv::Change;
 use server::observe::Observer;
 use std::collections::BTreeMap;
 use std::sync::Mutex;
@@ -48,6 +50,9 @@ struct State {
     elections: Vec<(ShardId, ServerId, u64, u64)>,
     entries_applied: u64,
     snapshots_installed: u64,
+    /// The changes of every applied entry that changed something, as the first replica to
+    /// apply it reported them (the subscribers' checker compares what they saw with these).
+    changes: Applied,
 }
 
 /// Listens to every server of a simulated cluster.
@@ -113,6 +118,11 @@ impl Invariants {
             .retain(|(replica, _), _| *replica != server);
     }
 
+    /// The changes of every entry applied so far that changed something.
+    pub fn applied_changes(&self) -> Applied {
+        self.state.lock().expect("invariants lock").changes.clone()
+    }
+
     /// Records a violation found outside the observer's reports.
     pub fn record(&self, violation: String) {
         let mut state = self.state.lock().expect("invariants lock");
@@ -123,6 +133,28 @@ impl Invariants {
 }
 
 impl Observer for Invariants {
+    fn changes_applied(&self, server: ServerId, shard: ShardId, index: u64, changes: &[Change]) {
+        let text = |bytes: &[u8]| String::from_utf8_lossy(bytes).into_owned();
+        let changes: Vec<feed::Change> = changes
+            .iter()
+            .map(|change| (text(&change.key), change.value.as_deref().map(text)))
+            .collect();
+        let mut state = self.state.lock().expect("invariants lock");
+        let first = state
+            .changes
+            .entry(shard)
+            .or_default()
+            .entry(index)
+            .or_insert_with(|| changes.clone());
+        if *first != changes {
+            let first = first.clone();
+            drop(state);
+            self.record(format!(
+                "shard {shard}: server {server} applied entry {index} as the changes {changes:?}, another replica as {first:?}"
+            ));
+        }
+    }
+
     fn leader_elected(&self, server: ServerId, shard: ShardId, term: u64) {
         let mut state = self.state.lock().expect("invariants lock");
         if let Some(other) = state.leaders.insert((shard, term), server)

@@ -41,6 +41,7 @@
 //! assert!((3..=5).contains(&options.servers));
 //! ```
 
+pub mod feed;
 pub mod options;
 pub mod timeline;
 
@@ -50,6 +51,8 @@ pub mod history;
 pub mod invariants;
 #[cfg(madsim)]
 mod run;
+#[cfg(madsim)]
+pub mod subscriber;
 
 pub use options::{Faults, Focus, Options};
 #[cfg(madsim)]

@@ -1,6 +1,7 @@
 //! What a seed decides: the cluster, the workload and the fault mix (swarm testing: each fault
 //! class is on or off for a run, with its own rate).
 
+use crate::feed::Channel;
 use server::{ShardSpec, default_shards};
 use std::fmt;
 
@@ -178,6 +179,9 @@ pub struct Options {
     pub clients: usize,
     /// The keys the clients work on, spread over the shards.
     pub keys: Vec<String>,
+    /// The channels of the gateway's subscribers, one subscriber each, on machines of their
+    /// own.
+    pub subscribers: Vec<Channel>,
     /// The fault mix.
     pub faults: Faults,
     /// Per server (by id − 1), how many parts per million slower (positive) or faster its
@@ -275,6 +279,14 @@ impl Options {
             1024 * 1024
         };
         faults.clock_jump = draw.chance(300).then(|| draw.between(1, 5));
+        let subscribers = (0..draw.between(1, 2))
+            .map(|_| match draw.between(0, 3) {
+                0 => Channel::Prefix(String::new()),
+                1 => Channel::Prefix("ev/".into()),
+                2 => Channel::Prefix("us/".into()),
+                _ => Channel::Shard(1),
+            })
+            .collect();
         Options {
             seed,
             focus: Focus::Any,
@@ -288,6 +300,7 @@ impl Options {
             append_bytes_max,
             clients,
             keys,
+            subscribers,
             faults,
             clock_drift_ppm,
             safety_ms: 20_000,
@@ -365,7 +378,7 @@ impl fmt::Display for Options {
             .collect();
         write!(
             formatter,
-            "seed {}{}: {} servers, shards [{}], heartbeat {} / election {} ticks of {} ms, snapshot every {} entries, appends of at most {} bytes, {} reads, {} clients on {} keys, faults {:?}{}",
+            "seed {}{}: {} servers, shards [{}], heartbeat {} / election {} ticks of {} ms, snapshot every {} entries, appends of at most {} bytes, {} reads, {} clients on {} keys, subscribers to {:?}, faults {:?}{}",
             self.seed,
             match self.focus {
                 Focus::Any => String::new(),
@@ -385,6 +398,10 @@ impl fmt::Display for Options {
             },
             self.clients,
             self.keys.len(),
+            self.subscribers
+                .iter()
+                .map(Channel::name)
+                .collect::<Vec<_>>(),
             self.faults,
             if self.faults.clock_drift {
                 format!(

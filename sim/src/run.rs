@@ -1,9 +1,11 @@
 //! One simulation run: the cluster on simulated machines, the clients, the nemesis, the two
 //! phases and the checks.
 
+use crate::feed::{self, Feed};
 use crate::history::{History, Recorder};
 use crate::invariants::Invariants;
 use crate::options::{Draw, Focus, Options};
+use crate::subscriber::Subscriber;
 use crate::timeline::{FaultSpan, LeaderSpan, Timeline};
 use client::{Client, ClientConfig, MembershipChange, Request, ServerId};
 use madsim::net::NetSim;
@@ -29,6 +31,10 @@ pub struct Report {
     pub unknown: usize,
     /// Faults the nemesis injected.
     pub faults: usize,
+    /// Change notifications the gateway's subscribers received, all checked.
+    pub notifications: usize,
+    /// Times a subscriber resumed (on the same or another server) after a connection ended.
+    pub resumes: usize,
     /// Entries applied and snapshots installed over every replica.
     pub entries_applied: u64,
     /// Snapshots installed over every replica.
@@ -264,8 +270,13 @@ impl Cluster {
         }
         Handle::current().kill(self.nodes[index].id());
         let crash = if self.options.faults.torn_writes && draw.chance(500) {
-            Crash::Tear {
-                seed: draw.next_u64(),
+            // Any unsynced write torn, a torn write whose lost bytes read back as zeros, or
+            // the WAL's last write torn (the tail recovery must cut).
+            let seed = draw.next_u64();
+            match draw.between(0, 2) {
+                0 => Crash::Tear { seed },
+                1 => Crash::TearZeroFill { seed },
+                _ => Crash::TearLastWrite { seed },
             }
         } else {
             Crash::LoseUnsynced
@@ -444,6 +455,31 @@ pub async fn run_focused(focus: Focus) -> Result<Report, Failure> {
         )));
     }
 
+    // The gateway's subscribers, each on its own machine, until the end of the run.
+    let subscribers_stop = Arc::new(AtomicBool::new(false));
+    let mut feeds = Vec::new();
+    for (index, channel) in options.subscribers.iter().enumerate() {
+        let node = handle
+            .create_node()
+            .name(format!("subscriber-{index}"))
+            .ip([10, 0, 4, index as u8 + 1].into())
+            .build();
+        machines.0.push(node.id());
+        let feed = Feed::new(channel.clone());
+        feeds.push(feed.clone());
+        let subscriber = Subscriber {
+            servers: addresses(options.servers)
+                .iter()
+                .map(|server| server.client)
+                .collect(),
+            token: TOKEN.into(),
+            stop: subscribers_stop.clone(),
+            feed,
+        };
+        let draw = Draw::new(seed ^ (index as u64 + 1).rotate_left(48));
+        node.spawn(subscriber.run(draw));
+    }
+
     // The nemesis, from a machine of its own (it also sends membership changes).
     let nemesis_node = handle
         .create_node()
@@ -521,6 +557,17 @@ pub async fn run_focused(focus: Focus) -> Result<Report, Failure> {
     if let Err(reason) = converged {
         return Err(fail(reason));
     }
+    // Subscribers saw only committed changes, in order, without a gap, and catch up.
+    let caught_up = subscribers_caught_up(
+        &feeds,
+        &invariants,
+        liveness_end.max(Instant::now() + Duration::from_secs(15)),
+    )
+    .await;
+    subscribers_stop.store(true, Ordering::Relaxed);
+    if let Err(reason) = caught_up {
+        return Err(fail(reason));
+    }
     if let Some(violation) = invariants.violation() {
         return Err(fail(violation));
     }
@@ -554,6 +601,8 @@ pub async fn run_focused(focus: Focus) -> Result<Report, Failure> {
     Ok(Report {
         options,
         operations: history.len(),
+        notifications: feeds.iter().map(Feed::changes).sum(),
+        resumes: feeds.iter().map(Feed::resumes).sum(),
         unknown: history.unknown(),
         faults,
         entries_applied,
@@ -689,6 +738,39 @@ async fn converge(client: Client, shards: usize, deadline: Instant) -> Result<()
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     Err(format!("the replicas did not converge once healed: {last}"))
+}
+
+/// Checks what every subscriber saw so far ([`feed::check`]) and waits until each has
+/// received the last change its channel carries in every shard, or `deadline` passes.
+async fn subscribers_caught_up(
+    feeds: &[Feed],
+    invariants: &Invariants,
+    deadline: Instant,
+) -> Result<(), String> {
+    loop {
+        let applied = invariants.applied_changes();
+        let mut behind = None;
+        for (number, feed) in feeds.iter().enumerate() {
+            let name = feed.channel().name();
+            let seen = feed::check(feed, &applied)
+                .map_err(|reason| format!("subscriber {number} to {reason}"))?;
+            for (shard, last) in feed::last_carried(feed.channel(), &applied) {
+                let position = seen.get(&shard).copied().unwrap_or(0);
+                if position < last {
+                    behind = Some(format!(
+                        "subscriber {number} to {name} is at entry {position} of shard {shard}, whose last change on the channel is at {last}"
+                    ));
+                }
+            }
+        }
+        let Some(behind) = behind else {
+            return Ok(());
+        };
+        if Instant::now() >= deadline {
+            return Err(format!("{behind} once healed"));
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 /// Injects one fault drawn from the enabled classes; says whether one was injected.

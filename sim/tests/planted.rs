@@ -62,6 +62,11 @@ fn planted() -> Vec<Planted> {
             focus: sim::Focus::Any,
         },
         Planted {
+            name: "a resumed subscription that skips the first change missed",
+            plant: |on| server::planted::plant(server::planted::Bug::ResumeSkipsFirst, on),
+            focus: sim::Focus::Any,
+        },
+        Planted {
             name: "a lease read served after the lease expired",
             plant: |on| raft_core::planted::plant(raft_core::planted::Bug::LeaseAfterExpiry, on),
             focus: sim::Focus::LeaseReads,

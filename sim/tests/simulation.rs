@@ -13,13 +13,15 @@ async fn a_seeded_cluster_under_faults_stays_linearizable_and_recovers() {
     match sim::run().await {
         Ok(report) => {
             println!(
-                "seed {}: {} operations ({} with unknown outcome), {} faults, {} entries applied, {} snapshots installed",
+                "seed {}: {} operations ({} with unknown outcome), {} faults, {} entries applied, {} snapshots installed, {} notifications over {} resumes",
                 report.options.seed,
                 report.operations,
                 report.unknown,
                 report.faults,
                 report.entries_applied,
-                report.snapshots_installed
+                report.snapshots_installed,
+                report.notifications,
+                report.resumes
             );
         }
         Err(failure) => panic!("{failure}"),

@@ -1,7 +1,10 @@
 //! The native client port: the project's framing over TCP, a hello with an operator token,
 //! then pipelined requests answered by id (see `client::protocol`). Parsing and encoding only;
-//! the service decides everything else.
+//! the service decides everything else. A connection that opens with `gateway` instead runs
+//! the gateway's session, as the WebSocket endpoint does (and as the simulator's subscribers
+//! use it).
 
+use crate::gateway::{CloseReason, Gateway, Outgoing, Session};
 use crate::metrics::Metrics;
 use crate::service::Service;
 use bytes::BytesMut;
@@ -10,10 +13,12 @@ use client::protocol::{
     write_and_flush,
 };
 use client::{ErrorCode, ErrorResponse};
+use net::timer::Deadline;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, mpsc};
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 /// How long a new connection may take to say hello.
@@ -31,7 +36,12 @@ const WRITE_BATCH_BYTES_MAX: usize = 1024 * 1024;
 const ANSWER_QUEUE_CAPACITY: usize = 1024;
 
 /// Accepts client connections until `shutdown`.
-pub(crate) async fn serve(listener: TcpListener, service: Service, shutdown: CancellationToken) {
+pub(crate) async fn serve(
+    listener: TcpListener,
+    service: Service,
+    gateway: Gateway,
+    shutdown: CancellationToken,
+) {
     let connections_max = service.config_limits().client_connections_max;
     let connections = Arc::new(Semaphore::new(connections_max));
     loop {
@@ -51,15 +61,21 @@ pub(crate) async fn serve(listener: TcpListener, service: Service, shutdown: Can
         };
         Metrics::add(&service.metrics().counters.client_connections, 1);
         let service = service.clone();
+        let gateway = gateway.clone();
         let shutdown = shutdown.clone();
         tokio::spawn(async move {
-            serve_connection(stream, service, shutdown).await;
+            serve_connection(stream, service, gateway, shutdown).await;
             drop(permit);
         });
     }
 }
 
-async fn serve_connection(stream: TcpStream, service: Service, shutdown: CancellationToken) {
+async fn serve_connection(
+    stream: TcpStream,
+    service: Service,
+    gateway: Gateway,
+    shutdown: CancellationToken,
+) {
     let _ = stream.set_nodelay(true);
     let (reader, mut writer) = tokio::io::split(stream);
     let mut frames = FrameReader::new(reader, HELLO_FRAME_BYTES_MAX);
@@ -86,10 +102,28 @@ async fn serve_connection(stream: TcpStream, service: Service, shutdown: Cancell
                     )))
                 }
             }
+            Ok(ClientFrame {
+                id,
+                request: Request::Gateway,
+            }) => {
+                let welcome = ServerFrame {
+                    id,
+                    response: Response::Welcome {
+                        server_id: service.server_id(),
+                    },
+                };
+                let mut buffer = BytesMut::new();
+                if encode(&welcome, &mut buffer)
+                    && write_and_flush(&mut writer, &buffer).await.is_ok()
+                {
+                    serve_gateway(frames, writer, gateway, service, shutdown).await;
+                }
+                return;
+            }
             Ok(frame) => Err(Some(refusal(
                 frame.id,
                 ErrorCode::Unauthorized,
-                "the first frame must be a hello with an operator token",
+                "the first frame must be a hello with an operator token, or gateway",
             ))),
             Err(_) => {
                 Metrics::add(&service.metrics().counters.client_frames_malformed, 1);
@@ -143,13 +177,17 @@ async fn serve_connection(stream: TcpStream, service: Service, shutdown: Cancell
     let in_flight = Arc::new(Semaphore::new(
         service.config_limits().requests_per_connection_max,
     ));
+    let mut stopping = std::pin::pin!(shutdown.cancelled());
+    let mut idle = Deadline::new(Instant::now() + IDLE_TIMEOUT);
     loop {
+        idle.set(Instant::now() + IDLE_TIMEOUT);
         let next = tokio::select! {
             biased;
-            () = shutdown.cancelled() => break,
-            next = tokio::time::timeout(IDLE_TIMEOUT, frames.next()) => next,
+            () = &mut stopping => break,
+            next = frames.next() => next,
+            () = idle.reached() => break,
         };
-        let Ok(Ok(Some(payload))) = next else { break };
+        let Ok(Some(payload)) = next else { break };
         let frame = match net::codec::decode_message::<ClientFrame>(&payload) {
             Ok(frame) => frame,
             Err(_) => {
@@ -177,6 +215,105 @@ async fn serve_connection(stream: TcpStream, service: Service, shutdown: Cancell
     }
     drop(answers);
     let _ = writer_task.await;
+}
+
+/// The gateway's protocol over this port: the same session as a WebSocket connection's, with
+/// each JSON text message in a frame of its own (postcard-encoded as a string). The limits are
+/// the gateway's: a connection that has not authenticated by the first ping interval, or from
+/// which nothing arrives for the idle timeout, is closed, and one whose queued frames cannot
+/// be written within the write timeout is dropped as a slow consumer. A close the server
+/// decides is announced by a last message, `{"op":"closed","reason":R}`.
+async fn serve_gateway<R, W>(
+    mut frames: FrameReader<R>,
+    mut writer: W,
+    gateway: Gateway,
+    service: Service,
+    shutdown: CancellationToken,
+) where
+    R: tokio::io::AsyncRead + Unpin,
+    W: tokio::io::AsyncWrite + Unpin,
+{
+    let limits = gateway.limits().clone();
+    let metrics = service.metrics().clone();
+    let mut session = Session::new(gateway, service);
+    let outbox = session.outbox().clone();
+    let idle_timeout = Duration::from_millis(limits.idle_timeout_ms);
+    let write_timeout = Duration::from_millis(limits.write_timeout_ms);
+    let mut stopping = std::pin::pin!(shutdown.cancelled());
+    let mut idle = Deadline::new(Instant::now() + idle_timeout);
+    let mut authentication =
+        Deadline::new(Instant::now() + Duration::from_millis(limits.ping_interval_ms));
+    let mut buffer = BytesMut::new();
+    let reason = loop {
+        tokio::select! {
+            biased;
+            () = &mut stopping => break Some(CloseReason::Shutdown.as_str()),
+            batch = outbox.take() => match batch {
+                Ok(batch) => {
+                    buffer.clear();
+                    encode_texts(batch, &mut buffer);
+                    let written =
+                        tokio::time::timeout(write_timeout, write_and_flush(&mut writer, &buffer));
+                    match written.await {
+                        Ok(Ok(())) => {}
+                        Ok(Err(_)) => break None,
+                        Err(_) => {
+                            Metrics::add(&metrics.counters.ws_slow_consumers, 1);
+                            break None;
+                        }
+                    }
+                }
+                Err(reason) => break Some(reason.as_str()),
+            },
+            next = frames.next() => {
+                idle.set(Instant::now() + idle_timeout);
+                match next {
+                    Ok(Some(payload)) => match net::codec::decode_message::<String>(&payload) {
+                        Ok(text) => session.on_text(&text),
+                        // Bytes that are not a string frame: what a WebSocket calls binary.
+                        Err(_) => session.on_binary(),
+                    },
+                    // Oversized (beyond the client frame limit) or cut short: not our
+                    // protocol, or a closed connection.
+                    Ok(None) | Err(_) => break None,
+                }
+            }
+            () = authentication.reached(), if !session.is_authenticated() => {
+                Metrics::add(&metrics.counters.ws_unauthenticated_closed, 1);
+                break Some(CloseReason::Unauthenticated.as_str());
+            }
+            () = idle.reached() => {
+                Metrics::add(&metrics.counters.ws_idle_closed, 1);
+                break Some("idle");
+            }
+        }
+    };
+    if let Some(reason) = reason {
+        buffer.clear();
+        let closed = serde_json::json!({"op": "closed", "reason": reason}).to_string();
+        if net::codec::encode_message(&closed, CLIENT_FRAME_BYTES_MAX, &mut buffer).is_ok() {
+            let _ =
+                tokio::time::timeout(write_timeout, write_and_flush(&mut writer, &buffer)).await;
+        }
+    }
+}
+
+/// Encodes a batch of the gateway's text frames, one string frame each (a shared frame is
+/// read, not copied, until it is written into the buffer).
+fn encode_texts(batch: Vec<Outgoing>, buffer: &mut BytesMut) {
+    let mut encode_text = |frame: &bytes::Bytes| {
+        // Frames are JSON that serde_json wrote from Rust strings: always UTF-8, and within
+        // the frame limit (a change carries at most one key and one value).
+        if let Ok(text) = std::str::from_utf8(frame) {
+            let _ = net::codec::encode_message(&text, CLIENT_FRAME_BYTES_MAX, buffer);
+        }
+    };
+    for item in batch {
+        match item {
+            Outgoing::Frame(frame) => encode_text(&frame),
+            Outgoing::Shared(frames) => frames.iter().for_each(&mut encode_text),
+        }
+    }
 }
 
 fn refusal(id: u64, code: ErrorCode, message: &str) -> ServerFrame {

@@ -513,7 +513,14 @@ impl Gateway {
             plan.resync = true;
         }
         if plan.resync {
+            // Every shard goes on from where the live stream stands, except one the client
+            // has seen further than this server delivered (it came from a server ahead of this
+            // one): a position never moves back, so no change reaches a client twice.
             plan.replay.clear();
+            for (shard, position) in &mut live {
+                let seen = from.and_then(|from| from.get(shard)).copied();
+                *position = seen.map_or(*position, |seen| seen.max(*position));
+            }
             plan.cursors = live.clone();
             plan.start = live;
         }

@@ -160,6 +160,40 @@ fn a_position_the_history_forgot_gets_a_resync() {
 }
 
 #[test]
+fn a_resync_never_moves_a_shard_back_from_what_the_subscriber_saw_elsewhere() {
+    // Found by the simulator's subscribers: a client resumes here with shard 4 seen further
+    // (on another server) than this replica has applied, and shard 3 older than this
+    // history keeps. The resync is for shard 3; shard 4 must stay where the client was, or
+    // its next change would reach the client twice.
+    let limits = GatewayLimits {
+        history_entries: 2,
+        ..GatewayLimits::default()
+    };
+    let gateway = gateway(limits);
+    for index in 1..=5 {
+        gateway.publish(3, vec![(index, vec![put("gr/x", "v")])], index);
+    }
+    gateway.publish(4, vec![(1, vec![put("us/1", "v")])], 1);
+    gateway.dispatch();
+    let from: Positions = [(1, 0), (2, 0), (3, 1), (4, 3)].into_iter().collect();
+    let outbox = subscribe(&gateway, "kv:", Some(&from));
+    for index in 2..=4 {
+        let key = format!("us/{index}");
+        gateway.publish(4, vec![(index, vec![put(&key, "v")])], index);
+    }
+    gateway.dispatch();
+    let frames = drain(&outbox);
+    assert_eq!(frames[1]["op"], "resync");
+    assert_eq!(frames[1]["at"]["3"], 5);
+    assert_eq!(
+        frames[1]["at"]["4"], 3,
+        "not moved back to this replica's 1"
+    );
+    assert_eq!(frames[0]["at"], frames[1]["at"]);
+    assert_eq!(changes(&frames), [(4, "us/4".into())]);
+}
+
+#[test]
 fn a_resume_without_a_position_for_a_covered_shard_is_a_resync() {
     let gateway = gateway(GatewayLimits::default());
     let from: Positions = [(1, 0)].into_iter().collect();

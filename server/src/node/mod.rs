@@ -27,6 +27,7 @@ use client::{
     ClusterStatus, ErrorCode, ErrorResponse, Request, Response, ServerId, ShardId, ShardStatus,
 };
 use disk::{Disk, GroupWrite, PersistBatch, SnapshotSave};
+use net::timer::Deadline;
 use net::{Incoming, TransportHandle};
 use raft_core::{Message, MessageBody, Node, Ready, Role};
 use replica::Replica;
@@ -223,13 +224,16 @@ where
         self.next_tick = Instant::now() + self.tick;
         let mut persisting: Option<PersistFuture<F>> = None;
         self.publish_status();
+        let mut stopping = std::pin::pin!(shutdown.cancelled());
+        let mut tick_due = Deadline::new(self.next_tick);
         loop {
             if persisting.is_none() {
                 persisting = self.drive()?;
             }
+            tick_due.set(self.next_tick);
             tokio::select! {
                 biased;
-                () = shutdown.cancelled() => {
+                () = &mut stopping => {
                     if let Some(persist) = persisting.take() {
                         let (_, _, result, _) = persist.await;
                         result.map_err(|error| error.to_string())?;
@@ -250,7 +254,7 @@ where
                     self.on_request(request);
                     self.drain(&mut incoming, &mut requests);
                 }
-                () = tokio::time::sleep_until(self.next_tick) => {}
+                () = tick_due.reached() => {}
             }
             // Ticks are taken here, whatever woke the loop, so a busy loop still keeps time.
             self.catch_up_ticks();
@@ -719,6 +723,14 @@ where
                 if let Some(applied) = replica.apply(entry)
                     && !applied.changes.is_empty()
                 {
+                    if let Some(observer) = &self.observer {
+                        observer.changes_applied(
+                            self.server_id,
+                            shard,
+                            applied.index,
+                            &applied.changes,
+                        );
+                    }
                     changed.push((applied.index, applied.changes));
                 }
             }

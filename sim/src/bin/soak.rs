@@ -55,13 +55,14 @@ mod soak {
             let started = Instant::now();
             let line = match sim::run_seed_focused(seed, sim::Focus::from_env()) {
                 Ok(report) => format!(
-                    "ok {seed} {} {} {} {} {} {}\n",
+                    "ok {seed} {} {} {} {} {} {} {}\n",
                     report.simulated.as_secs_f64(),
                     report.faults,
                     report.operations,
                     report.options.servers,
                     report.options.shards.len(),
-                    started.elapsed().as_secs_f64()
+                    started.elapsed().as_secs_f64(),
+                    report.notifications,
                 ),
                 Err(failure) => {
                     let reason = failure.reason.lines().next().unwrap_or("").to_owned();
@@ -80,6 +81,7 @@ mod soak {
         simulated_seconds: f64,
         faults: u64,
         operations: u64,
+        notifications: u64,
         default_cluster_seconds: f64,
         default_cluster_wall_seconds: f64,
         failures: Vec<(u64, String)>,
@@ -95,10 +97,20 @@ mod soak {
                     ["ok", _, rest] => {
                         let values: Vec<f64> =
                             rest.split(' ').filter_map(|v| v.parse().ok()).collect();
-                        if let [seconds, faults, operations, servers, shards, wall] = values[..] {
+                        if let [
+                            seconds,
+                            faults,
+                            operations,
+                            servers,
+                            shards,
+                            wall,
+                            notifications,
+                        ] = values[..]
+                        {
                             totals.simulated_seconds += seconds;
                             totals.faults += faults as u64;
                             totals.operations += operations as u64;
+                            totals.notifications += notifications as u64;
                             if servers == 4.0 && shards == 4.0 {
                                 totals.default_cluster_seconds += seconds;
                                 totals.default_cluster_wall_seconds += wall;
@@ -213,6 +225,7 @@ mod soak {
         }
         println!("faults injected:     {}", totals.faults);
         println!("operations checked:  {}", totals.operations);
+        println!("notifications checked: {}", totals.notifications);
         println!("failures:            {}", totals.failures.len());
         for (seed, reason) in &totals.failures {
             println!("  seed {seed}: {reason}");
