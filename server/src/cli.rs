@@ -4,7 +4,7 @@ use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
 use server::{ServerAddresses, ServerConfig, StartOptions, default_shards};
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ExitCode};
 use std::time::{Duration, Instant};
@@ -326,7 +326,7 @@ fn demo(servers: usize, http_port: u16, data_dir: Option<PathBuf>) -> anyhow::Re
                 );
             }
         }
-        if let Ok(body) = http_get(status_url, "/v1/cluster/status")
+        if let Ok(body) = server::probe::get(status_url, "/v1/cluster/status")
             && body.contains("\"all_shards_led\":true")
         {
             // Leaders are handed to their preferred servers a moment after the elections;
@@ -443,21 +443,5 @@ fn print_status(body: &str) {
             shard["term"],
             replicas.join("  ")
         );
-    }
-}
-
-/// A minimal HTTP/1.1 GET on loopback (the demo needs nothing more).
-fn http_get(address: SocketAddr, path: &str) -> std::io::Result<String> {
-    let mut stream = TcpStream::connect_timeout(&address, Duration::from_secs(1))?;
-    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n"
-    )?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response)?;
-    match response.split_once("\r\n\r\n") {
-        Some((head, body)) if head.starts_with("HTTP/1.1 200") => Ok(body.to_owned()),
-        _ => Err(std::io::Error::other("not a 200 answer")),
     }
 }

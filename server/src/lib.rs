@@ -76,6 +76,8 @@ pub mod observe;
 pub mod peer;
 #[cfg(madsim)]
 pub mod planted;
+#[cfg(not(madsim))]
+pub mod probe;
 mod server;
 pub mod service;
 pub mod shard;

@@ -1,24 +1,12 @@
 //! What the examples share: the addresses of a `demo` cluster, and reading one figure of a
 //! server's `/metrics`.
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 
 /// The value of metric `name` on the server whose HTTP port is `address` (0 if it cannot be
 /// read).
 pub fn metric(address: SocketAddr, name: &str) -> f64 {
-    let Ok(mut stream) = TcpStream::connect(address) else {
-        return 0.0;
-    };
-    let _ = write!(
-        stream,
-        "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-    );
-    let mut body = String::new();
-    let _ = stream.read_to_string(&mut body);
-    body.lines()
-        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
-        .unwrap_or(0.0)
+    server::probe::get(address, "/metrics").map_or(0.0, |text| server::probe::metric(&text, name))
 }
 
 /// The HTTP addresses and the native client addresses (with server ids) of a `demo` cluster of
