@@ -265,9 +265,17 @@ fn failover(
 ) -> anyhow::Result<Vec<f64>> {
     let mut trials = Vec::new();
     for trial in 0..plan.failover_trials {
-        cluster.wait_ready(Duration::from_secs(60))?;
-        std::thread::sleep(plan.settle);
-        let leader = cluster.leaders()?[0].context("no leader")?;
+        // A leader that stays for the settling time (after a heavy load, or the restart of
+        // the last trial, leadership may still move).
+        let leader = loop {
+            cluster.wait_ready(Duration::from_secs(60))?;
+            let before = cluster.leaders()?[0];
+            std::thread::sleep(plan.settle);
+            let after = cluster.leaders()?[0];
+            if let Some(leader) = after.filter(|_| after == before) {
+                break leader;
+            }
+        };
         let survivors: Vec<usize> = (0..MEMBERS).filter(|&member| member != leader).collect();
         let writer = runtime.block_on(FailoverWriter::connect(cluster, &survivors))?;
         let key = |n: usize| format!("failover/{trial}/{n}").into_bytes();

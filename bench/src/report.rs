@@ -221,6 +221,11 @@ impl Results {
             ("writes/s", &self.write_throughput_ratio_vs_etcd),
             ("reads/s", &self.read_throughput_ratio_vs_etcd),
         ] {
+            let mut ratios: Vec<(usize, f64)> = ratios
+                .iter()
+                .filter_map(|(clients, ratio)| Some((clients.parse().ok()?, *ratio)))
+                .collect();
+            ratios.sort_by_key(|(clients, _)| *clients);
             let ratios: Vec<String> = ratios
                 .iter()
                 .map(|(clients, ratio)| format!("{clients} clients {ratio:.2}×"))
@@ -504,6 +509,7 @@ mod tests {
     fn measured(latencies_us: Vec<u32>) -> Measured {
         Measured {
             operations: latencies_us.len() as u64,
+            completed_in_time: latencies_us.len() as u64,
             errors: 0,
             elapsed: Duration::from_secs(1),
             latencies_us,

@@ -38,6 +38,7 @@
 pub mod protocol;
 
 mod connection;
+pub mod window;
 
 pub use kv;
 pub use protocol::{
@@ -48,7 +49,7 @@ pub use protocol::{
 use bytes::Bytes;
 use connection::Connection;
 use kv::{Command, OpResult, Txn, Versioned, Write, WriteResult};
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -130,14 +131,11 @@ struct Inner {
     config: ClientConfig,
     client_id: u64,
     state: Mutex<State>,
-    writes_in_flight: tokio::sync::Semaphore,
+    seqs: window::SeqWindow,
 }
 
 #[derive(Debug)]
 struct State {
-    next_seq: u64,
-    /// Sequence numbers sent and not yet answered for good.
-    outstanding: BTreeSet<u64>,
     /// The server tried first (the last one that answered).
     preferred: usize,
     connections: HashMap<ServerId, Connection>,
@@ -159,12 +157,10 @@ impl Client {
                 config,
                 client_id,
                 state: Mutex::new(State {
-                    next_seq: 1,
-                    outstanding: BTreeSet::new(),
                     preferred: 0,
                     connections: HashMap::new(),
                 }),
-                writes_in_flight: tokio::sync::Semaphore::new(WRITES_IN_FLIGHT_MAX),
+                seqs: window::SeqWindow::default(),
             }),
         }
     }
@@ -249,37 +245,29 @@ impl Client {
 
     /// Submits any write, exactly once.
     ///
-    /// At most [`WRITES_IN_FLIGHT_MAX`] writes of one client are in flight; more wait. (The
-    /// cluster keeps the answers of a client's unacknowledged writes, a bounded number of them.)
+    /// The writes of one client in flight span at most [`WRITES_IN_FLIGHT_MAX`] sequence
+    /// numbers: a new write waits while the oldest unacknowledged one is that far behind. (The
+    /// cluster keeps the answers of a client's writes from its oldest unacknowledged one on,
+    /// at most 1024 per shard; one slow write followed by more than that many quick ones
+    /// would lose its answer, and its retry could not be answered.) The client does not know
+    /// the shard map, so one window covers every shard: a write stuck on a shard without a
+    /// leader holds back this client's writes to the other shards too once 511 more went
+    /// through, until it ends (at the request timeout at the latest). Use one client per
+    /// shard where that matters.
     pub async fn write(&self, write: Write) -> Result<Written, ClientError> {
-        let _permit = self
-            .inner
-            .writes_in_flight
-            .acquire()
-            .await
-            .expect("the semaphore is never closed");
-        let seq = {
-            let mut state = self.inner.state.lock().expect("client state lock");
-            let seq = state.next_seq;
-            state.next_seq += 1;
-            state.outstanding.insert(seq);
-            seq
-        };
-        // Removes the seq from the unacknowledged ones however this future ends (finished,
-        // or dropped by a caller's timeout): a late copy of a dropped write is then refused
-        // by the cluster as forgotten rather than pinning the session's answers.
-        let _outstanding = Outstanding {
-            inner: &self.inner,
-            seq,
-        };
-        self.write_seq(seq, write).await
+        // Outstanding however this future ends (answered, or dropped by a caller's timeout):
+        // a late copy of a dropped write is then refused by the cluster as forgotten rather
+        // than pinning the session's answers.
+        let seq = self.inner.seqs.next().await;
+        self.write_seq(seq.seq, seq.first_unacked_seq, write).await
     }
 
-    async fn write_seq(&self, seq: u64, write: Write) -> Result<Written, ClientError> {
-        let first_unacked_seq = {
-            let state = self.inner.state.lock().expect("client state lock");
-            state.outstanding.first().copied().unwrap_or(seq)
-        };
+    async fn write_seq(
+        &self,
+        seq: u64,
+        first_unacked_seq: u64,
+        write: Write,
+    ) -> Result<Written, ClientError> {
         let command = Command {
             client_id: self.inner.client_id,
             seq,
@@ -436,21 +424,9 @@ impl Client {
     }
 }
 
-/// The most writes of one client in flight at once.
-pub const WRITES_IN_FLIGHT_MAX: usize = 512;
-
-struct Outstanding<'a> {
-    inner: &'a Inner,
-    seq: u64,
-}
-
-impl Drop for Outstanding<'_> {
-    fn drop(&mut self) {
-        if let Ok(mut state) = self.inner.state.lock() {
-            state.outstanding.remove(&self.seq);
-        }
-    }
-}
+/// The widest span of sequence numbers a client's writes in flight may cover (so also the
+/// most writes in flight at once): [`window::WINDOW`].
+pub const WRITES_IN_FLIGHT_MAX: usize = window::WINDOW as usize;
 
 fn retryable(code: ErrorCode) -> bool {
     matches!(code, ErrorCode::NotLeader | ErrorCode::Unavailable)

@@ -8,7 +8,10 @@
 //!
 //! [`Deadline`] arms one timer and keeps it:
 //!
-//! - polled again by the same task with the deadline unchanged, it adds nothing;
+//! - polled again by the same task with the deadline unchanged, it adds nothing under madsim
+//!   (under tokio every poll goes to the `Sleep`: a poll made when the task's cooperative
+//!   budget is used up returns `Pending` without registering, so skipping the next one could
+//!   lose the wake-up);
 //! - moved later, it keeps the armed timer and re-arms only when that one fires early, so an
 //!   idle timeout pushed back by every message costs one timer per timeout period, not one per
 //!   message;
@@ -89,16 +92,23 @@ impl Deadline {
                 self.sleep.as_mut().reset(self.target);
                 self.registered = None;
             }
-            if self
-                .registered
-                .as_ref()
-                .is_some_and(|waker| waker.will_wake(cx.waker()))
+            // Only under madsim: there a poll of a pending `Sleep` always registers its timer,
+            // so one registration per deadline is enough. Under tokio a poll may return
+            // `Pending` without registering (when the task has used up its cooperative budget),
+            // so every poll goes to the `Sleep`, which is cheap there.
+            if cfg!(madsim)
+                && self
+                    .registered
+                    .as_ref()
+                    .is_some_and(|waker| waker.will_wake(cx.waker()))
             {
                 return Poll::Pending;
             }
             match self.sleep.as_mut().poll(cx) {
                 Poll::Pending => {
-                    self.registered = Some(cx.waker().clone());
+                    if cfg!(madsim) {
+                        self.registered = Some(cx.waker().clone());
+                    }
                     return Poll::Pending;
                 }
                 // Elapsed between the checks above: look again.

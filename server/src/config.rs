@@ -43,7 +43,10 @@ pub struct Timing {
     /// Serve linearizable reads from the leader's lease (no round trip while a quorum
     /// acknowledged a heartbeat recently) instead of a ReadIndex round each time. It rests on
     /// the servers' clocks running at the same rate (raft-core's `ReadMode::LeaseBased`); the
-    /// node loop takes the ticks missed in a stall before serving anything.
+    /// node loop takes the ticks missed in a stall before serving anything. Every server of
+    /// the cluster must use the same setting (change it with a restart of the whole
+    /// cluster): a follower on ReadIndex reads stops honouring a leader whose connection
+    /// broke, which a leader serving reads from its lease relies on it not doing.
     pub lease_reads: bool,
 }
 
@@ -72,6 +75,10 @@ pub const APPEND_BYTES_MAX_LIMIT: u64 = 16 * 1024 * 1024;
 #[serde(default)]
 pub struct Limits {
     /// Applied entries after which a shard replica snapshots its state and compacts its log.
+    /// 100,000 by default, as etcd's `--snapshot-count`: a snapshot serializes the whole state
+    /// in the node loop and writes it with the next persist, a pause that grows with the
+    /// state, so under a heavy write load fewer are better (the log they compact is kept in
+    /// memory meanwhile: about 100,000 × the entry size per shard).
     pub snapshot_entries: u64,
     /// Requests waiting for the node loop before new ones are refused as `unavailable`.
     pub node_queue_capacity: usize,
@@ -140,7 +147,7 @@ pub struct ScopedToken {
 impl Default for Limits {
     fn default() -> Limits {
         Limits {
-            snapshot_entries: 10_000,
+            snapshot_entries: 100_000,
             node_queue_capacity: 16_384,
             requests_per_connection_max: 1024,
             client_connections_max: 1024,

@@ -76,7 +76,6 @@ pub mod observe;
 pub mod peer;
 #[cfg(madsim)]
 pub mod planted;
-#[cfg(not(madsim))]
 pub mod probe;
 mod server;
 pub mod service;

@@ -58,11 +58,31 @@ pub trait Observer: Send + Sync + std::fmt::Debug {
         let _ = (server, shard, term, stamped_ms, from_wall_clock);
     }
 
-    /// A replica started from what its disk kept: its `term` and its `vote` in that term
-    /// (`raft_core::NO_NODE` if none). Every vote a replica granted before a crash must be
-    /// there: a vote forgotten lets it vote twice in one term.
-    fn replica_started(&self, server: ServerId, shard: ShardId, term: u64, vote: ServerId) {
-        let _ = (server, shard, term, vote);
+    /// A replica started from what its disk kept: its `term`, its `vote` in that term
+    /// (`raft_core::NO_NODE` if none) and the index its log ends at. Every vote a replica
+    /// granted before a crash must be there (a vote forgotten lets it vote twice in one term),
+    /// and its log must reach as far as it had made durable ([`Observer::log_durable`]).
+    fn replica_started(
+        &self,
+        server: ServerId,
+        shard: ShardId,
+        term: u64,
+        vote: ServerId,
+        last_index: u64,
+    ) {
+        let _ = (server, shard, term, vote, last_index);
+    }
+
+    /// A replica's log is durable up to `last_index` and ends there (a write that replaced a
+    /// suffix may end it lower than before): what it acknowledged must survive a crash.
+    fn log_durable(&self, server: ServerId, shard: ShardId, last_index: u64) {
+        let _ = (server, shard, last_index);
+    }
+
+    /// A new, empty replica of `shard` was created on `server` (it joined the shard): what
+    /// an earlier replica of the shard there made durable is not its to keep.
+    fn replica_created(&self, server: ServerId, shard: ShardId) {
+        let _ = (server, shard);
     }
 
     /// A replica's commit index is `commit` (reported before any message that carries it

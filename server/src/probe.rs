@@ -1,6 +1,7 @@
 //! A minimal HTTP/1.1 `GET` for the tools around a server (`demo` waiting for its leaders, the
 //! benchmark and the examples reading `/metrics` and `/v1/cluster/status`): blocking, on
-//! loopback, one request per connection. Not for serving anything.
+//! loopback, one request per connection, on real sockets (under madsim it builds, for the
+//! examples, but is not simulated). Not for serving anything.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};

@@ -17,7 +17,7 @@ use client::{
 };
 use kv::{Command, Write};
 use net::TransportHandle;
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -42,33 +42,16 @@ struct Inner {
     /// The client id of this server life's own session, for writes that come without one
     /// (HTTP writes without a `Request-Id`).
     session_client_id: u64,
-    session: Mutex<ServerSession>,
-    session_writes: tokio::sync::Semaphore,
+    /// Its sequence numbers, one window per shard (each shard's state machine keeps its own
+    /// sessions), so that a write stuck on a shard without a leader holds back only the
+    /// writes to that shard.
+    sessions: BTreeMap<ShardId, client::window::SeqWindow>,
 }
 
-/// The sequence numbers of this server's own session.
-#[derive(Debug)]
-struct ServerSession {
-    next_seq: u64,
-    outstanding: BTreeSet<u64>,
-}
-
-/// The most writes of the server's own session in flight at once: well under the answers
-/// the cluster keeps per session (kv's `answers_per_session_max`, 1024).
-pub const SERVER_WRITES_IN_FLIGHT_MAX: usize = 512;
-
-struct SessionSeq<'a> {
-    inner: &'a Inner,
-    seq: u64,
-}
-
-impl Drop for SessionSeq<'_> {
-    fn drop(&mut self) {
-        if let Ok(mut session) = self.inner.session.lock() {
-            session.outstanding.remove(&self.seq);
-        }
-    }
-}
+/// The most writes of the server's own session in flight at once per shard (their sequence
+/// numbers span at most this many): well under the answers the cluster keeps per session
+/// (kv's `answers_per_session_max`, 1024).
+pub const SERVER_WRITES_IN_FLIGHT_MAX: usize = client::window::WINDOW as usize;
 
 /// Removes a forward's waiting entry however the forward ends (answered, timed out, or
 /// dropped with its caller).
@@ -153,6 +136,11 @@ impl Service {
             &config.server_id.to_le_bytes(),
         ])
         .max(1);
+        let sessions = shard_map
+            .shards()
+            .iter()
+            .map(|spec| (spec.id, client::window::SeqWindow::default()))
+            .collect();
         Service {
             inner: Arc::new(Inner {
                 config,
@@ -164,11 +152,7 @@ impl Service {
                 // Ids of an earlier life of this server must not match a late reply.
                 next_forward_id: AtomicU64::new(boot_id << 20),
                 session_client_id,
-                session: Mutex::new(ServerSession {
-                    next_seq: 1,
-                    outstanding: BTreeSet::new(),
-                }),
-                session_writes: tokio::sync::Semaphore::new(SERVER_WRITES_IN_FLIGHT_MAX),
+                sessions,
             }),
         }
     }
@@ -253,9 +237,9 @@ impl Service {
     /// identity, so the same id again is answered as the first time, for as long as the cluster keeps its session (an
     /// hour idle, or until 100,000 newer sessions evict it). Without one, the write gets the
     /// next sequence number of this server's own session, which keeps the router's retries
-    /// exactly-once; at most [`SERVER_WRITES_IN_FLIGHT_MAX`] such writes are in flight at
-    /// once (the cluster holds the answers of a session's unacknowledged writes, a bounded
-    /// number of them).
+    /// exactly-once; such writes in flight to one shard span at most
+    /// [`SERVER_WRITES_IN_FLIGHT_MAX`] sequence numbers (the cluster holds the answers of a
+    /// session's writes from its oldest unacknowledged one on, a bounded number of them).
     pub async fn write(&self, write: Write, request_id: Option<RequestId<'_>>) -> Response {
         if let Some(id) = request_id {
             let command = Command {
@@ -267,30 +251,20 @@ impl Service {
             };
             return self.execute(Request::Write(command)).await;
         }
-        let _permit = self
-            .inner
-            .session_writes
-            .acquire()
-            .await
-            .expect("the semaphore is never closed");
-        let (seq, first_unacked_seq) = {
-            let mut session = self.inner.session.lock().expect("session lock");
-            let seq = session.next_seq;
-            session.next_seq += 1;
-            session.outstanding.insert(seq);
-            let first = *session.outstanding.first().expect("just inserted");
-            (seq, first)
+        let shard = match self.shard_of_write(&write) {
+            Ok(shard) => shard,
+            Err(refusal) => return Response::Error(refusal),
+        };
+        let Some(window) = self.inner.sessions.get(&shard) else {
+            return error(ErrorCode::NotFound, format!("no shard {shard}"));
         };
         // However this future ends (answered, or dropped with its HTTP connection), the seq
         // stops holding the session's floor back.
-        let _outstanding = SessionSeq {
-            inner: &self.inner,
-            seq,
-        };
+        let seq = window.next().await;
         let command = Command {
             client_id: self.inner.session_client_id,
-            seq,
-            first_unacked_seq,
+            seq: seq.seq,
+            first_unacked_seq: seq.first_unacked_seq,
             timestamp_ms: 0,
             write,
         };

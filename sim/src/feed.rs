@@ -6,8 +6,8 @@
 //! failovers break its connections too. What it saw is checked at the end against the changes
 //! every replica reported as it applied them:
 //!
-//! - only committed changes: each change frame is the change of an applied entry, with its
-//!   key and value;
+//! - only committed changes: each change frame is the change of an entry some replica had
+//!   already applied when the frame arrived, with its key and value;
 //! - in log order per shard, every change of an entry together, none twice;
 //! - no gap: between two entries a subscriber saw, it missed none of the channel's entries,
 //!   across reconnections to other servers (unless the server said `resync`, which moves the
@@ -45,6 +45,9 @@ pub enum Event {
         change: Change,
         /// Whether it is the last change of its entry on the channel.
         last: bool,
+        /// Whether some replica had applied the entry when the frame arrived (a change must
+        /// never be published before it is committed and applied).
+        applied_on_receipt: bool,
     },
     /// The server no longer holds what the subscriber missed.
     Resync {
@@ -218,7 +221,13 @@ pub fn check(feed: &Feed, applied: &Applied) -> Result<Positions, String> {
                 index,
                 change,
                 last,
+                applied_on_receipt,
             } => {
+                if !applied_on_receipt {
+                    return Err(at_event(format!(
+                        "shard {shard} entry {index} arrived before any replica applied it"
+                    )));
+                }
                 let Some(positions) = positions.as_mut() else {
                     return Err(at_event("a change before any subscription".into()));
                 };
@@ -316,6 +325,7 @@ mod tests {
             index,
             change,
             last,
+            applied_on_receipt: true,
         }
     }
 
@@ -390,6 +400,20 @@ mod tests {
         let uncommitted = vec![subscribed(None, 8), change(9, put("us/a", "3"), true)];
         let error = check(&feed(uncommitted), &applied()).expect_err("never applied");
         assert!(error.contains("never applied"), "{error}");
+
+        // Applied later, but published before: caught at receipt.
+        let early = vec![
+            subscribed(None, 4),
+            Event::Change {
+                shard: 1,
+                index: 5,
+                change: put("us/a", "2"),
+                last: true,
+                applied_on_receipt: false,
+            },
+        ];
+        let error = check(&feed(early), &applied()).expect_err("published before applied");
+        assert!(error.contains("before any replica applied it"), "{error}");
     }
 
     #[test]

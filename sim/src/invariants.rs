@@ -1,7 +1,8 @@
 //! Invariants checked while the simulation runs, from the servers' progress reports: at most
 //! one leader per term per shard; a client's write takes effect at one index only (a retry is
 //! answered from the session table); the shard clock that stamps writes never runs faster than
-//! time; a vote a server granted survives its crashes; a leader moves
+//! time; a vote a server granted survives its crashes, and so does every entry its log made
+//! durable (a restarted replica's log reaches at least as far); a leader moves
 //! the commit index past what was committed only to an entry of its own term; every replica applies the same entry at every index (so a
 //! committed entry never changes and every replica applies the same sequence); within one life
 //! of a replica, every index is applied once and in order, none skipped except through a
@@ -30,6 +31,8 @@ struct State {
     last_applied: BTreeMap<(ServerId, ShardId), u64>,
     /// The servers that granted a vote, in order (the nemesis crashes voters right after).
     votes: Vec<ServerId>,
+    /// (server, shard) → the index its log ended at when last made durable.
+    durable: BTreeMap<(ServerId, ShardId), u64>,
     /// (server, shard) → the newest vote it granted: (term, candidate).
     granted: BTreeMap<(ServerId, ShardId), (u64, ServerId)>,
     /// Per shard, the highest commit index any replica has reported.
@@ -118,6 +121,15 @@ impl Invariants {
             .retain(|(replica, _), _| *replica != server);
     }
 
+    /// Whether a replica has applied entry `index` of `shard` (one that changed something).
+    pub fn has_applied(&self, shard: ShardId, index: u64) -> bool {
+        let state = self.state.lock().expect("invariants lock");
+        state
+            .changes
+            .get(&shard)
+            .is_some_and(|entries| entries.contains_key(&index))
+    }
+
     /// The changes of every entry applied so far that changed something.
     pub fn applied_changes(&self) -> Applied {
         self.state.lock().expect("invariants lock").changes.clone()
@@ -133,6 +145,16 @@ impl Invariants {
 }
 
 impl Observer for Invariants {
+    fn log_durable(&self, server: ServerId, shard: ShardId, last_index: u64) {
+        let mut state = self.state.lock().expect("invariants lock");
+        state.durable.insert((server, shard), last_index);
+    }
+
+    fn replica_created(&self, server: ServerId, shard: ShardId) {
+        let mut state = self.state.lock().expect("invariants lock");
+        state.durable.remove(&(server, shard));
+    }
+
     fn changes_applied(&self, server: ServerId, shard: ShardId, index: u64, changes: &[Change]) {
         let text = |bytes: &[u8]| String::from_utf8_lossy(bytes).into_owned();
         let changes: Vec<feed::Change> = changes
@@ -287,12 +309,29 @@ impl Observer for Invariants {
         }
     }
 
-    fn replica_started(&self, server: ServerId, shard: ShardId, term: u64, vote: ServerId) {
-        let state = self.state.lock().expect("invariants lock");
-        let Some(&(granted_term, candidate)) = state.granted.get(&(server, shard)) else {
+    fn replica_started(
+        &self,
+        server: ServerId,
+        shard: ShardId,
+        term: u64,
+        vote: ServerId,
+        last_index: u64,
+    ) {
+        let mut state = self.state.lock().expect("invariants lock");
+        let durable = state.durable.insert((server, shard), last_index);
+        let granted = state.granted.get(&(server, shard)).copied();
+        drop(state);
+        if let Some(durable) = durable
+            && last_index < durable
+        {
+            self.record(format!(
+                "server {server} restarted shard {shard} with its log ending at {last_index}, \
+                 but had made it durable up to {durable}: entries it acknowledged were lost"
+            ));
+        }
+        let Some((granted_term, candidate)) = granted else {
             return;
         };
-        drop(state);
         if term < granted_term || (term == granted_term && vote != candidate) {
             self.record(format!(
                 "server {server} voted for {candidate} in term {granted_term} of shard {shard}, \

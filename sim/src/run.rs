@@ -269,7 +269,13 @@ impl Cluster {
             return;
         }
         Handle::current().kill(self.nodes[index].id());
-        let crash = if self.options.faults.torn_writes && draw.chance(500) {
+        // Half the crashes tear what was unsynced; under the torn-writes focus, every one.
+        let tear_per_mille = if self.options.focus == Focus::TornWrites {
+            1000
+        } else {
+            500
+        };
+        let crash = if self.options.faults.torn_writes && draw.chance(tear_per_mille) {
             // Any unsynced write torn, a torn write whose lost bytes read back as zeros, or
             // the WAL's last write torn (the tail recovery must cut).
             let seed = draw.next_u64();
@@ -475,6 +481,7 @@ pub async fn run_focused(focus: Focus) -> Result<Report, Failure> {
             token: TOKEN.into(),
             stop: subscribers_stop.clone(),
             feed,
+            invariants: invariants.clone(),
         };
         let draw = Draw::new(seed ^ (index as u64 + 1).rotate_left(48));
         node.spawn(subscriber.run(draw));
@@ -915,11 +922,26 @@ async fn inject(
         }
         4 => {
             let index = draw.between(0, servers as u64 - 1) as usize;
+            let was_up = !cluster.down[index];
             cluster.kill(index, draw);
             cluster.log_fault(
                 format!("server {} killed", index + 1),
                 vec![index as u64 + 1],
             );
+            if was_up && cluster.options.faults.torn_writes && draw.chance(500) {
+                // It comes back at once, appends to the WAL it recovered (after what a torn
+                // write left, if recovery kept it) and crashes again: the next recovery reads
+                // past the place the first crash tore.
+                cluster.restart(index);
+                tokio::time::sleep(Duration::from_millis(draw.between(300, 1_500))).await;
+                if !cluster.down[index] {
+                    cluster.kill(index, draw);
+                    cluster.log_fault(
+                        format!("server {} killed again soon after its restart", index + 1),
+                        vec![index as u64 + 1],
+                    );
+                }
+            }
         }
         5 => {
             let mut index = draw.between(0, servers as u64 - 1) as usize;

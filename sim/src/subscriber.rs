@@ -2,6 +2,7 @@
 //! checked of what it sees).
 
 use crate::feed::{Event, Feed, Positions};
+use crate::invariants::Invariants;
 use crate::options::Draw;
 use bytes::BytesMut;
 use client::protocol::{ClientFrame, FrameReader, Request, Response, ServerFrame};
@@ -28,6 +29,8 @@ pub struct Subscriber {
     pub stop: Arc<AtomicBool>,
     /// What it sees.
     pub feed: Feed,
+    /// The run's invariants, asked on receipt whether a change's entry was applied.
+    pub invariants: Arc<Invariants>,
 }
 
 impl Subscriber {
@@ -124,6 +127,7 @@ impl Subscriber {
                         index,
                         change: (key, value),
                         last,
+                        applied_on_receipt: self.invariants.has_applied(shard, index),
                     });
                     if last && let Some(resume) = resume.as_mut() {
                         resume.insert(shard, index);

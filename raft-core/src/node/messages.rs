@@ -263,6 +263,11 @@ impl Node {
     pub(super) fn heard_from_leader(&mut self, leader_id: NodeId) {
         self.election_elapsed_ticks = 0;
         self.leader_id = leader_id;
+        // A timer shortened when the connection to the leader broke ends once a leader is
+        // heard again (a normal one is at least an election timeout long).
+        if self.randomized_election_timeout_ticks < self.config.election_timeout_ticks {
+            self.reset_randomized_election_timeout();
+        }
     }
 
     pub(super) fn handle_append(

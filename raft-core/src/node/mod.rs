@@ -97,6 +97,9 @@ pub struct Metrics {
     pub transfers_aborted: u64,
     /// Reads released (as a leader, for itself or a follower).
     pub reads_released: u64,
+    /// Times a follower stopped honouring its leader because the connection to it broke
+    /// (see [`Node::report_unreachable`]).
+    pub leaders_given_up_on_disconnect: u64,
 }
 
 /// Everything the runtime must do after the node's state changed. Handle it in this order:

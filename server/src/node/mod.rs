@@ -101,6 +101,8 @@ struct Held {
     shard: ShardId,
     ready: Ready,
     term: u64,
+    /// Where the replica's log ends once this Ready's entries (or snapshot) are durable.
+    durable_last: Option<u64>,
 }
 
 /// A snapshot being received in chunks from one leader.
@@ -175,7 +177,13 @@ where
             .into_iter()
             .map(|(spec, node, machine)| {
                 if let Some(observer) = &observer {
-                    observer.replica_started(config.server_id, spec.id, node.term(), node.vote());
+                    observer.replica_started(
+                        config.server_id,
+                        spec.id,
+                        node.term(),
+                        node.vote(),
+                        node.last_index(),
+                    );
                 }
                 gateway.open_shard(spec.id, machine.applied_index());
                 let replica = Replica::new(spec, node, machine, metrics.clone(), observer.clone());
@@ -507,6 +515,9 @@ where
             leader = message.from,
             "joining shard as a new replica"
         );
+        if let Some(observer) = &self.observer {
+            observer.replica_created(self.server_id, spec.id);
+        }
         let machine = kv::StateMachine::new(kv::Limits::default());
         self.gateway.open_shard(spec.id, machine.applied_index());
         let replica = Replica::new(
@@ -651,6 +662,11 @@ where
                     });
                 }
                 batch.must_sync |= ready.snapshot.is_some() || !ready.entries.is_empty();
+                let durable_last = ready
+                    .entries
+                    .last()
+                    .map(|entry| entry.index)
+                    .or(ready.snapshot.as_ref().map(|snapshot| snapshot.meta.index));
                 if ready.hard_state.is_some() || !ready.entries.is_empty() {
                     batch.groups.push(GroupWrite {
                         group: shard,
@@ -658,7 +674,12 @@ where
                         hard_state: ready.hard_state,
                     });
                 }
-                held.push(Held { shard, ready, term });
+                held.push(Held {
+                    shard,
+                    ready,
+                    term,
+                    durable_last,
+                });
             }
             if batch.must_sync {
                 self.held = held;
@@ -707,8 +728,12 @@ where
             shard,
             mut ready,
             term,
+            durable_last,
         } in held
         {
+            if let (Some(observer), Some(last)) = (&self.observer, durable_last) {
+                observer.log_durable(self.server_id, shard, last);
+            }
             let persisted = std::mem::take(&mut ready.persisted_messages);
             self.send_messages(shard, persisted);
             let replica = self.replicas.get_mut(&shard).expect("held replicas stay");
