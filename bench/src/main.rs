@@ -147,6 +147,7 @@ fn main() -> anyhow::Result<()> {
         write_throughput_ratio_vs_etcd: BTreeMap::new(),
         read_throughput_ratio_vs_etcd: BTreeMap::new(),
         p99_write_at_1_client_over_floor: None,
+        p99_write_at_1_client_over_floor_p50: None,
         entries_per_fsync_at_256: None,
     };
     for kind in [Kind::Etcd, Kind::AgendaOneShard, Kind::AgendaFourShards] {

@@ -131,6 +131,8 @@ pub struct Results {
     /// Agenda (one shard): p99 write latency at one client over the floor's p99 (one
     /// fdatasync plus one loopback round trip; goal ≤ 1.5).
     pub p99_write_at_1_client_over_floor: Option<f64>,
+    /// The same over the floor's median (a stricter reading of the goal).
+    pub p99_write_at_1_client_over_floor_p50: Option<f64>,
     /// Agenda (one shard): entries per fsync at 256 clients (goal ≥ 50).
     pub entries_per_fsync_at_256: Option<f64>,
 }
@@ -161,6 +163,8 @@ impl Results {
         self.read_throughput_ratio_vs_etcd = reads;
         self.p99_write_at_1_client_over_floor =
             find("agenda-1-shard", "write", 1).map(|row| row.p99_ms / self.floor.write_p99_ms());
+        self.p99_write_at_1_client_over_floor_p50 =
+            find("agenda-1-shard", "write", 1).map(|row| row.p99_ms / self.floor.write_ms());
         self.entries_per_fsync_at_256 =
             find("agenda-1-shard", "write", 256).and_then(|row| row.entries_per_fsync);
     }
@@ -236,10 +240,13 @@ impl Results {
                 ratios.join(", ")
             );
         }
-        if let Some(ratio) = self.p99_write_at_1_client_over_floor {
+        if let (Some(ratio), Some(strict)) = (
+            self.p99_write_at_1_client_over_floor,
+            self.p99_write_at_1_client_over_floor_p50,
+        ) {
             let _ = writeln!(
                 text,
-                "Agenda (1 shard) p99 write latency at 1 client: {ratio:.2}× the floor's p99 (goal ≤ 1.5×)."
+                "Agenda (1 shard) p99 write latency at 1 client: {ratio:.2}× the floor's p99, {strict:.2}× its median (goal ≤ 1.5×)."
             );
         }
         if let Some(entries) = self.entries_per_fsync_at_256 {
@@ -437,8 +444,13 @@ fn svg(panels: &[Panel]) -> String {
         x_values.dedup();
         for x in x_values {
             let label = if panel.y_log {
-                // The latency plot's x is 1 / (1 − q): show q as a percentile.
-                short(100.0 - 100.0 / x)
+                // The latency plot's x is 1 / (1 − q): show q as a percentile, for the
+                // usual ones only (the others would overlap).
+                let percent = 100.0 - 100.0 / x;
+                if ![50.0, 90.0, 99.0, 99.9].iter().any(|p| (p - percent).abs() < 1e-6) {
+                    continue;
+                }
+                short(percent)
             } else {
                 short(x)
             };
@@ -492,7 +504,7 @@ fn svg(panels: &[Panel]) -> String {
 fn short(value: f64) -> String {
     if value >= 10_000.0 {
         format!("{:.0}k", value / 1000.0)
-    } else if value >= 100.0 {
+    } else if value >= 100.0 || (value >= 1.0 && value.fract() == 0.0) {
         format!("{value:.0}")
     } else if value >= 1.0 {
         format!("{value:.1}")
@@ -558,6 +570,7 @@ mod tests {
             write_throughput_ratio_vs_etcd: BTreeMap::new(),
             read_throughput_ratio_vs_etcd: BTreeMap::new(),
             p99_write_at_1_client_over_floor: None,
+            p99_write_at_1_client_over_floor_p50: None,
             entries_per_fsync_at_256: None,
         };
         results.compute_ratios();
