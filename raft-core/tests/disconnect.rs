@@ -159,3 +159,27 @@ fn with_lease_reads_without_pre_vote_or_without_check_quorum_the_report_changes_
         assert!(ticks >= timeout, "elected after {ticks} ticks");
     }
 }
+
+/// Rule: whatever the follower's random draw and however long its timer had already run since
+/// the last heartbeat, it campaigns within half an election timeout of the report.
+#[test]
+fn the_early_campaign_comes_within_half_a_timeout_for_every_draw() {
+    let mut latest = 0;
+    for seed in 0..32 {
+        let mut cluster = led_by_one(|config| config.seed = seed * 7919 + config.id);
+        let timeout = election_ticks(&cluster);
+        cluster.crash(1);
+        // A tick of silence already counted (heartbeats come every two ticks).
+        cluster.tick(2);
+        cluster.node_mut(2).report_unreachable(1);
+        let mut ticks = 0;
+        while cluster.node(2).role() == Role::Follower {
+            cluster.tick(2);
+            ticks += 1;
+            assert!(ticks <= timeout, "seed {seed}: no campaign");
+        }
+        assert!(ticks <= timeout / 2, "seed {seed}: campaigned after {ticks} ticks");
+        latest = latest.max(ticks);
+    }
+    assert_eq!(latest, 5, "the draws reach the end of the window");
+}
