@@ -212,7 +212,7 @@ fn measure_loads(
         ))?;
         let run = format!("c{clients}");
         for operation in [Operation::Write, Operation::Read] {
-            let (fsyncs_before, entries_before) = cluster.fsyncs_and_entries();
+            let before = cluster.fsyncs_and_entries();
             let server_before = cluster.usage().cpu_seconds;
             let load_before = systems::usage(std::process::id()).cpu_seconds;
             let measured = runtime.block_on(load::run(
@@ -225,10 +225,15 @@ fn measure_loads(
             ));
             let server_cpu = cluster.usage().cpu_seconds - server_before;
             let load_cpu = systems::usage(std::process::id()).cpu_seconds - load_before;
-            let (fsyncs_after, entries_after) = cluster.fsyncs_and_entries();
-            let fsyncs = fsyncs_after - fsyncs_before;
-            let entries_per_fsync = (operation == Operation::Write && fsyncs > 0.0)
-                .then(|| (entries_after - entries_before) / fsyncs);
+            let after = cluster.fsyncs_and_entries();
+            let entries_per_fsync = match (operation, before, after) {
+                (Operation::Write, Some((fsyncs_0, entries_0)), Some((fsyncs_1, entries_1)))
+                    if fsyncs_1 > fsyncs_0 && entries_1 >= entries_0 =>
+                {
+                    Some((entries_1 - entries_0) / (fsyncs_1 - fsyncs_0))
+                }
+                _ => None,
+            };
             let row = Row::new(
                 name,
                 operation,

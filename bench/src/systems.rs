@@ -367,8 +367,9 @@ impl Cluster {
         )
     }
 
-    /// Over every member: (fsyncs, entries made durable), from their `/metrics`.
-    pub fn fsyncs_and_entries(&self) -> (f64, f64) {
+    /// Over every member: (fsyncs, entries made durable), from their `/metrics`; `None` when
+    /// a member did not answer (a sum over fewer members would be wrong, not just smaller).
+    pub fn fsyncs_and_entries(&self) -> Option<(f64, f64)> {
         let (fsyncs, entries) = match self.kind {
             Kind::Etcd => (
                 "etcd_disk_wal_fsync_duration_seconds_count",
@@ -376,15 +377,13 @@ impl Cluster {
             ),
             _ => ("agenda_fsyncs", "agenda_entries_persisted"),
         };
-        self.metrics
-            .iter()
-            .filter_map(|address| server::probe::get(*address, "/metrics").ok())
-            .fold((0.0, 0.0), |(f, e), text| {
-                (
-                    f + server::probe::metric(&text, fsyncs),
-                    e + server::probe::metric(&text, entries),
-                )
-            })
+        let mut totals = (0.0, 0.0);
+        for address in &self.metrics {
+            let text = server::probe::get(*address, "/metrics").ok()?;
+            totals.0 += server::probe::metric(&text, fsyncs);
+            totals.1 += server::probe::metric(&text, entries);
+        }
+        Some(totals)
     }
 }
 
