@@ -447,7 +447,10 @@ fn svg(panels: &[Panel]) -> String {
                 // The latency plot's x is 1 / (1 − q): show q as a percentile, for the
                 // usual ones only (the others would overlap).
                 let percent = 100.0 - 100.0 / x;
-                if ![50.0, 90.0, 99.0, 99.9].iter().any(|p| (p - percent).abs() < 1e-6) {
+                if ![50.0, 90.0, 99.0, 99.9]
+                    .iter()
+                    .any(|p| (p - percent).abs() < 1e-6)
+                {
                     continue;
                 }
                 short(percent)

@@ -178,7 +178,10 @@ fn the_early_campaign_comes_within_half_a_timeout_for_every_draw() {
             ticks += 1;
             assert!(ticks <= timeout, "seed {seed}: no campaign");
         }
-        assert!(ticks <= timeout / 2, "seed {seed}: campaigned after {ticks} ticks");
+        assert!(
+            ticks <= timeout / 2,
+            "seed {seed}: campaigned after {ticks} ticks"
+        );
         latest = latest.max(ticks);
     }
     assert_eq!(latest, 5, "the draws reach the end of the window");
