@@ -9,3 +9,5 @@
 //!
 //! The layer is being built module by module; this commit holds the crate and the maintained
 //! libraries it stands on (time zones, recurrence rules, password hashing).
+
+pub mod schedule;
