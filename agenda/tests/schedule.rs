@@ -21,7 +21,9 @@ fn local(text: &str) -> Local {
 
 /// An RFC 3339 instant as ms since the epoch.
 fn ms(text: &str) -> i64 {
-    DateTime::parse_from_rfc3339(text).unwrap().timestamp_millis()
+    DateTime::parse_from_rfc3339(text)
+        .unwrap()
+        .timestamp_millis()
 }
 
 fn schedule(zone: &str, start: &str, end: &str, rrule: Option<&str>) -> Schedule {
@@ -82,7 +84,12 @@ fn rule_part(error: ScheduleError) -> String {
 
 #[test]
 fn local_reads_and_writes_minutes_and_days() {
-    for text in ["2026-12-03T09:30", "2026-12-03", "1900-01-01T00:00", "2999-12-31"] {
+    for text in [
+        "2026-12-03T09:30",
+        "2026-12-03",
+        "1900-01-01T00:00",
+        "2999-12-31",
+    ] {
         assert_eq!(local(text).to_string(), text);
     }
     assert!(local("2026-12-03") > local("2026-12-02"));
@@ -104,7 +111,10 @@ fn local_refuses_anything_else() {
         "2026-12-03T09:3é",
     ] {
         assert!(
-            matches!(text.parse::<Local>(), Err(ScheduleError::InvalidLocal { .. })),
+            matches!(
+                text.parse::<Local>(),
+                Err(ScheduleError::InvalidLocal { .. })
+            ),
             "{text:?}"
         );
     }
@@ -134,10 +144,8 @@ fn schedule_round_trips_through_json_with_locals_as_map_keys() {
     assert_eq!(serde_json::from_str::<Schedule>(&json).unwrap(), weekly);
     assert!(serde_json::from_str::<Local>(r#""2026-13-01""#).is_err());
     // Missing optional fields default.
-    let one_off: Schedule = serde_json::from_str(
-        r#"{"zone":"UTC","start":"2026-12-03","end":"2026-12-04"}"#,
-    )
-    .unwrap();
+    let one_off: Schedule =
+        serde_json::from_str(r#"{"zone":"UTC","start":"2026-12-03","end":"2026-12-04"}"#).unwrap();
     one_off.validate().unwrap();
 }
 
@@ -147,8 +155,17 @@ fn schedule_round_trips_through_json_with_locals_as_map_keys() {
 fn zones_are_iana_names() {
     assert_eq!(parse_zone("Europe/Madrid").unwrap().name(), "Europe/Madrid");
     let long = "A".repeat(10_000);
-    for name in ["", "Europe/Nowhere", "europe/madrid", "../../etc/passwd", &long] {
-        assert!(matches!(parse_zone(name), Err(ScheduleError::UnknownZone(_))));
+    for name in [
+        "",
+        "Europe/Nowhere",
+        "europe/madrid",
+        "../../etc/passwd",
+        &long,
+    ] {
+        assert!(matches!(
+            parse_zone(name),
+            Err(ScheduleError::UnknownZone(_))
+        ));
     }
     let mut bad = schedule("Mars/Olympus", "2026-12-07T09:00", "2026-12-07T10:00", None);
     assert!(matches!(bad.validate(), Err(ScheduleError::UnknownZone(_))));
@@ -159,11 +176,23 @@ fn zones_are_iana_names() {
 #[test]
 fn format_local_gives_the_offset_of_the_instant() {
     let madrid = parse_zone("Europe/Madrid").unwrap();
-    assert_eq!(format_local(ms("2026-12-03T08:30:00Z"), madrid), "2026-12-03T09:30:00+01:00");
-    assert_eq!(format_local(ms("2026-07-03T08:30:00Z"), madrid), "2026-07-03T10:30:00+02:00");
+    assert_eq!(
+        format_local(ms("2026-12-03T08:30:00Z"), madrid),
+        "2026-12-03T09:30:00+01:00"
+    );
+    assert_eq!(
+        format_local(ms("2026-07-03T08:30:00Z"), madrid),
+        "2026-07-03T10:30:00+02:00"
+    );
     let new_york = parse_zone("America/New_York").unwrap();
-    assert_eq!(format_local(ms("2026-12-03T14:00:00Z"), new_york), "2026-12-03T09:00:00-05:00");
-    assert_eq!(format_local(1_500, chrono_tz::UTC), "1970-01-01T00:00:01.500+00:00");
+    assert_eq!(
+        format_local(ms("2026-12-03T14:00:00Z"), new_york),
+        "2026-12-03T09:00:00-05:00"
+    );
+    assert_eq!(
+        format_local(1_500, chrono_tz::UTC),
+        "1970-01-01T00:00:01.500+00:00"
+    );
     // Instants out of chrono's range are clamped, not a panic.
     assert!(!format_local(i64::MAX, madrid).is_empty());
     assert!(!format_local(i64::MIN, madrid).is_empty());
@@ -216,7 +245,12 @@ fn a_time_in_the_spring_gap_moves_later_by_the_gap() {
     let madrid = parse_zone("Europe/Madrid").unwrap();
     let shown: Vec<(String, String)> = occurrences
         .iter()
-        .map(|o| (format_local(o.start_ms, madrid), format_local(o.end_ms, madrid)))
+        .map(|o| {
+            (
+                format_local(o.start_ms, madrid),
+                format_local(o.end_ms, madrid),
+            )
+        })
         .collect();
     let pair = |a: &str, b: &str| (a.to_string(), b.to_string());
     assert_eq!(
@@ -257,8 +291,16 @@ fn a_day_whose_midnight_is_skipped_starts_when_the_clocks_jump() {
     assert_eq!(occurrence.end_ms, ms("2026-09-07T00:00:00-03:00"));
     assert_eq!(occurrence.end_ms - occurrence.start_ms, 23 * HOUR_MS);
     // A daily series across it keeps every day.
-    let daily = schedule("America/Santiago", "2026-09-04", "2026-09-05", Some("FREQ=DAILY;COUNT=4"));
-    assert_eq!(ids(&daily), ["2026-09-04", "2026-09-05", "2026-09-06", "2026-09-07"]);
+    let daily = schedule(
+        "America/Santiago",
+        "2026-09-04",
+        "2026-09-05",
+        Some("FREQ=DAILY;COUNT=4"),
+    );
+    assert_eq!(
+        ids(&daily),
+        ["2026-09-04", "2026-09-05", "2026-09-06", "2026-09-07"]
+    );
 }
 
 // ---- Recurrence ----
@@ -274,7 +316,12 @@ fn count_counts_exdated_occurrences() {
     daily.exdates.push(local("2026-12-02T09:00"));
     assert_eq!(
         ids(&daily),
-        ["2026-12-01T09:00", "2026-12-03T09:00", "2026-12-04T09:00", "2026-12-05T09:00"]
+        [
+            "2026-12-01T09:00",
+            "2026-12-03T09:00",
+            "2026-12-04T09:00",
+            "2026-12-05T09:00"
+        ]
     );
 }
 
@@ -310,7 +357,12 @@ fn monthly_on_the_31st_skips_short_months() {
     );
     assert_eq!(
         ids(&monthly),
-        ["2026-01-31T18:00", "2026-03-31T18:00", "2026-05-31T18:00", "2026-07-31T18:00"]
+        [
+            "2026-01-31T18:00",
+            "2026-03-31T18:00",
+            "2026-05-31T18:00",
+            "2026-07-31T18:00"
+        ]
     );
     // The same without BYMONTHDAY: the day comes from the start.
     let implied = Schedule {
@@ -319,7 +371,12 @@ fn monthly_on_the_31st_skips_short_months() {
     };
     assert_eq!(ids(&implied), ids(&monthly));
     // The last day of every month.
-    let last = schedule("UTC", "2026-01-31", "2026-02-01", Some("FREQ=MONTHLY;BYMONTHDAY=-1;COUNT=3"));
+    let last = schedule(
+        "UTC",
+        "2026-01-31",
+        "2026-02-01",
+        Some("FREQ=MONTHLY;BYMONTHDAY=-1;COUNT=3"),
+    );
     assert_eq!(ids(&last), ["2026-01-31", "2026-02-28", "2026-03-31"]);
 }
 
@@ -341,7 +398,10 @@ fn monthly_by_numbered_weekday() {
         "2026-01-31",
         Some("FREQ=MONTHLY;BYDAY=-1FR;COUNT=3"),
     );
-    assert_eq!(ids(&last_friday), ["2026-01-30", "2026-02-27", "2026-03-27"]);
+    assert_eq!(
+        ids(&last_friday),
+        ["2026-01-30", "2026-02-27", "2026-03-27"]
+    );
 }
 
 #[test]
@@ -367,7 +427,12 @@ fn interval_skips_periods() {
 #[test]
 fn all_day_events_span_whole_local_days() {
     // A yearly birthday, all day in Madrid: local midnight to local midnight.
-    let birthday = schedule("Europe/Madrid", "2020-02-29", "2020-03-01", Some("FREQ=YEARLY"));
+    let birthday = schedule(
+        "Europe/Madrid",
+        "2020-02-29",
+        "2020-03-01",
+        Some("FREQ=YEARLY"),
+    );
     let occurrences = birthday
         .expand(ms("2023-01-01T00:00:00Z"), ms("2029-01-01T00:00:00Z"), 10)
         .unwrap();
@@ -419,7 +484,12 @@ fn the_start_must_be_an_occurrence() {
 
 #[test]
 fn a_one_off_event_is_one_occurrence() {
-    let lunch = schedule("Europe/Madrid", "2026-12-03T13:00", "2026-12-03T14:00", None);
+    let lunch = schedule(
+        "Europe/Madrid",
+        "2026-12-03T13:00",
+        "2026-12-03T14:00",
+        None,
+    );
     assert!(!lunch.is_recurring());
     assert!(!lunch.is_all_day());
     let occurrences = all(&lunch);
@@ -431,7 +501,10 @@ fn a_one_off_event_is_one_occurrence() {
     assert_eq!(count("2026-12-03T00:00:00Z", "2026-12-03T12:00:00Z"), 0);
     assert_eq!(count("2026-12-03T12:59:59Z", "2026-12-04T00:00:00Z"), 1);
     assert!(lunch.expand(5, 5, 0).unwrap().is_empty());
-    assert!(matches!(lunch.expand(6, 5, 1), Err(ScheduleError::InvalidQuery(_))));
+    assert!(matches!(
+        lunch.expand(6, 5, 1),
+        Err(ScheduleError::InvalidQuery(_))
+    ));
 }
 
 // ---- Exceptions ----
@@ -468,8 +541,10 @@ fn overrides_move_occurrences_in_and_out_of_ranges() {
     let january = weekly
         .expand(ms("2027-01-01T00:00:00Z"), ms("2027-02-01T00:00:00Z"), 10)
         .unwrap();
-    let summary: Vec<(String, bool)> =
-        january.iter().map(|o| (o.id.to_string(), o.moved)).collect();
+    let summary: Vec<(String, bool)> = january
+        .iter()
+        .map(|o| (o.id.to_string(), o.moved))
+        .collect();
     assert_eq!(
         summary,
         [
@@ -617,8 +692,16 @@ fn validation_checks_kinds_order_and_limits() {
         rrule: rrule.map(str::to_string),
         ..base.clone()
     };
-    assert!(invalid(with("2026-12-07T09:00", "2026-12-07T09:00", Some("FREQ=DAILY"))));
-    assert!(invalid(with("2026-12-07T09:00", "2026-12-08", Some("FREQ=DAILY"))));
+    assert!(invalid(with(
+        "2026-12-07T09:00",
+        "2026-12-07T09:00",
+        Some("FREQ=DAILY")
+    )));
+    assert!(invalid(with(
+        "2026-12-07T09:00",
+        "2026-12-08",
+        Some("FREQ=DAILY")
+    )));
     assert!(invalid(with("1899-12-31T09:00", "1899-12-31T10:00", None)));
     assert!(invalid(with("3000-01-01T09:00", "3000-01-01T10:00", None)));
     assert!(invalid(with("2026-12-07T09:00", "2029-12-07T10:00", None)));
@@ -749,13 +832,23 @@ fn split_an_unbounded_series_and_at_the_first_occurrence() {
 #[test]
 fn split_needs_an_occurrence_of_a_series() {
     let series = weekly_with_exceptions();
-    for id in ["2026-12-21T09:00", "2026-12-22T09:00", "2027-01-18T09:00", "2026-12-28"] {
+    for id in [
+        "2026-12-21T09:00",
+        "2026-12-22T09:00",
+        "2027-01-18T09:00",
+        "2026-12-28",
+    ] {
         assert_eq!(
             series.split_at(&local(id)),
             Err(ScheduleError::NotAnOccurrence(local(id)))
         );
     }
-    let one_off = schedule("Europe/Madrid", "2026-12-03T13:00", "2026-12-03T14:00", None);
+    let one_off = schedule(
+        "Europe/Madrid",
+        "2026-12-03T13:00",
+        "2026-12-03T14:00",
+        None,
+    );
     assert_eq!(
         one_off.split_at(&local("2026-12-03T13:00")),
         Err(ScheduleError::NotRecurring)
@@ -835,7 +928,10 @@ fn find_slots_across_two_zones() {
     // Friday 4 December to Tuesday 8 December 2026; Madrid is UTC+1, New York UTC-5.
     let madrid = person(
         "Europe/Madrid",
-        vec![(ms("2026-12-07T15:00:00+01:00"), ms("2026-12-07T16:00:00+01:00"))],
+        vec![(
+            ms("2026-12-07T15:00:00+01:00"),
+            ms("2026-12-07T16:00:00+01:00"),
+        )],
     );
     let new_york = person("America/New_York", Vec::new());
     let slots = find_slots(
@@ -877,8 +973,14 @@ fn find_slots_across_two_zones() {
     assert_eq!(
         first,
         [
-            (ms("2026-12-07T09:00:00+01:00"), ms("2026-12-07T10:00:00+01:00")),
-            (ms("2026-12-07T10:00:00+01:00"), ms("2026-12-07T11:00:00+01:00"))
+            (
+                ms("2026-12-07T09:00:00+01:00"),
+                ms("2026-12-07T10:00:00+01:00")
+            ),
+            (
+                ms("2026-12-07T10:00:00+01:00"),
+                ms("2026-12-07T11:00:00+01:00")
+            )
         ]
     );
 }
@@ -907,8 +1009,9 @@ fn working_hours_serialize_as_strings() {
 #[test]
 fn find_slots_refuses_bad_queries() {
     let people = [person("Europe/Madrid", Vec::new())];
-    let query =
-        |from: i64, to: i64, length: i64, step: i64| find_slots(&people, from, to, length, step, 10);
+    let query = |from: i64, to: i64, length: i64, step: i64| {
+        find_slots(&people, from, to, length, step, 10)
+    };
     let refused = |result: Result<Vec<(i64, i64)>, ScheduleError>| {
         matches!(result, Err(ScheduleError::InvalidQuery(_)))
     };
@@ -951,9 +1054,15 @@ fn rules() -> Vec<(&'static str, Vec<NaiveDate>)> {
         ("FREQ=DAILY;INTERVAL=3;COUNT=40", every_day.clone()),
         ("FREQ=WEEKLY;BYDAY=MO,WE,SU", sundays.clone()),
         ("FREQ=WEEKLY;INTERVAL=2;COUNT=25", every_day.clone()),
-        ("FREQ=MONTHLY;BYMONTHDAY=31", vec![day(1, 31), day(3, 31), day(10, 31)]),
+        (
+            "FREQ=MONTHLY;BYMONTHDAY=31",
+            vec![day(1, 31), day(3, 31), day(10, 31)],
+        ),
         // Last Sundays: the days Europe changes its clocks.
-        ("FREQ=MONTHLY;BYDAY=-1SU;COUNT=12", vec![day(3, 29), day(10, 25)]),
+        (
+            "FREQ=MONTHLY;BYDAY=-1SU;COUNT=12",
+            vec![day(3, 29), day(10, 25)],
+        ),
         ("FREQ=YEARLY;UNTIL=20330101T000000Z", every_day.clone()),
         ("FREQ=DAILY;UNTIL=20270301T000000Z", every_day),
     ]
@@ -1047,11 +1156,14 @@ fn expanding_composes_over_adjacent_ranges() {
 #[test]
 fn splitting_keeps_every_occurrence() {
     runner(0x5711_7000, 64)
-        .run(&(series_strategy(), any::<prop::sample::Index>()), |(series, pick)| {
-            let ids: Vec<Local> = window(&series).iter().map(|o| o.id).collect();
-            check_split(&series, ids[pick.index(ids.len())]);
-            Ok(())
-        })
+        .run(
+            &(series_strategy(), any::<prop::sample::Index>()),
+            |(series, pick)| {
+                let ids: Vec<Local> = window(&series).iter().map(|o| o.id).collect();
+                check_split(&series, ids[pick.index(ids.len())]);
+                Ok(())
+            },
+        )
         .unwrap();
 }
 
@@ -1063,27 +1175,30 @@ fn hostile_input_is_an_error_not_a_panic() {
         "(FREQ=(DAILY|WEEKLY|MONTHLY|YEARLY|HOURLY);)?((INTERVAL|COUNT|BYDAY|BYMONTHDAY|WKST|UNTIL|BYSETPOS)=[-+0-9A-Z,TZ]{0,12};){0,4}",
     ];
     runner(0x0bad_1a9e, 2000)
-        .run(&(text.clone(), text, any::<bool>()), |(rule, other, all_day)| {
-            let (start, end) = if all_day {
-                ("2026-12-07", "2026-12-08")
-            } else {
-                ("2026-12-07T09:00", "2026-12-07T10:00")
-            };
-            let series = schedule("Europe/Madrid", start, end, Some(&rule));
-            if series.validate().is_ok() {
-                let from = ms("2026-12-01T00:00:00Z");
-                let _ = series.expand(from, from + 366 * DAY_MS, 1000);
-                let _ = series.split_at(&local(start));
-            }
-            let _ = other.parse::<Local>();
-            let _ = parse_zone(&other);
-            let _ = serde_json::from_str::<Schedule>(&other);
-            let odd_zone = Schedule {
-                zone: other.clone(),
-                ..series
-            };
-            let _ = odd_zone.validate();
-            Ok(())
-        })
+        .run(
+            &(text.clone(), text, any::<bool>()),
+            |(rule, other, all_day)| {
+                let (start, end) = if all_day {
+                    ("2026-12-07", "2026-12-08")
+                } else {
+                    ("2026-12-07T09:00", "2026-12-07T10:00")
+                };
+                let series = schedule("Europe/Madrid", start, end, Some(&rule));
+                if series.validate().is_ok() {
+                    let from = ms("2026-12-01T00:00:00Z");
+                    let _ = series.expand(from, from + 366 * DAY_MS, 1000);
+                    let _ = series.split_at(&local(start));
+                }
+                let _ = other.parse::<Local>();
+                let _ = parse_zone(&other);
+                let _ = serde_json::from_str::<Schedule>(&other);
+                let odd_zone = Schedule {
+                    zone: other.clone(),
+                    ..series
+                };
+                let _ = odd_zone.validate();
+                Ok(())
+            },
+        )
         .unwrap();
 }

@@ -89,7 +89,9 @@ impl FromStr for Local {
             if !field.iter().all(u8::is_ascii_digit) {
                 return Err(invalid("expected YYYY-MM-DD or YYYY-MM-DDTHH:MM"));
             }
-            Ok(field.iter().fold(0, |sum, b| sum * 10 + u32::from(b - b'0')))
+            Ok(field
+                .iter()
+                .fold(0, |sum, b| sum * 10 + u32::from(b - b'0')))
         };
         if bytes[4] != b'-' || bytes[7] != b'-' {
             return Err(invalid("expected YYYY-MM-DD or YYYY-MM-DDTHH:MM"));

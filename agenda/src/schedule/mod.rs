@@ -48,9 +48,9 @@
 //! };
 //! meeting.validate()?;
 //!
-//! // The first week of April, as instants (ms since the epoch, UTC).
+//! // 1 to 8 April, as instants (ms since the epoch, UTC).
 //! let from_ms = 1_774_994_400_000; // 2026-04-01T00:00:00+02:00
-//! let to_ms = from_ms + 7 * 24 * 60 * 60 * 1000;
+//! let to_ms = from_ms + 8 * 24 * 60 * 60 * 1000;
 //! let occurrences = meeting.expand(from_ms, to_ms, 100)?;
 //! let madrid = parse_zone("Europe/Madrid")?;
 //! let starts: Vec<String> =
@@ -60,7 +60,8 @@
 //!     starts,
 //!     ["2026-04-01T09:30:00+02:00", "2026-04-06T09:30:00+02:00", "2026-04-08T09:30:00+02:00"]
 //! );
-//! assert_eq!(occurrences[0].id, Local::At("2026-04-01T09:30".parse::<chrono::NaiveDateTime>()?));
+//! // An occurrence's id is its original start, the key for exdates and overrides.
+//! assert_eq!(occurrences[0].id, "2026-04-01T09:30".parse::<Local>()?);
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
@@ -75,11 +76,11 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 pub use local::Local;
+pub use rule::{COUNT_MAX, INTERVAL_MAX, RULE_LENGTH_MAX};
+pub use series::{EXCEPTIONS_MAX, LENGTH_DAYS_MAX, STEPS_MAX};
 pub use slots::{
     Availability, BUSY_INTERVALS_MAX, SEARCH_RANGE_MS_MAX, WorkingHours, find_slots, merge_busy,
 };
-pub use rule::{COUNT_MAX, INTERVAL_MAX, RULE_LENGTH_MAX};
-pub use series::{EXCEPTIONS_MAX, LENGTH_DAYS_MAX, STEPS_MAX};
 pub use zone::{format_local, parse_zone};
 
 use series::Series;

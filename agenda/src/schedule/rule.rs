@@ -80,7 +80,10 @@ impl Rule {
         }
         let text = text.to_ascii_uppercase();
         if text.starts_with("RRULE:") {
-            return Err(invalid("RRULE", "give the value without the \"RRULE:\" prefix"));
+            return Err(invalid(
+                "RRULE",
+                "give the value without the \"RRULE:\" prefix",
+            ));
         }
         let mut frequency = None;
         let mut interval = None;
@@ -100,9 +103,7 @@ impl Rule {
                 "COUNT" => set_once(&mut count, parse_count(value)?, duplicate)?,
                 "UNTIL" => set_once(&mut until, parse_until(value, all_day)?, duplicate)?,
                 "BYDAY" => set_once(&mut by_day, parse_by_day(value)?, duplicate)?,
-                "BYMONTHDAY" => {
-                    set_once(&mut by_month_day, parse_by_month_day(value)?, duplicate)?
-                }
+                "BYMONTHDAY" => set_once(&mut by_month_day, parse_by_month_day(value)?, duplicate)?,
                 "WKST" => set_once(&mut week_start, parse_weekday(name, value)?, duplicate)?,
                 "BYMONTH" | "BYSETPOS" | "BYYEARDAY" | "BYWEEKNO" | "BYHOUR" | "BYMINUTE"
                 | "BYSECOND" => {
@@ -203,10 +204,7 @@ fn parse_frequency(value: &str) -> Result<Frequency, ScheduleError> {
         "HOURLY" | "MINUTELY" | "SECONDLY" => Err(ScheduleError::UnsupportedRulePart {
             part: format!("FREQ={value}"),
         }),
-        _ => Err(invalid(
-            "FREQ",
-            "expected DAILY, WEEKLY, MONTHLY or YEARLY",
-        )),
+        _ => Err(invalid("FREQ", "expected DAILY, WEEKLY, MONTHLY or YEARLY")),
     }
 }
 
@@ -242,10 +240,11 @@ fn parse_until(value: &str, all_day: bool) -> Result<RuleEnd, ScheduleError> {
     let bytes = value.as_bytes();
     let digits = |range: std::ops::Range<usize>| -> Option<u32> {
         let field = bytes.get(range)?;
-        field
-            .iter()
-            .all(u8::is_ascii_digit)
-            .then(|| field.iter().fold(0, |sum, b| sum * 10 + u32::from(b - b'0')))
+        field.iter().all(u8::is_ascii_digit).then(|| {
+            field
+                .iter()
+                .fold(0, |sum, b| sum * 10 + u32::from(b - b'0'))
+        })
     };
     let date = || {
         let year = i32::try_from(digits(0..4)?).ok()?;
@@ -281,7 +280,10 @@ fn parse_weekday(part: &str, value: &str) -> Result<Weekday, ScheduleError> {
         "FR" => Ok(Weekday::Fri),
         "SA" => Ok(Weekday::Sat),
         "SU" => Ok(Weekday::Sun),
-        _ => Err(invalid(part, "expected a day: MO, TU, WE, TH, FR, SA or SU")),
+        _ => Err(invalid(
+            part,
+            "expected a day: MO, TU, WE, TH, FR, SA or SU",
+        )),
     }
 }
 
@@ -302,7 +304,10 @@ fn parse_ordinal(part: &str, text: &str, max: i16) -> Result<i16, ScheduleError>
     };
     let magnitude = parse_number(part, digits)?;
     if magnitude == 0 || magnitude > max.unsigned_abs().into() {
-        return Err(invalid(part, format!("{text} is not within 1 to {max} or -{max} to -1")));
+        return Err(invalid(
+            part,
+            format!("{text} is not within 1 to {max} or -{max} to -1"),
+        ));
     }
     let magnitude = i16::try_from(magnitude).map_err(|_| invalid(part, "out of range"))?;
     Ok(if negative { -magnitude } else { magnitude })
@@ -360,7 +365,9 @@ fn check_combinations(
                 Some(max) if n.unsigned_abs() > max => {
                     return Err(invalid(
                         "BYDAY",
-                        format!("a numbered day is within 1 to {max} or -{max} to -1 for this FREQ"),
+                        format!(
+                            "a numbered day is within 1 to {max} or -{max} to -1 for this FREQ"
+                        ),
                     ));
                 }
                 Some(_) => {}

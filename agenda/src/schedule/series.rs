@@ -249,18 +249,17 @@ impl Series {
             if start > stop_after {
                 return ControlFlow::Break(());
             }
-            let (start_ms, end_ms, moved) = if let Some(&(moved_start, moved_end)) =
-                self.overrides.get(&start)
-            {
-                seen_overrides.insert(start);
-                let (start_ms, end_ms) = self.instants(moved_start, moved_end);
-                (start_ms, end_ms, true)
-            } else if self.exdates.contains(&start) || start < skip_before {
-                return ControlFlow::Continue(());
-            } else {
-                let (start_ms, end_ms) = self.instants(start, start + self.length);
-                (start_ms, end_ms, false)
-            };
+            let (start_ms, end_ms, moved) =
+                if let Some(&(moved_start, moved_end)) = self.overrides.get(&start) {
+                    seen_overrides.insert(start);
+                    let (start_ms, end_ms) = self.instants(moved_start, moved_end);
+                    (start_ms, end_ms, true)
+                } else if self.exdates.contains(&start) || start < skip_before {
+                    return ControlFlow::Continue(());
+                } else {
+                    let (start_ms, end_ms) = self.instants(start, start + self.length);
+                    (start_ms, end_ms, false)
+                };
             if start_ms < to_ms && end_ms > from_ms {
                 if occurrences.len() == max {
                     too_many = true;
@@ -282,7 +281,7 @@ impl Series {
         if seen_overrides.len() != self.overrides.len() {
             return Err(self.missing_override(|key| seen_overrides.contains(key)));
         }
-        occurrences.sort_by(|a, b| (a.start_ms, a.id).cmp(&(b.start_ms, b.id)));
+        occurrences.sort_by_key(|occurrence| (occurrence.start_ms, occurrence.id));
         Ok(occurrences)
     }
 
@@ -348,7 +347,12 @@ impl Series {
             start: schedule.start,
             end: schedule.end,
             rrule: Some(with_end(text, before_end)),
-            exdates: schedule.exdates.iter().filter(|x| **x < *id).copied().collect(),
+            exdates: schedule
+                .exdates
+                .iter()
+                .filter(|x| **x < *id)
+                .copied()
+                .collect(),
             overrides: split_overrides(&schedule.overrides, |key| key < id),
         };
         let after = Schedule {
@@ -356,7 +360,12 @@ impl Series {
             start: *id,
             end: self.local(id_naive + self.length),
             rrule: Some(with_end(text, after_end)),
-            exdates: schedule.exdates.iter().filter(|x| **x >= *id).copied().collect(),
+            exdates: schedule
+                .exdates
+                .iter()
+                .filter(|x| **x >= *id)
+                .copied()
+                .collect(),
             overrides: split_overrides(&schedule.overrides, |key| key >= id),
         };
         Ok((Some(before), after))

@@ -35,13 +35,22 @@ pub fn merge_busy(mut intervals: Vec<(i64, i64)>) -> Vec<(i64, i64)> {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
 pub struct WorkingHours {
     /// The working days.
-    #[serde(serialize_with = "serialize_days", deserialize_with = "deserialize_days")]
+    #[serde(
+        serialize_with = "serialize_days",
+        deserialize_with = "deserialize_days"
+    )]
     pub days: Vec<Weekday>,
     /// When work starts, to the minute.
-    #[serde(serialize_with = "serialize_time", deserialize_with = "deserialize_time")]
+    #[serde(
+        serialize_with = "serialize_time",
+        deserialize_with = "deserialize_time"
+    )]
     pub start: NaiveTime,
     /// When work ends (exclusive), to the minute.
-    #[serde(serialize_with = "serialize_time", deserialize_with = "deserialize_time")]
+    #[serde(
+        serialize_with = "serialize_time",
+        deserialize_with = "deserialize_time"
+    )]
     pub end: NaiveTime,
 }
 
@@ -92,7 +101,10 @@ pub fn find_slots(
     if from_ms >= to_ms {
         return Err(query("the range's end must be after its start"));
     }
-    if to_ms.checked_sub(from_ms).is_none_or(|span| span > SEARCH_RANGE_MS_MAX) {
+    if to_ms
+        .checked_sub(from_ms)
+        .is_none_or(|span| span > SEARCH_RANGE_MS_MAX)
+    {
         return Err(query("the range is longer than a year and a day"));
     }
     if length_ms <= 0 || step_ms <= 0 {
@@ -234,7 +246,9 @@ fn deserialize_days<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<We
         ]
         .into_iter()
         .find(|day| day_name(*day) == name)
-        .ok_or_else(|| serde::de::Error::custom(Unexpected("a day: MO, TU, WE, TH, FR, SA or SU")))?;
+        .ok_or_else(|| {
+            serde::de::Error::custom(Unexpected("a day: MO, TU, WE, TH, FR, SA or SU"))
+        })?;
         if !days.contains(&day) {
             days.push(day);
         }

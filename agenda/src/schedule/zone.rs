@@ -6,9 +6,7 @@
 //!   says, which moves it later by the length of the gap: 02:30 becomes 03:30 summer time;
 //! - a time in a **fold** (repeated when clocks fall back) is the first, earlier, instant.
 
-use chrono::{
-    DateTime, Duration, LocalResult, NaiveDate, NaiveDateTime, Offset, TimeZone, Utc,
-};
+use chrono::{DateTime, Duration, LocalResult, NaiveDate, NaiveDateTime, Offset, TimeZone, Utc};
 use chrono_tz::Tz;
 
 use super::{ScheduleError, local::shorten};
