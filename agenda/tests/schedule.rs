@@ -61,11 +61,11 @@ fn all(schedule: &Schedule) -> Vec<Occurrence> {
     schedule.expand(i64::MIN, i64::MAX, 200_000).unwrap()
 }
 
-/// The occurrences of 2020 to 2035: all of them for a bounded series that begins in 2026, and
+/// The occurrences of 2000 to 2035: all of them for a bounded series that begins after 2000, and
 /// a few thousand of an unbounded one.
 fn window(schedule: &Schedule) -> Vec<Occurrence> {
-    let (from, to) = (ms("2020-01-01T00:00:00Z"), ms("2036-01-01T00:00:00Z"));
-    schedule.expand(from, to, 10_000).unwrap()
+    let (from, to) = (ms("2000-01-01T00:00:00Z"), ms("2036-01-01T00:00:00Z"));
+    schedule.expand(from, to, 20_000).unwrap()
 }
 
 fn ids(schedule: &Schedule) -> Vec<String> {
@@ -830,6 +830,33 @@ fn split_an_unbounded_series_and_at_the_first_occurrence() {
 }
 
 #[test]
+fn split_across_a_skipped_day_ends_the_part_before_by_count() {
+    // Samoa skipped 30 December 2011 (from 29 December, UTC-10, to 31 December, UTC+14): the
+    // 09:00 of the 30th reads as 09:00 on the 31st, the same instant as the next occurrence.
+    let daily = schedule(
+        "Pacific/Apia",
+        "2011-12-28T09:00",
+        "2011-12-28T10:00",
+        Some("FREQ=DAILY"),
+    );
+    let occurrences = daily
+        .expand(ms("2011-12-27T00:00:00Z"), ms("2012-01-02T00:00:00Z"), 10)
+        .unwrap();
+    assert_eq!(occurrences[2].id, local("2011-12-30T09:00"));
+    assert_eq!(occurrences[2].start_ms, ms("2011-12-31T09:00:00+14:00"));
+    assert_eq!(occurrences[3].start_ms, occurrences[2].start_ms);
+    // An UNTIL at the 30th's instant would also take in the 31st, so the part before ends by
+    // COUNT.
+    let (before, _) = check_split(&daily, local("2011-12-31T09:00"));
+    assert_eq!(before.unwrap().rrule.as_deref(), Some("FREQ=DAILY;COUNT=3"));
+    // The skipped day, all day, lasts 24 hours from the jump.
+    let day = schedule("Pacific/Apia", "2011-12-30", "2011-12-31", None);
+    let occurrence = all(&day)[0];
+    assert_eq!(occurrence.start_ms, ms("2011-12-30T10:00:00Z"));
+    assert_eq!(occurrence.end_ms - occurrence.start_ms, DAY_MS);
+}
+
+#[test]
 fn split_needs_an_occurrence_of_a_series() {
     let series = weekly_with_exceptions();
     for id in [
@@ -1197,6 +1224,127 @@ fn hostile_input_is_an_error_not_a_panic() {
                     ..series
                 };
                 let _ = odd_zone.validate();
+                Ok(())
+            },
+        )
+        .unwrap();
+}
+
+/// Rules built from every supported part, with any start from 1900 to 2999, in zones with odd
+/// offsets and gaps (Apia skipped a whole day in 2011; Lord Howe moves by half an hour;
+/// Kathmandu is +05:45): whatever validates expands, knows its occurrences, splits into two
+/// valid parts with the same occurrences, and moves.
+#[test]
+fn any_valid_rule_expands_splits_and_moves() {
+    const DAYS: [&str; 7] = ["MO", "TU", "WE", "TH", "FR", "SA", "SU"];
+    let by_day = prop::collection::vec((-60i32..60, 0usize..7), 1..5).prop_map(|days| {
+        let days: Vec<String> = days
+            .iter()
+            .map(|&(n, day)| match n {
+                0 => DAYS[day].to_string(),
+                n => format!("{n}{}", DAYS[day]),
+            })
+            .collect();
+        format!("BYDAY={}", days.join(","))
+    });
+    let by_month_day = prop::collection::vec(-32i32..33, 1..4).prop_map(|days| {
+        let days: Vec<String> = days.iter().map(i32::to_string).collect();
+        format!("BYMONTHDAY={}", days.join(","))
+    });
+    let until = (1900i32..3100, 1u32..13, 1u32..29, any::<bool>()).prop_map(|(y, m, d, day)| {
+        if day {
+            format!("UNTIL={y:04}{m:02}{d:02}")
+        } else {
+            format!("UNTIL={y:04}{m:02}{d:02}T120000Z")
+        }
+    });
+    let part = prop_oneof![
+        (1u32..1001).prop_map(|n| format!("INTERVAL={n}")),
+        (1u32..2000).prop_map(|n| format!("COUNT={n}")),
+        by_day,
+        by_month_day,
+        (0usize..7).prop_map(|day| format!("WKST={}", DAYS[day])),
+        until,
+    ];
+    let frequency = prop::sample::select(vec!["DAILY", "WEEKLY", "MONTHLY", "YEARLY"]);
+    let zone = prop::sample::select(vec![
+        "Europe/Madrid",
+        "America/Santiago",
+        "Pacific/Apia",
+        "Australia/Lord_Howe",
+        "Asia/Kathmandu",
+        "Europe/Amsterdam",
+    ]);
+    let start = (
+        1900i32..3000,
+        1u32..13,
+        1u32..29,
+        0u32..24,
+        prop::sample::select(vec![0u32, 15, 30, 45]),
+    );
+    let case = (
+        frequency,
+        prop::collection::vec(part, 0..4),
+        zone,
+        start,
+        any::<bool>(),
+        1i64..3000,
+    );
+    runner(0x0dd_2013, 1500)
+        .run(
+            &case,
+            |(frequency, parts, zone, (y, m, d, h, minute), all_day, length)| {
+                let day = NaiveDate::from_ymd_opt(y, m, d).unwrap();
+                let (start, end) = if all_day {
+                    let end = day + Duration::days(1 + length % 5);
+                    (Local::Day(day), Local::Day(end))
+                } else {
+                    let at = day.and_hms_opt(h, minute, 0).unwrap();
+                    (Local::At(at), Local::At(at + Duration::minutes(length)))
+                };
+                let mut rule = format!("FREQ={frequency}");
+                for part in parts {
+                    rule = format!("{rule};{part}");
+                }
+                let series = Schedule {
+                    zone: zone.to_string(),
+                    start,
+                    end,
+                    rrule: Some(rule),
+                    exdates: Vec::new(),
+                    overrides: BTreeMap::new(),
+                };
+                if series.validate().is_err() {
+                    return Ok(());
+                }
+                let from = (i64::from(y) - 1970) * 365 * DAY_MS;
+                let to = from + 3 * 366 * DAY_MS;
+                let occurrences = series.expand(from, to, 100_000).unwrap();
+                let Some(middle) = occurrences.get(occurrences.len() / 2) else {
+                    return Ok(());
+                };
+                prop_assert!(series.has_occurrence(&middle.id).unwrap());
+                let (before, after) = series.split_at(&middle.id).unwrap();
+                after.validate().unwrap();
+                let mut together = after.expand(from, to, 100_000).unwrap();
+                if let Some(before) = before {
+                    before.validate().unwrap();
+                    together.extend(before.expand(from, to, 100_000).unwrap());
+                }
+                together.sort_by_key(|o| (o.start_ms, o.id));
+                prop_assert_eq!(together, occurrences);
+                let later = match (series.start, series.end) {
+                    (Local::Day(_), _) => {
+                        (plus(start, Duration::days(7)), plus(end, Duration::days(7)))
+                    }
+                    _ => (
+                        plus(start, Duration::minutes(30)),
+                        plus(end, Duration::minutes(30)),
+                    ),
+                };
+                if let Ok(moved) = series.moved_to(later.0, later.1) {
+                    prop_assert_eq!(moved.start, later.0);
+                }
                 Ok(())
             },
         )

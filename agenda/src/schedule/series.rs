@@ -147,10 +147,13 @@ impl Series {
             ControlFlow::Break(())
         })?;
         if first != Some(self.start) {
+            let first = match first {
+                Some(first) => format!("the first one is {}", self.local(first)),
+                None => format!("it has none by {LAST_DAY}"),
+            };
             return Err(invalid(format!(
-                "the start {} is not an occurrence of the rule (the first one is {})",
-                self.local(self.start),
-                first.map_or("none".to_string(), |first| self.local(first).to_string())
+                "the start {} is not an occurrence of the rule ({first})",
+                self.local(self.start)
             )));
         }
         Ok(())
