@@ -193,6 +193,13 @@ fn format_local_gives_the_offset_of_the_instant() {
         format_local(1_500, chrono_tz::UTC),
         "1970-01-01T00:00:01.500+00:00"
     );
+    // Monrovia Mean Time, -00:44:30 until 1972: the offset is cut to the minute and the string
+    // still names the instant.
+    let monrovia = parse_zone("Africa/Monrovia").unwrap();
+    let instant = ms("1950-06-01T12:00:00Z");
+    let shown = format_local(instant, monrovia);
+    assert_eq!(shown, "1950-06-01T11:16:00-00:44");
+    assert_eq!(ms(&shown), instant);
     // Instants out of chrono's range are clamped, not a panic.
     assert!(!format_local(i64::MAX, madrid).is_empty());
     assert!(!format_local(i64::MIN, madrid).is_empty());

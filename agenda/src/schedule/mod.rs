@@ -205,7 +205,7 @@ impl Schedule {
     /// is keyed by an occurrence of the series (and not also exdated); the rule parses, uses
     /// only FREQ (DAILY, WEEKLY, MONTHLY, YEARLY), INTERVAL (≤ 1,000), COUNT (≤ 100,000) or
     /// UNTIL (not both), BYDAY, BYMONTHDAY and WKST, and produces `start` as its first
-    /// occurrence.
+    /// occurrence. An exdate that names no occurrence is allowed and changes nothing.
     pub fn validate(&self) -> Result<(), ScheduleError> {
         Series::compile(self)?.check_overrides()
     }

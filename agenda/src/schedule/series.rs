@@ -169,6 +169,11 @@ impl Series {
     /// The walk starts at the series' start whatever the caller needs: `rrule` has no way to
     /// jump ahead, so a call costs one step per occurrence from the start (a daily series begun
     /// ten years ago: about 3,650 steps). [`STEPS_MAX`] bounds it.
+    ///
+    /// `rrule`'s own guard ends a walk silently after 100,000 periods in a row without an
+    /// occurrence. It cannot cut a valid series short: the start is an occurrence, and the
+    /// parts accepted here (weekdays, days of the month, numbered weekdays) match again within
+    /// a few years, far fewer periods than that.
     fn walk(
         &self,
         mut visit: impl FnMut(NaiveDateTime) -> ControlFlow<()>,

@@ -83,11 +83,17 @@ fn utc(ms: i64) -> DateTime<Utc> {
 
 /// An instant as local time with its offset in a zone, RFC 3339: `"2026-12-03T09:30:00+01:00"`
 /// (milliseconds appear only when they are not zero).
+///
+/// RFC 3339 offsets are whole minutes; the few historical offsets with seconds (local mean time,
+/// e.g. Monrovia's -00:44:30 until 1972) are cut to the minute and the local time shown with
+/// that offset, so the string always names exactly the instant `ms`.
 pub fn format_local(ms: i64, zone: Tz) -> String {
-    let at = utc(ms).with_timezone(&zone);
-    let offset_seconds = at.offset().fix().local_minus_utc();
-    let sign = if offset_seconds < 0 { '-' } else { '+' };
-    let offset_minutes = offset_seconds.unsigned_abs() / 60;
+    let at = utc(ms);
+    let offset_seconds = at.with_timezone(&zone).offset().fix().local_minus_utc();
+    let offset_minutes = offset_seconds / 60;
+    let wall_clock = at.naive_utc() + Duration::minutes(i64::from(offset_minutes));
+    let sign = if offset_minutes < 0 { '-' } else { '+' };
+    let offset_minutes = offset_minutes.unsigned_abs();
     let millis = ms.rem_euclid(1000);
     let fraction = if millis == 0 {
         String::new()
@@ -96,7 +102,7 @@ pub fn format_local(ms: i64, zone: Tz) -> String {
     };
     format!(
         "{}{fraction}{sign}{:02}:{:02}",
-        at.format("%Y-%m-%dT%H:%M:%S"),
+        wall_clock.format("%Y-%m-%dT%H:%M:%S"),
         offset_minutes / 60,
         offset_minutes % 60
     )
