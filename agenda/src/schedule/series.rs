@@ -94,6 +94,11 @@ impl Series {
                 schedule.start
             )));
         }
+        if schedule.exdates.len() > EXCEPTIONS_MAX || schedule.overrides.len() > EXCEPTIONS_MAX {
+            return Err(invalid(format!(
+                "at most {EXCEPTIONS_MAX} exdates and {EXCEPTIONS_MAX} overrides"
+            )));
+        }
         let rule = match &schedule.rrule {
             None => {
                 if !schedule.exdates.is_empty() || !schedule.overrides.is_empty() {
@@ -105,11 +110,6 @@ impl Series {
             }
             Some(text) => Some(compile_rule(zone, all_day, start, text)?),
         };
-        if schedule.exdates.len() > EXCEPTIONS_MAX || schedule.overrides.len() > EXCEPTIONS_MAX {
-            return Err(invalid(format!(
-                "at most {EXCEPTIONS_MAX} exdates and {EXCEPTIONS_MAX} overrides"
-            )));
-        }
         let mut exdates = BTreeSet::new();
         for exdate in &schedule.exdates {
             check_point("exdate", all_day, exdate)?;
