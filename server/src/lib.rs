@@ -66,6 +66,7 @@
 //! # }
 //! ```
 
+pub mod agenda;
 pub mod api;
 pub mod auth;
 pub mod config;

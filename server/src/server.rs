@@ -378,7 +378,12 @@ where
         clock_drift_ppm: options.clock_drift_ppm,
         wall_clock: options.wall_clock.clone(),
         gateway: gateway.clone(),
+        watch: Arc::new(crate::node::Watch {
+            prefixes: crate::agenda::watched_prefixes(),
+            notify: Default::default(),
+        }),
     });
+    let watch = shared.watch.clone();
     let shutdown = CancellationToken::new();
     let (node_sender, node_receiver) = mpsc::channel(config.limits.node_queue_capacity);
     let node_loop = NodeLoop::new(
@@ -400,6 +405,11 @@ where
         metrics,
         boot_id,
     );
+    let agenda = Arc::new(crate::agenda::ServerAgenda::new(
+        crate::agenda::ServiceStore::new(service.clone()),
+        crate::agenda::ServerEnv::new(options.wall_clock.clone()),
+        agenda::Config::default(),
+    ));
     // Under the simulator nothing more is added to `tasks` (no HTTP).
     #[cfg_attr(madsim, allow(unused_mut))]
     let mut tasks = vec![
@@ -410,6 +420,12 @@ where
             shutdown.clone(),
         )),
         tokio::spawn(gateway.clone().run_dispatcher(shutdown.clone())),
+        tokio::spawn(crate::agenda::run_delivery(
+            agenda.clone(),
+            service.clone(),
+            watch,
+            shutdown.clone(),
+        )),
     ];
     #[cfg(not(madsim))]
     if let Some(listener) = http_listener {
@@ -417,6 +433,7 @@ where
             listener,
             service.clone(),
             gateway.clone(),
+            agenda.clone(),
             shutdown.clone(),
         )));
     }

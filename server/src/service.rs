@@ -494,6 +494,11 @@ impl Service {
         }
     }
 
+    /// Whether this server's replica of `shard` is its leader, as the node loop last reported.
+    pub fn leads(&self, shard: ShardId) -> bool {
+        self.leader_hint(shard) == Some(self.inner.config.server_id)
+    }
+
     fn leader_hint(&self, shard: ShardId) -> Option<ServerId> {
         let leaders = self.inner.shared.leaders.lock().expect("leaders lock");
         leaders.get(&shard).copied().filter(|leader| *leader != 0)

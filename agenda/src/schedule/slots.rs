@@ -71,6 +71,29 @@ impl Default for WorkingHours {
     }
 }
 
+impl WorkingHours {
+    /// Checks that the hours end after they start, on the same day, on at least one day, each
+    /// day named once.
+    pub fn validate(&self) -> Result<(), ScheduleError> {
+        let invalid = |reason: &str| ScheduleError::InvalidQuery(reason.to_string());
+        if self.start >= self.end {
+            return Err(invalid(
+                "working hours must end after they start, on the same day",
+            ));
+        }
+        if self.days.is_empty() {
+            return Err(invalid("working hours need at least one day"));
+        }
+        let mut days = self.days.clone();
+        days.sort_by_key(|day| day.num_days_from_monday());
+        days.dedup();
+        if days.len() != self.days.len() {
+            return Err(invalid("each working day is named once"));
+        }
+        Ok(())
+    }
+}
+
 /// One person's side of a search: their zone, their working hours and their busy time.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
 pub struct Availability {
@@ -154,11 +177,7 @@ fn free_time(
 ) -> Result<Vec<(i64, i64)>, ScheduleError> {
     let zone = parse_zone(&person.zone)?;
     let hours = &person.hours;
-    if hours.start >= hours.end {
-        return Err(ScheduleError::InvalidQuery(
-            "working hours must end after they start, on the same day".to_string(),
-        ));
-    }
+    hours.validate()?;
     if person.busy.len() > BUSY_INTERVALS_MAX {
         return Err(ScheduleError::InvalidQuery(format!(
             "more than {BUSY_INTERVALS_MAX} busy intervals"

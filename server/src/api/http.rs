@@ -56,9 +56,10 @@ pub(crate) async fn serve(
     listener: TcpListener,
     service: Service,
     gateway: Gateway,
+    agenda: Arc<crate::agenda::ServerAgenda>,
     shutdown: CancellationToken,
 ) {
-    let app = router(service, gateway, shutdown.clone());
+    let app = router(service, gateway, agenda, shutdown.clone());
     let listener = LimitedListener {
         inner: listener,
         permits: Arc::new(Semaphore::new(CONNECTIONS_MAX)),
@@ -78,11 +79,12 @@ pub const CONNECTIONS_MAX: usize = 512;
 /// clients cannot hold connections and memory for ever).
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// What the handlers share: the service, and the gateway for `/v1/ws`.
+/// What the handlers share: the service, the gateway for `/v1/ws`, and the agenda.
 #[derive(Clone)]
 pub(crate) struct AppState {
-    service: Service,
+    pub(super) service: Service,
     websockets: super::ws::WebSockets,
+    pub(super) agenda: super::calendar::SharedAgenda,
 }
 
 impl FromRef<AppState> for Service {
@@ -98,7 +100,12 @@ impl FromRef<AppState> for super::ws::WebSockets {
 }
 
 /// The routes, for tests that drive them without a socket.
-pub fn router(service: Service, gateway: Gateway, shutdown: CancellationToken) -> Router {
+pub fn router(
+    service: Service,
+    gateway: Gateway,
+    agenda: Arc<crate::agenda::ServerAgenda>,
+    shutdown: CancellationToken,
+) -> Router {
     // The key-value, txn and membership routes check the token before anything reads the
     // request's body.
     let protected = Router::new()
@@ -117,6 +124,7 @@ pub fn router(service: Service, gateway: Gateway, shutdown: CancellationToken) -
     let state = AppState {
         websockets: super::ws::WebSockets::new(service.clone(), gateway, shutdown),
         service,
+        agenda,
     };
     Router::new()
         .route("/health", get(health))
@@ -124,6 +132,7 @@ pub fn router(service: Service, gateway: Gateway, shutdown: CancellationToken) -
         .route("/v1/cluster/status", get(cluster_status))
         .route("/v1/ws", get(super::ws::upgrade))
         .merge(protected)
+        .merge(super::calendar::routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(BODY_BYTES_MAX))
@@ -308,14 +317,18 @@ impl tokio::io::AsyncWrite for LimitedStream {
 }
 
 /// An API error: a status and the JSON body `{"code", "message"}`.
-struct ApiError {
+pub(super) struct ApiError {
     status: StatusCode,
     code: &'static str,
     message: String,
 }
 
 impl ApiError {
-    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
+    pub(super) fn new(
+        status: StatusCode,
+        code: &'static str,
+        message: impl Into<String>,
+    ) -> ApiError {
         ApiError {
             status,
             code,
@@ -323,8 +336,12 @@ impl ApiError {
         }
     }
 
-    fn bad_request(message: impl Into<String>) -> ApiError {
+    pub(super) fn bad_request(message: impl Into<String>) -> ApiError {
         ApiError::new(StatusCode::BAD_REQUEST, "bad_request", message)
+    }
+
+    pub(super) fn status(&self) -> StatusCode {
+        self.status
     }
 }
 
@@ -354,6 +371,18 @@ impl From<JsonRejection> for ApiError {
     }
 }
 
+impl From<PathRejection> for ApiError {
+    fn from(rejection: PathRejection) -> ApiError {
+        ApiError::bad_request(rejection.body_text())
+    }
+}
+
+impl From<QueryRejection> for ApiError {
+    fn from(rejection: QueryRejection) -> ApiError {
+        ApiError::bad_request(rejection.body_text())
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> HttpResponse {
         let body = json!({ "code": self.code, "message": self.message });
@@ -361,7 +390,7 @@ impl IntoResponse for ApiError {
     }
 }
 
-type ApiResult = Result<HttpResponse, ApiError>;
+pub(super) type ApiResult = Result<HttpResponse, ApiError>;
 
 /// The service answered something that does not fit the request: a bug, reported as a 500.
 fn unexpected(what: impl std::fmt::Display) -> ApiError {
@@ -373,7 +402,7 @@ fn unexpected(what: impl std::fmt::Display) -> ApiError {
 }
 
 /// Counts 4xx answers, then hands the result to axum.
-fn finish(service: &Service, result: ApiResult) -> HttpResponse {
+pub(super) fn finish(service: &Service, result: ApiResult) -> HttpResponse {
     Metrics::add(&service.metrics().counters.http_requests, 1);
     match result {
         Ok(response) => response,

@@ -1,6 +1,8 @@
 //! The protocol doors: parsing and encoding only; the service decides.
 
 #[cfg(not(madsim))]
+mod calendar;
+#[cfg(not(madsim))]
 pub mod http;
 pub(crate) mod json;
 pub(crate) mod native;

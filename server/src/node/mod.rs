@@ -74,6 +74,37 @@ pub(crate) struct Shared {
     pub wall_clock: crate::WallClock,
     /// Where applied changes are published for subscribers.
     pub gateway: Gateway,
+    /// Wakes the work that a shard's leader does on some keys (the agenda's outbox delivery).
+    pub watch: Arc<Watch>,
+}
+
+/// Key prefixes whose changes wake a task on the server that leads their shard: when a replica
+/// this server leads applies a change under one of them, or becomes leader while its state holds
+/// keys under one of them (so that a new leader resumes work its predecessor left). The node loop
+/// knows nothing of what the keys mean.
+#[derive(Debug, Default)]
+pub(crate) struct Watch {
+    /// The prefixes watched.
+    pub prefixes: Vec<bytes::Bytes>,
+    /// Notified (one permit, so a wake-up is never lost while the task is busy).
+    pub notify: tokio::sync::Notify,
+}
+
+impl Watch {
+    fn touches(&self, changes: &[kv::Change]) -> bool {
+        changes.iter().any(|change| {
+            self.prefixes
+                .iter()
+                .any(|prefix| change.key.starts_with(prefix))
+        })
+    }
+
+    fn holds_keys(&self, machine: &kv::StateMachine) -> bool {
+        self.prefixes.iter().any(|prefix| {
+            let end = crate::auth::prefix_end(prefix);
+            !machine.scan(prefix, &end, 1).0.is_empty()
+        })
+    }
 }
 
 /// A forwarded request waiting for its reply.
@@ -743,7 +774,7 @@ where
                     self.gateway.snapshot_installed(shard, snapshot.meta.index);
                 }
             }
-            let mut changed = Vec::new();
+            let mut changed: Vec<(u64, Vec<kv::Change>)> = Vec::new();
             for entry in &ready.committed_entries {
                 if let Some(applied) = replica.apply(entry)
                     && !applied.changes.is_empty()
@@ -761,6 +792,13 @@ where
             }
             // Published once applied (never earlier): the gateway queues them for its
             // dispatcher and returns at once.
+            if replica.is_leader()
+                && changed
+                    .iter()
+                    .any(|(_, changes)| self.shared.watch.touches(changes))
+            {
+                self.shared.watch.notify.notify_one();
+            }
             if !ready.committed_entries.is_empty() {
                 let applied = replica.machine.applied_index();
                 self.gateway.publish(shard, changed, applied);
@@ -800,6 +838,9 @@ where
             }
             Metrics::add(&self.metrics.counters.elections_won, 1);
             tracing::info!(shard, term, "leading");
+            if self.shared.watch.holds_keys(&replica.machine) {
+                self.shared.watch.notify.notify_one();
+            }
         } else if soft.role != Role::Leader && was_leader {
             replica.leader_since_tick = None;
             replica.lost_leadership();

@@ -1,0 +1,221 @@
+//! The agenda layer on the server: its [`agenda::Store`] over this server's service door, its
+//! clock and random source, and the outbox delivery that the leader of an events shard runs.
+//!
+//! The layer enters by the service door like any client (DESIGN.md's "agenda: service only"):
+//! reads are linearizable reads, writes are transactions under this server's own exactly-once
+//! session, routed to the shard's leader wherever it is. The node loop only wakes the delivery
+//! (see `Watch`); it knows nothing of calendars.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use agenda::{Committed, Scanned, StoreError};
+use bytes::Bytes;
+use client::{Consistency, ErrorCode, Request, Response};
+use kv::{Txn, Versioned, Write, WriteResult};
+use tokio_util::sync::CancellationToken;
+
+use crate::Service;
+use crate::metrics::Metrics;
+
+/// The agenda as this server runs it.
+pub type ServerAgenda = agenda::Agenda<ServiceStore, ServerEnv>;
+
+/// The outbox of each events bucket, watched by the node loop.
+pub(crate) fn watched_prefixes() -> Vec<Bytes> {
+    ["am", "nz"].map(agenda::keys::outbox).to_vec()
+}
+
+/// The agenda's store: this server's service door, with every key allowed (the layer enforces
+/// its own rules: who may read and change which record).
+#[derive(Clone)]
+pub struct ServiceStore {
+    service: Service,
+}
+
+impl ServiceStore {
+    /// The store over `service`.
+    pub fn new(service: Service) -> ServiceStore {
+        ServiceStore { service }
+    }
+}
+
+fn store_error(error: client::ErrorResponse) -> StoreError {
+    match error.code {
+        ErrorCode::NotLeader | ErrorCode::Unavailable | ErrorCode::Internal => {
+            StoreError::Unavailable(error.to_string())
+        }
+        _ => StoreError::Refused(error.to_string()),
+    }
+}
+
+fn unexpected(response: &Response) -> StoreError {
+    StoreError::Unavailable(format!("unexpected answer from the service: {response:?}"))
+}
+
+impl agenda::Store for ServiceStore {
+    async fn get(&self, key: Bytes) -> Result<Option<Versioned>, StoreError> {
+        let request = Request::Get {
+            key,
+            consistency: Consistency::Linearizable,
+        };
+        match self.service.execute(request).await {
+            Response::Value(value) => Ok(value),
+            Response::Error(error) => Err(store_error(error)),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    async fn scan(&self, start: Bytes, end: Bytes, limit: u32) -> Result<Scanned, StoreError> {
+        let request = Request::Scan {
+            start,
+            end,
+            limit,
+            consistency: Consistency::Linearizable,
+        };
+        match self.service.execute(request).await {
+            Response::Scan { entries, more } => Ok(Scanned { entries, more }),
+            Response::Error(error) => Err(store_error(error)),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    async fn txn(&self, txn: Txn) -> Result<Committed, StoreError> {
+        match self.service.write(Write::Txn(txn), None).await {
+            Response::Written {
+                shard,
+                index,
+                result: WriteResult::Txn { succeeded, results },
+            } => Ok(Committed {
+                succeeded,
+                results,
+                position: (shard, index),
+            }),
+            Response::Error(error) => Err(store_error(error)),
+            other => Err(unexpected(&other)),
+        }
+    }
+}
+
+/// The server's wall clock and the operating system's random numbers (madsim's seeded ones
+/// under the simulator).
+#[derive(Clone, Debug, Default)]
+pub struct ServerEnv {
+    wall_clock: crate::WallClock,
+}
+
+impl ServerEnv {
+    /// The environment of a server with this wall clock.
+    pub fn new(wall_clock: crate::WallClock) -> ServerEnv {
+        ServerEnv { wall_clock }
+    }
+}
+
+impl agenda::Env for ServerEnv {
+    fn now_ms(&self) -> i64 {
+        i64::try_from(self.wall_clock.now_ms()).unwrap_or(i64::MAX)
+    }
+
+    #[cfg(not(madsim))]
+    fn random(&self) -> [u8; 32] {
+        let mut bytes = [0; 32];
+        // The kernel's generator does not fail once the system has booted; a failure here would
+        // leave predictable tokens, so it is not ignored.
+        getrandom::fill(&mut bytes).expect("the operating system's random number generator");
+        bytes
+    }
+
+    #[cfg(madsim)]
+    fn random(&self) -> [u8; 32] {
+        madsim::rand::random()
+    }
+}
+
+/// Outbox records one delivery pass handles at most.
+const DELIVERY_BATCH: u32 = 256;
+/// The wait before a pass that failed is tried again, doubled up to [`RETRY_MAX`].
+const RETRY_INITIAL: Duration = Duration::from_millis(50);
+const RETRY_MAX: Duration = Duration::from_secs(2);
+
+/// Delivers the outbox of every events shard this server leads, whenever the node loop says
+/// there is work (a change under an outbox, or a new leadership over a shard with records in
+/// its outbox), until a pass finds nothing left to do.
+pub(crate) async fn run_delivery(
+    agenda: Arc<ServerAgenda>,
+    service: Service,
+    watch: Arc<crate::node::Watch>,
+    shutdown: CancellationToken,
+) {
+    loop {
+        tokio::select! {
+            biased;
+            () = shutdown.cancelled() => return,
+            () = watch.notify.notified() => {}
+        }
+        let mut retry = RETRY_INITIAL;
+        loop {
+            match deliver_once(&agenda, &service).await {
+                Pass::Idle => break,
+                Pass::MoreWork => retry = RETRY_INITIAL,
+                Pass::Failed => {
+                    tokio::select! {
+                        biased;
+                        () = shutdown.cancelled() => return,
+                        () = tokio::time::sleep(retry) => {}
+                    }
+                    retry = (retry * 2).min(RETRY_MAX);
+                }
+            }
+        }
+    }
+}
+
+/// What one delivery pass found.
+enum Pass {
+    /// Nothing left to deliver in the outboxes this server leads.
+    Idle,
+    /// It delivered something, or stopped at its batch's end: go again.
+    MoreWork,
+    /// A store error: go again after a pause.
+    Failed,
+}
+
+/// One pass over the outboxes this server leads.
+async fn deliver_once(agenda: &ServerAgenda, service: &Service) -> Pass {
+    let counters = &service.metrics().counters;
+    let mut pass = Pass::Idle;
+    for bucket in ["am", "nz"] {
+        let shard = service.shard_map().lookup(&agenda::keys::outbox(bucket)).id;
+        if !service.leads(shard) {
+            continue;
+        }
+        match agenda.deliver(bucket, DELIVERY_BATCH).await {
+            Ok(report) => {
+                Metrics::add(&counters.outbox_deliveries, report.delivered as u64);
+                Metrics::add(
+                    &counters.outbox_deliveries_superseded,
+                    report.superseded as u64,
+                );
+                Metrics::add(&counters.outbox_records_corrupt, report.corrupt as u64);
+                if report.corrupt > 0 {
+                    tracing::error!(
+                        bucket,
+                        corrupt = report.corrupt,
+                        "outbox records that do not decode were left in place"
+                    );
+                }
+                if (report.more || report.delivered + report.superseded > 0)
+                    && matches!(pass, Pass::Idle)
+                {
+                    pass = Pass::MoreWork;
+                }
+            }
+            Err(error) => {
+                Metrics::add(&counters.outbox_delivery_errors, 1);
+                tracing::warn!(bucket, %error, "outbox delivery failed; retrying");
+                pass = Pass::Failed;
+            }
+        }
+    }
+    pass
+}
