@@ -223,7 +223,8 @@ impl<S: Store, E: Env> Agenda<S, E> {
             ));
         }
         let mut answer = Vec::new();
-        for user in users {
+        let mut seen = std::collections::BTreeSet::new();
+        for user in users.iter().filter(|user| seen.insert(user.as_str())) {
             self.account(user).await?;
             answer.push(FreeBusy {
                 user: user.clone(),
@@ -285,6 +286,7 @@ impl<S: Store, E: Env> Agenda<S, E> {
             return Err(AgendaError::invalid("users", format!("1 to {PEOPLE_MAX}")));
         }
         let mut people = Vec::new();
+        let users: std::collections::BTreeSet<&String> = users.iter().collect();
         for user in users {
             let account = self.account(user).await?;
             people.push(Availability {

@@ -9,7 +9,7 @@
 /// ([`Contended`](AgendaError::Contended), [`Unavailable`](AgendaError::Unavailable)).
 /// [`Corrupt`](AgendaError::Corrupt) means a stored record does not decode: an operator's problem,
 /// never the caller's.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 pub enum AgendaError {
     /// The request breaks a rule of the input (a name's alphabet, an end before its start).
     #[error("invalid {field}: {reason}")]
@@ -84,6 +84,11 @@ pub enum StoreError {
 
 impl From<StoreError> for AgendaError {
     fn from(error: StoreError) -> AgendaError {
-        AgendaError::Unavailable(error.to_string())
+        match error {
+            StoreError::Unavailable(_) => AgendaError::Unavailable(error.to_string()),
+            // Refused before anything was proposed (too large for an entry or a value): the
+            // request's fault, and nothing was written.
+            StoreError::Refused(reason) => AgendaError::invalid("request", reason),
+        }
     }
 }

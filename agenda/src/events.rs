@@ -24,8 +24,11 @@ pub const DESCRIPTION_CHARS_MAX: usize = 5_000;
 /// The longest location.
 pub const LOCATION_CHARS_MAX: usize = 200;
 /// The most users one event invites (groups expanded): each costs an outbox record in the
-/// event's transaction, which holds at most [`kv::TXN_OPS_MAX`] operations.
-pub const INVITED_MAX: usize = 400;
+/// event's transaction, which holds at most [`kv::TXN_OPS_MAX`] operations. The largest
+/// transaction replaces every attendee: the event, a copy for each new one, and for each removed
+/// one a cancellation and the removal of their reply.
+pub const INVITED_MAX: usize = 300;
+const _: () = assert!(3 * INVITED_MAX < kv::TXN_OPS_MAX);
 /// The most per-occurrence changes of text one event keeps.
 pub const DETAILS_MAX: usize = 1_000;
 
@@ -372,18 +375,29 @@ impl Event {
 
 /// Writes, in `tx`, the outbox records that bring every attendee up to date: the current copy to
 /// everyone in `event.invited`, a cancellation to everyone in `removed`.
-fn queue_invitations<S: Store>(tx: &mut Tx<'_, S>, event: &Event, removed: &[String]) {
+fn queue_invitations<S: Store>(tx: &mut Tx<'_, S>, event: &Event) {
     for attendee in &event.invited {
         tx.put_record(
             keys::outbox_invitation(attendee, &event.id),
             &event.copy(false),
         );
     }
+}
+
+/// Writes, in `tx`, a cancellation for each of `removed`, carrying the event as it was before
+/// (`before`: a removed attendee learns nothing of the change that removed them) with the new
+/// `sequence`, and removes their replies from the organizer's tally.
+fn queue_cancellations<S: Store>(
+    tx: &mut Tx<'_, S>,
+    before: &Event,
+    sequence: u32,
+    removed: &[String],
+) {
+    let mut copy = before.copy(true);
+    copy.sequence = sequence;
     for attendee in removed {
-        tx.put_record(
-            keys::outbox_invitation(attendee, &event.id),
-            &event.copy(true),
-        );
+        tx.put_record(keys::outbox_invitation(attendee, &before.id), &copy);
+        tx.delete(keys::reply(&before.id, attendee));
     }
 }
 
@@ -394,8 +408,15 @@ impl<S: Store, E: Env> Agenda<S, E> {
         owner: &str,
         attendees: &[Attendee],
     ) -> Result<Vec<String>, AgendaError> {
+        if attendees.len() > INVITED_MAX {
+            return Err(AgendaError::invalid(
+                "attendees",
+                format!("at most {INVITED_MAX} entries"),
+            ));
+        }
+        let asked: BTreeSet<&Attendee> = attendees.iter().collect();
         let mut invited = BTreeSet::new();
-        for attendee in attendees {
+        for attendee in asked {
             match attendee {
                 Attendee::User(user) => {
                     self.account(user).await?;
@@ -435,26 +456,32 @@ impl<S: Store, E: Env> Agenda<S, E> {
         };
         check_content(&content)?;
         let invited = self.expand_attendees(caller, &new.attendees).await?;
+        let attendees: Vec<Attendee> = new
+            .attendees
+            .into_iter()
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect();
         let now_ms = self.env.now_ms();
         let event = Event {
             id: self.new_event_id(caller),
             owner: caller.to_owned(),
             content,
-            attendees: new.attendees,
+            attendees,
             invited,
             sequence: 0,
             asked_sequence: 0,
             created_ms: now_ms,
             updated_ms: now_ms,
         };
-        let conflicts = self.conflicts(&event).await?;
+        let conflicts = self.conflicts(&event).await.unwrap_or_default();
         let key = keys::event(&event.id);
         let mut tx = Tx::new(&self.store);
         if tx.get(key.clone()).await?.is_some() {
             return Err(AgendaError::AlreadyExists(format!("event {}", event.id)));
         }
         tx.put_record(key, &event);
-        queue_invitations(&mut tx, &event, &[]);
+        queue_invitations(&mut tx, &event);
         match tx.commit().await? {
             Some(position) => Ok(Saved {
                 event,
@@ -519,6 +546,7 @@ impl<S: Store, E: Env> Agenda<S, E> {
             let Some(mut event) = tx.get_record::<Event>(key.clone()).await? else {
                 return Err(not_found(id));
             };
+            let before = event.clone();
             let now_ms = self.env.now_ms();
             let (saved, truncated, removed) = match &change.scope {
                 Scope::All => {
@@ -554,7 +582,7 @@ impl<S: Store, E: Env> Agenda<S, E> {
                             event.updated_ms = now_ms;
                             check_content(&event.content)?;
                             tx.put_record(key.clone(), &event);
-                            queue_invitations(&mut tx, &event, &[]);
+                            queue_invitations(&mut tx, &event);
                             let new_key = keys::event(&later.id);
                             if tx.get(new_key.clone()).await?.is_some() {
                                 return Err(AgendaError::AlreadyExists(format!(
@@ -571,9 +599,12 @@ impl<S: Store, E: Env> Agenda<S, E> {
             saved.updated_ms = now_ms;
             check_content(&saved.content)?;
             tx.put_record(keys::event(&saved.id), &saved);
-            queue_invitations(&mut tx, &saved, &removed);
+            queue_invitations(&mut tx, &saved);
+            queue_cancellations(&mut tx, &before, saved.sequence, &removed);
             if let Some(position) = tx.commit().await? {
-                let conflicts = self.conflicts(&saved).await?;
+                // The write is done: a failure to compute its conflicts must not turn the
+                // answer into an error (the caller would retry a write that happened).
+                let conflicts = self.conflicts(&saved).await.unwrap_or_default();
                 return Ok(Saved {
                     event: saved,
                     truncated,
@@ -605,8 +636,11 @@ impl<S: Store, E: Env> Agenda<S, E> {
             let Some(mut event) = tx.get_record::<Event>(key.clone()).await? else {
                 return Err(not_found(id));
             };
+            let one_off = !event.content.schedule.is_recurring();
             let kept = match &scope {
                 Scope::All => None,
+                // The only occurrence of a one-off event is the event.
+                Scope::This(_) | Scope::Following(_) if one_off => None,
                 Scope::This(occurrence) => {
                     check_occurrence(&event.content.schedule, occurrence)?;
                     let schedule = &mut event.content.schedule;
@@ -630,24 +664,20 @@ impl<S: Store, E: Env> Agenda<S, E> {
                     })
                 }
             };
-            event.sequence += 1;
-            event.asked_sequence = event.sequence;
-            event.updated_ms = self.env.now_ms();
+            // Removing occurrences changes no time or place of the others: nobody is asked again.
+            let sequence = event.sequence + 1;
             match kept {
                 Some(mut kept) => {
-                    kept.sequence = event.sequence;
-                    kept.asked_sequence = event.sequence;
-                    kept.updated_ms = event.updated_ms;
+                    check_content(&kept.content)?;
+                    kept.sequence = sequence;
+                    kept.updated_ms = self.env.now_ms();
                     tx.put_record(key, &kept);
-                    queue_invitations(&mut tx, &kept, &[]);
+                    queue_invitations(&mut tx, &kept);
                 }
                 None => {
                     tx.delete(key);
-                    for (reply, _) in tx.scan_prefix(&keys::replies(id)).await? {
-                        tx.delete(reply);
-                    }
-                    let everyone = std::mem::take(&mut event.invited);
-                    queue_invitations(&mut tx, &event, &everyone);
+                    // Replies exist only for invited users (a removal deletes its attendee's).
+                    queue_cancellations(&mut tx, &event, sequence, &event.invited);
                 }
             }
             if let Some(position) = tx.commit().await? {
@@ -779,15 +809,37 @@ fn apply_to_series(
         .location
         .as_ref()
         .is_some_and(|location| *location != content.location);
-    let mut time_changed = false;
-    if let (Some(start), Some(end)) = (&change.start, &change.end) {
-        time_changed |= *start != content.schedule.start || *end != content.schedule.end;
-        content.schedule.start = *start;
-        content.schedule.end = *end;
-    }
-    if let Some(rrule) = &change.rrule {
-        time_changed |= *rrule != content.schedule.rrule;
-        content.schedule.rrule = rrule.clone();
+    let moved = match (&change.start, &change.end) {
+        (Some(start), Some(end))
+            if *start != content.schedule.start || *end != content.schedule.end =>
+        {
+            Some((*start, *end))
+        }
+        _ => None,
+    };
+    let new_rule = change
+        .rrule
+        .as_ref()
+        .filter(|rrule| **rrule != content.schedule.rrule);
+    let time_changed = moved.is_some() || new_rule.is_some();
+    match (moved, new_rule) {
+        // Exdates, overrides and UNTIL move with the series, so they keep naming the same
+        // occurrences.
+        (Some((start, end)), None) => {
+            content.schedule = content
+                .schedule
+                .moved_to(start, end)
+                .map_err(|error| AgendaError::invalid("start", error.to_string()))?;
+        }
+        (moved, new_rule) => {
+            if let Some((start, end)) = moved {
+                content.schedule.start = start;
+                content.schedule.end = end;
+            }
+            if let Some(rrule) = new_rule {
+                content.schedule.rrule = rrule.clone();
+            }
+        }
     }
     if time_changed {
         // Exceptions name occurrences of the old series; those that are no longer occurrences go.

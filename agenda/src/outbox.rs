@@ -21,7 +21,7 @@ use crate::keys;
 use crate::store::{ATTEMPTS_MAX, Env, Store, Tx, decode};
 
 /// What one pass over an outbox did.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Delivered {
     /// Records delivered and removed.
     pub delivered: usize,
@@ -29,6 +29,11 @@ pub struct Delivered {
     pub superseded: usize,
     /// Records that did not decode: left in place and reported (never dropped silently).
     pub corrupt: usize,
+    /// Records whose delivery failed this pass (a store error, a destination refusing the
+    /// write): left in place for the next pass; the others were still delivered.
+    pub failed: usize,
+    /// The last failure, for the log.
+    pub last_error: Option<AgendaError>,
     /// Whether records remain beyond this pass's limit.
     pub more: bool,
 }
@@ -62,33 +67,45 @@ impl<S: Store, E: Env> Agenda<S, E> {
             more: scanned.more,
             ..Delivered::default()
         };
+        // One record that cannot be delivered (its destination refuses it, or its shard has
+        // no leader) must not hold back the others: each is tried on its own.
         for (key, versioned) in scanned.entries {
-            let delivered = match destination(&outbox, &key) {
-                Some(Destination::Invitation { attendee }) => {
-                    match decode::<InvitationCopy>(&key, &versioned.value) {
-                        Ok(copy) => Some(self.deliver_invitation(&attendee, copy).await?),
-                        Err(_) => None,
-                    }
+            match self.deliver_one(&outbox, &key, &versioned).await {
+                Ok(Some(true)) => report.delivered += 1,
+                Ok(Some(false)) => report.superseded += 1,
+                Ok(None) => report.corrupt += 1,
+                Err(error) => {
+                    report.failed += 1;
+                    report.last_error = Some(error);
                 }
-                Some(Destination::Reply) => match decode::<Reply>(&key, &versioned.value) {
-                    Ok(reply) => Some(self.deliver_reply(reply).await?),
-                    Err(_) => None,
-                },
-                None => None,
-            };
-            match delivered {
-                Some(applied) => {
-                    self.remove_delivered(&key, &versioned).await?;
-                    if applied {
-                        report.delivered += 1;
-                    } else {
-                        report.superseded += 1;
-                    }
-                }
-                None => report.corrupt += 1,
             }
         }
         Ok(report)
+    }
+
+    /// Delivers one outbox record and removes it: whether it wrote (`false`: a newer copy was
+    /// there), or `None` if the record does not decode.
+    async fn deliver_one(
+        &self,
+        outbox: &[u8],
+        key: &Bytes,
+        versioned: &Versioned,
+    ) -> Result<Option<bool>, AgendaError> {
+        let applied = match destination(outbox, key) {
+            Some(Destination::Invitation { attendee }) => {
+                match decode::<InvitationCopy>(key, &versioned.value) {
+                    Ok(copy) => self.deliver_invitation(&attendee, copy).await?,
+                    Err(_) => return Ok(None),
+                }
+            }
+            Some(Destination::Reply) => match decode::<Reply>(key, &versioned.value) {
+                Ok(reply) => self.deliver_reply(reply).await?,
+                Err(_) => return Ok(None),
+            },
+            None => return Ok(None),
+        };
+        self.remove_delivered(key, versioned).await?;
+        Ok(Some(applied))
     }
 
     /// Removes an outbox record if it is still the version delivered.
@@ -122,7 +139,10 @@ impl<S: Store, E: Env> Agenda<S, E> {
             let invitation = match stored {
                 Some(stored) if stored.copy.sequence >= copy.sequence => return Ok(false),
                 Some(mut stored) => {
-                    if copy.asked_sequence > stored.copy.asked_sequence {
+                    // Asked again (a new time or place), or invited again after a removal:
+                    // earlier answers do not stand.
+                    let reinvited = stored.copy.cancelled && !copy.cancelled;
+                    if copy.asked_sequence > stored.copy.asked_sequence || reinvited {
                         stored.response = Response::NeedsAction;
                         stored.occurrence_responses.clear();
                     }

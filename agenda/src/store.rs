@@ -156,23 +156,34 @@ pub async fn scan_prefix<S: Store>(
     store: &S,
     prefix: &[u8],
 ) -> Result<Vec<(Bytes, Versioned)>, AgendaError> {
-    let scanned = store
-        .scan(
-            Bytes::copy_from_slice(prefix),
-            prefix_end(prefix),
-            LIST_KEYS_MAX,
-        )
-        .await?;
-    if scanned.more {
-        return Err(AgendaError::invalid(
-            "list",
-            format!(
-                "more than {LIST_KEYS_MAX} records under {}",
-                String::from_utf8_lossy(prefix)
-            ),
-        ));
+    let end = prefix_end(prefix);
+    let mut start = Bytes::copy_from_slice(prefix);
+    let mut entries: Vec<(Bytes, Versioned)> = Vec::new();
+    // A store may answer a part (it bounds an answer's bytes too): page until the end.
+    loop {
+        let left = LIST_KEYS_MAX.saturating_sub(entries.len() as u32) + 1;
+        let scanned = store.scan(start, end.clone(), left).await?;
+        let Some((last, _)) = scanned.entries.last() else {
+            break;
+        };
+        let mut next = last.to_vec();
+        next.push(0);
+        start = Bytes::from(next);
+        entries.extend(scanned.entries);
+        if entries.len() > LIST_KEYS_MAX as usize {
+            return Err(AgendaError::invalid(
+                "list",
+                format!(
+                    "more than {LIST_KEYS_MAX} records under {}",
+                    String::from_utf8_lossy(prefix)
+                ),
+            ));
+        }
+        if !scanned.more {
+            break;
+        }
     }
-    Ok(scanned.entries)
+    Ok(entries)
 }
 
 /// The first key after every key that starts with `prefix`.

@@ -19,6 +19,10 @@ pub const PASSWORD_CHARS_MIN: usize = 8;
 /// The longest password accepted (hashing cost is linear in it only at the first block, but a
 /// bound keeps requests small).
 pub const PASSWORD_BYTES_MAX: usize = 256;
+/// The most open sessions of one user: a new login beyond it closes the oldest.
+pub const SESSIONS_MAX: usize = 100;
+/// The most expired sessions one login removes.
+const SESSIONS_REMOVED_PER_LOGIN_MAX: usize = 100;
 /// The longest display name.
 pub const DISPLAY_NAME_CHARS_MAX: usize = 100;
 
@@ -115,9 +119,13 @@ pub struct ProfileChange {
     /// New working hours.
     #[serde(default)]
     pub working_hours: Option<schedule::WorkingHours>,
-    /// A new password (every other session stays valid; log out to end them).
+    /// A new password; needs `current_password`. Every session of the user is closed (log in
+    /// again with the new one).
     #[serde(default)]
     pub password: Option<String>,
+    /// The current password, required to set a new one (a stolen session alone cannot).
+    #[serde(default)]
+    pub current_password: Option<String>,
 }
 
 fn check_password(password: &str) -> Result<(), AgendaError> {
@@ -242,26 +250,32 @@ impl<S: Store, E: Env> Agenda<S, E> {
                 let _ = self.hash_password(password);
                 return Err(AgendaError::Unauthenticated(WRONG));
             };
-            let parsed = PasswordHash::new(&account.password_hash).map_err(|error| {
-                AgendaError::Corrupt {
-                    key: format!("us/{user}/account"),
-                    reason: error.to_string(),
-                }
-            })?;
-            if self
-                .hasher()
-                .verify_password(password.as_bytes(), &parsed)
-                .is_err()
-            {
+            if !self.password_matches(&account, password)? {
                 return Err(AgendaError::Unauthenticated(WRONG));
             }
             let now_ms = self.env.now_ms();
+            // Expired sessions go (a bounded number per login, so the transaction stays
+            // small), and beyond SESSIONS_MAX open ones the oldest are closed: a script that
+            // logs in on every call cannot grow a user's records without bound.
+            let mut open = Vec::new();
+            let mut removed = 0;
             for (key, versioned) in tx.scan_prefix(&keys::sessions(user)).await? {
-                let expired = crate::store::decode::<SessionRecord>(&key, &versioned.value)
-                    .map_or(true, |session| session.expires_ms <= now_ms);
-                if expired {
-                    tx.delete(key);
+                let session = crate::store::decode::<SessionRecord>(&key, &versioned.value);
+                match session {
+                    Ok(session) if session.expires_ms > now_ms => {
+                        open.push((session.created_ms, key))
+                    }
+                    _ if removed < SESSIONS_REMOVED_PER_LOGIN_MAX => {
+                        tx.delete(key);
+                        removed += 1;
+                    }
+                    _ => {}
                 }
+            }
+            open.sort();
+            let excess = (open.len() + 1).saturating_sub(SESSIONS_MAX);
+            for (_, key) in open.into_iter().take(excess) {
+                tx.delete(key);
             }
             let token = format!("{user}.{}", hex(&self.env.random()));
             let record = SessionRecord {
@@ -278,6 +292,19 @@ impl<S: Store, E: Env> Agenda<S, E> {
             }
         }
         Err(AgendaError::Contended(format!("user {user}")))
+    }
+
+    /// Whether `password` is the account's.
+    fn password_matches(&self, account: &Account, password: &str) -> Result<bool, AgendaError> {
+        let parsed =
+            PasswordHash::new(&account.password_hash).map_err(|error| AgendaError::Corrupt {
+                key: format!("us/{}/account", account.name),
+                reason: error.to_string(),
+            })?;
+        Ok(self
+            .hasher()
+            .verify_password(password.as_bytes(), &parsed)
+            .is_ok())
     }
 
     /// The user a session token belongs to, if the session is open and unexpired.
@@ -358,7 +385,18 @@ impl<S: Store, E: Env> Agenda<S, E> {
                 account.working_hours = hours.clone();
             }
             if let Some(hash) = &password_hash {
+                let current = change.current_password.as_deref().unwrap_or_default();
+                if current.len() > PASSWORD_BYTES_MAX
+                    || !self.password_matches(&account, current)?
+                {
+                    return Err(AgendaError::Unauthenticated(
+                        "the current password is wrong",
+                    ));
+                }
                 account.password_hash = hash.clone();
+                for (session, _) in tx.scan_prefix(&keys::sessions(user)).await? {
+                    tx.delete(session);
+                }
             }
             tx.put_record(key, &account);
             if tx.commit().await?.is_some() {

@@ -42,9 +42,10 @@ impl ServiceStore {
 
 fn store_error(error: client::ErrorResponse) -> StoreError {
     match error.code {
-        ErrorCode::NotLeader | ErrorCode::Unavailable | ErrorCode::Internal => {
-            StoreError::Unavailable(error.to_string())
-        }
+        ErrorCode::NotLeader
+        | ErrorCode::Unavailable
+        | ErrorCode::Internal
+        | ErrorCode::SequenceForgotten => StoreError::Unavailable(error.to_string()),
         _ => StoreError::Refused(error.to_string()),
     }
 }
@@ -204,9 +205,16 @@ async fn deliver_once(agenda: &ServerAgenda, service: &Service) -> Pass {
                         "outbox records that do not decode were left in place"
                     );
                 }
-                if (report.more || report.delivered + report.superseded > 0)
-                    && matches!(pass, Pass::Idle)
-                {
+                if report.failed > 0 {
+                    Metrics::add(&counters.outbox_delivery_errors, report.failed as u64);
+                    if let Some(error) = &report.last_error {
+                        tracing::warn!(bucket, failed = report.failed, %error, "outbox records not delivered; retrying");
+                    }
+                    pass = Pass::Failed;
+                } else if report.delivered + report.superseded > 0 && matches!(pass, Pass::Idle) {
+                    // Progress: go again at once (a full batch may have more behind it). A
+                    // batch of records that cannot be decoded makes no progress and does not
+                    // spin: they wait, counted, for the next wake-up.
                     pass = Pass::MoreWork;
                 }
             }

@@ -109,7 +109,7 @@ counters! {
     outbox_deliveries: "Outbox records (invitations, replies) delivered to their destination shard.",
     outbox_deliveries_superseded: "Outbox records found already delivered (a newer copy was there) and removed.",
     outbox_records_corrupt: "Outbox records that did not decode, left in place.",
-    outbox_delivery_errors: "Outbox delivery passes that failed on a store error (retried).",
+    outbox_delivery_errors: "Outbox deliveries (or whole passes) that failed on a store error, retried later.",
     calendar_requests_refused: "Agenda API requests answered with a 4xx status.",
     replicas_failed: "Replicas stopped because a snapshot or state could not be used.",
     ws_connections: "WebSocket connections accepted.",

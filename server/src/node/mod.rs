@@ -792,10 +792,19 @@ where
             }
             // Published once applied (never earlier): the gateway queues them for its
             // dispatcher and returns at once.
-            if replica.is_leader()
-                && changed
-                    .iter()
-                    .any(|(_, changes)| self.shared.watch.touches(changes))
+            // The Ready that makes this replica leader applies before its soft state reaches
+            // the leader map; the soft state's own check wakes the watcher then.
+            let touched = changed
+                .iter()
+                .any(|(_, changes)| self.shared.watch.touches(changes));
+            if touched
+                && self
+                    .shared
+                    .leaders
+                    .lock()
+                    .expect("leaders lock")
+                    .get(&shard)
+                    == Some(&self.server_id)
             {
                 self.shared.watch.notify.notify_one();
             }
@@ -827,6 +836,17 @@ where
     }
 
     fn on_soft_state(&mut self, shard: ShardId, soft: raft_core::SoftState, term: u64) {
+        // The leader map first: what a notified task (the outbox delivery) asks of the service
+        // must already say who leads.
+        let previous = self
+            .shared
+            .leaders
+            .lock()
+            .expect("leaders lock")
+            .insert(shard, soft.leader_id);
+        if previous != Some(soft.leader_id) {
+            Metrics::add(&self.metrics.counters.leader_changes, 1);
+        }
         let ticks = self.ticks;
         let replica = self.replicas.get_mut(&shard).expect("present");
         let was_leader = replica.leader_since_tick.is_some();
@@ -844,11 +864,6 @@ where
         } else if soft.role != Role::Leader && was_leader {
             replica.leader_since_tick = None;
             replica.lost_leadership();
-        }
-        let mut leaders = self.shared.leaders.lock().expect("leaders lock");
-        let previous = leaders.insert(shard, soft.leader_id);
-        if previous != Some(soft.leader_id) {
-            Metrics::add(&self.metrics.counters.leader_changes, 1);
         }
     }
 

@@ -1,0 +1,382 @@
+//! One story per bug an adversarial review of the agenda layer found (each failed before its
+//! fix), named after the bug as it was.
+
+use agenda::events::{Attendee, EventChange, NewEvent, Response, Scope};
+use agenda::memory::{MemStore, TestEnv};
+use agenda::schedule::{Local, Schedule};
+use agenda::users::Registration;
+use agenda::{Agenda, Config};
+
+const JUNE_1_MS: i64 = 1_780_272_000_000;
+const HOUR_MS: i64 = 3_600_000;
+const DAY_MS: i64 = 24 * HOUR_MS;
+
+type TestAgenda = Agenda<MemStore, TestEnv>;
+
+fn run<F: std::future::Future>(future: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime")
+        .block_on(future)
+}
+
+fn agenda() -> TestAgenda {
+    Agenda::new(
+        MemStore::new(),
+        TestEnv::at(JUNE_1_MS - 30 * DAY_MS),
+        Config::for_tests(),
+    )
+}
+
+async fn register(agenda: &TestAgenda, name: &str) {
+    agenda
+        .register(Registration {
+            name: name.into(),
+            password: format!("{name} password"),
+            display_name: None,
+            zone: Some("Europe/Madrid".into()),
+            working_hours: None,
+        })
+        .await
+        .expect("registration");
+}
+
+fn local(text: &str) -> Local {
+    text.parse().expect("a local time")
+}
+
+fn schedule(rrule: Option<&str>) -> Schedule {
+    Schedule {
+        zone: "Europe/Madrid".into(),
+        start: local("2026-06-01T10:00"),
+        end: local("2026-06-01T11:00"),
+        rrule: rrule.map(str::to_owned),
+        exdates: Vec::new(),
+        overrides: Default::default(),
+    }
+}
+
+fn meeting(schedule: Schedule, attendees: &[&str]) -> NewEvent {
+    NewEvent {
+        title: "Planning".into(),
+        description: String::new(),
+        location: "Room 2".into(),
+        schedule,
+        attendees: attendees
+            .iter()
+            .map(|n| Attendee::User((*n).into()))
+            .collect(),
+    }
+}
+
+async fn deliver_all(agenda: &TestAgenda) {
+    for _ in 0..10 {
+        let am = agenda.deliver("am", 100).await.expect("delivery");
+        let nz = agenda.deliver("nz", 100).await.expect("delivery");
+        if am.delivered + am.superseded + nz.delivered + nz.superseded == 0 {
+            return;
+        }
+    }
+    panic!("the outboxes never emptied");
+}
+
+/// Deleting "this" occurrence of a one-off event writes a schedule that no longer validates
+/// (a one-off with an exdate); every calendar holding it stops expanding.
+#[test]
+fn deleting_this_occurrence_of_a_one_off_event_breaks_every_attendees_agenda() {
+    run(async {
+        let agenda = agenda();
+        register(&agenda, "alice").await;
+        register(&agenda, "nora").await;
+        let saved = agenda
+            .create_event("alice", meeting(schedule(None), &["nora"]))
+            .await
+            .unwrap();
+        deliver_all(&agenda).await;
+        let result = agenda
+            .delete_event(
+                "alice",
+                &saved.event.id,
+                Scope::This(local("2026-06-01T10:00")),
+            )
+            .await;
+        deliver_all(&agenda).await;
+        let nora = agenda
+            .agenda("nora", JUNE_1_MS, JUNE_1_MS + 7 * DAY_MS)
+            .await;
+        let alice = agenda
+            .agenda("alice", JUNE_1_MS, JUNE_1_MS + 7 * DAY_MS)
+            .await;
+        let busy = agenda
+            .free_busy(&["nora".into()], JUNE_1_MS, JUNE_1_MS + 7 * DAY_MS)
+            .await;
+        assert!(
+            result.is_err() || (nora.is_ok() && alice.is_ok() && busy.is_ok()),
+            "delete {result:?} left nora's agenda {nora:?}, alice's {alice:?}, busy {busy:?}"
+        );
+    });
+}
+
+/// Moving a series by an hour silently drops its exdates: a deleted occurrence comes back.
+#[test]
+fn moving_a_series_brings_back_a_deleted_occurrence() {
+    run(async {
+        let agenda = agenda();
+        register(&agenda, "alice").await;
+        let saved = agenda
+            .create_event("alice", meeting(schedule(Some("FREQ=WEEKLY;COUNT=4")), &[]))
+            .await
+            .unwrap();
+        let id = saved.event.id;
+        agenda
+            .delete_event("alice", &id, Scope::This(local("2026-06-08T10:00")))
+            .await
+            .unwrap();
+        let before = agenda
+            .agenda("alice", JUNE_1_MS, JUNE_1_MS + 30 * DAY_MS)
+            .await
+            .unwrap();
+        assert_eq!(before.len(), 3);
+        agenda
+            .update_event(
+                "alice",
+                &id,
+                EventChange {
+                    start: Some(local("2026-06-01T11:00")),
+                    end: Some(local("2026-06-01T12:00")),
+                    ..EventChange::default()
+                },
+            )
+            .await
+            .unwrap();
+        let after = agenda
+            .agenda("alice", JUNE_1_MS, JUNE_1_MS + 30 * DAY_MS)
+            .await
+            .unwrap();
+        let days: Vec<_> = after.iter().map(|e| e.start.clone()).collect();
+        assert_eq!(after.len(), 3, "the deleted occurrence is back: {days:?}");
+    });
+}
+
+/// An answer given while removed is dropped by the organizer's shard; after a re-add the
+/// attendee's calendar and the organizer's tally disagree for good.
+#[test]
+fn an_answer_dropped_while_removed_leaves_the_tally_wrong_after_a_re_add() {
+    run(async {
+        let agenda = agenda();
+        register(&agenda, "alice").await;
+        register(&agenda, "nora").await;
+        let id = agenda
+            .create_event(
+                "alice",
+                meeting(schedule(Some("FREQ=WEEKLY;COUNT=4")), &["nora"]),
+            )
+            .await
+            .unwrap()
+            .event
+            .id;
+        deliver_all(&agenda).await;
+        agenda
+            .rsvp("nora", &id, Response::Accepted, None)
+            .await
+            .unwrap();
+        deliver_all(&agenda).await;
+        // Alice removes nora; before the cancellation lands, nora declines.
+        let change = |who: &[&str]| EventChange {
+            attendees: Some(who.iter().map(|n| Attendee::User((*n).into())).collect()),
+            ..EventChange::default()
+        };
+        agenda
+            .update_event("alice", &id, change(&[]))
+            .await
+            .unwrap();
+        agenda
+            .rsvp("nora", &id, Response::Declined, None)
+            .await
+            .unwrap();
+        deliver_all(&agenda).await;
+        // Alice adds her back (no change of time or place: answers still count).
+        agenda
+            .update_event("alice", &id, change(&["nora"]))
+            .await
+            .unwrap();
+        deliver_all(&agenda).await;
+        let mine = agenda.invitations("nora", false).await.unwrap();
+        let tally = agenda.tally("alice", &id).await.unwrap();
+        assert_eq!(
+            Some(tally.attendees["nora"].0),
+            mine.first().map(|i| i.response),
+            "nora's calendar and alice's tally disagree"
+        );
+    });
+}
+
+/// Every login adds a session; expired ones are all deleted in the next login's transaction,
+/// which the store refuses beyond 1024 operations: the user can never log in again.
+#[test]
+fn many_expired_sessions_lock_the_user_out_for_good() {
+    run(async {
+        let agenda = agenda();
+        register(&agenda, "alice").await;
+        for _ in 0..1100 {
+            agenda.login("alice", "alice password").await.unwrap();
+        }
+        agenda.env().advance_ms(31 * DAY_MS);
+        let again = agenda.login("alice", "alice password").await;
+        assert!(again.is_ok(), "login after the sessions expired: {again:?}");
+    });
+}
+
+/// The attendee list is stored as given: duplicates are neither folded nor bounded (each also
+/// costs one read of the users shard).
+#[test]
+fn duplicate_attendees_are_unbounded() {
+    run(async {
+        let agenda = agenda();
+        register(&agenda, "alice").await;
+        register(&agenda, "nora").await;
+        let many = vec!["nora"; 5000];
+        let saved = agenda
+            .create_event("alice", meeting(schedule(None), &many))
+            .await;
+        assert!(
+            saved
+                .as_ref()
+                .map_or(true, |s| s.event.attendees.len() <= 400),
+            "stored {} attendees",
+            saved.unwrap().event.attendees.len()
+        );
+    });
+}
+
+/// `update_event` commits, then computes conflicts with `?`: a failure there answers an error
+/// for a write that happened (the client retries a committed change).
+#[test]
+fn an_update_that_committed_is_answered_as_an_error() {
+    run(async {
+        let agenda = agenda();
+        for name in ["alice", "bob", "nora"] {
+            register(&agenda, name).await;
+        }
+        // Bob leaves a schedule in nora's calendar that no longer expands (see above).
+        let poison = agenda
+            .create_event("bob", meeting(schedule(None), &["nora"]))
+            .await
+            .unwrap();
+        agenda
+            .delete_event(
+                "bob",
+                &poison.event.id,
+                Scope::This(local("2026-06-01T10:00")),
+            )
+            .await
+            .unwrap();
+        let id = agenda
+            .create_event("alice", meeting(schedule(Some("FREQ=WEEKLY;COUNT=4")), &[]))
+            .await
+            .unwrap()
+            .event
+            .id;
+        deliver_all(&agenda).await;
+        let result = agenda
+            .update_event(
+                "alice",
+                &id,
+                EventChange {
+                    title: Some("Renamed".into()),
+                    attendees: Some(vec![Attendee::User("nora".into())]),
+                    ..EventChange::default()
+                },
+            )
+            .await;
+        let stored = agenda.event("alice", &id).await.unwrap();
+        assert!(
+            result.is_ok() || stored.content.title != "Renamed",
+            "answered {result:?} but stored title {:?}",
+            stored.content.title
+        );
+    });
+}
+
+/// One record that fails to deliver (here: a destination record that does not decode; in
+/// production also a value over 1 MiB, a refused txn) aborts the whole pass with `?`: every
+/// record after it in the outbox waits forever.
+#[test]
+fn one_undeliverable_record_blocks_the_whole_outbox() {
+    run(async {
+        let agenda = agenda();
+        for name in ["alice", "bob", "nora"] {
+            register(&agenda, name).await;
+        }
+        // Something unreadable at bob's invitation key (bob sorts before nora in the outbox).
+        let first = agenda
+            .create_event("alice", meeting(schedule(None), &["bob"]))
+            .await
+            .unwrap();
+        let mut tx = agenda::Tx::new(agenda.store());
+        tx.put_record(
+            agenda::keys::invitation("bob", &first.event.id),
+            &serde_json::json!("not an invitation"),
+        );
+        tx.commit().await.unwrap();
+        let second = agenda
+            .create_event("alice", meeting(schedule(None), &["nora"]))
+            .await
+            .unwrap();
+        for _ in 0..5 {
+            let _ = agenda.deliver("am", 100).await;
+        }
+        let nora = agenda.invitations("nora", false).await.unwrap();
+        assert!(
+            nora.iter().any(|i| i.copy.event_id == second.event.id),
+            "nora's invitation is stuck behind bob's"
+        );
+    });
+}
+
+/// Replies of attendees who were removed stay; deleting the event deletes every reply and
+/// cancels every attendee in one transaction, which the store refuses past 1024 operations:
+/// the event can never be deleted.
+#[test]
+fn an_event_with_many_past_replies_cannot_be_deleted() {
+    run(async {
+        let agenda = agenda();
+        register(&agenda, "alice").await;
+        let users: Vec<String> = (0..600).map(|i| format!("u{i:03}")).collect();
+        for user in &users {
+            register(&agenda, user).await;
+        }
+        let ask = |who: &[String]| {
+            who.iter()
+                .map(|n| Attendee::User(n.clone()))
+                .collect::<Vec<_>>()
+        };
+        let mut new = meeting(schedule(Some("FREQ=WEEKLY;COUNT=4")), &[]);
+        new.attendees = ask(&users[..300]);
+        let id = agenda.create_event("alice", new).await.unwrap().event.id;
+        deliver_all(&agenda).await;
+        for user in &users[..300] {
+            agenda
+                .rsvp(user, &id, Response::Accepted, None)
+                .await
+                .unwrap();
+        }
+        deliver_all(&agenda).await;
+        let change = EventChange {
+            attendees: Some(ask(&users[300..])),
+            ..EventChange::default()
+        };
+        agenda.update_event("alice", &id, change).await.unwrap();
+        deliver_all(&agenda).await;
+        for user in &users[300..] {
+            agenda
+                .rsvp(user, &id, Response::Accepted, None)
+                .await
+                .unwrap();
+        }
+        deliver_all(&agenda).await;
+        let deleted = agenda.delete_event("alice", &id, Scope::All).await;
+        assert!(deleted.is_ok(), "delete: {deleted:?}");
+    });
+}

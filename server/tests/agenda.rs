@@ -1,0 +1,317 @@
+//! The agenda's HTTP API against a cluster of real servers on loopback: a cross-shard invitation
+//! delivered by the leader of the organizer's shard (also after that leader crashes), the answer
+//! travelling back, the agenda in the caller's zone, who may see what, and bad input.
+
+#![cfg(not(madsim))]
+
+mod support;
+
+use serde_json::{Value, json};
+use server::default_shards;
+use std::net::SocketAddr;
+use std::time::Duration;
+use support::TestCluster;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// One HTTP/1.1 request (`Connection: close`): the status and the body as JSON (`Null` if none).
+async fn http(
+    address: SocketAddr,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: Option<&str>,
+) -> (u16, Value) {
+    let mut stream = tokio::net::TcpStream::connect(address)
+        .await
+        .expect("connect");
+    let mut request = format!("{method} {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n");
+    if let Some(token) = token {
+        request.push_str(&format!("Authorization: Bearer {token}\r\n"));
+    }
+    let body = body.unwrap_or("");
+    if !body.is_empty() {
+        request.push_str("Content-Type: application/json\r\n");
+    }
+    request.push_str(&format!("Content-Length: {}\r\n\r\n{body}", body.len()));
+    stream.write_all(request.as_bytes()).await.expect("send");
+    let mut answer = Vec::new();
+    stream.read_to_end(&mut answer).await.expect("receive");
+    let answer = String::from_utf8(answer).expect("UTF-8");
+    let (head, body) = answer.split_once("\r\n\r\n").expect("a head and a body");
+    let status = head[9..12].parse().expect("a status code");
+    // Bodies here are small JSON documents without chunked encoding.
+    let json = serde_json::from_str(body).unwrap_or(Value::Null);
+    (status, json)
+}
+
+struct Api {
+    address: SocketAddr,
+}
+
+impl Api {
+    async fn call(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: Value,
+    ) -> (u16, Value) {
+        let body = (!body.is_null()).then(|| body.to_string());
+        http(self.address, method, path, token, body.as_deref()).await
+    }
+
+    /// Registers a user and logs in; returns the session token.
+    async fn user(&self, name: &str, zone: &str) -> String {
+        let registration = json!({"name": name, "password": "a long password", "display_name": name, "time_zone": zone});
+        let (status, profile) = self.call("POST", "/v1/users", None, registration).await;
+        assert_eq!(status, 201, "{profile}");
+        assert_eq!(profile["time_zone"], zone);
+        let (status, session) = self
+            .call(
+                "POST",
+                "/v1/sessions",
+                None,
+                json!({"name": name, "password": "a long password"}),
+            )
+            .await;
+        assert_eq!(status, 201, "{session}");
+        session["token"].as_str().expect("a token").to_owned()
+    }
+
+    /// Polls `path` until `done` holds of the answer (the outbox is delivered asynchronously).
+    async fn until(&self, path: &str, token: &str, done: impl Fn(&Value) -> bool) -> Value {
+        for _ in 0..200 {
+            let (status, value) = self.call("GET", path, Some(token), Value::Null).await;
+            if status == 200 && done(&value) {
+                return value;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let (status, last) = self.call("GET", path, Some(token), Value::Null).await;
+        panic!("{path} never reached the expected state: {status} {last}");
+    }
+}
+
+fn http_address(cluster: &TestCluster, id: u64) -> SocketAddr {
+    cluster.configs[id as usize - 1]
+        .me()
+        .http
+        .expect("HTTP is on")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_invitation_crosses_shards_and_the_answer_comes_back_also_when_a_leader_crashes() {
+    let mut cluster = TestCluster::start(3, default_shards(3)).await;
+    cluster.wait_for_leaders().await;
+    let api = Api {
+        address: http_address(&cluster, 1),
+    };
+    // alice's events live in shard 1 (a-m), nora's in shard 2 (n-z).
+    let alice = api.user("alice", "Europe/Madrid").await;
+    let nora = api.user("nora", "America/New_York").await;
+
+    let event = json!({
+        "title": "Planning", "location": "Room 2",
+        "start": "2026-06-01T10:00:00+02:00", "end": "2026-06-01T11:00:00+02:00",
+        "time_zone": "Europe/Madrid", "rrule": "FREQ=WEEKLY;COUNT=4", "attendees": ["nora"],
+    });
+    let (status, created) = api.call("POST", "/v1/events", Some(&alice), event).await;
+    assert_eq!(status, 201, "{created}");
+    let id = created["id"].as_str().expect("an id").to_owned();
+    assert!(id.starts_with("alice."));
+
+    let invitations = api
+        .until("/v1/invitations", &nora, |v| {
+            v["invitations"].as_array().is_some_and(|a| a.len() == 1)
+        })
+        .await;
+    assert_eq!(invitations["invitations"][0]["event_id"], id.as_str());
+    let agenda = api
+        .call(
+            "GET",
+            "/v1/agenda?from=2026-06-01T00:00:00Z&to=2026-06-08T00:00:00Z",
+            Some(&nora),
+            Value::Null,
+        )
+        .await
+        .1;
+    assert_eq!(
+        agenda["occurrences"][0]["start"], "2026-06-01T04:00:00-04:00",
+        "in nora's zone"
+    );
+
+    let (status, _) = api
+        .call(
+            "POST",
+            &format!("/v1/invitations/{id}/rsvp"),
+            Some(&nora),
+            json!({"response": "accepted"}),
+        )
+        .await;
+    assert_eq!(status, 200);
+    api.until(&format!("/v1/events/{id}/tally"), &alice, |v| {
+        v["counts"]["accepted"] == 1
+    })
+    .await;
+
+    // The leader of alice's events shard crashes right after acknowledging a second event:
+    // whichever server leads next delivers it.
+    let status = cluster.wait_for_leaders().await;
+    let leader = status.shards[0].leader_id;
+    assert_ne!(leader, 0, "shard 1 has a leader");
+    let second = json!({
+        "title": "Retro", "start": "2026-06-02T10:00", "end": "2026-06-02T11:00",
+        "time_zone": "Europe/Madrid", "attendees": ["nora"],
+    });
+    let api_elsewhere = Api {
+        address: http_address(&cluster, leader % 3 + 1),
+    };
+    let (status, created) = api_elsewhere
+        .call("POST", "/v1/events", Some(&alice), second)
+        .await;
+    assert_eq!(status, 201, "{created}");
+    cluster.crash(leader).await;
+    api_elsewhere
+        .until("/v1/invitations?all=true", &nora, |v| {
+            v["invitations"].as_array().is_some_and(|a| a.len() == 2)
+        })
+        .await;
+    cluster.restart(leader).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nobody_reads_or_changes_what_is_not_theirs() {
+    let cluster = TestCluster::start(3, default_shards(3)).await;
+    cluster.wait_for_leaders().await;
+    let api = Api {
+        address: http_address(&cluster, 2),
+    };
+    let alice = api.user("alice", "UTC").await;
+    let eve = api.user("eve", "UTC").await;
+    let (status, _) = api
+        .call(
+            "POST",
+            "/v1/groups",
+            Some(&alice),
+            json!({"id": "team", "name": "Team"}),
+        )
+        .await;
+    assert_eq!(status, 201);
+    let event = json!({"title": "Private", "start": "2026-06-01T10:00:00Z", "end": "2026-06-01T11:00:00Z", "time_zone": "UTC"});
+    let (_, created) = api.call("POST", "/v1/events", Some(&alice), event).await;
+    let id = created["id"].as_str().expect("an id").to_owned();
+
+    let event_path = format!("/v1/events/{id}");
+    let tally_path = format!("/v1/events/{id}/tally");
+    let patch = json!({"title": "Mine now"});
+    for (method, path, body, expected) in [
+        ("GET", event_path.as_str(), Value::Null, 404),
+        ("PATCH", event_path.as_str(), patch.clone(), 404),
+        ("DELETE", event_path.as_str(), Value::Null, 404),
+        ("GET", tally_path.as_str(), Value::Null, 404),
+        ("GET", "/v1/groups/team", Value::Null, 404),
+        (
+            "POST",
+            "/v1/groups/team/members",
+            json!({"user": "eve"}),
+            404,
+        ),
+        ("DELETE", "/v1/groups/team/members/alice", Value::Null, 404),
+        (
+            "POST",
+            &format!("/v1/invitations/{id}/rsvp"),
+            json!({"response": "accepted"}),
+            404,
+        ),
+    ] {
+        let (status, answer) = api.call(method, path, Some(&eve), body).await;
+        assert_eq!(status, expected, "{method} {path}: {answer}");
+    }
+    // Without a session, or with a forged one, nothing at all.
+    let forged = format!("alice.{}", "0".repeat(64));
+    for token in [None, Some("not-a-token"), Some(forged.as_str())] {
+        for (method, path) in [
+            ("GET", "/v1/me"),
+            ("GET", event_path.as_str()),
+            ("GET", "/v1/invitations"),
+        ] {
+            let (status, answer) = api.call(method, path, token, Value::Null).await;
+            assert_eq!(status, 401, "{method} {path} with {token:?}: {answer}");
+            assert_eq!(answer["code"], "unauthenticated");
+        }
+    }
+    // Alice still sees her own event, unchanged.
+    let (status, own) = api
+        .call("GET", &event_path, Some(&alice), Value::Null)
+        .await;
+    assert_eq!((status, own["title"].as_str()), (200, Some("Private")));
+    // After logout the token is dead on every server.
+    let (status, _) = api
+        .call("DELETE", "/v1/sessions/current", Some(&alice), Value::Null)
+        .await;
+    assert_eq!(status, 204);
+    let other = Api {
+        address: http_address(&cluster, 3),
+    };
+    assert_eq!(
+        other
+            .call("GET", "/v1/me", Some(&alice), Value::Null)
+            .await
+            .0,
+        401
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_gets_a_clear_4xx_is_counted_and_the_server_stays_up() {
+    let cluster = TestCluster::start(3, default_shards(3)).await;
+    cluster.wait_for_leaders().await;
+    let address = http_address(&cluster, 1);
+    let api = Api { address };
+    let alice = api.user("alice", "UTC").await;
+    let huge = "x".repeat(300);
+    let cases: Vec<(&str, &str, Option<&str>, String, u16)> = vec![
+        ("POST", "/v1/users", None, "{not json".into(), 400),
+        ("POST", "/v1/users", None, json!({"name": "Bad Name", "password": "a long password"}).to_string(), 400),
+        ("POST", "/v1/users", None, json!({"name": "alice", "password": "a long password"}).to_string(), 409),
+        ("POST", "/v1/users", None, json!({"name": "bob", "password": "short"}).to_string(), 400),
+        ("POST", "/v1/users", None, json!({"name": "bob", "password": "a long password", "time_zone": "Mars/Base"}).to_string(), 400),
+        ("POST", "/v1/sessions", None, json!({"name": "alice", "password": "wrong password"}).to_string(), 401),
+        ("POST", "/v1/events", Some(&alice), json!({"title": "x"}).to_string(), 422),
+        ("POST", "/v1/events", Some(&alice), json!({"title": huge, "start": "2026-06-01T10:00:00Z", "end": "2026-06-01T11:00:00Z"}).to_string(), 400),
+        ("POST", "/v1/events", Some(&alice), json!({"title": "x", "start": "2026-06-01T11:00:00Z", "end": "2026-06-01T10:00:00Z"}).to_string(), 400),
+        ("POST", "/v1/events", Some(&alice), json!({"title": "x", "start": "2026-06-01T10:00:00Z", "end": "2026-06-01T11:00:00Z", "rrule": "FREQ=SECONDLY"}).to_string(), 400),
+        ("POST", "/v1/events", Some(&alice), json!({"title": "x", "start": "2026-06-01T10:00:00Z", "end": "2026-06-01T11:00:00Z", "attendees": ["nobody"]}).to_string(), 404),
+        ("POST", "/v1/events", Some(&alice), json!({"title": "x", "start": "yesterday", "end": "today"}).to_string(), 400),
+        ("GET", "/v1/events/not-an-id", Some(&alice), String::new(), 400),
+        ("GET", "/v1/agenda?from=2026-06-01T00:00:00Z", Some(&alice), String::new(), 400),
+        ("GET", "/v1/agenda?from=2026-06-01T00:00:00Z&to=2030-06-01T00:00:00Z", Some(&alice), String::new(), 400),
+        ("POST", "/v1/freebusy", Some(&alice), json!({"users": ["alice"], "from": "x", "to": "y"}).to_string(), 400),
+        ("POST", "/v1/find-time", Some(&alice), json!({"users": ["alice"], "from": "2026-06-01T00:00:00Z", "to": "2026-06-02T00:00:00Z", "minutes": 0}).to_string(), 400),
+        ("POST", "/v1/groups", Some(&alice), json!({"id": "x"}).to_string(), 400),
+    ];
+    let refused_before = metric(address, "agenda_calendar_requests_refused");
+    for (method, path, token, body, expected) in &cases {
+        let (status, answer) = http(
+            address,
+            method,
+            path,
+            *token,
+            Some(body.as_str()).filter(|b| !b.is_empty()),
+        )
+        .await;
+        assert_eq!(status, *expected, "{method} {path} {body}: {answer}");
+        assert!(
+            answer["code"].is_string() && answer["message"].is_string(),
+            "{answer}"
+        );
+    }
+    let refused_after = metric(address, "agenda_calendar_requests_refused");
+    assert_eq!(refused_after - refused_before, cases.len() as f64);
+    assert_eq!(http(address, "GET", "/health", None, None).await.0, 200);
+}
+
+fn metric(address: SocketAddr, name: &str) -> f64 {
+    let text = server::probe::get(address, "/metrics").expect("metrics");
+    server::probe::metric(&text, name)
+}
