@@ -4,34 +4,14 @@
 
 use agenda::events::{Attendee, EventChange, NewEvent, Response, Scope};
 use agenda::groups::Role;
-use agenda::memory::{MemStore, TestEnv};
-use agenda::schedule::{Local, Schedule};
+use agenda::schedule::Schedule;
 use agenda::users::{ProfileChange, Registration};
-use agenda::{Agenda, AgendaError, Config, Tx};
+use agenda::{AgendaError, Config, Tx};
+
+mod support;
+use support::*;
 
 /// 2026-06-01T00:00:00Z, a Monday.
-const JUNE_1_MS: i64 = 1_780_272_000_000;
-const HOUR_MS: i64 = 3_600_000;
-const DAY_MS: i64 = 24 * HOUR_MS;
-
-type TestAgenda = Agenda<MemStore, TestEnv>;
-
-fn run<F: std::future::Future>(future: F) -> F::Output {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("a runtime")
-        .block_on(future)
-}
-
-fn agenda() -> TestAgenda {
-    Agenda::new(
-        MemStore::new(),
-        TestEnv::at(JUNE_1_MS - 30 * DAY_MS),
-        Config::for_tests(),
-    )
-}
-
 async fn register(agenda: &TestAgenda, name: &str, zone: &str) {
     agenda
         .register(Registration {
@@ -43,10 +23,6 @@ async fn register(agenda: &TestAgenda, name: &str, zone: &str) {
         })
         .await
         .expect("registration");
-}
-
-fn local(text: &str) -> Local {
-    text.parse().expect("a local time")
 }
 
 fn weekly(start: &str, end: &str, count: u32) -> Schedule {
@@ -93,18 +69,6 @@ async fn alice_invites(
         .create_event("alice", meeting(schedule, attendees))
         .await;
     saved.expect("the meeting is created").event.id
-}
-
-/// Runs every outbox until nothing is left, as the leaders' delivery tasks do.
-async fn deliver_all(agenda: &TestAgenda) {
-    for _ in 0..10 {
-        let am = agenda.deliver("am", 100).await.expect("delivery");
-        let nz = agenda.deliver("nz", 100).await.expect("delivery");
-        if am.delivered + am.superseded + nz.delivered + nz.superseded == 0 {
-            return;
-        }
-    }
-    panic!("the outboxes never emptied");
 }
 
 fn outbox_is_empty(agenda: &TestAgenda) -> bool {

@@ -2,32 +2,11 @@
 //! fix), named after the bug as it was.
 
 use agenda::events::{Attendee, EventChange, NewEvent, Response, Scope};
-use agenda::memory::{MemStore, TestEnv};
-use agenda::schedule::{Local, Schedule};
+use agenda::schedule::Schedule;
 use agenda::users::Registration;
-use agenda::{Agenda, Config};
 
-const JUNE_1_MS: i64 = 1_780_272_000_000;
-const HOUR_MS: i64 = 3_600_000;
-const DAY_MS: i64 = 24 * HOUR_MS;
-
-type TestAgenda = Agenda<MemStore, TestEnv>;
-
-fn run<F: std::future::Future>(future: F) -> F::Output {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("a runtime")
-        .block_on(future)
-}
-
-fn agenda() -> TestAgenda {
-    Agenda::new(
-        MemStore::new(),
-        TestEnv::at(JUNE_1_MS - 30 * DAY_MS),
-        Config::for_tests(),
-    )
-}
+mod support;
+use support::*;
 
 async fn register(agenda: &TestAgenda, name: &str) {
     agenda
@@ -40,10 +19,6 @@ async fn register(agenda: &TestAgenda, name: &str) {
         })
         .await
         .expect("registration");
-}
-
-fn local(text: &str) -> Local {
-    text.parse().expect("a local time")
 }
 
 fn schedule(rrule: Option<&str>) -> Schedule {
@@ -70,19 +45,6 @@ fn meeting(schedule: Schedule, attendees: &[&str]) -> NewEvent {
     }
 }
 
-async fn deliver_all(agenda: &TestAgenda) {
-    for _ in 0..10 {
-        let am = agenda.deliver("am", 100).await.expect("delivery");
-        let nz = agenda.deliver("nz", 100).await.expect("delivery");
-        if am.delivered + am.superseded + nz.delivered + nz.superseded == 0 {
-            return;
-        }
-    }
-    panic!("the outboxes never emptied");
-}
-
-/// Deleting "this" occurrence of a one-off event writes a schedule that no longer validates
-/// (a one-off with an exdate); every calendar holding it stops expanding.
 #[test]
 fn deleting_this_occurrence_of_a_one_off_event_breaks_every_attendees_agenda() {
     run(async {
