@@ -155,7 +155,14 @@ pub(crate) async fn run_delivery(
         }
         let mut retry = RETRY_INITIAL;
         loop {
-            match deliver_once(&agenda, &service).await {
+            // A stopping server does not wait for a pass in flight (its requests could take a
+            // request timeout): the work is in the store, and the next leader resumes it.
+            let pass = tokio::select! {
+                biased;
+                () = shutdown.cancelled() => return,
+                pass = deliver_once(&agenda, &service) => pass,
+            };
+            match pass {
                 Pass::Idle => break,
                 Pass::MoreWork => retry = RETRY_INITIAL,
                 Pass::Failed => {

@@ -46,6 +46,8 @@ pub mod options;
 pub mod timeline;
 
 #[cfg(madsim)]
+pub mod agenda;
+#[cfg(madsim)]
 pub mod history;
 #[cfg(madsim)]
 pub mod invariants;

@@ -182,6 +182,8 @@ pub struct Options {
     /// The channels of the gateway's subscribers, one subscriber each, on machines of their
     /// own.
     pub subscribers: Vec<Channel>,
+    /// People using the agenda layer (each on a machine of its own), 0 to 2.
+    pub agenda_clients: usize,
     /// The fault mix.
     pub faults: Faults,
     /// Per server (by id − 1), how many parts per million slower (positive) or faster its
@@ -287,6 +289,8 @@ impl Options {
                 _ => Channel::Shard(1),
             })
             .collect();
+        // Drawn last, so that what every earlier option drew is unchanged.
+        let agenda_clients = draw.between(0, 2) as usize;
         Options {
             seed,
             focus: Focus::Any,
@@ -301,6 +305,7 @@ impl Options {
             clients,
             keys,
             subscribers,
+            agenda_clients,
             faults,
             clock_drift_ppm,
             safety_ms: 20_000,
@@ -378,7 +383,7 @@ impl fmt::Display for Options {
             .collect();
         write!(
             formatter,
-            "seed {}{}: {} servers, shards [{}], heartbeat {} / election {} ticks of {} ms, snapshot every {} entries, appends of at most {} bytes, {} reads, {} clients on {} keys, subscribers to {:?}, faults {:?}{}",
+            "seed {}{}: {} servers, shards [{}], heartbeat {} / election {} ticks of {} ms, snapshot every {} entries, appends of at most {} bytes, {} reads, {} clients on {} keys, {} agenda clients, subscribers to {:?}, faults {:?}{}",
             self.seed,
             match self.focus {
                 Focus::Any => String::new(),
@@ -398,6 +403,7 @@ impl fmt::Display for Options {
             },
             self.clients,
             self.keys.len(),
+            self.agenda_clients,
             self.subscribers
                 .iter()
                 .map(Channel::name)

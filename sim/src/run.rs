@@ -39,6 +39,10 @@ pub struct Report {
     pub entries_applied: u64,
     /// Snapshots installed over every replica.
     pub snapshots_installed: u64,
+    /// Agenda operations acknowledged, and failed or unknown.
+    pub agenda_operations: (usize, usize),
+    /// Invitations checked at the end against their events' last version.
+    pub invitations_checked: usize,
     /// Simulated time the run took.
     pub simulated: Duration,
 }
@@ -461,6 +465,25 @@ pub async fn run_focused(focus: Focus) -> Result<Report, Failure> {
         )));
     }
 
+    // People using the agenda layer, each on a machine of its own.
+    let agenda_log = Arc::new(std::sync::Mutex::new(crate::agenda::Log::default()));
+    for index in 0..options.agenda_clients {
+        let node = handle
+            .create_node()
+            .name(format!("agenda-{index}"))
+            .ip([10, 0, 5, index as u8 + 1].into())
+            .build();
+        machines.0.push(node.id());
+        let client = client(&options, Duration::from_secs(5));
+        let draw = Draw::new(seed ^ (index as u64 + 1).rotate_left(56));
+        workers.push(node.spawn(crate::agenda::workload(
+            client,
+            draw,
+            safety_end,
+            agenda_log.clone(),
+        )));
+    }
+
     // The gateway's subscribers, each on its own machine, until the end of the run.
     let subscribers_stop = Arc::new(AtomicBool::new(false));
     let mut feeds = Vec::new();
@@ -578,6 +601,23 @@ pub async fn run_focused(focus: Focus) -> Result<Report, Failure> {
     if let Some(violation) = invariants.violation() {
         return Err(fail(violation));
     }
+    // The agenda's outboxes are delivered, and every attendee holds each event's last version.
+    let agenda_log = agenda_log.lock().expect("no panic holds the log").clone();
+    let invitations_checked = if options.agenda_clients > 0 {
+        let checker = client(&options, Duration::from_secs(5));
+        let deadline = liveness_end.max(Instant::now() + Duration::from_secs(20));
+        let log = agenda_log.clone();
+        let checked = probe_node
+            .spawn(async move { crate::agenda::check(checker, &log, deadline).await })
+            .await
+            .unwrap_or_else(|_| Err("the agenda checker panicked".into()));
+        match checked {
+            Ok(checked) => checked,
+            Err(reason) => return Err(fail(reason)),
+        }
+    } else {
+        0
+    };
     let history: History = recorder.history();
     if let Err(reason) = history.check() {
         let timeline = timeline(
@@ -614,6 +654,8 @@ pub async fn run_focused(focus: Focus) -> Result<Report, Failure> {
         faults,
         entries_applied,
         snapshots_installed,
+        agenda_operations: (agenda_log.acknowledged, agenda_log.failed),
+        invitations_checked,
         simulated: started.elapsed(),
     })
 }

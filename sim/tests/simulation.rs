@@ -13,7 +13,7 @@ async fn a_seeded_cluster_under_faults_stays_linearizable_and_recovers() {
     match sim::run().await {
         Ok(report) => {
             println!(
-                "seed {}: {} operations ({} with unknown outcome), {} faults, {} entries applied, {} snapshots installed, {} notifications over {} resumes",
+                "seed {}: {} operations ({} with unknown outcome), {} faults, {} entries applied, {} snapshots installed, {} notifications over {} resumes, agenda: {} operations acknowledged, {} failed or unknown, {} invitations checked",
                 report.options.seed,
                 report.operations,
                 report.unknown,
@@ -21,7 +21,10 @@ async fn a_seeded_cluster_under_faults_stays_linearizable_and_recovers() {
                 report.entries_applied,
                 report.snapshots_installed,
                 report.notifications,
-                report.resumes
+                report.resumes,
+                report.agenda_operations.0,
+                report.agenda_operations.1,
+                report.invitations_checked
             );
         }
         Err(failure) => panic!("{failure}"),

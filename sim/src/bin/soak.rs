@@ -55,7 +55,7 @@ mod soak {
             let started = Instant::now();
             let line = match sim::run_seed_focused(seed, sim::Focus::from_env()) {
                 Ok(report) => format!(
-                    "ok {seed} {} {} {} {} {} {} {}\n",
+                    "ok {seed} {} {} {} {} {} {} {} {}\n",
                     report.simulated.as_secs_f64(),
                     report.faults,
                     report.operations,
@@ -63,6 +63,7 @@ mod soak {
                     report.options.shards.len(),
                     started.elapsed().as_secs_f64(),
                     report.notifications,
+                    report.invitations_checked,
                 ),
                 Err(failure) => {
                     let reason = failure.reason.lines().next().unwrap_or("").to_owned();
@@ -82,6 +83,7 @@ mod soak {
         faults: u64,
         operations: u64,
         notifications: u64,
+        invitations: u64,
         default_cluster_seconds: f64,
         default_cluster_wall_seconds: f64,
         failures: Vec<(u64, String)>,
@@ -105,12 +107,14 @@ mod soak {
                             shards,
                             wall,
                             notifications,
+                            invitations,
                         ] = values[..]
                         {
                             totals.simulated_seconds += seconds;
                             totals.faults += faults as u64;
                             totals.operations += operations as u64;
                             totals.notifications += notifications as u64;
+                            totals.invitations += invitations as u64;
                             if servers == 4.0 && shards == 4.0 {
                                 totals.default_cluster_seconds += seconds;
                                 totals.default_cluster_wall_seconds += wall;
@@ -226,6 +230,7 @@ mod soak {
         println!("faults injected:     {}", totals.faults);
         println!("operations checked:  {}", totals.operations);
         println!("notifications checked: {}", totals.notifications);
+        println!("invitations checked: {}", totals.invitations);
         println!("failures:            {}", totals.failures.len());
         for (seed, reason) in &totals.failures {
             println!("  seed {seed}: {reason}");
