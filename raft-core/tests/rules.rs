@@ -778,3 +778,116 @@ fn a_probing_leader_heeds_only_the_rejection_of_its_last_probe() {
         .unwrap();
     assert_eq!(leader.progress(2).unwrap().next_index, acknowledged + 1);
 }
+
+// ---- src/log.rs ----
+
+/// Rule: a queue gives its spare capacity back only once it is less than a quarter full (and
+/// holds more than 64 slots): a queue that stays dense keeps its capacity, so that a steady
+/// stream of appends and acknowledgements does not reallocate it again and again.
+#[test]
+fn a_queue_gives_back_its_capacity_only_when_less_than_a_quarter_full() {
+    let mut leader = lone_leader(|config| {
+        config.check_quorum = false;
+        config.inflight_messages_max = 1024;
+    });
+    let term = leader.term();
+    leader
+        .step(message(2, 1, term, acknowledge(leader.last_index())))
+        .unwrap();
+    drain(&mut leader);
+    let first_sent = leader.last_index() + 1;
+    for write in 0..256 {
+        leader.propose(data(&format!("w{write}"))).unwrap();
+        drain(&mut leader);
+    }
+    assert_eq!(leader.progress(2).unwrap().inflight_count(), 256);
+    let full = leader.buffer_capacity();
+    // A quarter full (64 of 256): kept.
+    leader
+        .step(message(2, 1, term, acknowledge(first_sent + 191)))
+        .unwrap();
+    drain(&mut leader);
+    assert_eq!(leader.progress(2).unwrap().inflight_count(), 64);
+    assert_eq!(leader.buffer_capacity(), full, "a quarter full: kept");
+    // Less than a quarter full: given back, down to 64 slots.
+    leader
+        .step(message(2, 1, term, acknowledge(first_sent + 192)))
+        .unwrap();
+    drain(&mut leader);
+    assert_eq!(leader.progress(2).unwrap().inflight_count(), 63);
+    let released = full - leader.buffer_capacity();
+    assert!(released >= 128, "{released} slots released");
+}
+
+/// Rule: [`Node::entries_in_memory`] counts the entries since the last compaction: it grows with
+/// every entry appended and drops to those after the compaction point when the log is compacted.
+#[test]
+fn entries_in_memory_counts_the_entries_after_the_compaction_point() {
+    let mut leader = lone_leader(|config| config.check_quorum = false);
+    let term = leader.term();
+    assert_eq!(leader.entries_in_memory() as u64, leader.last_index());
+    for write in 0..3 {
+        leader.propose(data(&format!("w{write}"))).unwrap();
+    }
+    drain(&mut leader);
+    let compacted_to = leader.last_index();
+    assert_eq!(leader.entries_in_memory() as u64, compacted_to);
+    leader
+        .step(message(2, 1, term, acknowledge(compacted_to)))
+        .unwrap();
+    drain(&mut leader);
+    assert_eq!(leader.applied_index(), compacted_to);
+    leader.propose(data("after")).unwrap();
+    leader.propose(data("after, too")).unwrap();
+    drain(&mut leader);
+    leader.compact(compacted_to, data("state")).unwrap();
+    assert_eq!(leader.entries_in_memory(), 2);
+}
+
+/// Rule: a Ready hands the application at most `uncommitted_bytes_max` bytes of committed
+/// entries (at least one); the rest stay pending, and [`Node::has_ready`] says so until every
+/// committed entry was handed out.
+#[test]
+fn committed_entries_beyond_one_readys_budget_come_out_in_the_next() {
+    let mut config = Config::new(2, GROUP_ID);
+    config.entry_size_bytes_max = 64;
+    config.uncommitted_bytes_max = 64;
+    let mut follower = Node::new(config, InitialState::bootstrap(&[1, 2, 3])).unwrap();
+    let prev_index = follower.last_index();
+    let prev_term = follower.term_at(prev_index).unwrap();
+    let entries: Vec<Entry> = (1..=5)
+        .map(|offset| Entry {
+            index: prev_index + offset,
+            term: prev_term + 1,
+            kind: EntryKind::Normal,
+            data: data(&"x".repeat(30)),
+        })
+        .collect();
+    let last = prev_index + 5;
+    let append = MessageBody::Append {
+        prev_index,
+        prev_term,
+        entries,
+        commit: last,
+    };
+    follower.step(message(1, 2, prev_term + 1, append)).unwrap();
+    let mut readies_with_committed_entries = 0;
+    while follower.has_ready() {
+        let ready = follower.ready();
+        let bytes: u64 = ready.committed_entries.iter().map(Entry::size_bytes).sum();
+        assert!(
+            ready.committed_entries.len() == 1 || bytes <= 64,
+            "{bytes} bytes"
+        );
+        if !ready.committed_entries.is_empty() {
+            readies_with_committed_entries += 1;
+        }
+        follower.advance(ready.number);
+    }
+    assert_eq!(
+        follower.applied_index(),
+        last,
+        "every committed entry handed out"
+    );
+    assert!(readies_with_committed_entries >= 3);
+}
