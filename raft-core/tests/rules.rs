@@ -8,7 +8,7 @@ use raft_core::testing::{
 };
 use raft_core::{
     ConfChange, ConfState, Config, Entry, EntryKind, INDEX_AND_TERM_MAX, InitialState, MessageBody,
-    Node, ProgressState, ReadMode, Role, Snapshot, SnapshotMeta, StepError,
+    Node, ProgressState, ProposeError, ReadMode, Role, Snapshot, SnapshotMeta, StepError,
 };
 
 fn data(text: &str) -> Bytes {
@@ -890,4 +890,235 @@ fn committed_entries_beyond_one_readys_budget_come_out_in_the_next() {
         "every committed entry handed out"
     );
     assert!(readies_with_committed_entries >= 3);
+}
+
+// ---- src/node/requests.rs ----
+
+/// Rule: every refused membership change counts as a refused proposal, once, whatever the
+/// reason.
+#[test]
+fn every_refused_membership_change_is_counted_once() {
+    let mut leader = lone_leader(|_| {});
+    assert_eq!(
+        leader.propose_conf_change(ConfChange::AddLearner(4)),
+        Err(ProposeError::NotCommittedInTerm)
+    );
+    assert_eq!(leader.metrics().proposals_refused, 1);
+    let term = leader.term();
+    leader
+        .step(message(2, 1, term, acknowledge(leader.last_index())))
+        .unwrap();
+    drain(&mut leader);
+    for refused in 2..=3 {
+        let already_a_voter = leader.propose_conf_change(ConfChange::AddVoter(2));
+        assert!(matches!(
+            already_a_voter,
+            Err(ProposeError::InvalidConfChange { .. })
+        ));
+        assert_eq!(leader.metrics().proposals_refused, refused);
+    }
+}
+
+/// Rule: a membership change that would change nothing (adding a learner twice) or names node 0
+/// is refused as invalid, before anything is appended.
+#[test]
+fn a_membership_change_that_changes_nothing_or_names_node_0_is_refused() {
+    let mut leader = lone_leader(|_| {});
+    let term = leader.term();
+    leader
+        .step(message(2, 1, term, acknowledge(leader.last_index())))
+        .unwrap();
+    drain(&mut leader);
+    let index = leader
+        .propose_conf_change(ConfChange::AddLearner(4))
+        .unwrap();
+    drain(&mut leader);
+    leader
+        .step(message(2, 1, term, acknowledge(index)))
+        .unwrap();
+    drain(&mut leader);
+    assert_eq!(leader.commit_index(), index);
+    assert!(leader.membership().is_learner(4));
+    let last_index = leader.last_index();
+    for change in [
+        ConfChange::AddLearner(4),
+        ConfChange::AddVoter(0),
+        ConfChange::AddLearner(0),
+    ] {
+        let refused = leader.propose_conf_change(change);
+        assert!(
+            matches!(refused, Err(ProposeError::InvalidConfChange { .. })),
+            "{change:?}: {refused:?}"
+        );
+    }
+    assert_eq!(leader.last_index(), last_index, "nothing appended");
+}
+
+/// Rule: the last voter of a group cannot remove itself: the change is refused as invalid (a
+/// group without voters could never elect a leader again).
+#[test]
+fn the_last_voter_cannot_remove_itself() {
+    let mut node = Node::new(Config::new(1, GROUP_ID), InitialState::bootstrap(&[1])).unwrap();
+    while node.role() != Role::Leader {
+        node.tick();
+        drain(&mut node);
+    }
+    drain(&mut node);
+    assert_eq!(node.commit_index(), node.last_index());
+    let last_index = node.last_index();
+    let refused = node.propose_conf_change(ConfChange::RemoveNode(1));
+    assert!(
+        matches!(refused, Err(ProposeError::InvalidConfChange { .. })),
+        "{refused:?}"
+    );
+    assert_eq!(node.last_index(), last_index, "nothing appended");
+    assert_eq!(node.membership().voters, [1]);
+}
+
+/// Rule: the entry size limit is inclusive: a payload of exactly `entry_size_bytes_max` bytes is
+/// accepted, one more byte is refused.
+#[test]
+fn the_entry_size_limit_is_inclusive() {
+    let mut leader = lone_leader(|config| config.entry_size_bytes_max = 100);
+    leader.propose(Bytes::from(vec![0u8; 100])).unwrap();
+    let refused = leader.propose(Bytes::from(vec![0u8; 101]));
+    assert_eq!(
+        refused,
+        Err(ProposeError::EntryTooLarge {
+            entry_bytes: 101,
+            limit_bytes: 100
+        })
+    );
+}
+
+/// Rule: with nothing uncommitted, a proposal is accepted even if it alone exceeds the
+/// uncommitted limit (its header counts there, not in the entry size limit), so that a leader
+/// always makes progress; the next one waits for the commit.
+#[test]
+fn the_first_proposal_after_a_burst_is_accepted_whatever_its_size() {
+    let mut leader = lone_leader(|config| {
+        config.entry_size_bytes_max = 100;
+        config.uncommitted_bytes_max = 100;
+    });
+    leader.propose(Bytes::from(vec![0u8; 100])).unwrap();
+    let refused = leader.propose(Bytes::from(vec![0u8; 1]));
+    assert!(
+        matches!(refused, Err(ProposeError::UncommittedLimit { .. })),
+        "{refused:?}"
+    );
+}
+
+/// Rule: the uncommitted limit is inclusive: proposals are accepted until their counted bytes
+/// (payload and header) reach `uncommitted_bytes_max` exactly; the next byte is refused.
+#[test]
+fn the_uncommitted_limit_is_inclusive() {
+    let entry_bytes = 100 + Entry::HEADER_SIZE_BYTES;
+    let mut leader = lone_leader(|config| {
+        config.entry_size_bytes_max = 100;
+        config.uncommitted_bytes_max = 2 * entry_bytes;
+    });
+    leader.propose(Bytes::from(vec![0u8; 100])).unwrap();
+    leader.propose(Bytes::from(vec![0u8; 100])).unwrap();
+    let refused = leader.propose(Bytes::new());
+    assert_eq!(
+        refused,
+        Err(ProposeError::UncommittedLimit {
+            uncommitted_bytes: 2 * entry_bytes,
+            entry_bytes: Entry::HEADER_SIZE_BYTES,
+            limit_bytes: 2 * entry_bytes,
+        })
+    );
+}
+
+/// Answers every heartbeat `leader` sent to node 2 as node 2 would; returns how many.
+fn answer_heartbeats_from_2(leader: &mut Node) -> usize {
+    let term = leader.term();
+    let heartbeats: Vec<MessageBody> = drain(leader)
+        .into_iter()
+        .filter(|sent| sent.to == 2)
+        .filter_map(|sent| match sent.body {
+            MessageBody::Heartbeat {
+                read_sequence,
+                sent_at_tick,
+                ..
+            } => Some(MessageBody::HeartbeatResponse {
+                read_sequence,
+                sent_at_tick,
+            }),
+            _ => None,
+        })
+        .collect();
+    for answer in &heartbeats {
+        leader.step(message(2, 1, term, answer.clone())).unwrap();
+    }
+    heartbeats.len()
+}
+
+/// Whether a read asked of `leader` now is served at once (from its lease).
+fn read_served_at_once(leader: &mut Node, request_id: u64) -> bool {
+    leader.read_index(request_id).unwrap();
+    let ready = leader.ready();
+    leader.advance(ready.number);
+    ready
+        .read_states
+        .iter()
+        .any(|read| read.request_id == request_id)
+}
+
+/// Rule: a leadership transfer revokes the lease for the rest of the term, also after the
+/// transfer was abandoned: heartbeats acknowledged later confirm reads one by one (ReadIndex),
+/// never a lease again, since the target may have campaigned.
+#[test]
+fn a_transfer_revokes_the_lease_for_the_rest_of_the_term() {
+    let mut leader = lone_leader(|config| config.read_mode = ReadMode::LeaseBased);
+    let term = leader.term();
+    leader
+        .step(message(2, 1, term, acknowledge(leader.last_index())))
+        .unwrap();
+    drain(&mut leader);
+    leader.read_index(1).unwrap();
+    assert_eq!(answer_heartbeats_from_2(&mut leader), 1);
+    assert!(read_served_at_once(&mut leader, 2), "the lease holds");
+    leader.transfer_leader(2).unwrap();
+    drain(&mut leader);
+    // Node 2 never campaigns: the transfer is abandoned after an election timeout.
+    for _ in 0..leader.config().election_timeout_ticks {
+        leader.tick();
+        answer_heartbeats_from_2(&mut leader);
+    }
+    assert_eq!(leader.role(), Role::Leader);
+    assert_eq!(leader.transfer_target(), None);
+    assert_eq!(leader.metrics().transfers_aborted, 1);
+    leader.tick();
+    leader.tick();
+    assert!(answer_heartbeats_from_2(&mut leader) > 0);
+    assert!(
+        !read_served_at_once(&mut leader, 3),
+        "no lease in this term"
+    );
+}
+
+/// Rule: the leader counts itself as acknowledging its own lease at the current tick (the tick
+/// after the last one that passed), so that even the shortest lease (one tick, with an election
+/// timeout of 3) serves a read in the tick a quorum acknowledged the heartbeat.
+#[test]
+fn the_shortest_lease_serves_reads_in_the_tick_of_its_acknowledgement() {
+    let mut leader = lone_leader(|config| {
+        config.read_mode = ReadMode::LeaseBased;
+        config.election_timeout_ticks = 3;
+        config.heartbeat_interval_ticks = 1;
+    });
+    let term = leader.term();
+    leader
+        .step(message(2, 1, term, acknowledge(leader.last_index())))
+        .unwrap();
+    drain(&mut leader);
+    leader.read_index(1).unwrap();
+    assert_eq!(answer_heartbeats_from_2(&mut leader), 1);
+    assert!(read_served_at_once(&mut leader, 2));
+    leader.tick();
+    assert!(
+        !read_served_at_once(&mut leader, 3),
+        "one tick later: expired"
+    );
 }
