@@ -1122,3 +1122,63 @@ fn the_shortest_lease_serves_reads_in_the_tick_of_its_acknowledgement() {
         "one tick later: expired"
     );
 }
+
+// ---- src/config.rs ----
+
+/// Rule: `Config::validate` refuses each broken relation between the settings on its own (one
+/// setting changed from the defaults), and accepts every bound itself.
+#[test]
+fn each_relation_between_settings_is_checked_alone_and_its_bound_accepted() {
+    type Adjust = fn(&mut Config);
+    let refused: [(&str, Adjust); 8] = [
+        ("id 0", |config| config.id = 0),
+        ("no heartbeat", |config| config.heartbeat_interval_ticks = 0),
+        ("election timeout = heartbeat", |config| {
+            config.election_timeout_ticks = config.heartbeat_interval_ticks;
+        }),
+        ("no append in flight", |config| {
+            config.inflight_messages_max = 0;
+        }),
+        ("empty appends", |config| config.append_size_bytes_max = 0),
+        ("inflight bytes below one append", |config| {
+            config.inflight_bytes_max = config.append_size_bytes_max - 1;
+        }),
+        ("uncommitted bytes below one entry", |config| {
+            config.uncommitted_bytes_max = config.entry_size_bytes_max - 1;
+        }),
+        ("lease without check-quorum", |config| {
+            config.read_mode = ReadMode::LeaseBased;
+            config.check_quorum = false;
+        }),
+    ];
+    let accepted: [(&str, Adjust); 6] = [
+        ("election timeout = heartbeat + 1", |config| {
+            config.election_timeout_ticks = config.heartbeat_interval_ticks + 1;
+        }),
+        ("one append in flight", |config| {
+            config.inflight_messages_max = 1;
+        }),
+        ("inflight bytes = one append", |config| {
+            config.inflight_bytes_max = config.append_size_bytes_max;
+        }),
+        ("appends of one byte", |config| {
+            config.append_size_bytes_max = 1
+        }),
+        ("uncommitted bytes = one entry", |config| {
+            config.uncommitted_bytes_max = config.entry_size_bytes_max;
+        }),
+        ("lease with check-quorum", |config| {
+            config.read_mode = ReadMode::LeaseBased;
+        }),
+    ];
+    for (name, adjust) in refused {
+        let mut config = Config::new(1, GROUP_ID);
+        adjust(&mut config);
+        assert!(config.validate().is_err(), "{name}: accepted");
+    }
+    for (name, adjust) in accepted {
+        let mut config = Config::new(1, GROUP_ID);
+        adjust(&mut config);
+        assert_eq!(config.validate(), Ok(()), "{name}");
+    }
+}
