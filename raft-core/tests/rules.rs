@@ -1182,3 +1182,32 @@ fn each_relation_between_settings_is_checked_alone_and_its_bound_accepted() {
         assert_eq!(config.validate(), Ok(()), "{name}");
     }
 }
+
+// ---- src/message.rs ----
+
+/// Rule: a membership is valid only with at least one voter, both lists sorted and free of
+/// duplicates, no node 0, and no node both voter and learner; each flaw alone makes it invalid.
+#[test]
+fn a_membership_is_invalid_by_any_one_flaw() {
+    let membership = |voters: &[u64], learners: &[u64]| ConfState {
+        voters: voters.to_vec(),
+        learners: learners.to_vec(),
+    };
+    assert!(membership(&[1, 2, 3], &[4, 5]).is_valid());
+    assert!(membership(&[1], &[]).is_valid());
+    for (voters, learners) in [
+        (&[][..], &[4][..]),
+        (&[2, 1], &[]),
+        (&[1, 1], &[]),
+        (&[1], &[5, 4]),
+        (&[1], &[4, 4]),
+        (&[0, 1], &[]),
+        (&[1], &[0, 4]),
+        (&[1, 2], &[2]),
+    ] {
+        assert!(
+            !membership(voters, learners).is_valid(),
+            "{voters:?} {learners:?}"
+        );
+    }
+}
