@@ -314,6 +314,18 @@ mod tests {
         assert_eq!(log.find_conflict_by_term(6, 0), 0);
     }
 
+    /// The result is an index whose term the log knows: at the lowest the compaction point,
+    /// even when the snapshot's term is higher than the one asked about. (Going below it would
+    /// be safe on the leader's side, where it sends the snapshot one round trip sooner, but the
+    /// follower's side reads the term at the result to build its hint; see MUTANTS.md.)
+    #[test]
+    fn find_conflict_by_term_stops_at_the_compaction_point() {
+        let log = RaftLog::recovered(3, 4, vec![entry(4, 5), entry(5, 5)]);
+        assert_eq!(log.find_conflict_by_term(5, 2), 3);
+        assert_eq!(log.term(3), Some(4));
+        assert_eq!(log.find_conflict_by_term(5, 5), 5);
+    }
+
     #[test]
     fn compaction_keeps_terms_at_the_boundary() {
         let mut log = log_with_terms(&[1, 2, 3]);

@@ -57,4 +57,14 @@ mod tests {
         apply(&mut membership, ConfChange::RemoveNode(3));
         assert_eq!(membership.voters, [3], "the last voter stays");
     }
+
+    /// A voter named as a learner stays a voter only: it is not listed as a learner besides
+    /// (a membership whose learners and voters overlap is invalid).
+    #[test]
+    fn adding_a_voter_as_a_learner_changes_nothing() {
+        let mut membership = ConfState::with_voters(&[1, 2]);
+        apply(&mut membership, ConfChange::AddLearner(2));
+        assert_eq!(membership, ConfState::with_voters(&[1, 2]));
+        assert!(membership.is_valid());
+    }
 }

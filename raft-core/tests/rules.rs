@@ -8,7 +8,7 @@ use raft_core::testing::{
 };
 use raft_core::{
     ConfChange, ConfState, Config, Entry, EntryKind, INDEX_AND_TERM_MAX, InitialState, MessageBody,
-    Node, ProgressState, ReadMode, Role, Snapshot, SnapshotMeta, StepError,
+    Node, ProgressState, ProposeError, ReadMode, Role, Snapshot, SnapshotMeta, StepError,
 };
 
 fn data(text: &str) -> Bytes {
@@ -777,4 +777,437 @@ fn a_probing_leader_heeds_only_the_rejection_of_its_last_probe() {
         .step(message(2, 1, term, rejection(acknowledged, 0, 0)))
         .unwrap();
     assert_eq!(leader.progress(2).unwrap().next_index, acknowledged + 1);
+}
+
+// ---- src/log.rs ----
+
+/// Rule: a queue gives its spare capacity back only once it is less than a quarter full (and
+/// holds more than 64 slots): a queue that stays dense keeps its capacity, so that a steady
+/// stream of appends and acknowledgements does not reallocate it again and again.
+#[test]
+fn a_queue_gives_back_its_capacity_only_when_less_than_a_quarter_full() {
+    let mut leader = lone_leader(|config| {
+        config.check_quorum = false;
+        config.inflight_messages_max = 1024;
+    });
+    let term = leader.term();
+    leader
+        .step(message(2, 1, term, acknowledge(leader.last_index())))
+        .unwrap();
+    drain(&mut leader);
+    let first_sent = leader.last_index() + 1;
+    for write in 0..256 {
+        leader.propose(data(&format!("w{write}"))).unwrap();
+        drain(&mut leader);
+    }
+    assert_eq!(leader.progress(2).unwrap().inflight_count(), 256);
+    let full = leader.buffer_capacity();
+    // A quarter full (64 of 256): kept.
+    leader
+        .step(message(2, 1, term, acknowledge(first_sent + 191)))
+        .unwrap();
+    drain(&mut leader);
+    assert_eq!(leader.progress(2).unwrap().inflight_count(), 64);
+    assert_eq!(leader.buffer_capacity(), full, "a quarter full: kept");
+    // Less than a quarter full: given back, down to 64 slots.
+    leader
+        .step(message(2, 1, term, acknowledge(first_sent + 192)))
+        .unwrap();
+    drain(&mut leader);
+    assert_eq!(leader.progress(2).unwrap().inflight_count(), 63);
+    let released = full - leader.buffer_capacity();
+    assert!(released >= 128, "{released} slots released");
+}
+
+/// Rule: [`Node::entries_in_memory`] counts the entries since the last compaction: it grows with
+/// every entry appended and drops to those after the compaction point when the log is compacted.
+#[test]
+fn entries_in_memory_counts_the_entries_after_the_compaction_point() {
+    let mut leader = lone_leader(|config| config.check_quorum = false);
+    let term = leader.term();
+    assert_eq!(leader.entries_in_memory() as u64, leader.last_index());
+    for write in 0..3 {
+        leader.propose(data(&format!("w{write}"))).unwrap();
+    }
+    drain(&mut leader);
+    let compacted_to = leader.last_index();
+    assert_eq!(leader.entries_in_memory() as u64, compacted_to);
+    leader
+        .step(message(2, 1, term, acknowledge(compacted_to)))
+        .unwrap();
+    drain(&mut leader);
+    assert_eq!(leader.applied_index(), compacted_to);
+    leader.propose(data("after")).unwrap();
+    leader.propose(data("after, too")).unwrap();
+    drain(&mut leader);
+    leader.compact(compacted_to, data("state")).unwrap();
+    assert_eq!(leader.entries_in_memory(), 2);
+}
+
+/// Rule: a Ready hands the application at most `uncommitted_bytes_max` bytes of committed
+/// entries (at least one); the rest stay pending, and [`Node::has_ready`] says so until every
+/// committed entry was handed out.
+#[test]
+fn committed_entries_beyond_one_readys_budget_come_out_in_the_next() {
+    let mut config = Config::new(2, GROUP_ID);
+    config.entry_size_bytes_max = 64;
+    config.uncommitted_bytes_max = 64;
+    let mut follower = Node::new(config, InitialState::bootstrap(&[1, 2, 3])).unwrap();
+    let prev_index = follower.last_index();
+    let prev_term = follower.term_at(prev_index).unwrap();
+    let entries: Vec<Entry> = (1..=5)
+        .map(|offset| Entry {
+            index: prev_index + offset,
+            term: prev_term + 1,
+            kind: EntryKind::Normal,
+            data: data(&"x".repeat(30)),
+        })
+        .collect();
+    let last = prev_index + 5;
+    let append = MessageBody::Append {
+        prev_index,
+        prev_term,
+        entries,
+        commit: last,
+    };
+    follower.step(message(1, 2, prev_term + 1, append)).unwrap();
+    let mut readies_with_committed_entries = 0;
+    while follower.has_ready() {
+        let ready = follower.ready();
+        let bytes: u64 = ready.committed_entries.iter().map(Entry::size_bytes).sum();
+        assert!(
+            ready.committed_entries.len() == 1 || bytes <= 64,
+            "{bytes} bytes"
+        );
+        if !ready.committed_entries.is_empty() {
+            readies_with_committed_entries += 1;
+        }
+        follower.advance(ready.number);
+    }
+    assert_eq!(
+        follower.applied_index(),
+        last,
+        "every committed entry handed out"
+    );
+    assert!(readies_with_committed_entries >= 3);
+}
+
+// ---- src/node/requests.rs ----
+
+/// Rule: every refused membership change counts as a refused proposal, once, whatever the
+/// reason.
+#[test]
+fn every_refused_membership_change_is_counted_once() {
+    let mut leader = lone_leader(|_| {});
+    assert_eq!(
+        leader.propose_conf_change(ConfChange::AddLearner(4)),
+        Err(ProposeError::NotCommittedInTerm)
+    );
+    assert_eq!(leader.metrics().proposals_refused, 1);
+    let term = leader.term();
+    leader
+        .step(message(2, 1, term, acknowledge(leader.last_index())))
+        .unwrap();
+    drain(&mut leader);
+    for refused in 2..=3 {
+        let already_a_voter = leader.propose_conf_change(ConfChange::AddVoter(2));
+        assert!(matches!(
+            already_a_voter,
+            Err(ProposeError::InvalidConfChange { .. })
+        ));
+        assert_eq!(leader.metrics().proposals_refused, refused);
+    }
+}
+
+/// Rule: a membership change that would change nothing (adding a learner twice) or names node 0
+/// is refused as invalid, before anything is appended.
+#[test]
+fn a_membership_change_that_changes_nothing_or_names_node_0_is_refused() {
+    let mut leader = lone_leader(|_| {});
+    let term = leader.term();
+    leader
+        .step(message(2, 1, term, acknowledge(leader.last_index())))
+        .unwrap();
+    drain(&mut leader);
+    let index = leader
+        .propose_conf_change(ConfChange::AddLearner(4))
+        .unwrap();
+    drain(&mut leader);
+    leader
+        .step(message(2, 1, term, acknowledge(index)))
+        .unwrap();
+    drain(&mut leader);
+    assert_eq!(leader.commit_index(), index);
+    assert!(leader.membership().is_learner(4));
+    let last_index = leader.last_index();
+    for change in [
+        ConfChange::AddLearner(4),
+        ConfChange::AddVoter(0),
+        ConfChange::AddLearner(0),
+    ] {
+        let refused = leader.propose_conf_change(change);
+        assert!(
+            matches!(refused, Err(ProposeError::InvalidConfChange { .. })),
+            "{change:?}: {refused:?}"
+        );
+    }
+    assert_eq!(leader.last_index(), last_index, "nothing appended");
+}
+
+/// Rule: the last voter of a group cannot remove itself: the change is refused as invalid (a
+/// group without voters could never elect a leader again).
+#[test]
+fn the_last_voter_cannot_remove_itself() {
+    let mut node = Node::new(Config::new(1, GROUP_ID), InitialState::bootstrap(&[1])).unwrap();
+    while node.role() != Role::Leader {
+        node.tick();
+        drain(&mut node);
+    }
+    drain(&mut node);
+    assert_eq!(node.commit_index(), node.last_index());
+    let last_index = node.last_index();
+    let refused = node.propose_conf_change(ConfChange::RemoveNode(1));
+    assert!(
+        matches!(refused, Err(ProposeError::InvalidConfChange { .. })),
+        "{refused:?}"
+    );
+    assert_eq!(node.last_index(), last_index, "nothing appended");
+    assert_eq!(node.membership().voters, [1]);
+}
+
+/// Rule: the entry size limit is inclusive: a payload of exactly `entry_size_bytes_max` bytes is
+/// accepted, one more byte is refused.
+#[test]
+fn the_entry_size_limit_is_inclusive() {
+    let mut leader = lone_leader(|config| config.entry_size_bytes_max = 100);
+    leader.propose(Bytes::from(vec![0u8; 100])).unwrap();
+    let refused = leader.propose(Bytes::from(vec![0u8; 101]));
+    assert_eq!(
+        refused,
+        Err(ProposeError::EntryTooLarge {
+            entry_bytes: 101,
+            limit_bytes: 100
+        })
+    );
+}
+
+/// Rule: with nothing uncommitted, a proposal is accepted even if it alone exceeds the
+/// uncommitted limit (its header counts there, not in the entry size limit), so that a leader
+/// always makes progress; the next one waits for the commit.
+#[test]
+fn the_first_proposal_after_a_burst_is_accepted_whatever_its_size() {
+    let mut leader = lone_leader(|config| {
+        config.entry_size_bytes_max = 100;
+        config.uncommitted_bytes_max = 100;
+    });
+    leader.propose(Bytes::from(vec![0u8; 100])).unwrap();
+    let refused = leader.propose(Bytes::from(vec![0u8; 1]));
+    assert!(
+        matches!(refused, Err(ProposeError::UncommittedLimit { .. })),
+        "{refused:?}"
+    );
+}
+
+/// Rule: the uncommitted limit is inclusive: proposals are accepted until their counted bytes
+/// (payload and header) reach `uncommitted_bytes_max` exactly; the next byte is refused.
+#[test]
+fn the_uncommitted_limit_is_inclusive() {
+    let entry_bytes = 100 + Entry::HEADER_SIZE_BYTES;
+    let mut leader = lone_leader(|config| {
+        config.entry_size_bytes_max = 100;
+        config.uncommitted_bytes_max = 2 * entry_bytes;
+    });
+    leader.propose(Bytes::from(vec![0u8; 100])).unwrap();
+    leader.propose(Bytes::from(vec![0u8; 100])).unwrap();
+    let refused = leader.propose(Bytes::new());
+    assert_eq!(
+        refused,
+        Err(ProposeError::UncommittedLimit {
+            uncommitted_bytes: 2 * entry_bytes,
+            entry_bytes: Entry::HEADER_SIZE_BYTES,
+            limit_bytes: 2 * entry_bytes,
+        })
+    );
+}
+
+/// Answers every heartbeat `leader` sent to node 2 as node 2 would; returns how many.
+fn answer_heartbeats_from_2(leader: &mut Node) -> usize {
+    let term = leader.term();
+    let heartbeats: Vec<MessageBody> = drain(leader)
+        .into_iter()
+        .filter(|sent| sent.to == 2)
+        .filter_map(|sent| match sent.body {
+            MessageBody::Heartbeat {
+                read_sequence,
+                sent_at_tick,
+                ..
+            } => Some(MessageBody::HeartbeatResponse {
+                read_sequence,
+                sent_at_tick,
+            }),
+            _ => None,
+        })
+        .collect();
+    for answer in &heartbeats {
+        leader.step(message(2, 1, term, answer.clone())).unwrap();
+    }
+    heartbeats.len()
+}
+
+/// Whether a read asked of `leader` now is served at once (from its lease).
+fn read_served_at_once(leader: &mut Node, request_id: u64) -> bool {
+    leader.read_index(request_id).unwrap();
+    let ready = leader.ready();
+    leader.advance(ready.number);
+    ready
+        .read_states
+        .iter()
+        .any(|read| read.request_id == request_id)
+}
+
+/// Rule: a leadership transfer revokes the lease for the rest of the term, also after the
+/// transfer was abandoned: heartbeats acknowledged later confirm reads one by one (ReadIndex),
+/// never a lease again, since the target may have campaigned.
+#[test]
+fn a_transfer_revokes_the_lease_for_the_rest_of_the_term() {
+    let mut leader = lone_leader(|config| config.read_mode = ReadMode::LeaseBased);
+    let term = leader.term();
+    leader
+        .step(message(2, 1, term, acknowledge(leader.last_index())))
+        .unwrap();
+    drain(&mut leader);
+    leader.read_index(1).unwrap();
+    assert_eq!(answer_heartbeats_from_2(&mut leader), 1);
+    assert!(read_served_at_once(&mut leader, 2), "the lease holds");
+    leader.transfer_leader(2).unwrap();
+    drain(&mut leader);
+    // Node 2 never campaigns: the transfer is abandoned after an election timeout.
+    for _ in 0..leader.config().election_timeout_ticks {
+        leader.tick();
+        answer_heartbeats_from_2(&mut leader);
+    }
+    assert_eq!(leader.role(), Role::Leader);
+    assert_eq!(leader.transfer_target(), None);
+    assert_eq!(leader.metrics().transfers_aborted, 1);
+    leader.tick();
+    leader.tick();
+    assert!(answer_heartbeats_from_2(&mut leader) > 0);
+    assert!(
+        !read_served_at_once(&mut leader, 3),
+        "no lease in this term"
+    );
+}
+
+/// Rule: the leader counts itself as acknowledging its own lease at the current tick (the tick
+/// after the last one that passed), so that even the shortest lease (one tick, with an election
+/// timeout of 3) serves a read in the tick a quorum acknowledged the heartbeat.
+#[test]
+fn the_shortest_lease_serves_reads_in_the_tick_of_its_acknowledgement() {
+    let mut leader = lone_leader(|config| {
+        config.read_mode = ReadMode::LeaseBased;
+        config.election_timeout_ticks = 3;
+        config.heartbeat_interval_ticks = 1;
+    });
+    let term = leader.term();
+    leader
+        .step(message(2, 1, term, acknowledge(leader.last_index())))
+        .unwrap();
+    drain(&mut leader);
+    leader.read_index(1).unwrap();
+    assert_eq!(answer_heartbeats_from_2(&mut leader), 1);
+    assert!(read_served_at_once(&mut leader, 2));
+    leader.tick();
+    assert!(
+        !read_served_at_once(&mut leader, 3),
+        "one tick later: expired"
+    );
+}
+
+// ---- src/config.rs ----
+
+/// Rule: `Config::validate` refuses each broken relation between the settings on its own (one
+/// setting changed from the defaults), and accepts every bound itself.
+#[test]
+fn each_relation_between_settings_is_checked_alone_and_its_bound_accepted() {
+    type Adjust = fn(&mut Config);
+    let refused: [(&str, Adjust); 8] = [
+        ("id 0", |config| config.id = 0),
+        ("no heartbeat", |config| config.heartbeat_interval_ticks = 0),
+        ("election timeout = heartbeat", |config| {
+            config.election_timeout_ticks = config.heartbeat_interval_ticks;
+        }),
+        ("no append in flight", |config| {
+            config.inflight_messages_max = 0;
+        }),
+        ("empty appends", |config| config.append_size_bytes_max = 0),
+        ("inflight bytes below one append", |config| {
+            config.inflight_bytes_max = config.append_size_bytes_max - 1;
+        }),
+        ("uncommitted bytes below one entry", |config| {
+            config.uncommitted_bytes_max = config.entry_size_bytes_max - 1;
+        }),
+        ("lease without check-quorum", |config| {
+            config.read_mode = ReadMode::LeaseBased;
+            config.check_quorum = false;
+        }),
+    ];
+    let accepted: [(&str, Adjust); 6] = [
+        ("election timeout = heartbeat + 1", |config| {
+            config.election_timeout_ticks = config.heartbeat_interval_ticks + 1;
+        }),
+        ("one append in flight", |config| {
+            config.inflight_messages_max = 1;
+        }),
+        ("inflight bytes = one append", |config| {
+            config.inflight_bytes_max = config.append_size_bytes_max;
+        }),
+        ("appends of one byte", |config| {
+            config.append_size_bytes_max = 1
+        }),
+        ("uncommitted bytes = one entry", |config| {
+            config.uncommitted_bytes_max = config.entry_size_bytes_max;
+        }),
+        ("lease with check-quorum", |config| {
+            config.read_mode = ReadMode::LeaseBased;
+        }),
+    ];
+    for (name, adjust) in refused {
+        let mut config = Config::new(1, GROUP_ID);
+        adjust(&mut config);
+        assert!(config.validate().is_err(), "{name}: accepted");
+    }
+    for (name, adjust) in accepted {
+        let mut config = Config::new(1, GROUP_ID);
+        adjust(&mut config);
+        assert_eq!(config.validate(), Ok(()), "{name}");
+    }
+}
+
+// ---- src/message.rs ----
+
+/// Rule: a membership is valid only with at least one voter, both lists sorted and free of
+/// duplicates, no node 0, and no node both voter and learner; each flaw alone makes it invalid.
+#[test]
+fn a_membership_is_invalid_by_any_one_flaw() {
+    let membership = |voters: &[u64], learners: &[u64]| ConfState {
+        voters: voters.to_vec(),
+        learners: learners.to_vec(),
+    };
+    assert!(membership(&[1, 2, 3], &[4, 5]).is_valid());
+    assert!(membership(&[1], &[]).is_valid());
+    for (voters, learners) in [
+        (&[][..], &[4][..]),
+        (&[2, 1], &[]),
+        (&[1, 1], &[]),
+        (&[1], &[5, 4]),
+        (&[1], &[4, 4]),
+        (&[0, 1], &[]),
+        (&[1], &[0, 4]),
+        (&[1, 2], &[2]),
+    ] {
+        assert!(
+            !membership(voters, learners).is_valid(),
+            "{voters:?} {learners:?}"
+        );
+    }
 }
