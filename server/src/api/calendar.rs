@@ -73,9 +73,9 @@ fn answer(service: &Service, result: ApiResult) -> HttpResponse {
     finish(service, result)
 }
 
-/// The user whose session token the request carries.
-async fn caller(agenda: &ServerAgenda, headers: &HeaderMap) -> Result<String, ApiError> {
-    let token = headers
+/// The session token the request carries.
+fn bearer(headers: &HeaderMap) -> Result<&str, ApiError> {
+    headers
         .get(header::AUTHORIZATION)
         .and_then(|value| value.to_str().ok())
         .and_then(|value| value.strip_prefix("Bearer "))
@@ -85,8 +85,12 @@ async fn caller(agenda: &ServerAgenda, headers: &HeaderMap) -> Result<String, Ap
                 "unauthenticated",
                 "missing `Authorization: Bearer <session token>`",
             )
-        })?;
-    Ok(agenda.authenticate(token).await?)
+        })
+}
+
+/// The user whose session token the request carries.
+async fn caller(agenda: &ServerAgenda, headers: &HeaderMap) -> Result<String, ApiError> {
+    Ok(agenda.authenticate(bearer(headers)?).await?)
 }
 
 fn created(body: serde_json::Value) -> HttpResponse {
@@ -165,13 +169,8 @@ async fn login(
 async fn logout(State(state): AgendaState, headers: HeaderMap) -> HttpResponse {
     let (service, agenda) = parts(&state);
     let result = async {
-        caller(agenda, &headers).await?;
-        let token = headers
-            .get(header::AUTHORIZATION)
-            .and_then(|value| value.to_str().ok())
-            .and_then(|value| value.strip_prefix("Bearer "))
-            .unwrap_or_default();
-        agenda.logout(token).await?;
+        // `logout` checks the session itself.
+        agenda.logout(bearer(&headers)?).await?;
         Ok(StatusCode::NO_CONTENT.into_response())
     }
     .await;

@@ -790,9 +790,8 @@ where
                     changed.push((applied.index, applied.changes));
                 }
             }
-            // Published once applied (never earlier): the gateway queues them for its
-            // dispatcher and returns at once.
-            // The Ready that makes this replica leader applies before its soft state reaches
+            // A leader that applied a change the delivery task watches (an outbox record)
+            // wakes it. The Ready that makes this replica leader applies before its soft state reaches
             // the leader map; the soft state's own check wakes the watcher then.
             let touched = changed
                 .iter()
@@ -808,6 +807,8 @@ where
             {
                 self.shared.watch.notify.notify_one();
             }
+            // Published once applied (never earlier): the gateway queues them for its
+            // dispatcher and returns at once.
             if !ready.committed_entries.is_empty() {
                 let applied = replica.machine.applied_index();
                 self.gateway.publish(shard, changed, applied);
