@@ -13,15 +13,17 @@
 //! | reply (the organizer's tally) | `ev/<b>/<organizer>/r/<event>/<attendee>` | the organizer's |
 //! | outbox: an invitation to deliver | `ev/<b>/!o/i/<attendee>/<event>` | the organizer's |
 //! | outbox: a reply to deliver | `ev/<b>/!o/r/<event>/<attendee>` | the attendee's |
+//! | alerts (reminders) and what was sent | `ev/<b>/!a/<user>/<event>` | the user's |
 //!
 //! An event id is `<owner>.<16 hex digits>`: it names its organizer, so an id alone (in a URL,
 //! in an invitation) says which shard holds the event.
 //!
 //! `<b>` is `am` for a name whose first character is `a`–`m`, else `nz` (the seed's rule: digits
-//! go to n–z although they sort before `a`). Names and ids use `[a-z0-9-]` only, so `!o` (which
-//! sorts before them) keeps each events shard's outbox in one range of its own, and no name can
-//! reach into another's records. An outbox key names its destination record, so a newer version of
-//! the same delivery replaces an older one that was not delivered yet.
+//! go to n–z although they sort before `a`). Names and ids use `[a-z0-9-]` only, so `!o` and
+//! `!a` (which sort before them) keep each events shard's outbox and its alerts in ranges of
+//! their own, and no name can reach into another's records. An outbox key names its destination
+//! record, so a newer version of the same delivery replaces an older one that was not delivered
+//! yet.
 
 use bytes::Bytes;
 
@@ -184,6 +186,22 @@ pub fn outbox_invitation(attendee: &str, event: &str) -> Bytes {
 /// The outbox record that delivers `attendee`'s reply (kept in the attendee's shard).
 pub fn outbox_reply(event: &str, attendee: &str) -> Bytes {
     key(format!("ev/{}/!o/r/{event}/{attendee}", bucket(attendee)))
+}
+
+/// `ev/<b>/!a/`: the alerts (reminders) of one events shard, for its scheduler to scan.
+pub fn alerts_all(bucket: &str) -> Bytes {
+    key(format!("ev/{bucket}/!a/"))
+}
+
+/// `ev/<b>/!a/<user>/`: a user's alerts (in the user's events shard).
+pub fn alerts_of(user: &str) -> Bytes {
+    key(format!("ev/{}/!a/{user}/", bucket(user)))
+}
+
+/// `ev/<b>/!a/<user>/<event>`: a user's alerts before each occurrence of one event, and what
+/// was sent.
+pub fn alerts(user: &str, event: &str) -> Bytes {
+    key(format!("ev/{}/!a/{user}/{event}", bucket(user)))
 }
 
 /// The last `/`-separated part of a key.

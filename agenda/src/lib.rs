@@ -76,6 +76,7 @@ pub mod groups;
 pub mod keys;
 pub mod memory;
 pub mod outbox;
+pub mod reminders;
 pub mod schedule;
 pub mod store;
 pub mod users;
