@@ -82,6 +82,8 @@ pub struct Fired {
 pub struct Reminded {
     /// Alerts sent.
     pub fired: usize,
+    /// Of those, alerts sent after their time.
+    pub fired_late: usize,
     /// Alerts dropped because they were due more than the grace period ago.
     pub stale: usize,
     /// Alert records removed because their event or invitation is gone.
@@ -366,6 +368,7 @@ impl<S: Store, E: Env> Agenda<S, E> {
         }
         due.sort_by_key(|fired| (fired.due_ms, fired.minutes_before));
         let fired = due.len();
+        let fired_late = due.iter().filter(|fired| fired.late).count();
         alerts.sent_up_to_ms = now_ms;
         alerts.fired_count += fired as u64;
         if !due.is_empty() {
@@ -375,6 +378,7 @@ impl<S: Store, E: Env> Agenda<S, E> {
         match tx.commit().await? {
             Some(_) => {
                 report.fired += fired;
+                report.fired_late += fired_late;
                 report.stale += stale;
                 Ok(())
             }

@@ -79,6 +79,7 @@ async fn remind(agenda: &TestAgenda) -> agenda::reminders::Reminded {
         .expect("pass");
     agenda::reminders::Reminded {
         fired: am.fired + nz.fired,
+        fired_late: am.fired_late + nz.fired_late,
         stale: am.stale + nz.stale,
         removed: am.removed + nz.removed,
         corrupt: am.corrupt + nz.corrupt,
@@ -157,7 +158,7 @@ fn a_late_alert_rings_within_the_grace_period_and_a_stale_one_is_dropped() {
         // is late but within the grace period.
         set_clock(&agenda, TEN_MADRID_MS - 3 * MINUTE_MS);
         let pass = remind(&agenda).await;
-        assert_eq!((pass.fired, pass.stale), (1, 1));
+        assert_eq!((pass.fired, pass.fired_late, pass.stale), (1, 1, 1));
         let alerts = agenda.alerts("alice", &id).await.expect("alerts");
         assert_eq!(alerts.fired.len(), 1);
         assert_eq!(alerts.fired[0].minutes_before, 5);

@@ -1,5 +1,6 @@
 //! The agenda layer on the server: its [`agenda::Store`] over this server's service door, its
-//! clock and random source, and the outbox delivery that the leader of an events shard runs.
+//! clock and random source, and the work that the leader of an events shard runs: the outbox
+//! delivery and the reminder scheduler.
 //!
 //! The layer enters by the service door like any client (DESIGN.md's "agenda: service only"):
 //! reads are linearizable reads, writes are transactions under this server's own exactly-once
@@ -22,8 +23,13 @@ use crate::metrics::Metrics;
 pub type ServerAgenda = agenda::Agenda<ServiceStore, ServerEnv>;
 
 /// The outbox of each events bucket, watched by the node loop.
-pub(crate) fn watched_prefixes() -> Vec<Bytes> {
+pub(crate) fn outbox_prefixes() -> Vec<Bytes> {
     ["am", "nz"].map(agenda::keys::outbox).to_vec()
+}
+
+/// The alerts of each events bucket, watched by the node loop.
+pub(crate) fn alerts_prefixes() -> Vec<Bytes> {
+    ["am", "nz"].map(agenda::keys::alerts_all).to_vec()
 }
 
 /// The agenda's store: this server's service door, with every key allowed (the layer enforces
@@ -233,4 +239,130 @@ async fn deliver_once(agenda: &ServerAgenda, service: &Service) -> Pass {
         }
     }
     pass
+}
+
+/// How late an alert may still be sent: one due while no scheduler ran (every replica of its
+/// shard down, a failover) is sent up to this long after its time, marked late; an older one is
+/// dropped and counted.
+const REMINDER_GRACE: Duration = Duration::from_secs(15 * 60);
+/// How far ahead a pass looks for the next alert, and so the longest a scheduler with alerts to
+/// watch sleeps (occurrences enter the window as time goes by).
+const REMINDER_LOOKAHEAD: Duration = Duration::from_secs(30);
+
+/// Sends the reminders of every events shard this server leads, each at its time: a pass, then
+/// a sleep until the next alert due (at most [`REMINDER_LOOKAHEAD`]) or until the node loop says
+/// the alerts changed or this server became leader of a shard holding some.
+pub(crate) async fn run_reminders(
+    agenda: Arc<ServerAgenda>,
+    service: Service,
+    watch: Arc<crate::node::Watch>,
+    shutdown: CancellationToken,
+) {
+    let mut retry = RETRY_INITIAL;
+    loop {
+        let pass = tokio::select! {
+            biased;
+            () = shutdown.cancelled() => return,
+            pass = remind_once(&agenda, &service) => pass,
+        };
+        let wait = match pass {
+            Reminding::Idle => None,
+            Reminding::Waiting { next_due_ms } => {
+                retry = RETRY_INITIAL;
+                let now_ms = agenda::Env::now_ms(agenda.env());
+                let until_due = next_due_ms.map_or(REMINDER_LOOKAHEAD, |due| {
+                    Duration::from_millis(u64::try_from(due - now_ms).unwrap_or(0))
+                });
+                Some(until_due.min(REMINDER_LOOKAHEAD))
+            }
+            Reminding::Failed => {
+                let wait = retry;
+                retry = (retry * 2).min(RETRY_MAX);
+                Some(wait)
+            }
+        };
+        match wait {
+            Some(wait) => tokio::select! {
+                biased;
+                () = shutdown.cancelled() => return,
+                () = watch.notify.notified() => {}
+                () = tokio::time::sleep(wait) => {}
+            },
+            None => tokio::select! {
+                biased;
+                () = shutdown.cancelled() => return,
+                () = watch.notify.notified() => {}
+            },
+        }
+    }
+}
+
+/// What one scheduler pass found.
+enum Reminding {
+    /// This server leads no events shard: nothing to do until it does.
+    Idle,
+    /// Done for now; the next alert due within the look-ahead, if any.
+    Waiting { next_due_ms: Option<i64> },
+    /// A store error: go again after a pause.
+    Failed,
+}
+
+/// One scheduler pass over the alerts of the events shards this server leads.
+async fn remind_once(agenda: &ServerAgenda, service: &Service) -> Reminding {
+    let counters = &service.metrics().counters;
+    let grace_ms = REMINDER_GRACE.as_millis() as i64;
+    let lookahead_ms = REMINDER_LOOKAHEAD.as_millis() as i64;
+    let mut outcome = Reminding::Idle;
+    let mut failed = false;
+    for bucket in ["am", "nz"] {
+        let shard = service
+            .shard_map()
+            .lookup(&agenda::keys::alerts_all(bucket))
+            .id;
+        if !service.leads(shard) {
+            continue;
+        }
+        match agenda.remind(bucket, grace_ms, lookahead_ms).await {
+            Ok(report) => {
+                let late = report.fired_late as u64;
+                Metrics::add(&counters.reminders_sent, report.fired as u64);
+                Metrics::add(&counters.reminders_late, late);
+                Metrics::add(&counters.reminders_stale, report.stale as u64);
+                Metrics::add(&counters.reminder_records_removed, report.removed as u64);
+                Metrics::add(&counters.reminder_records_corrupt, report.corrupt as u64);
+                if report.corrupt > 0 {
+                    tracing::error!(
+                        bucket,
+                        corrupt = report.corrupt,
+                        "alert records that do not decode were left in place"
+                    );
+                }
+                if report.stale > 0 {
+                    tracing::warn!(bucket, stale = report.stale, "alerts dropped: due too long ago");
+                }
+                if report.failed > 0 {
+                    Metrics::add(&counters.reminder_errors, report.failed as u64);
+                    if let Some(error) = &report.last_error {
+                        tracing::warn!(bucket, failed = report.failed, %error, "alerts not sent; retrying");
+                    }
+                    failed = true;
+                }
+                let next = match outcome {
+                    Reminding::Waiting { next_due_ms } => next_due_ms,
+                    _ => None,
+                };
+                let next_due_ms = match (next, report.next_due_ms) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                };
+                outcome = Reminding::Waiting { next_due_ms };
+            }
+            Err(error) => {
+                Metrics::add(&counters.reminder_errors, 1);
+                tracing::warn!(bucket, %error, "reminder pass failed; retrying");
+                failed = true;
+            }
+        }
+    }
+    if failed { Reminding::Failed } else { outcome }
 }

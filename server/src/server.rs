@@ -371,6 +371,14 @@ where
         config.limits.gateway.clone(),
         metrics.clone(),
     );
+    let outbox_watch = Arc::new(crate::node::Watch {
+        prefixes: crate::agenda::outbox_prefixes(),
+        notify: Default::default(),
+    });
+    let alerts_watch = Arc::new(crate::node::Watch {
+        prefixes: crate::agenda::alerts_prefixes(),
+        notify: Default::default(),
+    });
     let shared = Arc::new(Shared {
         leaders: Default::default(),
         forwards: Default::default(),
@@ -378,12 +386,8 @@ where
         clock_drift_ppm: options.clock_drift_ppm,
         wall_clock: options.wall_clock.clone(),
         gateway: gateway.clone(),
-        watch: Arc::new(crate::node::Watch {
-            prefixes: crate::agenda::watched_prefixes(),
-            notify: Default::default(),
-        }),
+        watches: vec![outbox_watch.clone(), alerts_watch.clone()],
     });
-    let watch = shared.watch.clone();
     let shutdown = CancellationToken::new();
     let (node_sender, node_receiver) = mpsc::channel(config.limits.node_queue_capacity);
     let node_loop = NodeLoop::new(
@@ -423,7 +427,13 @@ where
         tokio::spawn(crate::agenda::run_delivery(
             agenda.clone(),
             service.clone(),
-            watch,
+            outbox_watch,
+            shutdown.clone(),
+        )),
+        tokio::spawn(crate::agenda::run_reminders(
+            agenda.clone(),
+            service.clone(),
+            alerts_watch,
             shutdown.clone(),
         )),
     ];

@@ -41,6 +41,8 @@ pub(super) fn routes() -> Router<AppState> {
             get(event).patch(update_event).delete(delete_event),
         )
         .route("/v1/events/{id}/tally", get(tally))
+        .route("/v1/events/{id}/alerts", get(alerts).put(set_alerts))
+        .route("/v1/alerts", get(all_alerts))
         .route("/v1/agenda", get(agenda_range))
         .route("/v1/invitations", get(invitations))
         .route("/v1/invitations/{id}/rsvp", post(rsvp))
@@ -407,6 +409,54 @@ async fn tally(
         let user = caller(agenda, &headers).await?;
         let Path(id) = id?;
         Ok(ok(agenda.tally(&user, &id).await?))
+    }
+    .await;
+    answer(service, result)
+}
+
+async fn alerts(
+    State(state): AgendaState,
+    headers: HeaderMap,
+    id: Result<Path<String>, PathRejection>,
+) -> HttpResponse {
+    let (service, agenda) = parts(&state);
+    let result = async {
+        let user = caller(agenda, &headers).await?;
+        let Path(id) = id?;
+        Ok(ok(agenda.alerts(&user, &id).await?))
+    }
+    .await;
+    answer(service, result)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AlertsBody {
+    minutes_before: Vec<u32>,
+}
+
+async fn set_alerts(
+    State(state): AgendaState,
+    headers: HeaderMap,
+    id: Result<Path<String>, PathRejection>,
+    body: Result<Json<AlertsBody>, JsonRejection>,
+) -> HttpResponse {
+    let (service, agenda) = parts(&state);
+    let result = async {
+        let user = caller(agenda, &headers).await?;
+        let Path(id) = id?;
+        let Json(body) = body?;
+        Ok(ok(agenda.set_alerts(&user, &id, &body.minutes_before).await?))
+    }
+    .await;
+    answer(service, result)
+}
+
+async fn all_alerts(State(state): AgendaState, headers: HeaderMap) -> HttpResponse {
+    let (service, agenda) = parts(&state);
+    let result = async {
+        let user = caller(agenda, &headers).await?;
+        Ok(ok(agenda.all_alerts(&user).await?))
     }
     .await;
     answer(service, result)

@@ -74,8 +74,9 @@ pub(crate) struct Shared {
     pub wall_clock: crate::WallClock,
     /// Where applied changes are published for subscribers.
     pub gateway: Gateway,
-    /// Wakes the work that a shard's leader does on some keys (the agenda's outbox delivery).
-    pub watch: Arc<Watch>,
+    /// Wake the work that a shard's leader does on some keys (the agenda's outbox delivery,
+    /// its reminders).
+    pub watches: Vec<Arc<Watch>>,
 }
 
 /// Key prefixes whose changes wake a task on the server that leads their shard: when a replica
@@ -790,13 +791,16 @@ where
                     changed.push((applied.index, applied.changes));
                 }
             }
-            // A leader that applied a change the delivery task watches (an outbox record)
-            // wakes it. The Ready that makes this replica leader applies before its soft state reaches
-            // the leader map; the soft state's own check wakes the watcher then.
-            let touched = changed
+            // A leader that applied a change a task watches (an outbox record, an alert) wakes
+            // it. The Ready that makes this replica leader applies before its soft state
+            // reaches the leader map; the soft state's own check wakes the watcher then.
+            let touched: Vec<&Arc<Watch>> = self
+                .shared
+                .watches
                 .iter()
-                .any(|(_, changes)| self.shared.watch.touches(changes));
-            if touched
+                .filter(|watch| changed.iter().any(|(_, changes)| watch.touches(changes)))
+                .collect();
+            if !touched.is_empty()
                 && self
                     .shared
                     .leaders
@@ -805,7 +809,9 @@ where
                     .get(&shard)
                     == Some(&self.server_id)
             {
-                self.shared.watch.notify.notify_one();
+                for watch in touched {
+                    watch.notify.notify_one();
+                }
             }
             // Published once applied (never earlier): the gateway queues them for its
             // dispatcher and returns at once.
@@ -859,8 +865,10 @@ where
             }
             Metrics::add(&self.metrics.counters.elections_won, 1);
             tracing::info!(shard, term, "leading");
-            if self.shared.watch.holds_keys(&replica.machine) {
-                self.shared.watch.notify.notify_one();
+            for watch in &self.shared.watches {
+                if watch.holds_keys(&replica.machine) {
+                    watch.notify.notify_one();
+                }
             }
         } else if soft.role != Role::Leader && was_leader {
             replica.leader_since_tick = None;
