@@ -130,6 +130,17 @@ pub fn group_of(user: &str, group: &str) -> Bytes {
     key(format!("gr/u/{user}/{group}"))
 }
 
+/// `ev/<b>/<user>/`: a user's calendar: the events they own, their invitations, the replies to
+/// their events.
+pub fn calendar(user: &str) -> Bytes {
+    key(format!("ev/{}/{user}/", bucket(user)))
+}
+
+/// `gr/g/<group>/`: a group's record and memberships.
+pub fn group_records(group: &str) -> Bytes {
+    key(format!("gr/g/{group}/"))
+}
+
 /// `ev/<b>/<owner>/e/`: every event a user owns.
 pub fn events(owner: &str) -> Bytes {
     key(format!("ev/{}/{owner}/e/", bucket(owner)))

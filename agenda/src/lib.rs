@@ -129,11 +129,19 @@ impl Config {
 
 /// The agenda over a store: every operation of the product, as methods (users and sessions in
 /// [`users`], groups in [`groups`], events, invitations and replies in [`events`], reading time
-/// in [`calendar`], the cross-shard delivery in [`outbox`]).
+/// in [`calendar`], the cross-shard delivery in [`outbox`], alerts in [`reminders`]).
 pub struct Agenda<S, E> {
     store: S,
     env: E,
     config: Config,
+}
+
+impl<S, E> std::fmt::Debug for Agenda<S, E> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Agenda")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
 }
 
 impl<S: Store, E: Env> Agenda<S, E> {

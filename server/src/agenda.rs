@@ -338,7 +338,11 @@ async fn remind_once(agenda: &ServerAgenda, service: &Service) -> Reminding {
                     );
                 }
                 if report.stale > 0 {
-                    tracing::warn!(bucket, stale = report.stale, "alerts dropped: due too long ago");
+                    tracing::warn!(
+                        bucket,
+                        stale = report.stale,
+                        "alerts dropped: due too long ago"
+                    );
                 }
                 if report.failed > 0 {
                     Metrics::add(&counters.reminder_errors, report.failed as u64);

@@ -315,3 +315,288 @@ fn metric(address: SocketAddr, name: &str) -> f64 {
     let text = server::probe::get(address, "/metrics").expect("metrics");
     server::probe::metric(&text, name)
 }
+
+type Socket =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// A WebSocket on server `id`, authenticated with an agenda session `token`.
+async fn agenda_socket(cluster: &TestCluster, id: u64, token: &str, user: &str) -> Socket {
+    let (mut socket, _) = tokio_tungstenite::connect_async(cluster.ws_url(id))
+        .await
+        .expect("connect");
+    send(&mut socket, json!({"op": "auth", "token": token})).await;
+    let answer = receive(&mut socket, Duration::from_secs(10))
+        .await
+        .expect("an answer");
+    assert_eq!(answer["op"], "authenticated", "{answer}");
+    assert_eq!(answer["user"], user);
+    socket
+}
+
+async fn send(socket: &mut Socket, frame: Value) {
+    use futures_util::SinkExt;
+    let text = frame.to_string();
+    socket
+        .send(tokio_tungstenite::tungstenite::Message::Text(text.into()))
+        .await
+        .expect("send");
+}
+
+/// The next text frame within `within`, parsed; `None` if none came.
+async fn receive(socket: &mut Socket, within: Duration) -> Option<Value> {
+    use futures_util::StreamExt;
+    use tokio_tungstenite::tungstenite::Message;
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        let next = tokio::time::timeout_at(deadline, socket.next())
+            .await
+            .ok()?;
+        match next.expect("the connection is open").expect("a frame") {
+            Message::Text(text) => return Some(serde_json::from_str(text.as_str()).expect("JSON")),
+            Message::Ping(_) | Message::Pong(_) => {}
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+}
+
+/// Subscribes to each channel and returns each one's answer (`subscribed` or an error's code),
+/// by channel: answers to agenda channels come once the agenda has said who may listen.
+async fn subscribe_all(socket: &mut Socket, channels: &[&str]) -> Vec<(String, String)> {
+    for channel in channels {
+        send(socket, json!({"op": "subscribe", "channel": channel})).await;
+    }
+    let mut answers = Vec::new();
+    while answers.len() < channels.len() {
+        let frame = receive(socket, Duration::from_secs(10))
+            .await
+            .expect("an answer to every subscription");
+        let channel = frame["channel"].as_str().unwrap_or_default().to_owned();
+        let answer = match frame["op"].as_str() {
+            Some("subscribed") => "subscribed".to_owned(),
+            Some("error") => frame["code"].as_str().unwrap_or_default().to_owned(),
+            _ => continue,
+        };
+        answers.push((channel, answer));
+    }
+    answers.sort();
+    answers
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agenda_channels_notify_only_those_the_agenda_allows() {
+    let mut cluster = TestCluster::start(3, default_shards(3)).await;
+    cluster.wait_for_leaders().await;
+    let api = Api {
+        address: http_address(&cluster, 1),
+    };
+    let alice = api.user("alice", "Europe/Madrid").await;
+    let nora = api.user("nora", "Europe/Madrid").await;
+    let mallory = api.user("mallory", "Europe/Madrid").await;
+    let (status, _) = api
+        .call(
+            "POST",
+            "/v1/groups",
+            Some(&alice),
+            json!({"id": "team", "name": "Team"}),
+        )
+        .await;
+    assert_eq!(status, 201);
+    let (status, _) = api
+        .call(
+            "POST",
+            "/v1/groups/team/members",
+            Some(&alice),
+            json!({"user": "nora"}),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let event = json!({
+        "title": "Planning", "start": "2026-06-01T10:00", "end": "2026-06-01T11:00",
+        "time_zone": "Europe/Madrid", "attendees": ["nora"],
+    });
+    let (status, created) = api.call("POST", "/v1/events", Some(&alice), event).await;
+    assert_eq!(status, 201, "{created}");
+    let id = created["id"].as_str().expect("an id").to_owned();
+    let event_channel = format!("event:{id}");
+
+    let mut nora_socket = agenda_socket(&cluster, 2, &nora, "nora").await;
+    let answers = subscribe_all(
+        &mut nora_socket,
+        &[
+            "user:nora",
+            "user:alice",
+            "group:team",
+            &event_channel,
+            "kv:us/",
+            "shard:1",
+        ],
+    )
+    .await;
+    let expected: Vec<(String, String)> = [
+        (event_channel.as_str(), "subscribed"),
+        ("group:team", "subscribed"),
+        ("kv:us/", "forbidden"),
+        ("shard:1", "forbidden"),
+        ("user:alice", "forbidden"),
+        ("user:nora", "subscribed"),
+    ]
+    .iter()
+    .map(|(channel, answer)| ((*channel).to_owned(), (*answer).to_owned()))
+    .collect();
+    assert_eq!(answers, expected);
+
+    let mut mallory_socket = agenda_socket(&cluster, 3, &mallory, "mallory").await;
+    let answers = subscribe_all(
+        &mut mallory_socket,
+        &["group:team", "group:nosuch", &event_channel, "user:nora"],
+    )
+    .await;
+    assert!(
+        answers.iter().all(|(_, answer)| answer == "forbidden"),
+        "{answers:?}"
+    );
+
+    // A wrong session is refused like a wrong token.
+    let (mut stranger, _) = tokio_tungstenite::connect_async(cluster.ws_url(1))
+        .await
+        .expect("connect");
+    let revoked = format!("nora.{}", "0".repeat(64));
+    send(&mut stranger, json!({"op": "auth", "token": revoked})).await;
+    let refused = receive(&mut stranger, Duration::from_secs(10))
+        .await
+        .expect("an answer");
+    assert_eq!(refused["code"], "unauthorized", "{refused}");
+
+    // Alice renames the event: nora hears it on the event's channel (the organizer's record)
+    // and on her own (her invitation, once delivered), each once; mallory hears nothing.
+    let (status, _) = api
+        .call(
+            "PATCH",
+            &format!("/v1/events/{id}"),
+            Some(&alice),
+            json!({"title": "Planning, renamed"}),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let mut heard = std::collections::BTreeMap::new();
+    while heard.len() < 2 {
+        let frame = receive(&mut nora_socket, Duration::from_secs(10))
+            .await
+            .expect("the change reaches nora");
+        if frame["op"] != "change" {
+            continue;
+        }
+        let value: Value =
+            serde_json::from_str(frame["value"].as_str().unwrap_or("null")).unwrap_or_default();
+        let title = value["title"]
+            .as_str()
+            .or(value["content"]["title"].as_str())
+            .unwrap_or_default()
+            .to_owned();
+        if title == "Planning, renamed" {
+            let channel = frame["channel"].as_str().unwrap_or_default().to_owned();
+            let key = frame["key"].as_str().unwrap_or_default().to_owned();
+            assert!(
+                heard.insert(channel.clone(), key).is_none(),
+                "{channel} heard the change twice"
+            );
+        }
+    }
+    assert_eq!(heard[&event_channel], format!("ev/am/alice/e/{id}"));
+    assert_eq!(heard["user:nora"], format!("ev/nz/nora/i/{id}"));
+    assert_eq!(
+        receive(&mut mallory_socket, Duration::from_millis(500)).await,
+        None,
+        "mallory subscribed to nothing"
+    );
+    for id in 1..=3 {
+        cluster.stop(id).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reminder_due_during_a_failover_of_its_events_shard_arrives_once_on_time() {
+    let mut cluster = TestCluster::start(3, default_shards(3)).await;
+    let status = cluster.wait_for_leaders().await;
+    // alice's events (and alerts) live in shard 1.
+    let leader = status.shards[0].leader_id;
+    let elsewhere = leader % 3 + 1;
+    let api = Api {
+        address: http_address(&cluster, elsewhere),
+    };
+    let alice = api.user("alice", "UTC").await;
+
+    // An event at the first whole minute at least 8 s away, with an alert at its start.
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("after 1970")
+        .as_millis() as i64;
+    let due_ms = (now_ms + 8_000 + 59_999) / 60_000 * 60_000;
+    let utc = agenda::schedule::parse_zone("UTC").expect("UTC");
+    let start = |ms: i64| agenda::schedule::format_local(ms, utc);
+    let event = json!({
+        "title": "Stand-up", "start": start(due_ms), "end": start(due_ms + 15 * 60_000),
+        "time_zone": "UTC",
+    });
+    let (status, created) = api.call("POST", "/v1/events", Some(&alice), event).await;
+    assert_eq!(status, 201, "{created}");
+    let id = created["id"].as_str().expect("an id").to_owned();
+    let (status, alerts) = api
+        .call(
+            "PUT",
+            &format!("/v1/events/{id}/alerts"),
+            Some(&alice),
+            json!({"minutes_before": [0]}),
+        )
+        .await;
+    assert_eq!(status, 200, "{alerts}");
+
+    let mut socket = agenda_socket(&cluster, elsewhere, &alice, "alice").await;
+    let answers = subscribe_all(&mut socket, &["user:alice"]).await;
+    assert_eq!(answers[0].1, "subscribed");
+
+    // The leader of alice's events shard crashes a second before the alert is due.
+    let wall_ms = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("after 1970")
+            .as_millis() as i64
+    };
+    let crash_at = due_ms - 1_000;
+    tokio::time::sleep(Duration::from_millis((crash_at - wall_ms()).max(0) as u64)).await;
+    cluster.crash(leader).await;
+
+    // Every alert frame until 8 s after the due time: exactly one, within seconds.
+    let mut reminders = Vec::new();
+    while wall_ms() < due_ms + 8_000 {
+        let left = Duration::from_millis((due_ms + 8_000 - wall_ms()).max(1) as u64);
+        let Some(frame) = receive(&mut socket, left).await else {
+            break;
+        };
+        let key = frame["key"].as_str().unwrap_or_default();
+        if frame["op"] != "change" || !key.contains("/!a/alice/") {
+            continue;
+        }
+        let value: Value =
+            serde_json::from_str(frame["value"].as_str().unwrap_or("null")).unwrap_or_default();
+        if value["fired"]
+            .as_array()
+            .is_some_and(|fired| !fired.is_empty())
+        {
+            reminders.push((wall_ms(), value));
+        }
+    }
+    assert_eq!(reminders.len(), 1, "one reminder: {reminders:?}");
+    let (arrived_ms, alert) = &reminders[0];
+    assert_eq!(alert["fired"][0]["due_ms"], due_ms);
+    assert_eq!(alert["fired_count"], 1);
+    assert!(
+        *arrived_ms >= due_ms && *arrived_ms - due_ms < 5_000,
+        "arrived {} ms after its time",
+        arrived_ms - due_ms
+    );
+    cluster.restart(leader).await;
+    for id in 1..=3 {
+        cluster.stop(id).await;
+    }
+}

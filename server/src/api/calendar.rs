@@ -446,7 +446,9 @@ async fn set_alerts(
         let user = caller(agenda, &headers).await?;
         let Path(id) = id?;
         let Json(body) = body?;
-        Ok(ok(agenda.set_alerts(&user, &id, &body.minutes_before).await?))
+        Ok(ok(agenda
+            .set_alerts(&user, &id, &body.minutes_before)
+            .await?))
     }
     .await;
     answer(service, result)

@@ -122,7 +122,7 @@ pub fn router(
             require_token,
         ));
     let state = AppState {
-        websockets: super::ws::WebSockets::new(service.clone(), gateway, shutdown),
+        websockets: super::ws::WebSockets::new(service.clone(), gateway, agenda.clone(), shutdown),
         service,
         agenda,
     };

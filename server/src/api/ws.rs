@@ -38,16 +38,23 @@ const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
 pub(crate) struct WebSockets {
     service: Service,
     gateway: Gateway,
+    agenda: Arc<crate::agenda::ServerAgenda>,
     slots: Arc<Semaphore>,
     shutdown: CancellationToken,
 }
 
 impl WebSockets {
-    pub(crate) fn new(service: Service, gateway: Gateway, shutdown: CancellationToken) -> Self {
+    pub(crate) fn new(
+        service: Service,
+        gateway: Gateway,
+        agenda: Arc<crate::agenda::ServerAgenda>,
+        shutdown: CancellationToken,
+    ) -> Self {
         let slots = Arc::new(Semaphore::new(gateway.limits().connections_max));
         WebSockets {
             service,
             gateway,
+            agenda,
             slots,
             shutdown,
         }
@@ -114,7 +121,8 @@ type Ending = Option<&'static str>;
 async fn serve(mut socket: WebSocket, websockets: WebSockets, _slot: OwnedSemaphorePermit) {
     let limits = websockets.gateway.limits().clone();
     let metrics = websockets.service.metrics().clone();
-    let mut session = Session::new(websockets.gateway.clone(), websockets.service.clone());
+    let mut session = Session::new(websockets.gateway.clone(), websockets.service.clone())
+        .with_agenda(websockets.agenda.clone());
     let outbox = session.outbox().clone();
     let idle_timeout = Duration::from_millis(limits.idle_timeout_ms);
     let write_timeout = Duration::from_millis(limits.write_timeout_ms);

@@ -89,6 +89,11 @@ pub fn authenticated(server_id: u64) -> Bytes {
     to_bytes(&json!({"op": "authenticated", "server_id": server_id}))
 }
 
+/// `{"op":"authenticated","server_id":ID,"user":NAME}`: an agenda session was accepted.
+pub fn authenticated_user(server_id: u64, user: &str) -> Bytes {
+    to_bytes(&json!({"op": "authenticated", "server_id": server_id, "user": user}))
+}
+
 /// `{"op":"pong"}`.
 pub fn pong() -> Bytes {
     Bytes::from_static(br#"{"op":"pong"}"#)

@@ -93,6 +93,10 @@ struct Registry {
     kv: BTreeMap<Bytes, Listeners>,
     /// `shard:ID` channels by shard.
     shards: BTreeMap<ShardId, Listeners>,
+    /// The agenda's channels (`user:`, `group:`, `event:`), each over a few prefixes.
+    named: BTreeMap<Channel, Listeners>,
+    /// The agenda channels by each prefix they carry.
+    named_by_prefix: BTreeMap<Bytes, Vec<Channel>>,
 }
 
 #[derive(Debug)]
@@ -115,6 +119,7 @@ impl Registry {
         match channel {
             Channel::Kv(prefix) => self.kv.get(prefix),
             Channel::Shard(shard) => self.shards.get(shard),
+            _ => self.named.get(channel),
         }
     }
 
@@ -122,6 +127,7 @@ impl Registry {
         match channel {
             Channel::Kv(prefix) => self.kv.get_mut(prefix),
             Channel::Shard(shard) => self.shards.get_mut(shard),
+            _ => self.named.get_mut(channel),
         }
     }
 
@@ -133,6 +139,17 @@ impl Registry {
         match channel {
             Channel::Kv(prefix) => self.kv.entry(prefix.clone()).or_insert_with(new),
             Channel::Shard(shard) => self.shards.entry(*shard).or_insert_with(new),
+            _ => {
+                if !self.named.contains_key(channel) {
+                    for prefix in channel.prefixes() {
+                        self.named_by_prefix
+                            .entry(prefix)
+                            .or_default()
+                            .push(channel.clone());
+                    }
+                }
+                self.named.entry(channel.clone()).or_insert_with(new)
+            }
         }
     }
 
@@ -143,9 +160,24 @@ impl Registry {
         let removed = listeners.subscribers.remove(&subscriber).is_some();
         if listeners.subscribers.is_empty() {
             match channel {
-                Channel::Kv(prefix) => self.kv.remove(prefix),
-                Channel::Shard(shard) => self.shards.remove(shard),
-            };
+                Channel::Kv(prefix) => {
+                    self.kv.remove(prefix);
+                }
+                Channel::Shard(shard) => {
+                    self.shards.remove(shard);
+                }
+                _ => {
+                    self.named.remove(channel);
+                    for prefix in channel.prefixes() {
+                        if let Some(channels) = self.named_by_prefix.get_mut(&prefix) {
+                            channels.retain(|held| held != channel);
+                            if channels.is_empty() {
+                                self.named_by_prefix.remove(&prefix);
+                            }
+                        }
+                    }
+                }
+            }
         }
         removed
     }
@@ -165,6 +197,10 @@ fn carries(channel: &Channel, shard: ShardId, key: &[u8]) -> bool {
     match channel {
         Channel::Kv(prefix) => key.starts_with(prefix),
         Channel::Shard(carried) => *carried == shard,
+        _ => channel
+            .prefixes()
+            .iter()
+            .any(|prefix| key.starts_with(prefix)),
     }
 }
 
@@ -310,7 +346,11 @@ impl Gateway {
     /// Tells every live subscriber of `shard` whose cursor is below `floor` to resync (the
     /// changes in between are gone) and moves its cursor there.
     fn resync_behind(&self, registry: &mut Registry, shard: ShardId, floor: u64) {
-        let channels = registry.kv.values_mut().chain(registry.shards.values_mut());
+        let channels = registry
+            .kv
+            .values_mut()
+            .chain(registry.shards.values_mut())
+            .chain(registry.named.values_mut());
         for listeners in channels {
             self.resync_listeners(listeners, shard, floor);
         }
@@ -348,6 +388,32 @@ impl Gateway {
         }
         for (prefix, changes) in by_prefix {
             if let Some(listeners) = registry.kv.get_mut(&prefix) {
+                self.push_entry(listeners, position, &changes);
+            }
+        }
+        // An agenda channel carries a change once, whichever of its prefixes it is under.
+        let mut by_channel: BTreeMap<&Channel, Vec<&kv::Change>> = BTreeMap::new();
+        for change in &event.changes {
+            for length in 0..=change.key.len() {
+                if let Some(channels) = registry.named_by_prefix.get(&change.key[..length]) {
+                    for channel in channels {
+                        let changes = by_channel.entry(channel).or_default();
+                        if !changes
+                            .last()
+                            .is_some_and(|last| std::ptr::eq(*last, change))
+                        {
+                            changes.push(change);
+                        }
+                    }
+                }
+            }
+        }
+        let by_channel: Vec<(Channel, Vec<&kv::Change>)> = by_channel
+            .into_iter()
+            .map(|(channel, changes)| (channel.clone(), changes))
+            .collect();
+        for (channel, changes) in by_channel {
+            if let Some(listeners) = registry.named.get_mut(&channel) {
                 self.push_entry(listeners, position, &changes);
             }
         }
@@ -547,6 +613,7 @@ impl Gateway {
         let count = |listeners: &Listeners| listeners.subscribers.len();
         registry.kv.values().map(count).sum::<usize>()
             + registry.shards.values().map(count).sum::<usize>()
+            + registry.named.values().map(count).sum::<usize>()
     }
 
     /// The last index of `shard` this replica published (None: no local replica).

@@ -10,6 +10,7 @@ use super::{
     Channel, ChannelError, CloseReason, Gateway, Outbox, Outgoing, Pushed, SubscribeError,
     SubscriberId,
 };
+use crate::agenda::ServerAgenda;
 use crate::api::json::{JsonCompare, JsonOp, JsonTxn, op_results, text};
 use crate::auth::{Permissions, prefix_end};
 use crate::metrics::Metrics;
@@ -20,8 +21,8 @@ use client::{Consistency, Request, Response};
 use kv::{OpResult, Versioned, Write, WriteResult};
 use serde::Deserialize;
 use serde_json::{Value, json};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 
 /// The largest text message a client may send, in bytes: a value at its limit plus room for
 /// the JSON around it. Larger messages are answered with a `too_large` error.
@@ -32,13 +33,31 @@ pub const MESSAGE_BYTES_MAX: usize = VALUE_BYTES_MAX + 64 * 1024;
 pub struct Session {
     gateway: Gateway,
     service: Service,
+    /// The agenda, for its sessions and its channels (none: operator tokens and `kv:`/`shard:`
+    /// channels only).
+    agenda: Option<Arc<ServerAgenda>>,
     id: SubscriberId,
     outbox: Outbox,
     permissions: Option<Arc<Permissions>>,
+    /// What the tasks this session spawns (an agenda session's check, an agenda channel's
+    /// authorization) share with it.
+    shared: Arc<Mutex<Shared>>,
+    requests_in_flight: Arc<AtomicUsize>,
+}
+
+/// A session's state that its spawned tasks change too.
+#[derive(Debug, Default)]
+struct Shared {
+    /// The agenda user an agenda session token named, once checked.
+    user: Option<String>,
+    /// An agenda session token is being checked.
+    authenticating: bool,
     /// Wrong tokens sent so far; the connection closes at [`AUTH_FAILURES_MAX`].
     auth_failures: u32,
+    /// The channels subscribed to.
     channels: Vec<Channel>,
-    requests_in_flight: Arc<AtomicUsize>,
+    /// The connection is gone: a late authorization subscribes nothing.
+    closed: bool,
 }
 
 /// Wrong tokens a connection may send before it is closed (a token is not guessed one
@@ -130,12 +149,22 @@ impl Session {
             id: gateway.new_subscriber(),
             gateway,
             service,
+            agenda: None,
             outbox,
             permissions: None,
-            auth_failures: 0,
-            channels: Vec::new(),
+            shared: Arc::default(),
             requests_in_flight: Arc::new(AtomicUsize::new(0)),
         }
+    }
+
+    /// A session that also takes the agenda's session tokens and its channels.
+    pub fn with_agenda(mut self, agenda: Arc<ServerAgenda>) -> Session {
+        self.agenda = Some(agenda);
+        self
+    }
+
+    fn shared(&self) -> std::sync::MutexGuard<'_, Shared> {
+        self.shared.lock().expect("session lock")
     }
 
     /// The queue of frames to write to the client.
@@ -198,16 +227,7 @@ impl Session {
     }
 
     fn count_refusal(&self, code: &str) {
-        let counters = &self.gateway.metrics().counters;
-        let counter = match code {
-            "unknown_channel" => &counters.ws_unknown_channels,
-            "forbidden" => &counters.ws_forbidden,
-            "unauthenticated" => &counters.ws_unauthenticated,
-            "too_large" => &counters.ws_oversized,
-            "unauthorized" => return, // counted by the service
-            _ => &counters.ws_malformed,
-        };
-        Metrics::add(counter, 1);
+        count_refusal(self.gateway.metrics(), code);
     }
 
     fn push(&self, frame: Bytes) {
@@ -218,42 +238,110 @@ impl Session {
         self.push(frames::error(refusal.code, &refusal.message, &context));
     }
 
-    fn permissions(&self) -> Result<Arc<Permissions>, Refusal> {
+    fn permissions(&mut self) -> Result<Arc<Permissions>, Refusal> {
+        let user = self.shared().user.clone();
+        if self.permissions.is_none()
+            && let Some(user) = user
+        {
+            // An agenda user reads no key directly: only the agenda's channels it is allowed.
+            let none = Permissions::prefixes([], &format!("agenda user {user}"));
+            self.permissions = Some(Arc::new(none));
+        }
         self.permissions.clone().ok_or_else(|| {
             refuse(
                 "unauthenticated",
-                "send {\"op\":\"auth\",\"token\":...} first",
+                "send {\"op\":\"auth\",\"token\":...} first (and wait for `authenticated`)",
             )
         })
     }
 
+    /// One more wrong token: the connection closes at the limit.
+    fn auth_failed(shared: &Mutex<Shared>, outbox: &Outbox, metrics: &Metrics) {
+        let mut shared = shared.lock().expect("session lock");
+        shared.authenticating = false;
+        shared.auth_failures += 1;
+        if shared.auth_failures >= AUTH_FAILURES_MAX {
+            Metrics::add(&metrics.counters.ws_unauthenticated_closed, 1);
+            outbox.close(CloseReason::Unauthenticated);
+        }
+    }
+}
+
+fn count_refusal(metrics: &Metrics, code: &str) {
+    {
+        let counters = &metrics.counters;
+        let counter = match code {
+            "unknown_channel" => &counters.ws_unknown_channels,
+            "forbidden" => &counters.ws_forbidden,
+            "unauthenticated" => &counters.ws_unauthenticated,
+            "too_large" => &counters.ws_oversized,
+            "unauthorized" => return, // counted by the service
+            _ => &counters.ws_malformed,
+        };
+        Metrics::add(counter, 1);
+    }
+}
+
+impl Session {
     fn auth(&mut self, value: Value) -> Result<(), (Refusal, ErrorContext)> {
         let no_context = |refusal| (refusal, ErrorContext::default());
         let Auth { token } = parse(value).map_err(no_context)?;
-        if self.permissions.is_some() {
-            return Err(no_context(refuse("bad_request", "already authenticated")));
-        }
-        match self.service.authenticate(&token) {
-            Some(permissions) => {
-                self.permissions = Some(Arc::new(permissions));
-                self.push(frames::authenticated(self.gateway.server_id()));
-                Ok(())
+        {
+            let shared = self.shared();
+            if self.permissions.is_some() || shared.user.is_some() || shared.authenticating {
+                return Err(no_context(refuse("bad_request", "already authenticated")));
             }
-            None => {
-                self.auth_failures += 1;
-                if self.auth_failures >= AUTH_FAILURES_MAX {
-                    let counters = &self.service.metrics().counters;
-                    Metrics::add(&counters.ws_unauthenticated_closed, 1);
-                    self.outbox.close(CloseReason::Unauthenticated);
+        }
+        if let Some(permissions) = self.service.authenticate(&token) {
+            self.permissions = Some(Arc::new(permissions));
+            self.push(frames::authenticated(self.gateway.server_id()));
+            return Ok(());
+        }
+        let metrics = self.gateway.metrics().clone();
+        let Some(agenda) = self.agenda.clone() else {
+            Self::auth_failed(&self.shared, &self.outbox, &metrics);
+            return Err(no_context(refuse("unauthorized", "unknown token")));
+        };
+        // Perhaps an agenda session: the agenda reads it from the users shard.
+        self.shared().authenticating = true;
+        let shared = self.shared.clone();
+        let outbox = self.outbox.clone();
+        let server_id = self.gateway.server_id();
+        tokio::spawn(async move {
+            match agenda.authenticate(&token).await {
+                Ok(user) => {
+                    let frame = frames::authenticated_user(server_id, &user);
+                    {
+                        let mut shared = shared.lock().expect("session lock");
+                        shared.authenticating = false;
+                        shared.user = Some(user);
+                    }
+                    push_frame(&outbox, &metrics, frame);
                 }
-                Err(no_context(refuse("unauthorized", "unknown token")))
+                Err(error) => {
+                    let refusal = match error {
+                        agenda::AgendaError::Unavailable(_) => {
+                            shared.lock().expect("session lock").authenticating = false;
+                            refuse("unavailable", error.to_string())
+                        }
+                        _ => {
+                            Self::auth_failed(&shared, &outbox, &metrics);
+                            refuse("unauthorized", "unknown token or session")
+                        }
+                    };
+                    count_refusal(&metrics, refusal.code);
+                    let frame =
+                        frames::error(refusal.code, &refusal.message, &ErrorContext::default());
+                    push_frame(&outbox, &metrics, frame);
+                }
             }
-        }
+        });
+        Ok(())
     }
 
     /// Whether the client has authenticated.
     pub fn is_authenticated(&self) -> bool {
-        self.permissions.is_some()
+        self.permissions.is_some() || self.shared().user.is_some()
     }
 
     fn subscribe(&mut self, value: Value) -> Result<(), (Refusal, ErrorContext)> {
@@ -279,31 +367,50 @@ impl Session {
             };
             with_context(refuse(code, error.to_string()))
         })?;
-        if !channel.allowed(&permissions, map) {
-            let message = format!("this token may not read {name}");
+        let subscription = Subscription {
+            gateway: self.gateway.clone(),
+            id: self.id,
+            outbox: self.outbox.clone(),
+            shared: self.shared.clone(),
+            channel,
+            name,
+            from,
+        };
+        if subscription.channel.allowed(&permissions, map) {
+            return subscription.register().map_err(with_context);
+        }
+        let user = self.shared().user.clone();
+        let (Some(user), Some(agenda)) = (user, self.agenda.clone()) else {
+            let message = format!("this token may not read {}", subscription.name);
+            return Err(with_context(refuse("forbidden", message)));
+        };
+        if !subscription.channel.is_agenda() {
+            let message = format!("an agenda session may not read {}", subscription.name);
             return Err(with_context(refuse("forbidden", message)));
         }
-        let max = self.gateway.limits().subscriptions_per_connection_max;
-        if self.channels.len() >= max {
-            let message = format!("at most {max} subscriptions per connection");
-            return Err(with_context(refuse("too_many_subscriptions", message)));
+        // Whether this user may listen is the agenda's to say (a group's members, an event's
+        // organizer and attendees): asked in a task, bounded like the requests in flight.
+        let max = self.gateway.limits().requests_per_connection_max;
+        if self.requests_in_flight.load(Ordering::Relaxed) >= max {
+            let message = format!("at most {max} requests in flight per connection");
+            return Err(with_context(refuse("too_many_requests", message)));
         }
-        let subscribed =
-            self.gateway
-                .subscribe(self.id, &self.outbox, &channel, &name, from.as_ref());
-        match subscribed {
-            Ok(()) => {
-                self.channels.push(channel);
-                Ok(())
+        self.requests_in_flight.fetch_add(1, Ordering::Relaxed);
+        let in_flight = self.requests_in_flight.clone();
+        let metrics = self.gateway.metrics().clone();
+        tokio::spawn(async move {
+            let outcome = match subscription.may_listen(&agenda, &user).await {
+                Ok(()) => subscription.register(),
+                Err(refusal) => Err(refusal),
+            };
+            in_flight.fetch_sub(1, Ordering::Relaxed);
+            if let Err(refusal) = outcome {
+                count_refusal(&metrics, refusal.code);
+                let frame = frames::error(refusal.code, &refusal.message, &context);
+                push_frame(&subscription.outbox, &metrics, frame);
             }
-            Err(error @ SubscribeError::AlreadySubscribed(_)) => Err(with_context(refuse(
-                "already_subscribed",
-                error.to_string(),
-            ))),
-            Err(error @ SubscribeError::NotHosted { .. }) => {
-                Err(with_context(refuse("not_hosted", error.to_string())))
-            }
-        }
+        });
+        Ok(())
     }
 
     fn unsubscribe(&mut self, value: Value) -> Result<(), (Refusal, ErrorContext)> {
@@ -314,17 +421,19 @@ impl Session {
             id: None,
             channel: Some(name.clone()),
         };
+        let mut shared = self.shared.lock().expect("session lock");
         let position = Channel::parse(&name, self.gateway.shard_map())
             .ok()
-            .and_then(|channel| self.channels.iter().position(|held| *held == channel));
+            .and_then(|channel| shared.channels.iter().position(|held| *held == channel));
         let Some(position) = position else {
             return Err((
                 refuse("not_subscribed", format!("not subscribed to {name}")),
                 context,
             ));
         };
-        let channel = self.channels.swap_remove(position);
+        let channel = shared.channels.swap_remove(position);
         self.gateway.unsubscribe(self.id, &channel);
+        drop(shared);
         self.push(frames::unsubscribed(&name));
         Ok(())
     }
@@ -369,9 +478,79 @@ impl Session {
     }
 }
 
+/// A subscription on its way: checked, then registered with the gateway.
+struct Subscription {
+    gateway: Gateway,
+    id: SubscriberId,
+    outbox: Outbox,
+    shared: Arc<Mutex<Shared>>,
+    channel: Channel,
+    name: String,
+    from: Option<Positions>,
+}
+
+impl Subscription {
+    /// Whether agenda user `user` may listen: a user to their own channel, a group's members
+    /// to its channel, an event's organizer and attendees to its channel. Anything else is
+    /// `forbidden`, whether or not the group or event exists.
+    async fn may_listen(&self, agenda: &ServerAgenda, user: &str) -> Result<(), Refusal> {
+        let checked = match &self.channel {
+            Channel::User(name) if name == user => Ok(()),
+            Channel::Group(group) => agenda.group(user, group).await.map(drop),
+            Channel::Event(event) => agenda.event(user, event).await.map(drop),
+            _ => Err(agenda::AgendaError::Forbidden(String::new())),
+        };
+        match checked {
+            Ok(()) => Ok(()),
+            Err(error @ agenda::AgendaError::Unavailable(_)) => {
+                Err(refuse("unavailable", error.to_string()))
+            }
+            Err(_) => Err(refuse(
+                "forbidden",
+                format!("{user} may not listen to {}", self.name),
+            )),
+        }
+    }
+
+    /// Registers the subscription, unless the connection is gone or holds too many.
+    fn register(&self) -> Result<(), Refusal> {
+        let mut shared = self.shared.lock().expect("session lock");
+        if shared.closed {
+            return Ok(());
+        }
+        let max = self.gateway.limits().subscriptions_per_connection_max;
+        if shared.channels.len() >= max {
+            let message = format!("at most {max} subscriptions per connection");
+            return Err(refuse("too_many_subscriptions", message));
+        }
+        let subscribed = self.gateway.subscribe(
+            self.id,
+            &self.outbox,
+            &self.channel,
+            &self.name,
+            self.from.as_ref(),
+        );
+        match subscribed {
+            Ok(()) => {
+                shared.channels.push(self.channel.clone());
+                Ok(())
+            }
+            Err(error @ SubscribeError::AlreadySubscribed(_)) => {
+                Err(refuse("already_subscribed", error.to_string()))
+            }
+            Err(error @ SubscribeError::NotHosted { .. }) => {
+                Err(refuse("not_hosted", error.to_string()))
+            }
+        }
+    }
+}
+
 impl Drop for Session {
     fn drop(&mut self) {
-        self.gateway.remove(self.id, &self.channels);
+        let mut shared = self.shared.lock().expect("session lock");
+        shared.closed = true;
+        self.gateway.remove(self.id, &shared.channels);
+        drop(shared);
         let gauges = &self.gateway.metrics().gauges;
         gauges.ws_connections_open.fetch_sub(1, Ordering::Relaxed);
     }
