@@ -608,9 +608,9 @@ async fn every_bad_input_is_answered_with_an_error_frame_and_counted() {
         "malformed",
     )
     .await;
-    let unknown = text(json!({"op": "subscribe", "channel": "user:bob"}));
+    let unknown = text(json!({"op": "subscribe", "channel": "calendar:bob"}));
     let answer = expect_error(&mut socket, unknown, "unknown_channel").await;
-    assert_eq!(answer["channel"], "user:bob");
+    assert_eq!(answer["channel"], "calendar:bob");
     let groups = text(json!({"op": "subscribe", "channel": "kv:gr/"}));
     expect_error(&mut socket, groups, "forbidden").await;
     let whole_shard = text(json!({"op": "subscribe", "channel": "shard:4"}));
