@@ -10,6 +10,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
+use sha2::Digest;
 
 use crate::error::AgendaError;
 use crate::keys;
@@ -240,9 +241,17 @@ pub struct Saved {
     /// Overlaps of its occurrences with the busy time of its owner and attendees (reported,
     /// not refused: people decide).
     pub conflicts: Vec<Conflict>,
-    /// The shard and log index of the write: its notifications carry this position.
+    /// The shard and log index of the write: its notifications carry this position (`(0, 0)`
+    /// for a replayed creation, which wrote nothing).
     pub position: (u64, u64),
+    /// A creation retried with the same idempotency key: the event the first attempt created,
+    /// as it is now; nothing was written.
+    #[serde(default)]
+    pub replayed: bool,
 }
+
+/// The longest idempotency key a creation takes.
+pub const IDEMPOTENCY_KEY_BYTES_MAX: usize = 128;
 
 /// An attendee's answer, as the organizer sees it.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -447,6 +456,33 @@ impl<S: Store, E: Env> Agenda<S, E> {
 
     /// Creates an event owned by `caller` and invites its attendees.
     pub async fn create_event(&self, caller: &str, new: NewEvent) -> Result<Saved, AgendaError> {
+        self.create_event_once(caller, new, None).await
+    }
+
+    /// Creates an event, at most once per `idempotency_key`: the event id is derived from the
+    /// caller and the key, so a retry of a creation whose answer was lost (a timeout, a
+    /// failover) finds the event the first attempt made and answers it ([`Saved::replayed`])
+    /// instead of making a second one. A retry after the event was deleted creates it again.
+    pub async fn create_event_once(
+        &self,
+        caller: &str,
+        new: NewEvent,
+        idempotency_key: Option<&str>,
+    ) -> Result<Saved, AgendaError> {
+        let id = match idempotency_key {
+            Some(key) => {
+                if key.is_empty() || key.len() > IDEMPOTENCY_KEY_BYTES_MAX {
+                    return Err(AgendaError::invalid(
+                        "idempotency key",
+                        format!("1 to {IDEMPOTENCY_KEY_BYTES_MAX} bytes"),
+                    ));
+                }
+                keys::check_name("user", caller)?;
+                let digest = sha2::Sha256::digest(format!("{caller}\n{key}").as_bytes());
+                keys::event_id(caller, &digest.into())
+            }
+            None => self.new_event_id(caller),
+        };
         let content = Content {
             title: new.title,
             description: new.description,
@@ -464,7 +500,7 @@ impl<S: Store, E: Env> Agenda<S, E> {
             .collect();
         let now_ms = self.env.now_ms();
         let event = Event {
-            id: self.new_event_id(caller),
+            id,
             owner: caller.to_owned(),
             content,
             attendees,
@@ -477,8 +513,17 @@ impl<S: Store, E: Env> Agenda<S, E> {
         let conflicts = self.conflicts(&event).await.unwrap_or_default();
         let key = keys::event(&event.id);
         let mut tx = Tx::new(&self.store);
-        if tx.get(key.clone()).await?.is_some() {
-            return Err(AgendaError::AlreadyExists(format!("event {}", event.id)));
+        if let Some(found) = tx.get(key.clone()).await? {
+            if idempotency_key.is_none() {
+                return Err(AgendaError::AlreadyExists(format!("event {}", event.id)));
+            }
+            return Ok(Saved {
+                event: decode(&key, &found.value)?,
+                truncated: None,
+                conflicts: Vec::new(),
+                position: (0, 0),
+                replayed: true,
+            });
         }
         tx.put_record(key, &event);
         queue_invitations(&mut tx, &event);
@@ -488,6 +533,7 @@ impl<S: Store, E: Env> Agenda<S, E> {
                 truncated: None,
                 conflicts,
                 position,
+                replayed: false,
             }),
             None => Err(AgendaError::Contended(format!("event {}", event.id))),
         }
@@ -610,6 +656,7 @@ impl<S: Store, E: Env> Agenda<S, E> {
                     truncated,
                     conflicts,
                     position,
+                    replayed: false,
                 });
             }
         }

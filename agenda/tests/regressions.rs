@@ -342,3 +342,64 @@ fn an_event_with_many_past_replies_cannot_be_deleted() {
         assert!(deleted.is_ok(), "delete: {deleted:?}");
     });
 }
+
+#[test]
+fn a_creation_retried_after_its_answer_was_lost_makes_a_second_event() {
+    run(async {
+        let agenda = agenda();
+        register(&agenda, "alice").await;
+        register(&agenda, "nora").await;
+        // Without a key, a lost answer and a retry make two events (the client cannot tell).
+        agenda.store().lose_answers(1);
+        let lost = agenda
+            .create_event("alice", meeting(schedule(None), &["nora"]))
+            .await;
+        assert!(matches!(lost, Err(agenda::AgendaError::Unavailable(_))));
+        agenda
+            .create_event("alice", meeting(schedule(None), &["nora"]))
+            .await
+            .expect("the retry");
+        deliver_all(&agenda).await;
+        assert_eq!(agenda.invitations("nora", false).await.unwrap().len(), 2);
+
+        // With an idempotency key, the retry answers the event the first attempt made.
+        agenda.store().lose_answers(1);
+        let lost = agenda
+            .create_event_once("alice", meeting(schedule(None), &["nora"]), Some("req-7"))
+            .await;
+        assert!(matches!(lost, Err(agenda::AgendaError::Unavailable(_))));
+        let retried = agenda
+            .create_event_once("alice", meeting(schedule(None), &["nora"]), Some("req-7"))
+            .await
+            .expect("the retry");
+        assert!(retried.replayed);
+        assert_eq!(retried.position, (0, 0), "nothing written");
+        let again = agenda
+            .create_event_once("alice", meeting(schedule(None), &["nora"]), Some("req-7"))
+            .await
+            .expect("once more");
+        assert_eq!(again.event.id, retried.event.id);
+        deliver_all(&agenda).await;
+        assert_eq!(agenda.invitations("nora", false).await.unwrap().len(), 3);
+
+        // Keys are per user; a new key is a new event; an empty key is refused.
+        let nora = agenda
+            .create_event_once("nora", meeting(schedule(None), &[]), Some("req-7"))
+            .await
+            .expect("nora's");
+        assert!(!nora.replayed);
+        assert!(nora.event.id.starts_with("nora."));
+        let other = agenda
+            .create_event_once("alice", meeting(schedule(None), &[]), Some("req-8"))
+            .await
+            .expect("another");
+        assert!(!other.replayed);
+        assert_ne!(other.event.id, retried.event.id);
+        assert!(matches!(
+            agenda
+                .create_event_once("alice", meeting(schedule(None), &[]), Some(""))
+                .await,
+            Err(agenda::AgendaError::Invalid { .. })
+        ));
+    });
+}

@@ -309,7 +309,24 @@ fn saved_json(saved: &agenda::events::Saved) -> serde_json::Value {
     if let Some(truncated) = &saved.truncated {
         value["truncated"] = event_json(truncated);
     }
+    if saved.replayed {
+        value["replayed"] = true.into();
+    }
     value
+}
+
+/// The `Idempotency-Key` header, if the request has one.
+fn idempotency_key(headers: &HeaderMap) -> Result<Option<&str>, ApiError> {
+    let Some(value) = headers.get("idempotency-key") else {
+        return Ok(None);
+    };
+    value.to_str().map(Some).map_err(|_| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid",
+            "invalid idempotency key: visible ASCII only",
+        )
+    })
 }
 
 async fn create_event(
@@ -323,7 +340,8 @@ async fn create_event(
         let Json(request) = body?;
         let zone = agenda.profile(&user).await?.zone;
         let new = request.into_new_event(&zone)?;
-        let saved = agenda.create_event(&user, new).await?;
+        let key = idempotency_key(&headers)?;
+        let saved = agenda.create_event_once(&user, new, key).await?;
         Ok(created(saved_json(&saved)))
     }
     .await;
