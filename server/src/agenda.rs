@@ -32,6 +32,27 @@ pub(crate) fn alerts_prefixes() -> Vec<Bytes> {
     ["am", "nz"].map(agenda::keys::alerts_all).to_vec()
 }
 
+/// Why the agenda cannot work over `shard_map`, if it cannot: each of its transactions keeps to
+/// one of the ranges `ev/am/`, `ev/nz/`, `gr/`, `us/`, so a map that splits one of them makes
+/// some of its writes cross shards, which the router refuses (nothing is half-written, but the
+/// agenda fails). The default map keeps each range whole.
+pub fn layout_problem(shard_map: &crate::shard::ShardMap) -> Option<String> {
+    let split: Vec<String> = ["ev/am/", "ev/nz/", "gr/", "us/"]
+        .into_iter()
+        .filter(|prefix| {
+            let end = agenda::store::prefix_end(prefix.as_bytes());
+            shard_map.split_range(prefix.as_bytes(), &end).len() > 1
+        })
+        .map(str::to_owned)
+        .collect();
+    (!split.is_empty()).then(|| {
+        format!(
+            "the shard map splits the agenda's ranges {split:?}: agenda writes that span them \
+             will be refused as cross-shard"
+        )
+    })
+}
+
 /// The agenda's store: this server's service door, with every key allowed (the layer enforces
 /// its own rules: who may read and change which record).
 #[derive(Clone)]
@@ -369,4 +390,28 @@ async fn remind_once(agenda: &ServerAgenda, service: &Service) -> Reminding {
         }
     }
     if failed { Reminding::Failed } else { outcome }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::layout_problem;
+    use crate::config::default_shards;
+    use crate::shard::ShardMap;
+
+    #[test]
+    fn the_default_map_keeps_each_agenda_range_whole_and_a_split_one_is_reported() {
+        assert_eq!(
+            layout_problem(&ShardMap::new(default_shards(4)).unwrap()),
+            None
+        );
+        let mut shards = default_shards(4);
+        // Cut the users shard at `us/m`: `us/` now spans two shards.
+        let mut second = shards[3].clone();
+        second.id = 5;
+        second.start = "us/m".into();
+        shards[3].end = "us/m".into();
+        shards.push(second);
+        let problem = layout_problem(&ShardMap::new(shards).unwrap()).expect("a problem");
+        assert!(problem.contains("\"us/\""), "{problem}");
+    }
 }

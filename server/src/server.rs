@@ -409,6 +409,9 @@ where
         metrics,
         boot_id,
     );
+    if let Some(problem) = crate::agenda::layout_problem(service.shard_map()) {
+        tracing::warn!("{problem}");
+    }
     let agenda = Arc::new(crate::agenda::ServerAgenda::new(
         crate::agenda::ServiceStore::new(service.clone()),
         crate::agenda::ServerEnv::new(options.wall_clock.clone()),
