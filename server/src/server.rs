@@ -424,6 +424,7 @@ where
             client_listener,
             service.clone(),
             gateway.clone(),
+            agenda.clone(),
             shutdown.clone(),
         )),
         tokio::spawn(gateway.clone().run_dispatcher(shutdown.clone())),

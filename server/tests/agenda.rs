@@ -362,8 +362,25 @@ async fn receive(socket: &mut Socket, within: Duration) -> Option<Value> {
 /// Subscribes to each channel and returns each one's answer (`subscribed` or an error's code),
 /// by channel: answers to agenda channels come once the agenda has said who may listen.
 async fn subscribe_all(socket: &mut Socket, channels: &[&str]) -> Vec<(String, String)> {
+    subscribe_from(socket, channels, None)
+        .await
+        .into_iter()
+        .map(|(channel, answer, _)| (channel, answer))
+        .collect()
+}
+
+/// As `subscribe_all`, resuming after `from` if given; each answer with its `at` positions.
+async fn subscribe_from(
+    socket: &mut Socket,
+    channels: &[&str],
+    from: Option<&Value>,
+) -> Vec<(String, String, Value)> {
     for channel in channels {
-        send(socket, json!({"op": "subscribe", "channel": channel})).await;
+        let mut frame = json!({"op": "subscribe", "channel": channel});
+        if let Some(from) = from {
+            frame["from"] = from.clone();
+        }
+        send(socket, frame).await;
     }
     let mut answers = Vec::new();
     while answers.len() < channels.len() {
@@ -376,10 +393,21 @@ async fn subscribe_all(socket: &mut Socket, channels: &[&str]) -> Vec<(String, S
             Some("error") => frame["code"].as_str().unwrap_or_default().to_owned(),
             _ => continue,
         };
-        answers.push((channel, answer));
+        answers.push((channel, answer, frame["at"].clone()));
     }
-    answers.sort();
+    answers.sort_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
     answers
+}
+
+/// The title of an event or invitation record in a change frame's value.
+fn title_in(frame: &Value) -> String {
+    let value: Value =
+        serde_json::from_str(frame["value"].as_str().unwrap_or("null")).unwrap_or_default();
+    value["title"]
+        .as_str()
+        .or(value["content"]["title"].as_str())
+        .unwrap_or_default()
+        .to_owned()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -420,7 +448,7 @@ async fn agenda_channels_notify_only_those_the_agenda_allows() {
     let event_channel = format!("event:{id}");
 
     let mut nora_socket = agenda_socket(&cluster, 2, &nora, "nora").await;
-    let answers = subscribe_all(
+    let answers = subscribe_from(
         &mut nora_socket,
         &[
             "user:nora",
@@ -430,8 +458,18 @@ async fn agenda_channels_notify_only_those_the_agenda_allows() {
             "kv:us/",
             "shard:1",
         ],
+        None,
     )
     .await;
+    let mut nora_at = answers
+        .iter()
+        .find(|(channel, _, _)| channel == "user:nora")
+        .map(|(_, _, at)| at.clone())
+        .expect("subscribed to user:nora");
+    let answers: Vec<(String, String)> = answers
+        .into_iter()
+        .map(|(channel, answer, _)| (channel, answer))
+        .collect();
     let expected: Vec<(String, String)> = [
         (event_channel.as_str(), "subscribed"),
         ("group:team", "subscribed"),
@@ -486,14 +524,11 @@ async fn agenda_channels_notify_only_those_the_agenda_allows() {
         if frame["op"] != "change" {
             continue;
         }
-        let value: Value =
-            serde_json::from_str(frame["value"].as_str().unwrap_or("null")).unwrap_or_default();
-        let title = value["title"]
-            .as_str()
-            .or(value["content"]["title"].as_str())
-            .unwrap_or_default()
-            .to_owned();
-        if title == "Planning, renamed" {
+        if frame["channel"] == "user:nora" {
+            let shard = frame["position"]["shard"].to_string();
+            nora_at[shard] = frame["position"]["index"].clone();
+        }
+        if title_in(&frame) == "Planning, renamed" {
             let channel = frame["channel"].as_str().unwrap_or_default().to_owned();
             let key = frame["key"].as_str().unwrap_or_default().to_owned();
             assert!(
@@ -509,6 +544,38 @@ async fn agenda_channels_notify_only_those_the_agenda_allows() {
         None,
         "mallory subscribed to nothing"
     );
+
+    // Nora goes away; alice renames the event again; nora comes back to another server with
+    // her last positions and gets what she missed, once, and nothing she had seen.
+    drop(nora_socket);
+    let (status, _) = api
+        .call(
+            "PATCH",
+            &format!("/v1/events/{id}"),
+            Some(&alice),
+            json!({"title": "Planning, third"}),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let mut nora_socket = agenda_socket(&cluster, 3, &nora, "nora").await;
+    let answers = subscribe_from(&mut nora_socket, &["user:nora"], Some(&nora_at)).await;
+    assert_eq!(answers[0].1, "subscribed");
+    assert_eq!(answers[0].2, nora_at, "resumed where she left");
+    loop {
+        let frame = receive(&mut nora_socket, Duration::from_secs(10))
+            .await
+            .expect("the missed change reaches nora");
+        assert_ne!(frame["op"], "resync", "{frame}");
+        if frame["op"] != "change" {
+            continue;
+        }
+        let title = title_in(&frame);
+        assert_ne!(title, "Planning, renamed", "seen before the reconnection");
+        if title == "Planning, third" {
+            assert_eq!(frame["key"], format!("ev/nz/nora/i/{id}"));
+            break;
+        }
+    }
     for id in 1..=3 {
         cluster.stop(id).await;
     }

@@ -4,6 +4,7 @@
 //! the gateway's session, as the WebSocket endpoint does (and as the simulator's subscribers
 //! use it).
 
+use crate::agenda::ServerAgenda;
 use crate::gateway::{CloseReason, Gateway, Outgoing, Session};
 use crate::metrics::Metrics;
 use crate::service::Service;
@@ -40,6 +41,7 @@ pub(crate) async fn serve(
     listener: TcpListener,
     service: Service,
     gateway: Gateway,
+    agenda: Arc<ServerAgenda>,
     shutdown: CancellationToken,
 ) {
     let connections_max = service.config_limits().client_connections_max;
@@ -62,9 +64,10 @@ pub(crate) async fn serve(
         Metrics::add(&service.metrics().counters.client_connections, 1);
         let service = service.clone();
         let gateway = gateway.clone();
+        let agenda = agenda.clone();
         let shutdown = shutdown.clone();
         tokio::spawn(async move {
-            serve_connection(stream, service, gateway, shutdown).await;
+            serve_connection(stream, service, gateway, agenda, shutdown).await;
             drop(permit);
         });
     }
@@ -74,6 +77,7 @@ async fn serve_connection(
     stream: TcpStream,
     service: Service,
     gateway: Gateway,
+    agenda: Arc<ServerAgenda>,
     shutdown: CancellationToken,
 ) {
     let _ = stream.set_nodelay(true);
@@ -116,7 +120,8 @@ async fn serve_connection(
                 if encode(&welcome, &mut buffer)
                     && write_and_flush(&mut writer, &buffer).await.is_ok()
                 {
-                    serve_gateway(frames, writer, gateway, service, shutdown).await;
+                    let session = Session::new(gateway, service).with_agenda(agenda);
+                    serve_gateway(frames, writer, session, shutdown).await;
                 }
                 return;
             }
@@ -226,16 +231,14 @@ async fn serve_connection(
 async fn serve_gateway<R, W>(
     mut frames: FrameReader<R>,
     mut writer: W,
-    gateway: Gateway,
-    service: Service,
+    mut session: Session,
     shutdown: CancellationToken,
 ) where
     R: tokio::io::AsyncRead + Unpin,
     W: tokio::io::AsyncWrite + Unpin,
 {
-    let limits = gateway.limits().clone();
-    let metrics = service.metrics().clone();
-    let mut session = Session::new(gateway, service);
+    let limits = session.gateway().limits().clone();
+    let metrics = session.gateway().metrics().clone();
     let outbox = session.outbox().clone();
     let idle_timeout = Duration::from_millis(limits.idle_timeout_ms);
     let write_timeout = Duration::from_millis(limits.write_timeout_ms);

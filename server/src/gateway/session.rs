@@ -167,6 +167,11 @@ impl Session {
         self.shared.lock().expect("session lock")
     }
 
+    /// The gateway this session subscribes through.
+    pub fn gateway(&self) -> &Gateway {
+        &self.gateway
+    }
+
     /// The queue of frames to write to the client.
     pub fn outbox(&self) -> &Outbox {
         &self.outbox
