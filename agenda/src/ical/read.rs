@@ -95,6 +95,17 @@ struct Reader<'a> {
     zones: &'a BTreeMap<String, String>,
 }
 
+/// What an exception (a VEVENT with RECURRENCE-ID) does to its occurrence.
+enum Exception {
+    /// STATUS:CANCELLED: the occurrence is removed.
+    Cancelled,
+    /// The occurrence stays, perhaps moved, perhaps with its own text.
+    Kept {
+        moved: Option<Moved>,
+        details: Details,
+    },
+}
+
 /// A date or date-time value as written.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Written {
@@ -216,14 +227,18 @@ impl Reader<'_> {
         };
         let mut details = Vec::new();
         for exception in exceptions {
-            let (occurrence, moved, text) =
+            let (occurrence, exception) =
                 self.exception(exception, &schedule, [&title, &description, &location])?;
-            match moved {
-                None => schedule.exdates.push(occurrence),
-                Some(Some(moved)) => {
-                    schedule.overrides.insert(occurrence, moved);
-                }
-                Some(None) => {}
+            let Exception::Kept {
+                moved,
+                details: text,
+            } = exception
+            else {
+                schedule.exdates.push(occurrence);
+                continue;
+            };
+            if let Some(moved) = moved {
+                schedule.overrides.insert(occurrence, moved);
             }
             if text != Details::default() {
                 details.push((occurrence, text));
@@ -248,15 +263,13 @@ impl Reader<'_> {
         Ok((event, details))
     }
 
-    /// One exception: its occurrence, `None` if cancelled, else where it moved (`Some(None)`
-    /// if it did not), and its own text.
-    #[allow(clippy::type_complexity)]
+    /// One exception: its occurrence and what became of it.
     fn exception(
         &self,
         exception: &Component<'_>,
         schedule: &Schedule,
         [title, description, location]: [&String; 3],
-    ) -> Result<(Local, Option<Option<Moved>>, Details), IcalError> {
+    ) -> Result<(Local, Exception), IcalError> {
         let recurrence_id = required(exception, "RECURRENCE-ID")?;
         if param(recurrence_id, "RANGE").is_some() {
             return Err(IcalError::Unsupported(
@@ -268,7 +281,7 @@ impl Reader<'_> {
         let occurrence =
             self.local_of_kind("RECURRENCE-ID", self.written(recurrence_id)?, zone, all_day)?;
         if is_cancelled(exception) {
-            return Ok((occurrence, None, Details::default()));
+            return Ok((occurrence, Exception::Cancelled));
         }
         let start = match exception.find_prop("DTSTART") {
             Some(start) => self.local_of_kind("DTSTART", self.written(start)?, zone, all_day)?,
@@ -287,7 +300,7 @@ impl Reader<'_> {
             description: differs("DESCRIPTION", description),
             location: differs("LOCATION", location),
         };
-        Ok((occurrence, Some(moved), details))
+        Ok((occurrence, Exception::Kept { moved, details }))
     }
 
     /// DTEND, or DTSTART plus DURATION, or one day for a date; in the start's zone and kind.
