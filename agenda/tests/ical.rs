@@ -407,6 +407,9 @@ fn malformed_calendars_are_refused_whole() {
     ] {
         assert!(read::read(text, "UTC").is_err(), "{text:?}");
     }
+    // The parser recurses per nested component: a text of BEGIN lines must not overflow the stack.
+    let deep = "BEGIN:VCALENDAR\r\n".repeat(25_000);
+    assert!(read::read(&deep, "UTC").is_err());
     let huge = "X".repeat(read::IMPORT_BYTES_MAX + 1);
     assert!(read::read(&huge, "UTC").is_err());
     let many = format!(

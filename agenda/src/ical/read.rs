@@ -17,6 +17,10 @@ pub const IMPORT_EVENTS_MAX: usize = 200;
 /// The largest calendar text an import takes, in bytes.
 pub const IMPORT_BYTES_MAX: usize = 512 * 1024;
 
+/// How deep components may nest (VCALENDAR, VEVENT, VALARM need three): the parser recurses
+/// once per level, so a text of nothing but BEGIN lines must not reach it.
+const NESTING_MAX: usize = 8;
+
 /// The title of an imported event that has no SUMMARY (a title is required here).
 const UNTITLED: &str = "(no title)";
 
@@ -56,6 +60,7 @@ pub fn read(text: &str, default_zone: &str) -> Result<Vec<Result<Imported, Refus
     }
     schedule::parse_zone(default_zone).map_err(IcalError::Schedule)?;
     let unfolded = unfold(text);
+    check_nesting(&unfolded)?;
     let calendar =
         read_calendar(&unfolded).map_err(|error| IcalError::Syntax(first_line(&error)))?;
     let mut zones = BTreeMap::new();
@@ -86,6 +91,25 @@ pub fn read(text: &str, default_zone: &str) -> Result<Vec<Result<Imported, Refus
         zones: &zones,
     };
     Ok(reader.series(&vevents))
+}
+
+/// Refuses a text whose components nest deeper than [`NESTING_MAX`].
+fn check_nesting(unfolded: &str) -> Result<(), IcalError> {
+    let mut depth: usize = 0;
+    for line in unfolded.lines() {
+        let name = line.split([':', ';']).next().unwrap_or_default().trim();
+        if name.eq_ignore_ascii_case("BEGIN") {
+            depth += 1;
+            if depth > NESTING_MAX {
+                return Err(IcalError::Syntax(format!(
+                    "components nest deeper than {NESTING_MAX} levels"
+                )));
+            }
+        } else if name.eq_ignore_ascii_case("END") {
+            depth = depth.saturating_sub(1);
+        }
+    }
+    Ok(())
 }
 
 struct Reader<'a> {
