@@ -146,7 +146,10 @@ fn a_moved_and_retitled_occurrence_comes_back_as_an_exception() {
             },
         );
         let mut new = event("Planning; the big one, really", series, &[]);
-        new.description = "Line one\nLine two, with \\ and ;".into();
+        new.description = format!(
+            "Line one\nLine two, with \\ and ;\n{}",
+            "long ñ ".repeat(40)
+        );
         let saved = agenda.create_event("alice", new).await.expect("created");
         let change = EventChange {
             scope: Scope::This(local("2026-06-15T10:00")),
@@ -167,7 +170,9 @@ fn a_moved_and_retitled_occurrence_comes_back_as_an_exception() {
             text.contains("RECURRENCE-ID;TZID=Europe/Madrid:20260608T100000"),
             "{text}"
         );
-        assert!(text.contains("\r\n"));
+        // Lines end in CRLF and are folded at 75 octets (RFC 5545 3.1).
+        assert!(text.ends_with("END:VCALENDAR\r\n"));
+        assert!(text.split("\r\n").all(|line| line.len() <= 75), "{text}");
         let report = agenda.import_ics("alice", &text).await.expect("imported");
         assert!(report.errors.is_empty(), "{:?}", report.errors);
         let copy = agenda
@@ -394,6 +399,16 @@ fn a_foreign_calendar_imports_what_it_can_and_says_why_not_the_rest() {
             .expect("lunch");
         assert_eq!(lunch.content.schedule.zone, "America/New_York");
     });
+}
+
+#[test]
+fn bare_line_feeds_and_a_byte_order_mark_are_read_too() {
+    let text = format!("\u{feff}{}", FOREIGN.replace("\r\n", "\n"));
+    let results = read::read(&text, "UTC").expect("parses");
+    assert_eq!(results.iter().filter(|result| result.is_ok()).count(), 2);
+    let yoga = results[0].as_ref().expect("yoga");
+    assert_eq!(yoga.event.title, "Yoga, with friends");
+    assert_eq!(yoga.event.schedule.exdates.len(), 1);
 }
 
 #[test]

@@ -59,7 +59,8 @@ pub fn read(text: &str, default_zone: &str) -> Result<Vec<Result<Imported, Refus
         )));
     }
     schedule::parse_zone(default_zone).map_err(IcalError::Schedule)?;
-    let unfolded = unfold(text);
+    // Some Windows applications start the file with a byte-order mark.
+    let unfolded = unfold(text.trim_start_matches('\u{feff}'));
     check_nesting(&unfolded)?;
     let calendar =
         read_calendar(&unfolded).map_err(|error| IcalError::Syntax(first_line(&error)))?;
