@@ -340,6 +340,12 @@ STATUS:CANCELLED\r
 DTSTART;TZID=W. Europe Standard Time:20260304T073000\r
 END:VEVENT\r
 BEGIN:VEVENT\r
+UID:one@example.com\r
+RECURRENCE-ID;TZID=W. Europe Standard Time:20260309T073000\r
+DTSTART;TZID=W. Europe Standard Time:20260309T080000\r
+SUMMARY:Yoga, later\r
+END:VEVENT\r
+BEGIN:VEVENT\r
 UID:two@example.com\r
 SUMMARY:Somewhere else\r
 DTSTART;TZID=Mars/Olympus_Mons:20260302T073000\r
@@ -373,7 +379,7 @@ fn a_foreign_calendar_imports_what_it_can_and_says_why_not_the_rest() {
         register(&agenda, "nora", "America/New_York").await;
         let report = agenda.import_ics("nora", FOREIGN).await.expect("imported");
         let created: Vec<_> = report.created.iter().map(|c| c.index).collect();
-        assert_eq!(created, [0, 4]);
+        assert_eq!(created, [0, 5]);
         let errors: Vec<_> = report
             .errors
             .iter()
@@ -389,6 +395,17 @@ fn a_foreign_calendar_imports_what_it_can_and_says_why_not_the_rest() {
             .await
             .expect("yoga");
         assert_eq!(yoga.content.title, "Yoga, with friends");
+        // The exception without an end keeps the series' hour, and its own title.
+        let later = local("2026-03-09T07:30");
+        let moved = &yoga.content.schedule.overrides[&later];
+        assert_eq!(
+            (moved.start, moved.end),
+            (local("2026-03-09T08:00"), local("2026-03-09T09:00"))
+        );
+        assert_eq!(
+            yoga.content.details[&later].title.as_deref(),
+            Some("Yoga, later")
+        );
         let yoga = &yoga.content.schedule;
         assert_eq!(yoga.zone, "Europe/Berlin");
         assert_eq!(yoga.end, local("2026-03-02T08:30"));

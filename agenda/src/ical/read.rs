@@ -312,7 +312,14 @@ impl Reader<'_> {
             Some(start) => self.local_of_kind("DTSTART", self.written(start)?, zone, all_day)?,
             None => occurrence,
         };
-        let end = self.end(exception, &start, zone)?;
+        // An exception that gives no end keeps the series' length.
+        let has_end =
+            exception.find_prop("DTEND").is_some() || value(exception, "DURATION").is_some();
+        let end = if has_end {
+            self.end(exception, &start, zone)?
+        } else {
+            super::shifted_end(&schedule.start, &schedule.end, &start)
+        };
         let series_end = super::shifted_end(&schedule.start, &schedule.end, &occurrence);
         let moved = (start != occurrence || end != series_end).then_some(Moved { start, end });
         let differs = |name: &str, series: &String| {
