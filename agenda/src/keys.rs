@@ -5,6 +5,7 @@
 //! |---|---|---|
 //! | account | `us/<user>/account` | users |
 //! | session | `us/<user>/session/<sha-256 of the token, hex>` | users |
+//! | iCalendar feed (its secret's SHA-256) | `us/<user>/feed` | users |
 //! | group | `gr/g/<group>/info` | groups |
 //! | membership | `gr/g/<group>/member/<user>` | groups |
 //! | a user's groups | `gr/u/<user>/<group>` | groups |
@@ -103,6 +104,11 @@ pub fn sessions(user: &str) -> Bytes {
 /// `us/<user>/session/<token hash>`.
 pub fn session(user: &str, token_hash_hex: &str) -> Bytes {
     key(format!("us/{user}/session/{token_hash_hex}"))
+}
+
+/// `us/<user>/feed`: the user's iCalendar feed (see [`crate::ical`]).
+pub fn feed(user: &str) -> Bytes {
+    key(format!("us/{user}/feed"))
 }
 
 /// `gr/g/<group>/info`.
@@ -241,6 +247,8 @@ mod tests {
     fn every_record_routes_to_its_shard() {
         assert_eq!(shard_of(&account("alice")), 4);
         assert_eq!(shard_of(&session("zed", "ab")), 4);
+        assert_eq!(shard_of(&feed("alice")), 4);
+        assert_eq!(shard_of(&feed("zed")), 4);
         assert_eq!(shard_of(&group("team")), 3);
         assert_eq!(shard_of(&group_of("alice", "team")), 3);
         assert_eq!(shard_of(&event("alice.0000000000000001")), 1);

@@ -73,6 +73,7 @@ pub mod calendar;
 pub mod error;
 pub mod events;
 pub mod groups;
+pub mod ical;
 pub mod keys;
 pub mod memory;
 pub mod outbox;

@@ -11,20 +11,6 @@ use agenda::{AgendaError, Config, Tx};
 mod support;
 use support::*;
 
-/// 2026-06-01T00:00:00Z, a Monday.
-async fn register(agenda: &TestAgenda, name: &str, zone: &str) {
-    agenda
-        .register(Registration {
-            name: name.into(),
-            password: format!("{name} password"),
-            display_name: None,
-            zone: Some(zone.into()),
-            working_hours: None,
-        })
-        .await
-        .expect("registration");
-}
-
 fn weekly(start: &str, end: &str, count: u32) -> Schedule {
     Schedule {
         zone: "Europe/Madrid".into(),

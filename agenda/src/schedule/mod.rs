@@ -82,6 +82,7 @@ pub use slots::{
     Availability, BUSY_INTERVALS_MAX, SEARCH_RANGE_MS_MAX, WorkingHours, find_slots, merge_busy,
 };
 pub use zone::{format_local, parse_zone};
+pub(crate) use zone::{instant_ms, wall_clock};
 
 use series::Series;
 

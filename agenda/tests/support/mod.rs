@@ -5,6 +5,7 @@
 
 use agenda::memory::{MemStore, TestEnv};
 use agenda::schedule::Local;
+use agenda::users::Registration;
 use agenda::{Agenda, Config};
 
 pub const JUNE_1_MS: i64 = 1_780_272_000_000;
@@ -43,4 +44,18 @@ pub async fn deliver_all(agenda: &TestAgenda) {
         }
     }
     panic!("the outboxes never emptied");
+}
+
+/// Registers `name` (password `<name> password`) in `zone`.
+pub async fn register(agenda: &TestAgenda, name: &str, zone: &str) {
+    agenda
+        .register(Registration {
+            name: name.into(),
+            password: format!("{name} password"),
+            display_name: None,
+            zone: Some(zone.into()),
+            working_hours: None,
+        })
+        .await
+        .expect("registration");
 }

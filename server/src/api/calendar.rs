@@ -1,6 +1,6 @@
 //! The agenda's HTTP/JSON API (`/v1/users`, `/v1/sessions`, `/v1/me`, `/v1/groups`,
-//! `/v1/events`, `/v1/agenda`, `/v1/invitations`, `/v1/freebusy`, `/v1/find-time`): parsing and
-//! encoding only; every decision is the agenda layer's. Sessions travel as
+//! `/v1/events`, `/v1/agenda`, `/v1/invitations`, `/v1/freebusy`, `/v1/find-time`; iCalendar in
+//! `ical.rs`): parsing and encoding only; every decision is the agenda layer's. Sessions travel as
 //! `Authorization: Bearer <session token>`; errors are `{"code", "message"}` with a 4xx or 5xx
 //! status, as in the key-value API. See docs/agenda-api.md for one example per endpoint.
 
@@ -66,7 +66,7 @@ impl From<AgendaError> for ApiError {
 }
 
 /// Counts a refused agenda request apart from the key-value API's, then answers as every route.
-fn answer(service: &Service, result: ApiResult) -> HttpResponse {
+pub(super) fn answer(service: &Service, result: ApiResult) -> HttpResponse {
     if let Err(error) = &result
         && error.status().is_client_error()
     {
@@ -91,11 +91,11 @@ fn bearer(headers: &HeaderMap) -> Result<&str, ApiError> {
 }
 
 /// The user whose session token the request carries.
-async fn caller(agenda: &ServerAgenda, headers: &HeaderMap) -> Result<String, ApiError> {
+pub(super) async fn caller(agenda: &ServerAgenda, headers: &HeaderMap) -> Result<String, ApiError> {
     Ok(agenda.authenticate(bearer(headers)?).await?)
 }
 
-fn created(body: serde_json::Value) -> HttpResponse {
+pub(super) fn created(body: serde_json::Value) -> HttpResponse {
     (StatusCode::CREATED, Json(body)).into_response()
 }
 
@@ -355,8 +355,12 @@ async fn event(
 ) -> HttpResponse {
     let (service, agenda) = parts(&state);
     let result = async {
-        let user = caller(agenda, &headers).await?;
         let Path(id) = id?;
+        // axum cannot route a parameter with a suffix (`{id}.ics`): the export comes here.
+        if let Some(id) = id.strip_suffix(".ics") {
+            return super::ical::event_ics(agenda, &headers, id).await;
+        }
+        let user = caller(agenda, &headers).await?;
         Ok(ok(event_json(&agenda.event(&user, &id).await?)))
     }
     .await;

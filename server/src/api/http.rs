@@ -133,6 +133,7 @@ pub fn router(
         .route("/v1/ws", get(super::ws::upgrade))
         .merge(protected)
         .merge(super::calendar::routes())
+        .merge(super::ical::routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(BODY_BYTES_MAX))

@@ -4,6 +4,8 @@
 mod calendar;
 #[cfg(not(madsim))]
 pub mod http;
+#[cfg(not(madsim))]
+mod ical;
 pub(crate) mod json;
 pub(crate) mod native;
 #[cfg(not(madsim))]
