@@ -38,6 +38,12 @@ pub const MINUTES_BEFORE_MAX: u32 = 4 * 7 * 24 * 60;
 const OCCURRENCES_PER_PASS_MAX: usize = 1_000;
 /// Alert records a pass reads per scan.
 const PAGE_RECORDS: u32 = 256;
+/// An alert sent more than this after its time is marked late.
+const LATE_AFTER_MS: i64 = 5_000;
+/// How far back a pass counts the stale alerts it drops.
+const STALE_COUNTED_MS: i64 = 7 * 24 * 3_600_000;
+/// The most alert records (events with alerts) one user has.
+pub const ALERT_RECORDS_MAX: usize = 1_000;
 
 /// A user's alerts on one event, as stored at `ev/<b>/!a/<user>/<event>`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -192,15 +198,29 @@ impl<S: Store, E: Env> Agenda<S, E> {
             }
             let key = keys::alerts(caller, event_id);
             let old: Option<Alerts> = tx.get_record(key.clone()).await?;
+            if old.is_none() && !minutes_before.is_empty() {
+                self.check_alert_records(caller).await?;
+            }
+            let now_ms = self.env.now_ms();
+            // What was sent stays sent. An alert added now rings from now on (not for what was
+            // due before); if none is added, one due but not sent yet (the scheduler wakes at
+            // its time) still rings.
+            let sent_up_to_ms = match &old {
+                Some(old)
+                    if minutes_before
+                        .iter()
+                        .all(|minutes| old.minutes_before.contains(minutes)) =>
+                {
+                    old.sent_up_to_ms
+                }
+                Some(old) => old.sent_up_to_ms.max(now_ms),
+                None => now_ms,
+            };
             let alerts = Alerts {
                 user: caller.to_owned(),
                 event_id: event_id.to_owned(),
                 minutes_before: minutes_before.clone(),
-                // What was sent stays sent; what is due from now on rings.
-                sent_up_to_ms: old
-                    .as_ref()
-                    .map_or(i64::MIN, |old| old.sent_up_to_ms)
-                    .max(self.env.now_ms()),
+                sent_up_to_ms,
                 fired: Vec::new(),
                 fired_count: old.map_or(0, |old| old.fired_count),
             };
@@ -277,18 +297,12 @@ impl<S: Store, E: Env> Agenda<S, E> {
         report: &mut Reminded,
     ) {
         for (key, found) in records {
-            let alerts: Alerts = match decode(&key, &found.value) {
-                Ok(alerts) => alerts,
-                Err(error) => {
-                    report.corrupt += 1;
-                    report.last_error = Some(error);
-                    continue;
-                }
-            };
-            if let Err(error) = self
-                .remind_one(&alerts, grace_ms, lookahead_ms, report)
-                .await
-            {
+            if let Err(error) = decode::<Alerts>(&key, &found.value) {
+                report.corrupt += 1;
+                report.last_error = Some(error);
+                continue;
+            }
+            if let Err(error) = self.remind_one(key, grace_ms, lookahead_ms, report).await {
                 report.failed += 1;
                 report.last_error = Some(error);
             }
@@ -297,12 +311,11 @@ impl<S: Store, E: Env> Agenda<S, E> {
 
     async fn remind_one(
         &self,
-        alerts: &Alerts,
+        key: Bytes,
         grace_ms: i64,
         lookahead_ms: i64,
         report: &mut Reminded,
     ) -> Result<(), AgendaError> {
-        let key = keys::alerts(&alerts.user, &alerts.event_id);
         let mut tx = Tx::new(&self.store);
         // Read again through the transaction: the commit depends on this version.
         let Some(mut alerts) = tx.get_record::<Alerts>(key.clone()).await? else {
@@ -322,6 +335,12 @@ impl<S: Store, E: Env> Agenda<S, E> {
         let sent_up_to = alerts.sent_up_to_ms;
         // Alerts due in (sent_up_to, now]: sent, unless older than the grace period.
         let window_start = sent_up_to.max(now_ms.saturating_sub(grace_ms));
+        let window_end = now_ms.saturating_add(lookahead_ms);
+        if window_start >= window_end {
+            // Sent up to beyond the look-ahead: this server's clock is behind the one that
+            // sent them (a step back, a failover). Nothing is due here until it catches up.
+            return Ok(());
+        }
         let mut due = Vec::new();
         for &minutes in &alerts.minutes_before {
             let before_ms = i64::from(minutes) * 60_000;
@@ -329,10 +348,7 @@ impl<S: Store, E: Env> Agenda<S, E> {
                 .schedule
                 .expand(
                     window_start.saturating_add(before_ms),
-                    now_ms
-                        .saturating_add(lookahead_ms)
-                        .saturating_add(before_ms)
-                        .saturating_add(1),
+                    window_end.saturating_add(before_ms).saturating_add(1),
                     OCCURRENCES_PER_PASS_MAX,
                 )
                 .map_err(|error| AgendaError::invalid("schedule", error.to_string()))?;
@@ -353,13 +369,17 @@ impl<S: Store, E: Env> Agenda<S, E> {
                     due_ms,
                     sent_ms: now_ms,
                     title: target.title(&occurrence.id),
-                    // A scheduler wakes at the due instant: a second's slack is not late.
-                    late: now_ms - due_ms > 1_000,
+                    // A scheduler wakes at the due instant: a few seconds' slack (a pass over
+                    // many records, a failover's election) is not late.
+                    late: now_ms - due_ms > LATE_AFTER_MS,
                 });
             }
         }
         let stale = if sent_up_to < window_start {
-            self.stale_alerts(&alerts, &target, sent_up_to, window_start)
+            // Counted over a week back at most, so that a quiet record costs a bounded
+            // expansion per pass.
+            let from = sent_up_to.max(window_start.saturating_sub(STALE_COUNTED_MS));
+            self.stale_alerts(&alerts, &target, from, window_start)
         } else {
             0
         };
@@ -371,9 +391,9 @@ impl<S: Store, E: Env> Agenda<S, E> {
         let fired_late = due.iter().filter(|fired| fired.late).count();
         alerts.sent_up_to_ms = now_ms;
         alerts.fired_count += fired as u64;
-        if !due.is_empty() {
-            alerts.fired = due;
-        }
+        // `fired` is what this write sent: empty when it only moves past stale alerts, so that
+        // a subscriber never sees an alert twice.
+        alerts.fired = due;
         tx.put_record(key, &alerts);
         match tx.commit().await? {
             Some(_) => {
@@ -407,6 +427,24 @@ impl<S: Store, E: Env> Agenda<S, E> {
             }
         }
         stale
+    }
+
+    /// Refuses a new alert record for a user who has [`ALERT_RECORDS_MAX`] already (every
+    /// record costs the scheduler a read per pass).
+    async fn check_alert_records(&self, user: &str) -> Result<(), AgendaError> {
+        let prefix = keys::alerts_of(user);
+        let limit = ALERT_RECORDS_MAX as u32;
+        let scanned = self
+            .store
+            .scan(prefix.clone(), prefix_end(&prefix), limit)
+            .await?;
+        if scanned.entries.len() >= ALERT_RECORDS_MAX {
+            return Err(AgendaError::invalid(
+                "alerts",
+                format!("at most {ALERT_RECORDS_MAX} events with alerts per user"),
+            ));
+        }
+        Ok(())
     }
 
     /// Every alert record of a user (their alerts on every event).

@@ -127,19 +127,19 @@ fn an_alert_rings_once_at_its_time_before_every_occurrence() {
         }
         set_clock(&agenda, TEN_MADRID_MS + 7 * DAY_MS - 10 * MINUTE_MS);
         assert_eq!(remind(&agenda).await.fired, 1, "the next week's");
-        set_clock(&agenda, TEN_MADRID_MS + 30 * DAY_MS);
+        set_clock(&agenda, TEN_MADRID_MS + 15 * DAY_MS);
+        let late = remind(&agenda).await;
         assert_eq!(
-            remind(&agenda).await.fired,
-            0,
+            (late.fired, late.stale),
+            (0, 1),
             "the third one is stale by now"
         );
-        assert_eq!(
-            agenda
-                .alerts("alice", &id)
-                .await
-                .expect("alerts")
-                .fired_count,
-            2
+        let alerts = agenda.alerts("alice", &id).await.expect("alerts");
+        assert_eq!(alerts.fired_count, 2);
+        assert!(
+            alerts.fired.is_empty(),
+            "moving past a stale alert sends nothing again: {:?}",
+            alerts.fired
         );
     });
 }
@@ -252,5 +252,46 @@ fn only_the_organizer_and_attendees_set_alerts_within_limits() {
         assert_eq!(set.minutes_before, [10, 60]);
         agenda.set_alerts("nora", &id, &[]).await.expect("cleared");
         assert!(agenda.all_alerts("nora").await.expect("list").is_empty());
+    });
+}
+
+#[test]
+fn a_clock_stepped_back_after_a_sending_neither_fails_nor_rings_again() {
+    run(async {
+        let agenda = agenda();
+        let id = weekly_meeting(&agenda, &[]).await;
+        agenda.set_alerts("alice", &id, &[10]).await.expect("set");
+        set_clock(&agenda, TEN_MADRID_MS - 10 * MINUTE_MS);
+        assert_eq!(remind(&agenda).await.fired, 1);
+        // The next leader's clock is two minutes behind the one that sent it.
+        agenda.env().advance_ms(-2 * MINUTE_MS);
+        let behind = remind(&agenda).await;
+        assert_eq!((behind.fired, behind.failed), (0, 0), "{behind:?}");
+        set_clock(&agenda, TEN_MADRID_MS + 7 * DAY_MS - 10 * MINUTE_MS);
+        assert_eq!(remind(&agenda).await.fired, 1, "and the next one rings");
+    });
+}
+
+#[test]
+fn setting_the_same_alerts_again_keeps_one_that_is_due_but_not_sent() {
+    run(async {
+        let agenda = agenda();
+        let id = weekly_meeting(&agenda, &[]).await;
+        agenda.set_alerts("alice", &id, &[10]).await.expect("set");
+        // Due at 09:50:00; the scheduler has not run yet when alice saves again at 09:50:01.
+        set_clock(&agenda, TEN_MADRID_MS - 10 * MINUTE_MS + 1_000);
+        agenda.set_alerts("alice", &id, &[10]).await.expect("same");
+        assert_eq!(remind(&agenda).await.fired, 1, "still rings");
+        // An alert added now does not ring for what was due before it was set.
+        set_clock(&agenda, TEN_MADRID_MS - 4 * MINUTE_MS);
+        agenda
+            .set_alerts("alice", &id, &[5, 10])
+            .await
+            .expect("added");
+        assert_eq!(
+            remind(&agenda).await.fired,
+            0,
+            "09:55 passed before it was set"
+        );
     });
 }

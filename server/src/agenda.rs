@@ -27,9 +27,12 @@ pub(crate) fn outbox_prefixes() -> Vec<Bytes> {
     ["am", "nz"].map(agenda::keys::outbox).to_vec()
 }
 
-/// The alerts of each events bucket, watched by the node loop.
+/// What the reminder scheduler watches: all of each events bucket, since an alert's time moves
+/// with its event (an update, an invitation's new copy, an answer), not only with its record.
 pub(crate) fn alerts_prefixes() -> Vec<Bytes> {
-    ["am", "nz"].map(agenda::keys::alerts_all).to_vec()
+    ["am", "nz"]
+        .map(|bucket| Bytes::from(format!("ev/{bucket}/")))
+        .to_vec()
 }
 
 /// Why the agenda cannot work over `shard_map`, if it cannot: each of its transactions keeps to
@@ -269,6 +272,9 @@ const REMINDER_GRACE: Duration = Duration::from_secs(15 * 60);
 /// How far ahead a pass looks for the next alert, and so the longest a scheduler with alerts to
 /// watch sleeps (occurrences enter the window as time goes by).
 const REMINDER_LOOKAHEAD: Duration = Duration::from_secs(30);
+/// The least time between two passes that a change (not a due alert) starts: a busy events
+/// shard wakes the scheduler at most this often.
+const REMINDER_CHANGE_INTERVAL: Duration = Duration::from_millis(500);
 
 /// Sends the reminders of every events shard this server leads, each at its time: a pass, then
 /// a sleep until the next alert due (at most [`REMINDER_LOOKAHEAD`]) or until the node loop says
@@ -281,6 +287,7 @@ pub(crate) async fn run_reminders(
 ) {
     let mut retry = RETRY_INITIAL;
     loop {
+        let started = tokio::time::Instant::now();
         let pass = tokio::select! {
             biased;
             () = shutdown.cancelled() => return,
@@ -288,32 +295,52 @@ pub(crate) async fn run_reminders(
         };
         let wait = match pass {
             Reminding::Idle => None,
-            Reminding::Waiting { next_due_ms } => {
-                retry = RETRY_INITIAL;
+            Reminding::Waiting {
+                next_due_ms,
+                failed,
+            } => {
                 let now_ms = agenda::Env::now_ms(agenda.env());
                 let until_due = next_due_ms.map_or(REMINDER_LOOKAHEAD, |due| {
                     Duration::from_millis(u64::try_from(due - now_ms).unwrap_or(0))
                 });
-                Some(until_due.min(REMINDER_LOOKAHEAD))
-            }
-            Reminding::Failed => {
-                let wait = retry;
-                retry = (retry * 2).min(RETRY_MAX);
+                let mut wait = until_due.min(REMINDER_LOOKAHEAD);
+                // Records that failed are tried again soon, backing off; the others' next
+                // alert is still waited for, not delayed by them.
+                if failed {
+                    wait = wait.min(retry);
+                    retry = (retry * 2).min(RETRY_MAX);
+                } else {
+                    retry = RETRY_INITIAL;
+                }
                 Some(wait)
             }
         };
-        match wait {
-            Some(wait) => tokio::select! {
+        let deadline = wait.map(|wait| tokio::time::Instant::now() + wait);
+        let woken = match deadline {
+            Some(deadline) => tokio::select! {
                 biased;
                 () = shutdown.cancelled() => return,
-                () = watch.notify.notified() => {}
-                () = tokio::time::sleep(wait) => {}
+                () = watch.notify.notified() => true,
+                () = tokio::time::sleep_until(deadline) => false,
             },
             None => tokio::select! {
                 biased;
                 () = shutdown.cancelled() => return,
-                () = watch.notify.notified() => {}
+                () = watch.notify.notified() => true,
             },
+        };
+        if woken {
+            // A change woke it: not more often than every interval, and never past the next
+            // alert due.
+            let mut next = started + REMINDER_CHANGE_INTERVAL;
+            if let Some(deadline) = deadline {
+                next = next.min(deadline);
+            }
+            tokio::select! {
+                biased;
+                () = shutdown.cancelled() => return,
+                () = tokio::time::sleep_until(next) => {}
+            }
         }
     }
 }
@@ -322,10 +349,12 @@ pub(crate) async fn run_reminders(
 enum Reminding {
     /// This server leads no events shard: nothing to do until it does.
     Idle,
-    /// Done for now; the next alert due within the look-ahead, if any.
-    Waiting { next_due_ms: Option<i64> },
-    /// A store error: go again after a pause.
-    Failed,
+    /// Done for now: the next alert due within the look-ahead, if any, and whether some
+    /// records (or a whole pass) failed and must be tried again.
+    Waiting {
+        next_due_ms: Option<i64>,
+        failed: bool,
+    },
 }
 
 /// One scheduler pass over the alerts of the events shards this server leads.
@@ -333,7 +362,8 @@ async fn remind_once(agenda: &ServerAgenda, service: &Service) -> Reminding {
     let counters = &service.metrics().counters;
     let grace_ms = REMINDER_GRACE.as_millis() as i64;
     let lookahead_ms = REMINDER_LOOKAHEAD.as_millis() as i64;
-    let mut outcome = Reminding::Idle;
+    let mut led = false;
+    let mut next_due_ms: Option<i64> = None;
     let mut failed = false;
     for bucket in ["am", "nz"] {
         let shard = service
@@ -343,6 +373,7 @@ async fn remind_once(agenda: &ServerAgenda, service: &Service) -> Reminding {
         if !service.leads(shard) {
             continue;
         }
+        led = true;
         match agenda.remind(bucket, grace_ms, lookahead_ms).await {
             Ok(report) => {
                 let late = report.fired_late as u64;
@@ -372,15 +403,10 @@ async fn remind_once(agenda: &ServerAgenda, service: &Service) -> Reminding {
                     }
                     failed = true;
                 }
-                let next = match outcome {
-                    Reminding::Waiting { next_due_ms } => next_due_ms,
-                    _ => None,
-                };
-                let next_due_ms = match (next, report.next_due_ms) {
+                next_due_ms = match (next_due_ms, report.next_due_ms) {
                     (Some(a), Some(b)) => Some(a.min(b)),
                     (a, b) => a.or(b),
                 };
-                outcome = Reminding::Waiting { next_due_ms };
             }
             Err(error) => {
                 Metrics::add(&counters.reminder_errors, 1);
@@ -389,7 +415,14 @@ async fn remind_once(agenda: &ServerAgenda, service: &Service) -> Reminding {
             }
         }
     }
-    if failed { Reminding::Failed } else { outcome }
+    if led {
+        Reminding::Waiting {
+            next_due_ms,
+            failed,
+        }
+    } else {
+        Reminding::Idle
+    }
 }
 
 #[cfg(test)]

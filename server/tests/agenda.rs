@@ -505,6 +505,22 @@ async fn agenda_channels_notify_only_those_the_agenda_allows() {
         .expect("an answer");
     assert_eq!(refused["code"], "unauthorized", "{refused}");
 
+    // Nora answers: her reply travels to alice's calendar, which the event's channel does not
+    // carry (an attendee does not see the others' answers).
+    let (status, _) = api
+        .call(
+            "POST",
+            &format!("/v1/invitations/{id}/rsvp"),
+            Some(&nora),
+            json!({"response": "accepted"}),
+        )
+        .await;
+    assert_eq!(status, 200);
+    api.until(&format!("/v1/events/{id}/tally"), &alice, |v| {
+        v["counts"]["accepted"] == 1
+    })
+    .await;
+
     // Alice renames the event: nora hears it on the event's channel (the organizer's record)
     // and on her own (her invitation, once delivered), each once; mallory hears nothing.
     let (status, _) = api
@@ -527,6 +543,9 @@ async fn agenda_channels_notify_only_those_the_agenda_allows() {
         if frame["channel"] == "user:nora" {
             let shard = frame["position"]["shard"].to_string();
             nora_at[shard] = frame["position"]["index"].clone();
+        }
+        if frame["channel"] == event_channel.as_str() {
+            assert_eq!(frame["key"], format!("ev/am/alice/e/{id}"), "{frame}");
         }
         if title_in(&frame) == "Planning, renamed" {
             let channel = frame["channel"].as_str().unwrap_or_default().to_owned();

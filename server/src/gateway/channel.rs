@@ -6,7 +6,8 @@
 //!   an event they attend rewrites —, the replies to their events), their alerts (a reminder
 //!   sent is a change of one) and their group memberships; never their account or sessions;
 //! - `group:ID`: the group's record and memberships;
-//! - `event:ID`: the event's record and the replies to it.
+//! - `event:ID`: the event's record (not the replies: those are the organizer's, on
+//!   `user:ORGANIZER`).
 //!
 //! Who may listen to an agenda channel (that user; the group's members; the event's organizer
 //! and attendees) is decided by the session, which asks the agenda; this module only names the
@@ -31,7 +32,7 @@ pub enum Channel {
     User(String),
     /// A group's record and memberships.
     Group(String),
-    /// An event and its replies.
+    /// An event's record.
     Event(String),
 }
 
@@ -112,7 +113,9 @@ impl Channel {
                 keys::groups_of(user),
             ],
             Channel::Group(group) => vec![keys::group_records(group)],
-            Channel::Event(event) => vec![keys::event(event), keys::replies(event)],
+            // Not the replies: an attendee does not see the others' answers (the organizer
+            // gets them on their own channel, under their calendar).
+            Channel::Event(event) => vec![keys::event(event)],
         }
     }
 

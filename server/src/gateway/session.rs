@@ -281,6 +281,7 @@ fn count_refusal(metrics: &Metrics, code: &str) {
             "unauthenticated" => &counters.ws_unauthenticated,
             "too_large" => &counters.ws_oversized,
             "unauthorized" => return, // counted by the service
+            "unavailable" => return,  // not the client's fault
             _ => &counters.ws_malformed,
         };
         Metrics::add(counter, 1);
@@ -346,7 +347,9 @@ impl Session {
 
     /// Whether the client has authenticated.
     pub fn is_authenticated(&self) -> bool {
-        self.permissions.is_some() || self.shared().user.is_some()
+        let shared = self.shared();
+        // A session being checked is given its answer's time before the first ping closes it.
+        self.permissions.is_some() || shared.user.is_some() || shared.authenticating
     }
 
     fn subscribe(&mut self, value: Value) -> Result<(), (Refusal, ErrorContext)> {
@@ -454,6 +457,13 @@ impl Session {
         };
         let with_context = |refusal| (refusal, context.clone());
         let permissions = self.permissions().map_err(with_context)?;
+        if self.shared().user.is_some() {
+            let refusal = refuse(
+                "forbidden",
+                "an agenda session sends no key-value requests (the HTTP API is the agenda's)",
+            );
+            return Err(with_context(refusal));
+        }
         let call: Call = parse(value).map_err(with_context)?;
         let max = self.gateway.limits().requests_per_connection_max;
         if self.requests_in_flight.load(Ordering::Relaxed) >= max {
