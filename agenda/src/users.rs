@@ -89,8 +89,10 @@ pub struct Session {
     pub expires_ms: i64,
 }
 
-/// What registration asks for.
+/// What registration asks for. An unknown field is refused (a misspelt `time_zone` must not
+/// register the user in UTC silently).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
 pub struct Registration {
     /// The user name: 3–32 of `a`–`z`, `0`–`9`, `-`.
     pub name: String,
@@ -107,8 +109,10 @@ pub struct Registration {
     pub working_hours: Option<schedule::WorkingHours>,
 }
 
-/// A change of profile: the fields given are replaced.
+/// A change of profile: the fields given are replaced; an unknown field is refused (a
+/// misspelt one must not answer 200 having changed nothing).
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
 pub struct ProfileChange {
     /// A new display name.
     #[serde(default)]

@@ -6,91 +6,14 @@
 
 mod support;
 
+#[path = "support/api.rs"]
+mod api;
+
+use api::{Api, http, metric};
 use serde_json::{Value, json};
 use server::default_shards;
 use std::net::SocketAddr;
-use std::time::Duration;
 use support::TestCluster;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-/// One HTTP/1.1 request (`Connection: close`): the status and the body as JSON (`Null` if none).
-async fn http(
-    address: SocketAddr,
-    method: &str,
-    path: &str,
-    token: Option<&str>,
-    body: Option<&str>,
-) -> (u16, Value) {
-    let mut stream = tokio::net::TcpStream::connect(address)
-        .await
-        .expect("connect");
-    let mut request = format!("{method} {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n");
-    if let Some(token) = token {
-        request.push_str(&format!("Authorization: Bearer {token}\r\n"));
-    }
-    let body = body.unwrap_or("");
-    if !body.is_empty() {
-        request.push_str("Content-Type: application/json\r\n");
-    }
-    request.push_str(&format!("Content-Length: {}\r\n\r\n{body}", body.len()));
-    stream.write_all(request.as_bytes()).await.expect("send");
-    let mut answer = Vec::new();
-    stream.read_to_end(&mut answer).await.expect("receive");
-    let answer = String::from_utf8(answer).expect("UTF-8");
-    let (head, body) = answer.split_once("\r\n\r\n").expect("a head and a body");
-    let status = head[9..12].parse().expect("a status code");
-    // Bodies here are small JSON documents without chunked encoding.
-    let json = serde_json::from_str(body).unwrap_or(Value::Null);
-    (status, json)
-}
-
-struct Api {
-    address: SocketAddr,
-}
-
-impl Api {
-    async fn call(
-        &self,
-        method: &str,
-        path: &str,
-        token: Option<&str>,
-        body: Value,
-    ) -> (u16, Value) {
-        let body = (!body.is_null()).then(|| body.to_string());
-        http(self.address, method, path, token, body.as_deref()).await
-    }
-
-    /// Registers a user and logs in; returns the session token.
-    async fn user(&self, name: &str, zone: &str) -> String {
-        let registration = json!({"name": name, "password": "a long password", "display_name": name, "time_zone": zone});
-        let (status, profile) = self.call("POST", "/v1/users", None, registration).await;
-        assert_eq!(status, 201, "{profile}");
-        assert_eq!(profile["time_zone"], zone);
-        let (status, session) = self
-            .call(
-                "POST",
-                "/v1/sessions",
-                None,
-                json!({"name": name, "password": "a long password"}),
-            )
-            .await;
-        assert_eq!(status, 201, "{session}");
-        session["token"].as_str().expect("a token").to_owned()
-    }
-
-    /// Polls `path` until `done` holds of the answer (the outbox is delivered asynchronously).
-    async fn until(&self, path: &str, token: &str, done: impl Fn(&Value) -> bool) -> Value {
-        for _ in 0..200 {
-            let (status, value) = self.call("GET", path, Some(token), Value::Null).await;
-            if status == 200 && done(&value) {
-                return value;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        let (status, last) = self.call("GET", path, Some(token), Value::Null).await;
-        panic!("{path} never reached the expected state: {status} {last}");
-    }
-}
 
 fn http_address(cluster: &TestCluster, id: u64) -> SocketAddr {
     cluster.configs[id as usize - 1]
@@ -309,9 +232,4 @@ async fn bad_input_gets_a_clear_4xx_is_counted_and_the_server_stays_up() {
     let refused_after = metric(address, "agenda_calendar_requests_refused");
     assert_eq!(refused_after - refused_before, cases.len() as f64);
     assert_eq!(http(address, "GET", "/health", None, None).await.0, 200);
-}
-
-fn metric(address: SocketAddr, name: &str) -> f64 {
-    let text = server::probe::get(address, "/metrics").expect("metrics");
-    server::probe::metric(&text, name)
 }
