@@ -13,6 +13,7 @@ use api::{Api, http, metric};
 use serde_json::{Value, json};
 use server::default_shards;
 use std::net::SocketAddr;
+use std::time::{Duration, Instant};
 use support::TestCluster;
 
 fn http_address(cluster: &TestCluster, id: u64) -> SocketAddr {
@@ -232,4 +233,54 @@ async fn bad_input_gets_a_clear_4xx_is_counted_and_the_server_stays_up() {
     let refused_after = metric(address, "agenda_calendar_requests_refused");
     assert_eq!(refused_after - refused_before, cases.len() as f64);
     assert_eq!(http(address, "GET", "/health", None, None).await.0, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_login_flood_does_not_stall_the_other_requests() {
+    let cluster = TestCluster::start(3, default_shards(3)).await;
+    cluster.wait_for_leaders().await;
+    let api = Api {
+        address: http_address(&cluster, 1),
+    };
+    let alice = api.user("alice", "UTC").await;
+    let wrong = json!({"name": "alice", "password": "not the password"});
+    // One login's cost here (Argon2id at the production settings), to size a flood that keeps
+    // every core hashing for several seconds.
+    let started = Instant::now();
+    assert_eq!(
+        api.call("POST", "/v1/sessions", None, wrong.clone())
+            .await
+            .0,
+        401
+    );
+    let one = started.elapsed().max(Duration::from_millis(1));
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let count = ((5.0 * cores as f64 / one.as_secs_f64()) as usize).clamp(16, 400);
+    let flood: Vec<_> = (0..count)
+        .map(|_| {
+            let wrong = wrong.clone();
+            tokio::spawn(async move { api.call("POST", "/v1/sessions", None, wrong).await })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Requests that hash nothing are answered promptly meanwhile.
+    for _ in 0..5 {
+        let asked = Instant::now();
+        let (status, _) = api.call("GET", "/v1/me", Some(&alice), Value::Null).await;
+        let waited = asked.elapsed();
+        assert_eq!(status, 200);
+        assert!(
+            waited < Duration::from_secs(2),
+            "GET /v1/me took {waited:?} during a flood of {count} logins (one takes {one:?})"
+        );
+    }
+    assert!(
+        flood.iter().any(|login| !login.is_finished()),
+        "the flood of {count} logins was over before the other requests were measured"
+    );
+    for login in flood {
+        let (status, answer) = login.await.expect("the login task");
+        // A wrong password, or (past the wait bound) refused as unavailable: nothing else.
+        assert!(status == 401 || status == 503, "{status} {answer}");
+    }
 }
