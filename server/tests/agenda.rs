@@ -284,3 +284,130 @@ async fn a_login_flood_does_not_stall_the_other_requests() {
         assert!(status == 401 || status == 503, "{status} {answer}");
     }
 }
+
+/// One acknowledged change of the contended event: which field, the value, the event's
+/// sequence and the log index of the write.
+struct Acknowledged {
+    field: &'static str,
+    value: String,
+    sequence: u64,
+    index: u64,
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_changes_of_one_event_each_land_or_are_refused_and_none_is_lost() {
+    let cluster = TestCluster::start(3, default_shards(3)).await;
+    cluster.wait_for_leaders().await;
+    let api = Api {
+        address: http_address(&cluster, 1),
+    };
+    let alice = api.user("alice", "Europe/Madrid").await;
+    let nora = api.user("nora", "UTC").await;
+    let event = json!({
+        "title": "Planning", "start": "2026-06-01T10:00", "end": "2026-06-01T11:00",
+        "time_zone": "Europe/Madrid", "rrule": "FREQ=DAILY;COUNT=5", "attendees": ["nora"],
+    });
+    let (status, created) = api.call("POST", "/v1/events", Some(&alice), event).await;
+    assert_eq!(status, 201, "{created}");
+    let id = created["id"].as_str().expect("an id").to_owned();
+    let path = format!("/v1/events/{id}");
+
+    // Five writers through the three servers at once: two on the title (the same field), one
+    // each on the description, the location and one occurrence's title.
+    const ROUNDS: usize = 8;
+    let writers = [
+        ("title", 0),
+        ("title", 1),
+        ("description", 2),
+        ("location", 3),
+        ("occurrence title", 4),
+    ];
+    let tasks: Vec<_> = writers
+        .into_iter()
+        .map(|(field, writer)| {
+            let api = Api {
+                address: http_address(&cluster, writer as u64 % 3 + 1),
+            };
+            let (alice, path) = (alice.clone(), path.clone());
+            tokio::spawn(async move {
+                let mut acknowledged = Vec::new();
+                let mut refused = 0;
+                for round in 0..ROUNDS {
+                    let value = format!("{field} by writer {writer}, round {round}");
+                    let patch = match field {
+                        "occurrence title" => {
+                            json!({"scope": "this", "occurrence": "2026-06-03T10:00", "title": value})
+                        }
+                        _ => json!({ field: value }),
+                    };
+                    // Told of a conflict, the writer asks again, a bounded number of times.
+                    for _ in 0..20 {
+                        let (status, answer) = api.call("PATCH", &path, Some(&alice), patch.clone()).await;
+                        if status == 409 {
+                            assert_eq!(answer["code"], "contended", "{answer}");
+                            refused += 1;
+                            continue;
+                        }
+                        assert_eq!(status, 200, "{answer}");
+                        acknowledged.push(Acknowledged {
+                            field,
+                            value: value.clone(),
+                            sequence: answer["sequence"].as_u64().expect("a sequence"),
+                            index: answer["position"]["index"].as_u64().expect("an index"),
+                        });
+                        break;
+                    }
+                }
+                (acknowledged, refused)
+            })
+        })
+        .collect();
+    let mut acknowledged = Vec::new();
+    let mut refused = 0;
+    for task in tasks {
+        let (done, told) = task.await.expect("a writer");
+        acknowledged.extend(done);
+        refused += told;
+    }
+    eprintln!(
+        "{} changes acknowledged, {refused} refused as contended and asked again",
+        acknowledged.len()
+    );
+    assert_eq!(
+        acknowledged.len(),
+        writers.len() * ROUNDS,
+        "every change landed, {refused} refusals retried"
+    );
+
+    // Each acknowledged change made its own version: sequences 1..=n, one write each.
+    let mut sequences: Vec<u64> = acknowledged.iter().map(|a| a.sequence).collect();
+    sequences.sort_unstable();
+    let expected: Vec<u64> = (1..=acknowledged.len() as u64).collect();
+    assert_eq!(sequences, expected, "a change lost or applied twice");
+    // The event holds, for each field, the value of the last write that changed it.
+    let (status, stored) = api.call("GET", &path, Some(&alice), Value::Null).await;
+    assert_eq!(status, 200);
+    assert_eq!(stored["sequence"], acknowledged.len() as u64, "{stored}");
+    let last = |field: &str| {
+        acknowledged
+            .iter()
+            .filter(|a| a.field == field)
+            .max_by_key(|a| a.index)
+            .map(|a| a.value.clone())
+            .expect("a write")
+    };
+    assert_eq!(stored["title"], last("title"), "{stored}");
+    assert_eq!(stored["description"], last("description"), "{stored}");
+    assert_eq!(stored["location"], last("location"), "{stored}");
+    assert_eq!(
+        stored["details"]["2026-06-03T10:00"]["title"],
+        last("occurrence title"),
+        "{stored}"
+    );
+    // And Nora's copy ends at the last version.
+    api.until("/v1/invitations?all=true", &nora, |v| {
+        v["invitations"][0]["sequence"] == acknowledged.len() as u64
+            && v["invitations"][0]["content"]["title"] == last("title")
+    })
+    .await;
+}
