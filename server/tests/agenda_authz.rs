@@ -315,6 +315,18 @@ const MATRIX: &[Row] = &[
         [401, 401, 404, 404, 403, 403, 200, 404],
     ),
     row(
+        "POST",
+        "/v1/groups/{id}/members",
+        "demote the owner",
+        [401, 401, 404, 404, 403, 403, 403, 404],
+    ),
+    row(
+        "DELETE",
+        "/v1/groups/{id}/members/{user}",
+        "leave the group",
+        [401, 401, 404, 404, 200, 200, 403, 404],
+    ),
+    row(
         "DELETE",
         "/v1/groups/{id}/members/{user}",
         "remove a member",
@@ -496,14 +508,18 @@ async fn ask(world: &World, row: &Row, caller: Caller, expected: u16) {
                 assert_eq!(answer["group"]["owner"], name(Owner));
             }
         }
-        "add a member" | "make an admin" | "remove a member" | "remove the admin"
-        | "remove the owner" => {
+        "add a member" | "make an admin" | "demote the owner" | "leave the group"
+        | "remove a member" | "remove the admin" | "remove the owner" => {
             let group = world.fresh_group().await;
             let path = format!("/v1/groups/{group}");
             let before = world.owner_view(&path).await.1;
             let (target, role) = match row.what {
                 "add a member" => (OUTSIDER, Some("member")),
                 "make an admin" => (name(Member), Some("admin")),
+                "demote the owner" => (name(Owner), Some("member")),
+                // Without a session, the caller names someone else.
+                "leave the group" if me.is_empty() => (SPARE_MEMBER, None),
+                "leave the group" => (me, None),
                 "remove a member" => (SPARE_MEMBER, None),
                 "remove the admin" => (name(Admin), None),
                 _ => (name(Owner), None),
