@@ -1615,8 +1615,17 @@ async fn bad_input_on_every_route_gets_a_clear_4xx_is_counted_and_the_server_sta
     let huge = json!({"title": long(2_000_000), "start": "2026-06-01T10:00:00Z"}).to_string();
     let (status, answer) = http(address, "POST", events, me, Some(&huge)).await;
     assert_eq!(status, 413, "{answer}");
+    // A method a route does not take.
+    for (method, path) in [("PUT", "/v1/me"), ("POST", event_path.as_str())] {
+        let (status, answer) = http(address, method, path, me, Some("{}")).await;
+        assert_eq!(
+            (status, answer["code"].as_str()),
+            (405, Some("method_not_allowed")),
+            "{method} {path}: {answer}"
+        );
+    }
     let refused_after = metric(address, "agenda_calendar_requests_refused");
-    assert_eq!(refused_after - refused_before, cases.len() as f64 + 2.0);
+    assert_eq!(refused_after - refused_before, cases.len() as f64 + 4.0);
 
     // The server is up and answers as before; nothing refused was written.
     assert_eq!(http(address, "GET", "/health", None, None).await.0, 200);
