@@ -1660,3 +1660,52 @@ async fn bad_input_on_every_route_gets_a_clear_4xx_is_counted_and_the_server_sta
         "{agenda_now}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_attendee_removed_from_an_event_loses_it_everywhere() {
+    let cluster = TestCluster::start(3, default_shards(3)).await;
+    cluster.wait_for_leaders().await;
+    let api = Api {
+        address: cluster.configs[2].me().http.expect("HTTP is on"),
+    };
+    let world = World::new(api).await;
+    let attendee = world.token(Attendee).expect("a session").to_owned();
+    let id = world.event.clone();
+    let path = format!("/v1/events/{id}");
+    let week = "from=2026-06-01T00:00:00Z&to=2026-06-08T00:00:00Z";
+    let (status, _) = world
+        .call(Owner, "PATCH", &path, json!({"attendees": []}))
+        .await;
+    assert_eq!(status, 200);
+    // The cancellation reaches the attendee's shard.
+    world
+        .api
+        .until("/v1/invitations?all=true", &attendee, |v| {
+            !lists(v, "invitations", "event_id", &id)
+        })
+        .await;
+    for (method, path, body) in [
+        ("GET", path.clone(), Value::Null),
+        ("PATCH", path.clone(), json!({"title": "Mine"})),
+        ("DELETE", path.clone(), Value::Null),
+        ("GET", format!("{path}/tally"), Value::Null),
+        (
+            "POST",
+            format!("/v1/invitations/{id}/rsvp"),
+            json!({"response": "accepted"}),
+        ),
+    ] {
+        let (status, answer) = world.call(Attendee, method, &path, body).await;
+        assert_eq!(status, 404, "{method} {path}: {answer}");
+    }
+    let (_, agenda) = world
+        .call(Attendee, "GET", &format!("/v1/agenda?{week}"), Value::Null)
+        .await;
+    assert!(!lists(&agenda, "occurrences", "event_id", &id), "{agenda}");
+    let body = json!({"users": [name(Attendee)], "from": "2026-06-01T00:00:00Z", "to": "2026-06-08T00:00:00Z"});
+    let (_, busy) = world.call(Owner, "POST", "/v1/freebusy", body).await;
+    assert_eq!(busy["users"][0]["busy"], json!([]), "{busy}");
+    // The organizer still has it, with nobody invited.
+    let (status, event) = world.owner_view(&path).await;
+    assert_eq!((status, &event["invited"]), (200, &json!([])), "{event}");
+}
