@@ -3,6 +3,7 @@
 //! [`Tx`], the optimistic transaction every operation is written with.
 
 use std::future::Future;
+use std::pin::Pin;
 
 use bytes::Bytes;
 use kv::{Compare, Op, OpResult, Txn, Versioned};
@@ -62,7 +63,24 @@ pub trait Env: Send + Sync {
     fn now_ms(&self) -> i64;
     /// 32 unpredictable bytes (session tokens, event ids, password salts).
     fn random(&self) -> [u8; 32];
+
+    /// Runs `work`, one password hash or check (Argon2id: by default 19 MiB and tens of
+    /// milliseconds of CPU), and gives its result. By default at once, on the calling task: right
+    /// for tests and the simulator. A server on an async runtime runs it off the runtime's
+    /// threads, so that a flood of logins does not stall every other request, and may refuse
+    /// with [`AgendaError::Unavailable`] (nothing written) when too many wait.
+    fn password_work<T, F>(&self, work: F) -> PasswordWork<T>
+    where
+        T: Send + 'static,
+        F: FnOnce() -> T + Send + 'static,
+    {
+        Box::pin(async move { Ok(work()) })
+    }
 }
+
+/// What [`Env::password_work`] gives: a boxed future, so that it names no lifetime of its
+/// caller (an opaque type that did would not be provably `Send` in the server's handlers).
+pub type PasswordWork<T> = Pin<Box<dyn Future<Output = Result<T, AgendaError>> + Send>>;
 
 /// How many times an operation re-reads and retries when other writers changed what it read.
 pub const ATTEMPTS_MAX: usize = 16;

@@ -89,8 +89,10 @@ pub struct Session {
     pub expires_ms: i64,
 }
 
-/// What registration asks for.
+/// What registration asks for. An unknown field is refused (a misspelt `time_zone` must not
+/// register the user in UTC silently).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
 pub struct Registration {
     /// The user name: 3–32 of `a`–`z`, `0`–`9`, `-`.
     pub name: String,
@@ -107,8 +109,10 @@ pub struct Registration {
     pub working_hours: Option<schedule::WorkingHours>,
 }
 
-/// A change of profile: the fields given are replaced.
+/// A change of profile: the fields given are replaced; an unknown field is refused (a
+/// misspelt one must not answer 200 having changed nothing).
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
 pub struct ProfileChange {
     /// A new display name.
     #[serde(default)]
@@ -192,13 +196,21 @@ impl<S: Store, E: Env> Agenda<S, E> {
         argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params)
     }
 
-    fn hash_password(&self, password: &str) -> String {
+    /// The PHC string of `password` with a fresh salt (run by [`Env::password_work`]).
+    async fn hash_password(&self, password: &str) -> Result<String, AgendaError> {
         let salt_bytes = self.env.random();
-        let salt = SaltString::encode_b64(&salt_bytes[..16]).expect("16 bytes make a valid salt");
-        self.hasher()
-            .hash_password(password.as_bytes(), &salt)
-            .expect("checked parameters and a valid salt always hash")
-            .to_string()
+        let hasher = self.hasher();
+        let password = password.to_owned();
+        self.env
+            .password_work(move || {
+                let salt =
+                    SaltString::encode_b64(&salt_bytes[..16]).expect("16 bytes make a valid salt");
+                hasher
+                    .hash_password(password.as_bytes(), &salt)
+                    .expect("checked parameters and a valid salt always hash")
+                    .to_string()
+            })
+            .await
     }
 
     /// Creates an account. The name must be free.
@@ -216,7 +228,7 @@ impl<S: Store, E: Env> Agenda<S, E> {
             .validate()
             .map_err(|error| AgendaError::invalid("working hours", error.to_string()))?;
         let account = Account {
-            password_hash: self.hash_password(&registration.password),
+            password_hash: self.hash_password(&registration.password).await?,
             name: registration.name,
             display_name,
             zone,
@@ -247,10 +259,10 @@ impl<S: Store, E: Env> Agenda<S, E> {
             let mut tx = Tx::new(&self.store);
             let Some(account) = tx.get_record::<Account>(keys::account(user)).await? else {
                 // Hash anyway, so that the answer's timing does not tell which names exist.
-                let _ = self.hash_password(password);
+                let _ = self.hash_password(password).await;
                 return Err(AgendaError::Unauthenticated(WRONG));
             };
-            if !self.password_matches(&account, password)? {
+            if !self.password_matches(&account, password).await? {
                 return Err(AgendaError::Unauthenticated(WRONG));
             }
             let now_ms = self.env.now_ms();
@@ -294,17 +306,25 @@ impl<S: Store, E: Env> Agenda<S, E> {
         Err(AgendaError::Contended(format!("user {user}")))
     }
 
-    /// Whether `password` is the account's.
-    fn password_matches(&self, account: &Account, password: &str) -> Result<bool, AgendaError> {
-        let parsed =
-            PasswordHash::new(&account.password_hash).map_err(|error| AgendaError::Corrupt {
-                key: format!("us/{}/account", account.name),
-                reason: error.to_string(),
-            })?;
-        Ok(self
-            .hasher()
-            .verify_password(password.as_bytes(), &parsed)
-            .is_ok())
+    /// Whether `password` is the account's (checked by [`Env::password_work`]).
+    async fn password_matches(
+        &self,
+        account: &Account,
+        password: &str,
+    ) -> Result<bool, AgendaError> {
+        let stored = account.password_hash.clone();
+        let key = format!("us/{}/account", account.name);
+        let hasher = self.hasher();
+        let password = password.to_owned();
+        self.env
+            .password_work(move || {
+                let parsed = PasswordHash::new(&stored).map_err(|error| AgendaError::Corrupt {
+                    key,
+                    reason: error.to_string(),
+                })?;
+                Ok(hasher.verify_password(password.as_bytes(), &parsed).is_ok())
+            })
+            .await?
     }
 
     /// The user a session token belongs to, if the session is open and unexpired.
@@ -365,10 +385,10 @@ impl<S: Store, E: Env> Agenda<S, E> {
         if let Some(password) = &change.password {
             check_password(password)?;
         }
-        let password_hash = change
-            .password
-            .as_deref()
-            .map(|password| self.hash_password(password));
+        let password_hash = match change.password.as_deref() {
+            Some(password) => Some(self.hash_password(password).await?),
+            None => None,
+        };
         for _ in 0..ATTEMPTS_MAX {
             let mut tx = Tx::new(&self.store);
             let key = keys::account(user);
@@ -387,7 +407,7 @@ impl<S: Store, E: Env> Agenda<S, E> {
             if let Some(hash) = &password_hash {
                 let current = change.current_password.as_deref().unwrap_or_default();
                 if current.len() > PASSWORD_BYTES_MAX
-                    || !self.password_matches(&account, current)?
+                    || !self.password_matches(&account, current).await?
                 {
                     return Err(AgendaError::Unauthenticated(
                         "the current password is wrong",

@@ -128,17 +128,36 @@ impl agenda::Store for ServiceStore {
     }
 }
 
-/// The server's wall clock and the operating system's random numbers (madsim's seeded ones
-/// under the simulator).
-#[derive(Clone, Debug, Default)]
+/// The server's wall clock, the operating system's random numbers (madsim's seeded ones under
+/// the simulator), and the threads that hash and check passwords.
+///
+/// Argon2 costs tens of milliseconds of CPU per hash: run on the async runtime, a flood of logins
+/// would stall every request of the server. So each hash or check runs under
+/// `tokio::task::spawn_blocking`, at most one per core at once; one that waits longer than
+/// [`PASSWORD_WAIT_MAX`] for its turn is refused as `unavailable` (503, nothing written), so that
+/// a flood sheds instead of queueing without bound. Under the simulator (no OS threads) it runs
+/// inline.
+#[derive(Clone, Debug)]
 pub struct ServerEnv {
     wall_clock: crate::WallClock,
+    #[cfg(not(madsim))]
+    password_threads: Arc<tokio::sync::Semaphore>,
 }
+
+/// The longest a password hash or check waits for a thread before its request is refused.
+#[cfg(not(madsim))]
+pub const PASSWORD_WAIT_MAX: Duration = Duration::from_secs(5);
 
 impl ServerEnv {
     /// The environment of a server with this wall clock.
     pub fn new(wall_clock: crate::WallClock) -> ServerEnv {
-        ServerEnv { wall_clock }
+        ServerEnv {
+            wall_clock,
+            #[cfg(not(madsim))]
+            password_threads: Arc::new(tokio::sync::Semaphore::new(
+                std::thread::available_parallelism().map_or(1, |cores| cores.get()),
+            )),
+        }
     }
 }
 
@@ -159,6 +178,36 @@ impl agenda::Env for ServerEnv {
     #[cfg(madsim)]
     fn random(&self) -> [u8; 32] {
         madsim::rand::random()
+    }
+
+    #[cfg(not(madsim))]
+    fn password_work<T, F>(&self, work: F) -> agenda::store::PasswordWork<T>
+    where
+        T: Send + 'static,
+        F: FnOnce() -> T + Send + 'static,
+    {
+        let threads = self.password_threads.clone();
+        Box::pin(async move {
+            let refused = || {
+                agenda::AgendaError::Unavailable(
+                    "refused before being proposed: too many password checks at once".to_owned(),
+                )
+            };
+            let permit = tokio::time::timeout(PASSWORD_WAIT_MAX, threads.acquire_owned())
+                .await
+                .map_err(|_| refused())?
+                .map_err(|_| refused())?;
+            let done = tokio::task::spawn_blocking(move || {
+                let _permit = permit;
+                work()
+            })
+            .await;
+            match done {
+                Ok(result) => Ok(result),
+                Err(error) if error.is_panic() => std::panic::resume_unwind(error.into_panic()),
+                Err(_) => Err(refused()),
+            }
+        })
     }
 }
 

@@ -6,91 +6,15 @@
 
 mod support;
 
+#[path = "support/api.rs"]
+mod api;
+
+use api::{Api, http, metric};
 use serde_json::{Value, json};
 use server::default_shards;
 use std::net::SocketAddr;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use support::TestCluster;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-/// One HTTP/1.1 request (`Connection: close`): the status and the body as JSON (`Null` if none).
-async fn http(
-    address: SocketAddr,
-    method: &str,
-    path: &str,
-    token: Option<&str>,
-    body: Option<&str>,
-) -> (u16, Value) {
-    let mut stream = tokio::net::TcpStream::connect(address)
-        .await
-        .expect("connect");
-    let mut request = format!("{method} {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n");
-    if let Some(token) = token {
-        request.push_str(&format!("Authorization: Bearer {token}\r\n"));
-    }
-    let body = body.unwrap_or("");
-    if !body.is_empty() {
-        request.push_str("Content-Type: application/json\r\n");
-    }
-    request.push_str(&format!("Content-Length: {}\r\n\r\n{body}", body.len()));
-    stream.write_all(request.as_bytes()).await.expect("send");
-    let mut answer = Vec::new();
-    stream.read_to_end(&mut answer).await.expect("receive");
-    let answer = String::from_utf8(answer).expect("UTF-8");
-    let (head, body) = answer.split_once("\r\n\r\n").expect("a head and a body");
-    let status = head[9..12].parse().expect("a status code");
-    // Bodies here are small JSON documents without chunked encoding.
-    let json = serde_json::from_str(body).unwrap_or(Value::Null);
-    (status, json)
-}
-
-struct Api {
-    address: SocketAddr,
-}
-
-impl Api {
-    async fn call(
-        &self,
-        method: &str,
-        path: &str,
-        token: Option<&str>,
-        body: Value,
-    ) -> (u16, Value) {
-        let body = (!body.is_null()).then(|| body.to_string());
-        http(self.address, method, path, token, body.as_deref()).await
-    }
-
-    /// Registers a user and logs in; returns the session token.
-    async fn user(&self, name: &str, zone: &str) -> String {
-        let registration = json!({"name": name, "password": "a long password", "display_name": name, "time_zone": zone});
-        let (status, profile) = self.call("POST", "/v1/users", None, registration).await;
-        assert_eq!(status, 201, "{profile}");
-        assert_eq!(profile["time_zone"], zone);
-        let (status, session) = self
-            .call(
-                "POST",
-                "/v1/sessions",
-                None,
-                json!({"name": name, "password": "a long password"}),
-            )
-            .await;
-        assert_eq!(status, 201, "{session}");
-        session["token"].as_str().expect("a token").to_owned()
-    }
-
-    /// Polls `path` until `done` holds of the answer (the outbox is delivered asynchronously).
-    async fn until(&self, path: &str, token: &str, done: impl Fn(&Value) -> bool) -> Value {
-        for _ in 0..200 {
-            let (status, value) = self.call("GET", path, Some(token), Value::Null).await;
-            if status == 200 && done(&value) {
-                return value;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        let (status, last) = self.call("GET", path, Some(token), Value::Null).await;
-        panic!("{path} never reached the expected state: {status} {last}");
-    }
-}
 
 fn http_address(cluster: &TestCluster, id: u64) -> SocketAddr {
     cluster.configs[id as usize - 1]
@@ -311,9 +235,181 @@ async fn bad_input_gets_a_clear_4xx_is_counted_and_the_server_stays_up() {
     assert_eq!(http(address, "GET", "/health", None, None).await.0, 200);
 }
 
-fn metric(address: SocketAddr, name: &str) -> f64 {
-    let text = server::probe::get(address, "/metrics").expect("metrics");
-    server::probe::metric(&text, name)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_login_flood_does_not_stall_the_other_requests() {
+    let cluster = TestCluster::start(3, default_shards(3)).await;
+    cluster.wait_for_leaders().await;
+    let api = Api {
+        address: http_address(&cluster, 1),
+    };
+    let alice = api.user("alice", "UTC").await;
+    let wrong = json!({"name": "alice", "password": "not the password"});
+    // One login's cost here (Argon2id at the production settings), to size a flood that keeps
+    // every core hashing for several seconds.
+    let started = Instant::now();
+    assert_eq!(
+        api.call("POST", "/v1/sessions", None, wrong.clone())
+            .await
+            .0,
+        401
+    );
+    let one = started.elapsed().max(Duration::from_millis(1));
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let count = ((5.0 * cores as f64 / one.as_secs_f64()) as usize).clamp(16, 400);
+    let flood: Vec<_> = (0..count)
+        .map(|_| {
+            let wrong = wrong.clone();
+            tokio::spawn(async move { api.call("POST", "/v1/sessions", None, wrong).await })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Requests that hash nothing are answered promptly meanwhile.
+    for _ in 0..5 {
+        let asked = Instant::now();
+        let (status, _) = api.call("GET", "/v1/me", Some(&alice), Value::Null).await;
+        let waited = asked.elapsed();
+        assert_eq!(status, 200);
+        assert!(
+            waited < Duration::from_secs(2),
+            "GET /v1/me took {waited:?} during a flood of {count} logins (one takes {one:?})"
+        );
+    }
+    assert!(
+        flood.iter().any(|login| !login.is_finished()),
+        "the flood of {count} logins was over before the other requests were measured"
+    );
+    for login in flood {
+        let (status, answer) = login.await.expect("the login task");
+        // A wrong password, or (past the wait bound) refused as unavailable: nothing else.
+        assert!(status == 401 || status == 503, "{status} {answer}");
+    }
+}
+
+/// One acknowledged change of the contended event: which field, the value, the event's
+/// sequence and the log index of the write.
+struct Acknowledged {
+    field: &'static str,
+    value: String,
+    sequence: u64,
+    index: u64,
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_changes_of_one_event_each_land_or_are_refused_and_none_is_lost() {
+    let cluster = TestCluster::start(3, default_shards(3)).await;
+    cluster.wait_for_leaders().await;
+    let api = Api {
+        address: http_address(&cluster, 1),
+    };
+    let alice = api.user("alice", "Europe/Madrid").await;
+    let nora = api.user("nora", "UTC").await;
+    let event = json!({
+        "title": "Planning", "start": "2026-06-01T10:00", "end": "2026-06-01T11:00",
+        "time_zone": "Europe/Madrid", "rrule": "FREQ=DAILY;COUNT=5", "attendees": ["nora"],
+    });
+    let (status, created) = api.call("POST", "/v1/events", Some(&alice), event).await;
+    assert_eq!(status, 201, "{created}");
+    let id = created["id"].as_str().expect("an id").to_owned();
+    let path = format!("/v1/events/{id}");
+
+    // Five writers through the three servers at once: two on the title (the same field), one
+    // each on the description, the location and one occurrence's title.
+    const ROUNDS: usize = 8;
+    let writers = [
+        ("title", 0),
+        ("title", 1),
+        ("description", 2),
+        ("location", 3),
+        ("occurrence title", 4),
+    ];
+    let tasks: Vec<_> = writers
+        .into_iter()
+        .map(|(field, writer)| {
+            let api = Api {
+                address: http_address(&cluster, writer as u64 % 3 + 1),
+            };
+            let (alice, path) = (alice.clone(), path.clone());
+            tokio::spawn(async move {
+                let mut acknowledged = Vec::new();
+                let mut refused = 0;
+                for round in 0..ROUNDS {
+                    let value = format!("{field} by writer {writer}, round {round}");
+                    let patch = match field {
+                        "occurrence title" => {
+                            json!({"scope": "this", "occurrence": "2026-06-03T10:00", "title": value})
+                        }
+                        _ => json!({ field: value }),
+                    };
+                    // Told of a conflict, the writer asks again, a bounded number of times.
+                    for _ in 0..20 {
+                        let (status, answer) = api.call("PATCH", &path, Some(&alice), patch.clone()).await;
+                        if status == 409 {
+                            assert_eq!(answer["code"], "contended", "{answer}");
+                            refused += 1;
+                            continue;
+                        }
+                        assert_eq!(status, 200, "{answer}");
+                        acknowledged.push(Acknowledged {
+                            field,
+                            value: value.clone(),
+                            sequence: answer["sequence"].as_u64().expect("a sequence"),
+                            index: answer["position"]["index"].as_u64().expect("an index"),
+                        });
+                        break;
+                    }
+                }
+                (acknowledged, refused)
+            })
+        })
+        .collect();
+    let mut acknowledged = Vec::new();
+    let mut refused = 0;
+    for task in tasks {
+        let (done, told) = task.await.expect("a writer");
+        acknowledged.extend(done);
+        refused += told;
+    }
+    eprintln!(
+        "{} changes acknowledged, {refused} refused as contended and asked again",
+        acknowledged.len()
+    );
+    assert_eq!(
+        acknowledged.len(),
+        writers.len() * ROUNDS,
+        "every change landed, {refused} refusals retried"
+    );
+
+    // Each acknowledged change made its own version: sequences 1..=n, one write each.
+    let mut sequences: Vec<u64> = acknowledged.iter().map(|a| a.sequence).collect();
+    sequences.sort_unstable();
+    let expected: Vec<u64> = (1..=acknowledged.len() as u64).collect();
+    assert_eq!(sequences, expected, "a change lost or applied twice");
+    // The event holds, for each field, the value of the last write that changed it.
+    let (status, stored) = api.call("GET", &path, Some(&alice), Value::Null).await;
+    assert_eq!(status, 200);
+    assert_eq!(stored["sequence"], acknowledged.len() as u64, "{stored}");
+    let last = |field: &str| {
+        acknowledged
+            .iter()
+            .filter(|a| a.field == field)
+            .max_by_key(|a| a.index)
+            .map(|a| a.value.clone())
+            .expect("a write")
+    };
+    assert_eq!(stored["title"], last("title"), "{stored}");
+    assert_eq!(stored["description"], last("description"), "{stored}");
+    assert_eq!(stored["location"], last("location"), "{stored}");
+    assert_eq!(
+        stored["details"]["2026-06-03T10:00"]["title"],
+        last("occurrence title"),
+        "{stored}"
+    );
+    // And Nora's copy ends at the last version.
+    api.until("/v1/invitations?all=true", &nora, |v| {
+        v["invitations"][0]["sequence"] == acknowledged.len() as u64
+            && v["invitations"][0]["content"]["title"] == last("title")
+    })
+    .await;
 }
 
 type Socket =

@@ -48,6 +48,18 @@ pub(super) fn routes() -> Router<AppState> {
         .route("/v1/invitations/{id}/rsvp", post(rsvp))
         .route("/v1/freebusy", post(free_busy))
         .route("/v1/find-time", post(find_time))
+        // Last, so that it covers every route above: a method a route does not take is a
+        // refused agenda request too (the server's own fallback would not count it as one).
+        .method_not_allowed_fallback(method_not_allowed)
+}
+
+async fn method_not_allowed(State(state): AgendaState) -> HttpResponse {
+    let refusal = ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "this route does not take that method",
+    );
+    answer(&state.service, Err(refusal))
 }
 
 impl From<AgendaError> for ApiError {
