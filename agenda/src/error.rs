@@ -31,6 +31,10 @@ pub enum AgendaError {
     /// The record to create exists already (a user name or group id is taken).
     #[error("already exists: {0}")]
     AlreadyExists(String),
+    /// The record changed since the version the caller said it read (`if_sequence`): nothing
+    /// was written; read it again and decide.
+    #[error("conflict: {0}")]
+    Conflict(String),
     /// Other writers changed what the operation read, every time it retried: nothing was written.
     #[error("too much contention on {0}: retry")]
     Contended(String),
@@ -57,6 +61,7 @@ impl AgendaError {
             AgendaError::Forbidden(_) => "forbidden",
             AgendaError::NotFound(_) => "not_found",
             AgendaError::AlreadyExists(_) => "already_exists",
+            AgendaError::Conflict(_) => "conflict",
             AgendaError::Contended(_) => "contended",
             AgendaError::Unavailable(_) => "unavailable",
             AgendaError::Corrupt { .. } => "corrupt",

@@ -228,6 +228,11 @@ pub struct EventChange {
     /// A new attendee list (scope `all` only).
     #[serde(default)]
     pub attendees: Option<Vec<Attendee>>,
+    /// Apply only if the event's `sequence` (which every change increases) is still this: a
+    /// client that read the event at this sequence is told ([`AgendaError::Conflict`]) when
+    /// someone changed it since, instead of overwriting that change unseen.
+    #[serde(default)]
+    pub if_sequence: Option<u32>,
 }
 
 /// What creating or changing an event did.
@@ -592,6 +597,14 @@ impl<S: Store, E: Env> Agenda<S, E> {
             let Some(mut event) = tx.get_record::<Event>(key.clone()).await? else {
                 return Err(not_found(id));
             };
+            if let Some(expected) = change.if_sequence
+                && event.sequence != expected
+            {
+                return Err(AgendaError::Conflict(format!(
+                    "event {id} is at sequence {}, not {expected}: read it again",
+                    event.sequence
+                )));
+            }
             let before = event.clone();
             let now_ms = self.env.now_ms();
             let (saved, truncated, removed) = match &change.scope {

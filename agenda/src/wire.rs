@@ -80,6 +80,9 @@ pub struct EventPatch {
     /// A new attendee list.
     #[serde(default)]
     pub attendees: Option<Vec<String>>,
+    /// Apply only if the event's `sequence` is still this (the one the client read).
+    #[serde(default)]
+    pub if_sequence: Option<u32>,
 }
 
 /// An RFC 3339 instant as ms since the epoch.
@@ -254,6 +257,7 @@ impl EventPatch {
             end: local("end", self.end)?,
             rrule: self.rrule,
             attendees: self.attendees.as_deref().map(parse_attendees),
+            if_sequence: self.if_sequence,
         })
     }
 }

@@ -757,3 +757,47 @@ fn an_outsider_reads_nothing_of_an_event() {
         assert!(matches!(refused, Err(AgendaError::NotFound(_))));
     });
 }
+
+#[test]
+fn a_change_made_against_an_old_sequence_is_refused_and_the_newer_one_is_kept() {
+    run(async {
+        let agenda = agenda();
+        let id = alice_invites(&agenda, &["alice"], "Europe/Madrid", 1, &[]).await;
+        // Two editors read the event at sequence 0.
+        let read = agenda.event("alice", &id).await.unwrap();
+        assert_eq!(read.sequence, 0);
+        let first = EventChange {
+            title: Some("Planning, by the first editor".into()),
+            if_sequence: Some(read.sequence),
+            ..EventChange::default()
+        };
+        let saved = agenda.update_event("alice", &id, first).await.unwrap();
+        assert_eq!(saved.event.sequence, 1);
+        // The second one's change was made against sequence 0: refused, nothing written.
+        let second = EventChange {
+            location: Some("Room 9".into()),
+            if_sequence: Some(read.sequence),
+            ..EventChange::default()
+        };
+        assert!(matches!(
+            agenda.update_event("alice", &id, second.clone()).await,
+            Err(AgendaError::Conflict(_))
+        ));
+        let now = agenda.event("alice", &id).await.unwrap();
+        assert_eq!(now.content.title, "Planning, by the first editor");
+        assert_eq!(now.content.location, "Room 2");
+        // Read again, it applies on top of the first change.
+        let again = EventChange {
+            if_sequence: Some(now.sequence),
+            ..second
+        };
+        let saved = agenda.update_event("alice", &id, again).await.unwrap();
+        assert_eq!(
+            (
+                saved.event.content.title.as_str(),
+                saved.event.content.location.as_str()
+            ),
+            ("Planning, by the first editor", "Room 9")
+        );
+    });
+}

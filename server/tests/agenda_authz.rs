@@ -1687,6 +1687,15 @@ async fn bad_input_on_every_route_gets_a_clear_4xx_is_counted_and_the_server_sta
         400,
     );
 
+    // A change made against a sequence the event has left: told, nothing written.
+    add(
+        "PATCH",
+        "/v1/events/{id}",
+        &event_path,
+        me,
+        json!({"title": "stale edit", "if_sequence": 999}),
+        409,
+    );
     let alerts = "/v1/events/{id}/alerts";
     let alerts_path = format!("{event_path}/alerts");
     add(

@@ -69,7 +69,9 @@ impl From<AgendaError> for ApiError {
             AgendaError::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
             AgendaError::Forbidden(_) => StatusCode::FORBIDDEN,
             AgendaError::NotFound(_) => StatusCode::NOT_FOUND,
-            AgendaError::AlreadyExists(_) | AgendaError::Contended(_) => StatusCode::CONFLICT,
+            AgendaError::AlreadyExists(_)
+            | AgendaError::Conflict(_)
+            | AgendaError::Contended(_) => StatusCode::CONFLICT,
             AgendaError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             AgendaError::Corrupt { .. } => StatusCode::INTERNAL_SERVER_ERROR,
         };
