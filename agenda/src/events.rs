@@ -127,6 +127,11 @@ pub struct InvitationCopy {
     pub sequence: u32,
     /// The event's `asked_sequence`: a newer one resets the attendee's answers.
     pub asked_sequence: u32,
+    /// When the event was made: an event deleted and made again under the same id (a creation
+    /// retried with its idempotency key) is a new incarnation, whose copies win over the old
+    /// one's whatever their sequences (0 for records written before this field).
+    #[serde(default)]
+    pub created_ms: i64,
     /// The event was cancelled, or the attendee removed from it.
     pub cancelled: bool,
     /// What the event is and when (as it was when cancelled, for a cancellation).
@@ -381,6 +386,7 @@ impl Event {
             event_id: self.id.clone(),
             sequence: self.sequence,
             asked_sequence: self.asked_sequence,
+            created_ms: self.created_ms,
             cancelled,
             content: self.content.clone(),
         }

@@ -137,12 +137,18 @@ impl<S: Store, E: Env> Agenda<S, E> {
             let mut tx = Tx::new(&self.store);
             let stored = tx.get_record::<Invitation>(key.clone()).await?;
             let invitation = match stored {
-                Some(stored) if stored.copy.sequence >= copy.sequence => return Ok(false),
+                Some(stored)
+                    if (stored.copy.created_ms, stored.copy.sequence)
+                        >= (copy.created_ms, copy.sequence) =>
+                {
+                    return Ok(false);
+                }
                 Some(mut stored) => {
-                    // Asked again (a new time or place), or invited again after a removal:
-                    // earlier answers do not stand.
+                    // Asked again (a new time or place), invited again after a removal, or to
+                    // a new incarnation of the event: earlier answers do not stand.
                     let reinvited = stored.copy.cancelled && !copy.cancelled;
-                    if copy.asked_sequence > stored.copy.asked_sequence || reinvited {
+                    let reborn = copy.created_ms != stored.copy.created_ms;
+                    if copy.asked_sequence > stored.copy.asked_sequence || reinvited || reborn {
                         stored.response = Response::NeedsAction;
                         stored.occurrence_responses.clear();
                     }

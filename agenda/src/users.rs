@@ -417,6 +417,8 @@ impl<S: Store, E: Env> Agenda<S, E> {
                 for (session, _) in tx.scan_prefix(&keys::sessions(user)).await? {
                     tx.delete(session);
                 }
+                // The feed's secret URL too: whoever had a session may have made one.
+                tx.delete(keys::feed(user));
             }
             tx.put_record(key, &account);
             if tx.commit().await?.is_some() {

@@ -309,9 +309,28 @@ fn the_feed_answers_its_secret_only_and_rotation_retires_the_old_one() {
             .feed("nora", &secret(&second.url))
             .await
             .expect("the new secret works");
-        agenda.delete_feed("nora").await.expect("turned off");
+        // A new password turns the feed off, as it closes every session.
+        let change = agenda::users::ProfileChange {
+            password: Some("a brand new password".into()),
+            current_password: Some("nora password".into()),
+            ..Default::default()
+        };
+        agenda
+            .update_profile("nora", change)
+            .await
+            .expect("changed");
         assert!(matches!(
             agenda.feed("nora", &secret(&second.url)).await,
+            Err(AgendaError::NotFound(_))
+        ));
+        let third = agenda.rotate_feed("nora").await.expect("a feed again");
+        agenda
+            .feed("nora", &secret(&third.url))
+            .await
+            .expect("works");
+        agenda.delete_feed("nora").await.expect("turned off");
+        assert!(matches!(
+            agenda.feed("nora", &secret(&third.url)).await,
             Err(AgendaError::NotFound(_))
         ));
     });
@@ -390,6 +409,17 @@ fn a_foreign_calendar_imports_what_it_can_and_says_why_not_the_rest() {
         assert!(errors[1].1.contains("BYSETPOS"), "{errors:?}");
         assert!(errors[2].1.contains("DTEND"), "{errors:?}");
 
+        // The same file again (a retry after an unknown outcome): the same events, no copies.
+        let events_before = agenda
+            .agenda("nora", 1_767_225_600_000, 1_798_761_600_000)
+            .await;
+        let again = agenda.import_ics("nora", FOREIGN).await.expect("again");
+        assert_eq!(again.created, report.created);
+        let events_after = agenda
+            .agenda("nora", 1_767_225_600_000, 1_798_761_600_000)
+            .await;
+        assert_eq!(events_before, events_after);
+
         let yoga = agenda
             .event("nora", &report.created[0].id)
             .await
@@ -442,6 +472,19 @@ fn malformed_calendars_are_refused_whole() {
     // The parser recurses per nested component: a text of BEGIN lines must not overflow the stack.
     let deep = "BEGIN:VCALENDAR\r\n".repeat(25_000);
     assert!(read::read(&deep, "UTC").is_err());
+    // Nor a nesting the check would not see: a value ended by a bare LF once ran on to the next
+    // CRLF, hiding each END from the parser (a stack overflow from a 512 KiB import).
+    let hidden = format!(
+        "BEGIN:VCALENDAR\r\n{}",
+        "BEGIN:A\r\nX:\nEND:A\r\n".repeat(27_000)
+    );
+    assert!(read::read(&hidden, "UTC").is_err());
+    // And a text of bare LFs only parses line by line.
+    let bare = format!(
+        "BEGIN:VCALENDAR\n{}END:VCALENDAR\n",
+        "X-A:b\n".repeat(80_000)
+    );
+    assert!(read::read(&bare, "UTC").is_err(), "no VEVENT");
     let huge = "X".repeat(read::IMPORT_BYTES_MAX + 1);
     assert!(read::read(&huge, "UTC").is_err());
     let many = format!(

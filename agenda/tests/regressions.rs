@@ -403,3 +403,44 @@ fn a_creation_retried_after_its_answer_was_lost_makes_a_second_event() {
         ));
     });
 }
+
+#[test]
+fn an_event_made_again_with_its_idempotency_key_after_a_delete_never_reaches_its_attendees() {
+    run(async {
+        let agenda = agenda();
+        register(&agenda, "alice").await;
+        register(&agenda, "nora").await;
+        let make =
+            || agenda.create_event_once("alice", meeting(schedule(None), &["nora"]), Some("k"));
+        let first = make().await.expect("made");
+        deliver_all(&agenda).await;
+        // Changed twice, then deleted: nora holds a cancellation at sequence 3.
+        for title in ["Planning (2)", "Planning (3)"] {
+            let change = EventChange {
+                title: Some(title.into()),
+                ..EventChange::default()
+            };
+            agenda
+                .update_event("alice", &first.event.id, change)
+                .await
+                .expect("changed");
+        }
+        agenda
+            .delete_event("alice", &first.event.id, Scope::All)
+            .await
+            .expect("deleted");
+        deliver_all(&agenda).await;
+        assert!(agenda.invitations("nora", false).await.unwrap().is_empty());
+
+        // Made again with the same key: the same id, sequence 0, a new incarnation.
+        agenda.env().advance_ms(1_000);
+        let again = make().await.expect("made again");
+        assert_eq!(again.event.id, first.event.id);
+        assert!(!again.replayed);
+        deliver_all(&agenda).await;
+        let invitations = agenda.invitations("nora", false).await.unwrap();
+        assert_eq!(invitations.len(), 1, "the new incarnation reaches nora");
+        assert_eq!(invitations[0].copy.content.title, "Planning");
+        assert_eq!(invitations[0].response, Response::NeedsAction);
+    });
+}

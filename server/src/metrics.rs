@@ -117,6 +117,7 @@ counters! {
     reminder_records_corrupt: "Alert records that did not decode, left in place.",
     reminder_errors: "Alert records (or whole scheduler passes) that failed on a store error or contention, retried later.",
     calendar_requests_refused: "Agenda API requests answered with a 4xx status.",
+    calendar_requests_failed: "Agenda requests answered with a 5xx (no leader in time, a password check waiting too long for its turn, a corrupt record).",
     replicas_failed: "Replicas stopped because a snapshot or state could not be used.",
     ws_connections: "WebSocket connections accepted.",
     ws_connections_refused: "WebSocket connections refused because the gateway was full.",

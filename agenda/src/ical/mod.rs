@@ -300,6 +300,11 @@ impl<S: Store, E: Env> Agenda<S, E> {
     pub async fn import_ics(&self, caller: &str, text: &str) -> Result<ImportReport, AgendaError> {
         let zone = self.profile(caller).await?.zone;
         let mut report = ImportReport::default();
+        let digest = {
+            use sha2::Digest;
+            crate::store::hex(&sha2::Sha256::digest(text.as_bytes())[..8])
+        };
+        let mut unknown = None;
         for result in read::read(text, &zone)? {
             let imported = match result {
                 Ok(imported) => imported,
@@ -320,9 +325,31 @@ impl<S: Store, E: Env> Agenda<S, E> {
                 id,
                 message: error.to_string(),
             };
-            let id = match self.create_event(caller, imported.event).await {
+            // The same file imported again (a retry after an unknown outcome, or twice by
+            // mistake) makes no second copy: each VEVENT's id derives from the file and its place.
+            let key = format!("import:{digest}:{index}");
+            let id = match self
+                .create_event_once(caller, imported.event, Some(&key))
+                .await
+            {
+                // Imported before from this very file: answered as then (its exceptions
+                // were applied then too).
+                Ok(saved) if saved.replayed => {
+                    report.created.push(ImportCreated {
+                        index,
+                        uid,
+                        id: saved.event.id,
+                    });
+                    continue;
+                }
                 Ok(saved) => saved.event.id,
                 Err(error) => {
+                    if matches!(
+                        error,
+                        AgendaError::Unavailable(_) | AgendaError::Contended(_)
+                    ) {
+                        unknown = Some(error.clone());
+                    }
                     report.errors.push(failure(None, error));
                     continue;
                 }
@@ -340,6 +367,12 @@ impl<S: Store, E: Env> Agenda<S, E> {
                 }
             }
             report.created.push(ImportCreated { index, uid, id });
+        }
+        // Nothing created and some outcome unknown: the caller retries the whole (safely).
+        if report.created.is_empty()
+            && let Some(error) = unknown
+        {
+            return Err(error);
         }
         Ok(report)
     }

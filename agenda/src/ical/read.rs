@@ -60,7 +60,16 @@ pub fn read(text: &str, default_zone: &str) -> Result<Vec<Result<Imported, Refus
     }
     schedule::parse_zone(default_zone).map_err(IcalError::Schedule)?;
     // Some Windows applications start the file with a byte-order mark.
-    let unfolded = unfold(text.trim_start_matches('\u{feff}'));
+    let text = text.trim_start_matches('\u{feff}');
+    // Every line ends in CRLF before anything reads it: the parser looks for CRLF first, so a
+    // value followed by a bare LF would run on to the next CRLF (swallowing the lines between,
+    // which the nesting check counts but the parser would not: a stack overflow), and a text of
+    // bare LFs only would be scanned to its end once per line.
+    let mut lines = text.replace("\r\n", "\n").replace('\r', "\n");
+    if !lines.ends_with('\n') {
+        lines.push('\n');
+    }
+    let unfolded = unfold(&lines.replace('\n', "\r\n"));
     check_nesting(&unfolded)?;
     let calendar =
         read_calendar(&unfolded).map_err(|error| IcalError::Syntax(first_line(&error)))?;

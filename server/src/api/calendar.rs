@@ -81,10 +81,13 @@ impl From<AgendaError> for ApiError {
 
 /// Counts a refused agenda request apart from the key-value API's, then answers as every route.
 pub(super) fn answer(service: &Service, result: ApiResult) -> HttpResponse {
-    if let Err(error) = &result
-        && error.status().is_client_error()
-    {
-        Metrics::add(&service.metrics().counters.calendar_requests_refused, 1);
+    if let Err(error) = &result {
+        let counters = &service.metrics().counters;
+        if error.status().is_client_error() {
+            Metrics::add(&counters.calendar_requests_refused, 1);
+        } else if error.status().is_server_error() {
+            Metrics::add(&counters.calendar_requests_failed, 1);
+        }
     }
     finish(service, result)
 }
