@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use bytes::Bytes;
 use storage::{
     Crash, Entry, Error, FaultError, FaultOperation, HardState, MemFs, Record,
-    SEGMENT_HEADER_BYTES, SegmentHeader, TornTailKind, Wal, WalConfig, decode, encode,
+    SEGMENT_HEADER_BYTES, SegmentHeader, TornTail, TornTailKind, Wal, WalConfig, decode, encode,
     recycled_file_name, segment_file_name,
 };
 
@@ -1154,4 +1154,56 @@ fn damage_followed_by_a_record_of_this_life_is_reported_as_what_it_looked_like()
         reason.starts_with("a stale or damaged record, followed by an intact record"),
         "{reason}"
     );
+}
+
+/// Opens the log of `fs`, which must succeed after cutting a torn tail: the log and the tail.
+fn open_torn(fs: &MemFs) -> (Wal<MemFs>, TornTail) {
+    let wal = Wal::open(fs.clone(), config()).unwrap();
+    let torn = wal
+        .recovery_report()
+        .torn_tail
+        .clone()
+        .expect("a torn tail");
+    (wal, torn)
+}
+
+/// Rule: a last segment whose intact header names an older segment (a free file renamed, its new header never
+/// written) is a torn tail unless the checkpoint of this segment follows the header: records of the older life
+/// further on are no evidence that this segment's life reached the disk.
+#[test]
+fn a_renamed_older_segment_with_a_damaged_checkpoint_is_a_torn_tail() {
+    let fs = build();
+    let older = last(&fs);
+    let number = seal_last(&fs);
+    let path = segment(number);
+    fs.write_file(&path, &fs.read_file(&segment(older)).unwrap());
+    let (offset, length) = records(&fs, older)[0];
+    fs.flip_bit(&path, offset + length - 2, 0);
+    let (wal, torn) = open_torn(&fs);
+    assert_eq!((torn.file, torn.kind), (path, TornTailKind::SegmentHeader));
+    check_entries(&wal, ENTRIES);
+}
+
+/// Rule: the stale zone of a recycled file ends before its recycled bytes' end: a tail torn exactly there is a
+/// crash's tail of this life (here a short record header), not a stale one.
+#[test]
+fn a_tail_torn_exactly_where_the_recycled_bytes_end_is_outside_the_stale_zone() {
+    let fs = build();
+    let number = last(&fs);
+    let path = segment(number);
+    let mut bytes = fs.read_file(&path).unwrap();
+    let end = bytes.len() as u64;
+    let header = SegmentHeader {
+        recycled_bytes: end,
+        ..SegmentHeader::read(&bytes).unwrap()
+    };
+    bytes[..SEGMENT_HEADER_BYTES as usize].copy_from_slice(&header.encode());
+    fs.write_file(&path, &bytes);
+    append_bytes(&fs, &path, &next_record()[..10]);
+    let (wal, torn) = open_torn(&fs);
+    assert_eq!(
+        (torn.file, torn.offset, torn.kind),
+        (path, end, TornTailKind::RecordHeader)
+    );
+    check_entries(&wal, ENTRIES);
 }
