@@ -7,8 +7,9 @@ use raft_core::testing::{
     Cluster, GROUP_ID, acknowledge, drain, leader_of_three as lone_leader, message,
 };
 use raft_core::{
-    ConfChange, ConfState, Config, Entry, EntryKind, INDEX_AND_TERM_MAX, InitialState, MessageBody,
-    Node, ProgressState, ProposeError, ReadMode, Role, Snapshot, SnapshotMeta, StepError,
+    ConfChange, ConfState, Config, Entry, EntryKind, HardState, INDEX_AND_TERM_MAX, InitialState,
+    MessageBody, Node, ProgressState, ProposeError, ReadMode, Ready, Role, Snapshot, SnapshotMeta,
+    SoftState, StepError,
 };
 
 fn data(text: &str) -> Bytes {
@@ -1008,15 +1009,22 @@ fn the_first_proposal_after_a_burst_is_accepted_whatever_its_size() {
     );
 }
 
+/// A leader whose uncommitted limit holds exactly two entries of 100 bytes (the entry size
+/// limit), and the counted size of one such entry.
+fn leader_with_room_for_two_entries_of_100_bytes() -> (Node, u64) {
+    let entry_bytes = 100 + Entry::HEADER_SIZE_BYTES;
+    let leader = lone_leader(|config| {
+        config.entry_size_bytes_max = 100;
+        config.uncommitted_bytes_max = 2 * entry_bytes;
+    });
+    (leader, entry_bytes)
+}
+
 /// Rule: the uncommitted limit is inclusive: proposals are accepted until their counted bytes
 /// (payload and header) reach `uncommitted_bytes_max` exactly; the next byte is refused.
 #[test]
 fn the_uncommitted_limit_is_inclusive() {
-    let entry_bytes = 100 + Entry::HEADER_SIZE_BYTES;
-    let mut leader = lone_leader(|config| {
-        config.entry_size_bytes_max = 100;
-        config.uncommitted_bytes_max = 2 * entry_bytes;
-    });
+    let (mut leader, entry_bytes) = leader_with_room_for_two_entries_of_100_bytes();
     leader.propose(Bytes::from(vec![0u8; 100])).unwrap();
     leader.propose(Bytes::from(vec![0u8; 100])).unwrap();
     let refused = leader.propose(Bytes::new());
@@ -1210,4 +1218,273 @@ fn a_membership_is_invalid_by_any_one_flaw() {
             "{voters:?} {learners:?}"
         );
     }
+}
+
+/// Rule: a malformed message is refused under its own kind's name, one name for each kind (the
+/// name is what the error and the logs tell an operator); pre-votes and their answers are named
+/// apart from votes.
+#[test]
+fn a_malformed_message_is_refused_under_its_kinds_own_name() {
+    let mut cluster = Cluster::new(&[1, 2, 3]);
+    assert!(cluster.elect(1));
+    let request_vote = |pre_vote| MessageBody::RequestVote {
+        pre_vote,
+        last_index: 0,
+        last_term: 0,
+        transfer: false,
+    };
+    let vote_response = |pre_vote| MessageBody::VoteResponse {
+        pre_vote,
+        granted: true,
+    };
+    let kinds = [
+        (request_vote(true), "pre_vote"),
+        (request_vote(false), "request_vote"),
+        (vote_response(true), "pre_vote_response"),
+        (vote_response(false), "vote_response"),
+        (
+            MessageBody::Append {
+                prev_index: 0,
+                prev_term: 0,
+                entries: Vec::new(),
+                commit: 0,
+            },
+            "append",
+        ),
+        (acknowledge(0), "append_response"),
+        (
+            MessageBody::Heartbeat {
+                commit: 0,
+                read_sequence: 0,
+                sent_at_tick: 0,
+            },
+            "heartbeat",
+        ),
+        (
+            MessageBody::HeartbeatResponse {
+                read_sequence: 0,
+                sent_at_tick: 0,
+            },
+            "heartbeat_response",
+        ),
+        (
+            MessageBody::InstallSnapshot {
+                snapshot: Snapshot::default(),
+            },
+            "install_snapshot",
+        ),
+        (MessageBody::TimeoutNow, "timeout_now"),
+        (MessageBody::ReadIndex { request_id: 1 }, "read_index"),
+        (
+            MessageBody::ReadIndexResponse {
+                request_id: 1,
+                index: 0,
+            },
+            "read_index_response",
+        ),
+    ];
+    let follower = cluster.node_mut(2);
+    for (body, expected) in kinds {
+        assert_eq!(body.name(), expected);
+        let refused = follower.step(message(1, 2, INDEX_AND_TERM_MAX + 1, body));
+        assert_eq!(
+            refused,
+            Err(StepError::Malformed {
+                kind: expected,
+                reason: "index or term out of range",
+            })
+        );
+        assert_eq!(
+            refused.unwrap_err().to_string(),
+            format!("malformed {expected} message: index or term out of range")
+        );
+    }
+    assert_eq!(follower.metrics().messages_malformed, 12);
+}
+
+// ---- src/node/mod.rs ----
+
+/// Rule: a Ready must be persisted (made durable before its persisted messages leave) when it
+/// carries a hard state, a snapshot or entries, any one of them alone; a Ready of messages only
+/// (a leader's heartbeats) need not be.
+#[test]
+fn a_ready_must_be_persisted_for_a_hard_state_a_snapshot_or_entries_each_alone() {
+    let mut leader = lone_leader(|_| {});
+    assert!(!leader.has_ready());
+    leader.propose(data("x")).unwrap();
+    let ready = leader.ready();
+    assert!(ready.hard_state.is_none());
+    assert_eq!(ready.entries.len(), 1);
+    assert!(ready.must_persist());
+    leader.advance(ready.number);
+    drain(&mut leader);
+    while !leader.has_ready() {
+        leader.tick();
+    }
+    let heartbeats = leader.ready();
+    assert!(!heartbeats.messages.is_empty());
+    assert!(heartbeats.hard_state.is_none() && heartbeats.entries.is_empty());
+    assert!(heartbeats.soft_state.is_none());
+    assert!(!heartbeats.must_persist());
+    leader.advance(heartbeats.number);
+
+    let entry = || Entry {
+        index: 3,
+        term: 2,
+        kind: EntryKind::Normal,
+        data: data("x"),
+    };
+    let hard_state = Ready {
+        hard_state: Some(HardState {
+            term: 2,
+            vote: 1,
+            commit: 3,
+        }),
+        ..Ready::default()
+    };
+    assert!(hard_state.must_persist());
+    let snapshot = Ready {
+        snapshot: Some(Snapshot::default()),
+        ..Ready::default()
+    };
+    assert!(snapshot.must_persist());
+    let entries = Ready {
+        entries: vec![entry()],
+        ..Ready::default()
+    };
+    assert!(entries.must_persist());
+    let everything_else = Ready {
+        number: 1,
+        messages: vec![message(1, 2, 2, MessageBody::TimeoutNow)],
+        committed_entries: vec![entry()],
+        ..Ready::default()
+    };
+    assert!(!everything_else.must_persist());
+}
+
+/// Rule: a node reports the identifier and the group its configuration gave it.
+#[test]
+fn a_node_reports_the_id_and_group_it_was_configured_with() {
+    let node = Node::new(Config::new(7, 42), InitialState::bootstrap(&[7, 8, 9])).unwrap();
+    assert_eq!((node.id(), node.group_id()), (7, 42));
+    assert_eq!((node.config().id, node.config().group_id), (7, 42));
+}
+
+/// Rule: each Ready is numbered one past the one before it, so that [`Node::advance`] can tell
+/// the Ready it confirms from an older one; an advance of an older number is refused (panics).
+#[test]
+fn each_ready_is_numbered_one_past_the_one_before() {
+    let mut leader = lone_leader(|_| {});
+    let mut numbers = Vec::new();
+    for text in ["a", "b", "c"] {
+        leader.propose(data(text)).unwrap();
+        let ready = leader.ready();
+        numbers.push(ready.number);
+        leader.advance(ready.number);
+    }
+    assert!(numbers[0] > 0);
+    assert_eq!(numbers, [numbers[0], numbers[0] + 1, numbers[0] + 2]);
+    leader.propose(data("d")).unwrap();
+    let ready = leader.ready();
+    let stale = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        leader.advance(ready.number - 1);
+    }));
+    assert!(stale.is_err(), "an advance of an older Ready was taken");
+}
+
+/// Rule: a leader's uncommitted budget comes back once its entries are handed out to be applied:
+/// after the entries that filled it are committed and applied, as many bytes are accepted again.
+#[test]
+fn a_leaders_uncommitted_budget_comes_back_once_its_entries_are_applied() {
+    let (mut leader, _) = leader_with_room_for_two_entries_of_100_bytes();
+    for _ in 0..2 {
+        let full = || Bytes::from(vec![0u8; 100]);
+        leader.propose(full()).unwrap();
+        leader.propose(full()).unwrap();
+        assert!(matches!(
+            leader.propose(Bytes::new()),
+            Err(ProposeError::UncommittedLimit { .. })
+        ));
+        drain(&mut leader);
+        let (term, last) = (leader.term(), leader.last_index());
+        leader.step(message(2, 1, term, acknowledge(last))).unwrap();
+        assert_eq!(leader.commit_index(), last);
+        drain(&mut leader);
+        assert_eq!(leader.applied_index(), last);
+    }
+}
+
+/// Rule: a leader that steps down because no quorum answered it has a Ready for its new role
+/// alone (no term, no message, no entry changed): the runtime must hear that it lost the
+/// leadership, and the Ready carries the soft state because it changed, and only then.
+#[test]
+fn a_leader_that_steps_down_on_check_quorum_has_a_ready_for_its_new_role_alone() {
+    let mut leader = lone_leader(|_| {});
+    assert!(leader.config().check_quorum);
+    drain(&mut leader);
+    let mut ticks = 0;
+    while leader.role() == Role::Leader {
+        assert!(ticks < 100, "the leader never stepped down");
+        leader.tick();
+        ticks += 1;
+        if leader.role() == Role::Leader {
+            for ready_messages in drain(&mut leader) {
+                assert!(matches!(ready_messages.body, MessageBody::Heartbeat { .. }));
+            }
+        }
+    }
+    assert_eq!(leader.metrics().check_quorum_step_downs, 1);
+    assert!(leader.has_ready());
+    let ready = leader.ready();
+    assert_eq!(
+        ready.soft_state,
+        Some(SoftState {
+            leader_id: 0,
+            role: Role::Follower,
+        })
+    );
+    assert!(ready.hard_state.is_none() && ready.entries.is_empty());
+    assert!(ready.messages.is_empty() && ready.persisted_messages.is_empty());
+    leader.advance(ready.number);
+    assert!(!leader.has_ready());
+    let unchanged = leader.ready();
+    assert_eq!(unchanged.soft_state, None);
+    leader.advance(unchanged.number);
+}
+
+/// Rule: a node that learns of a higher term from a message it does not answer (a refused vote)
+/// has a Ready for the new term alone: the term must be made durable before anything else goes
+/// out in it.
+#[test]
+fn a_node_that_learns_a_higher_term_from_an_answer_has_a_ready_for_the_term_alone() {
+    let mut node = Node::new(
+        Config::new(2, GROUP_ID),
+        InitialState::bootstrap(&[1, 2, 3]),
+    )
+    .unwrap();
+    drain(&mut node);
+    assert!(!node.has_ready());
+    let refusal = MessageBody::VoteResponse {
+        pre_vote: false,
+        granted: false,
+    };
+    node.step(message(3, 2, 5, refusal)).unwrap();
+    assert_eq!(
+        (node.term(), node.role(), node.leader_id()),
+        (5, Role::Follower, 0)
+    );
+    assert!(node.has_ready());
+    let ready = node.ready();
+    assert_eq!(
+        ready.hard_state,
+        Some(HardState {
+            term: 5,
+            vote: 0,
+            commit: node.commit_index(),
+        })
+    );
+    assert_eq!(ready.soft_state, None);
+    assert!(ready.messages.is_empty() && ready.persisted_messages.is_empty());
+    node.advance(ready.number);
+    assert!(!node.has_ready());
 }

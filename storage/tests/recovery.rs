@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use bytes::Bytes;
 use storage::{
     Crash, Entry, Error, FaultError, FaultOperation, HardState, MemFs, Record,
-    SEGMENT_HEADER_BYTES, SegmentHeader, TornTailKind, Wal, WalConfig, decode, encode,
+    SEGMENT_HEADER_BYTES, SegmentHeader, TornTail, TornTailKind, Wal, WalConfig, decode, encode,
     recycled_file_name, segment_file_name,
 };
 
@@ -59,12 +59,8 @@ fn build_into(fs: MemFs) -> MemFs {
     fs
 }
 
-/// The log of [`build`], written over recycled files: a first run with larger segments fills five files with
-/// entries of another group and compacts them away (they become free files of about 8 KiB); the second run
-/// (the usual 2 KiB limit) writes the log of [`build`] into those files, so that every segment it writes,
-/// the last one included, has stale bytes of an earlier life after its records (after its seal if not last).
-fn build_recycled() -> MemFs {
-    let fs = MemFs::new();
+/// Fills segments of 8 KiB with entries of [`FILLER`] and compacts them away, leaving at least four free files.
+fn free_filler_segments(fs: &MemFs) {
     let mut wal = Wal::open(
         fs.clone(),
         WalConfig {
@@ -92,6 +88,15 @@ fn build_recycled() -> MemFs {
         "the filler's segments are free"
     );
     drop(wal);
+}
+
+/// The log of [`build`], written over recycled files: a first run with larger segments fills five files with
+/// entries of another group and compacts them away (they become free files of about 8 KiB); the second run
+/// (the usual 2 KiB limit) writes the log of [`build`] into those files, so that every segment it writes,
+/// the last one included, has stale bytes of an earlier life after its records (after its seal if not last).
+fn build_recycled() -> MemFs {
+    let fs = MemFs::new();
+    free_filler_segments(&fs);
     let fs_log = build_into(fs);
     let number = last(&fs_log);
     let bytes = fs_log.read_file(&segment(number)).unwrap();
@@ -931,4 +936,274 @@ fn a_crash_in_a_torn_first_segment_leaves_an_empty_log() {
         Some(TornTailKind::SegmentHeader)
     );
     assert_eq!(wal.groups(), Vec::<u64>::new());
+}
+
+/// The free files (`recycle-<n>.wal`) in the directory.
+fn free_files(fs: &MemFs) -> usize {
+    use storage::FileSystem;
+    fs.list(Path::new(DIR))
+        .unwrap()
+        .iter()
+        .filter(|name| name.starts_with("recycle-"))
+        .count()
+}
+
+/// Rule: opening keeps at most `segments_recycled_max` free files for reuse (the segment it starts may take one
+/// of them) and deletes the others.
+#[test]
+fn opening_keeps_free_files_up_to_the_limit_and_deletes_the_others() {
+    let fs = MemFs::new();
+    free_filler_segments(&fs);
+    // One live entry in the segment the next opening starts, so that the opening under test drops no segment
+    // (a dropped segment would be recycled within the limit too).
+    let mut wal = Wal::open(fs.clone(), config()).unwrap();
+    wal.append(
+        GROUP,
+        &[Entry {
+            index: 1,
+            term: 1,
+            payload: payload(1),
+        }],
+    )
+    .unwrap();
+    wal.sync().unwrap();
+    drop(wal);
+    assert!(free_files(&fs) >= 3);
+    let wal = Wal::open(
+        fs.clone(),
+        WalConfig {
+            segments_recycled_max: 2,
+            ..config()
+        },
+    )
+    .unwrap();
+    assert_eq!(wal.segments_recycled() + wal.segments_reused() as usize, 2);
+    assert_eq!(free_files(&fs), wal.segments_recycled());
+}
+
+/// Rule: the recovery report counts every segment and every record replayed (checkpoints and seals included),
+/// and the bytes of those records and of the segments' headers.
+#[test]
+fn the_recovery_report_counts_every_segment_record_and_byte_replayed() {
+    let fs = build();
+    let numbers = segments(&fs);
+    let records_replayed: usize = numbers
+        .iter()
+        .map(|number| records(&fs, *number).len())
+        .sum();
+    let bytes_replayed: u64 = numbers
+        .iter()
+        .map(|number| {
+            let (offset, length) = *records(&fs, *number).last().unwrap();
+            offset + length
+        })
+        .sum();
+    let wal = Wal::open(fs.clone(), config()).unwrap();
+    let report = wal.recovery_report();
+    assert_eq!(report.segments_replayed, numbers.len() as u64);
+    assert_eq!(report.records_replayed, records_replayed as u64);
+    assert_eq!(report.bytes_replayed, bytes_replayed);
+    assert_eq!(report.torn_tail, None);
+}
+
+/// Rule: a torn tail is reported with where the valid bytes end and how many bytes were cut after them, and
+/// the bytes replayed stop where the tail starts.
+#[test]
+fn a_torn_tail_is_reported_with_its_offset_and_the_bytes_cut() {
+    let fs = build();
+    let number = last(&fs);
+    let length = fs.read_file(&segment(number)).unwrap().len() as u64;
+    let bytes_before: u64 = segments(&fs)
+        .iter()
+        .map(|number| fs.read_file(&segment(*number)).unwrap().len() as u64)
+        .sum();
+    append_bytes(&fs, &segment(number), &next_record()[..10]);
+    let wal = Wal::open(fs.clone(), config()).unwrap();
+    let report = wal.recovery_report();
+    let torn = report.torn_tail.as_ref().expect("a torn tail");
+    assert_eq!(torn.file, segment(number));
+    assert_eq!((torn.offset, torn.bytes_discarded), (length, 10));
+    assert_eq!(torn.kind, TornTailKind::RecordHeader);
+    assert_eq!(report.bytes_replayed, bytes_before);
+}
+
+/// Opens the log of `fs`, which must fail with corruption: the file, the offset and the reason.
+fn corruption(fs: &MemFs) -> (PathBuf, u64, String) {
+    match Wal::open(fs.clone(), config()) {
+        Err(Error::Corruption {
+            file,
+            offset,
+            reason,
+        }) => (file, offset, reason),
+        Err(error) => panic!("expected corruption, got {error}"),
+        Ok(_) => panic!("expected corruption, recovery succeeded"),
+    }
+}
+
+/// Rule: a last segment that holds nothing but a header of a newer format version is refused as unsupported;
+/// only a header that is a zero-filled prefix of the magic number is taken for a crash's torn header.
+#[test]
+fn a_last_segment_of_only_a_newer_versions_header_is_unsupported_not_torn() {
+    let fs = build();
+    let number = seal_last(&fs);
+    let mut header = SegmentHeader {
+        number,
+        recycled_bytes: 0,
+        life: 0x0102_0304_0506_0708,
+    }
+    .encode();
+    header[8..12].copy_from_slice(&4u32.to_le_bytes());
+    fs.write_file(&segment(number), &header);
+    match Wal::open(fs.clone(), config()) {
+        Err(Error::UnsupportedVersion {
+            file,
+            version: 4,
+            version_supported: 3,
+        }) => assert_eq!(file, segment(number)),
+        Err(error) => panic!("expected an unsupported version, got {error}"),
+        Ok(wal) => panic!(
+            "expected an unsupported version, got {:?}",
+            wal.recovery_report()
+        ),
+    }
+}
+
+/// Rule: a header that names a later segment than its file's name is corruption, even in the last segment
+/// (no recycled file can carry a later number); only an older number can be a renamed free file.
+#[test]
+fn a_last_segment_whose_header_names_a_later_segment_is_corruption() {
+    let fs = build();
+    let number = last(&fs);
+    let path = segment(number);
+    let mut bytes = fs.read_file(&path).unwrap();
+    let header = SegmentHeader::read(&bytes).unwrap();
+    let later = SegmentHeader {
+        number: number + 1,
+        ..header
+    };
+    bytes[..SEGMENT_HEADER_BYTES as usize].copy_from_slice(&later.encode());
+    fs.write_file(&path, &bytes);
+    let (file, offset, reason) = corruption(&fs);
+    assert_eq!((file, offset), (path, 0));
+    assert_eq!(reason, format!("header says segment {}", number + 1));
+}
+
+/// Rule: a segment starts with its checkpoint and holds no other: a second checkpoint after the records, or a
+/// first record that is not a checkpoint, is corruption at that record, even in the last segment.
+#[test]
+fn a_segment_starts_with_its_checkpoint_and_holds_no_other() {
+    let fs = build();
+    let number = last(&fs);
+    let path = segment(number);
+    let (offset, length) = records(&fs, number)[0];
+    let range = offset as usize..(offset + length) as usize;
+    let bytes = fs.read_file(&path).unwrap();
+    let checkpoint = bytes[range.clone()].to_vec();
+    append_bytes(&fs, &path, &checkpoint);
+    let (file, found, reason) = corruption(&fs);
+    assert_eq!((file, found), (path.clone(), bytes.len() as u64));
+    assert_eq!(reason, "a checkpoint after the first record");
+
+    let fs = build();
+    let mut bytes = fs.read_file(&path).unwrap();
+    bytes.drain(range);
+    fs.write_file(&path, &bytes);
+    let (file, found, reason) = corruption(&fs);
+    assert_eq!((file, found), (path, offset));
+    assert_eq!(reason, "the segment does not start with a checkpoint");
+}
+
+/// Rule: a record that breaks the log rules (here a gap: one append cut out of the middle) is corruption at
+/// that record, even in the last segment, not a shorter log.
+#[test]
+fn a_gap_between_appends_is_corruption_even_in_the_last_segment() {
+    let fs = build();
+    let number = last(&fs);
+    let path = segment(number);
+    let found = records(&fs, number);
+    assert!(found.len() >= 3);
+    let (offset, length) = found[1];
+    let mut bytes = fs.read_file(&path).unwrap();
+    bytes.drain(offset as usize..(offset + length) as usize);
+    fs.write_file(&path, &bytes);
+    let (file, at, reason) = corruption(&fs);
+    assert_eq!((file, at), (path, offset));
+    assert!(reason.contains("breaks the log rules"), "{reason}");
+}
+
+/// Rule: the corruption found when damage is followed by a record of this life says what the damage looked
+/// like: a stale or damaged record in the stale zone, a record running past the end of the file elsewhere.
+#[test]
+fn damage_followed_by_a_record_of_this_life_is_reported_as_what_it_looked_like() {
+    let fs = build();
+    let number = last(&fs);
+    let (offset, _) = records(&fs, number)[2];
+    fs.flip_bit(&segment(number), offset + 2, 0);
+    let (_, _, reason) = corruption(&fs);
+    assert!(
+        reason
+            .starts_with("a record running past the end of the file, followed by an intact record"),
+        "{reason}"
+    );
+
+    let fs = build_recycled();
+    let number = last(&fs);
+    make_stale(&fs, number, 2, number - 1);
+    let (_, _, reason) = corruption(&fs);
+    assert!(
+        reason.starts_with("a stale or damaged record, followed by an intact record"),
+        "{reason}"
+    );
+}
+
+/// Opens the log of `fs`, which must succeed after cutting a torn tail: the log and the tail.
+fn open_torn(fs: &MemFs) -> (Wal<MemFs>, TornTail) {
+    let wal = Wal::open(fs.clone(), config()).unwrap();
+    let torn = wal
+        .recovery_report()
+        .torn_tail
+        .clone()
+        .expect("a torn tail");
+    (wal, torn)
+}
+
+/// Rule: a last segment whose intact header names an older segment (a free file renamed, its new header never
+/// written) is a torn tail unless the checkpoint of this segment follows the header: records of the older life
+/// further on are no evidence that this segment's life reached the disk.
+#[test]
+fn a_renamed_older_segment_with_a_damaged_checkpoint_is_a_torn_tail() {
+    let fs = build();
+    let older = last(&fs);
+    let number = seal_last(&fs);
+    let path = segment(number);
+    fs.write_file(&path, &fs.read_file(&segment(older)).unwrap());
+    let (offset, length) = records(&fs, older)[0];
+    fs.flip_bit(&path, offset + length - 2, 0);
+    let (wal, torn) = open_torn(&fs);
+    assert_eq!((torn.file, torn.kind), (path, TornTailKind::SegmentHeader));
+    check_entries(&wal, ENTRIES);
+}
+
+/// Rule: the stale zone of a recycled file ends before its recycled bytes' end: a tail torn exactly there is a
+/// crash's tail of this life (here a short record header), not a stale one.
+#[test]
+fn a_tail_torn_exactly_where_the_recycled_bytes_end_is_outside_the_stale_zone() {
+    let fs = build();
+    let number = last(&fs);
+    let path = segment(number);
+    let mut bytes = fs.read_file(&path).unwrap();
+    let end = bytes.len() as u64;
+    let header = SegmentHeader {
+        recycled_bytes: end,
+        ..SegmentHeader::read(&bytes).unwrap()
+    };
+    bytes[..SEGMENT_HEADER_BYTES as usize].copy_from_slice(&header.encode());
+    fs.write_file(&path, &bytes);
+    append_bytes(&fs, &path, &next_record()[..10]);
+    let (wal, torn) = open_torn(&fs);
+    assert_eq!(
+        (torn.file, torn.offset, torn.kind),
+        (path, end, TornTailKind::RecordHeader)
+    );
+    check_entries(&wal, ENTRIES);
 }

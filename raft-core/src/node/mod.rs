@@ -658,3 +658,36 @@ mod messages;
 mod requests;
 mod roles;
 mod time;
+
+#[cfg(test)]
+mod tests {
+    use super::{InitialState, Node};
+    use crate::config::Config;
+
+    /// Rule: the buffer capacity a node reports counts every buffer it holds, each once: its
+    /// log, the windows of appends in flight, the pending reads, both message queues and the
+    /// read states.
+    #[test]
+    fn buffer_capacity_is_the_sum_of_every_buffers_capacity() {
+        let mut node = Node::new(Config::new(1, 1), InitialState::bootstrap(&[1, 2, 3]))
+            .expect("a valid node");
+        node.reads_pending.reserve_exact(3);
+        node.messages.reserve_exact(5);
+        node.persisted_messages.reserve_exact(7);
+        node.read_states.reserve_exact(11);
+        let inflights: usize = node
+            .progress
+            .values()
+            .map(|progress| progress.inflights.capacity())
+            .sum();
+        let queues = [
+            node.reads_pending.capacity(),
+            node.messages.capacity(),
+            node.persisted_messages.capacity(),
+            node.read_states.capacity(),
+        ];
+        assert!(queues.iter().all(|&capacity| capacity > 1), "{queues:?}");
+        let total = node.log.capacity() + inflights + queues.iter().sum::<usize>();
+        assert_eq!(node.buffer_capacity(), total);
+    }
+}
