@@ -5,7 +5,6 @@ use agenda::AgendaError;
 use agenda::events::{Attendee, NewEvent, Response};
 use agenda::memory::TestEnv;
 use agenda::schedule::Schedule;
-use agenda::users::Registration;
 
 mod support;
 use support::*;
@@ -16,23 +15,10 @@ const LOOKAHEAD_MS: i64 = 30_000;
 /// 10:00 in Madrid (CEST, UTC+2) on Monday 1 June 2026.
 const TEN_MADRID_MS: i64 = JUNE_1_MS + 8 * HOUR_MS;
 
-async fn register(agenda: &TestAgenda, name: &str) {
-    agenda
-        .register(Registration {
-            name: name.into(),
-            password: format!("{name} password"),
-            display_name: None,
-            zone: Some("Europe/Madrid".into()),
-            working_hours: None,
-        })
-        .await
-        .expect("registration");
-}
-
 /// Alice's weekly 10:00-11:00 (Madrid) meeting of three occurrences, inviting `attendees`.
 async fn weekly_meeting(agenda: &TestAgenda, attendees: &[&str]) -> String {
     for name in ["alice", "nora"] {
-        register(agenda, name).await;
+        register(agenda, name, "Europe/Madrid").await;
     }
     let saved = agenda
         .create_event(
@@ -224,7 +210,7 @@ fn only_the_organizer_and_attendees_set_alerts_within_limits() {
     run(async {
         let agenda = agenda();
         let id = weekly_meeting(&agenda, &["nora"]).await;
-        register(&agenda, "mallory").await;
+        register(&agenda, "mallory", "Europe/Madrid").await;
         assert!(matches!(
             agenda.set_alerts("mallory", &id, &[10]).await,
             Err(AgendaError::NotFound(_))
