@@ -709,11 +709,7 @@ async fn a_reminder_due_during_a_failover_of_its_events_shard_arrives_once_on_ti
     let alice = api.user("alice", "UTC").await;
 
     // An event at the first whole minute at least 8 s away, with an alert at its start.
-    let now_ms = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("after 1970")
-        .as_millis() as i64;
-    let due_ms = (now_ms + 8_000 + 59_999) / 60_000 * 60_000;
+    let due_ms = (wall_ms() + 8_000 + 59_999) / 60_000 * 60_000;
     let utc = agenda::schedule::parse_zone("UTC").expect("UTC");
     let start = |ms: i64| agenda::schedule::format_local(ms, utc);
     let event = json!({
@@ -738,21 +734,44 @@ async fn a_reminder_due_during_a_failover_of_its_events_shard_arrives_once_on_ti
     assert_eq!(answers[0].1, "subscribed");
 
     // The leader of alice's events shard crashes a second before the alert is due.
-    let wall_ms = || {
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .expect("after 1970")
-            .as_millis() as i64
-    };
+    // The socket is read all along, as a live client does: one that stops reading answers no
+    // ping and is closed as idle. Any alert before the crash is collected too.
+    let mut reminders = Vec::new();
     let crash_at = due_ms - 1_000;
-    tokio::time::sleep(Duration::from_millis((crash_at - wall_ms()).max(0) as u64)).await;
+    collect_alerts(&mut socket, crash_at, &mut reminders).await;
     cluster.crash(leader).await;
 
     // Every alert frame until 8 s after the due time: exactly one, within seconds.
-    let mut reminders = Vec::new();
-    while wall_ms() < due_ms + 8_000 {
-        let left = Duration::from_millis((due_ms + 8_000 - wall_ms()).max(1) as u64);
-        let Some(frame) = receive(&mut socket, left).await else {
+    collect_alerts(&mut socket, due_ms + 8_000, &mut reminders).await;
+    assert_eq!(reminders.len(), 1, "one reminder: {reminders:?}");
+    let (arrived_ms, alert) = &reminders[0];
+    assert_eq!(alert["fired"][0]["due_ms"], due_ms);
+    assert_eq!(alert["fired_count"], 1);
+    assert!(
+        *arrived_ms >= due_ms && *arrived_ms - due_ms < 5_000,
+        "arrived {} ms after its time",
+        arrived_ms - due_ms
+    );
+    cluster.restart(leader).await;
+    for id in 1..=3 {
+        cluster.stop(id).await;
+    }
+}
+
+/// Milliseconds since the Unix epoch, by the wall clock alerts follow.
+fn wall_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("after 1970")
+        .as_millis() as i64
+}
+
+/// Reads the socket until the wall clock reaches `until_ms`, keeping each change of alice's alerts
+/// that says one fired, with the time it arrived.
+async fn collect_alerts(socket: &mut Socket, until_ms: i64, reminders: &mut Vec<(i64, Value)>) {
+    while wall_ms() < until_ms {
+        let left = Duration::from_millis((until_ms - wall_ms()).max(1) as u64);
+        let Some(frame) = receive(socket, left).await else {
             break;
         };
         let key = frame["key"].as_str().unwrap_or_default();
@@ -767,18 +786,5 @@ async fn a_reminder_due_during_a_failover_of_its_events_shard_arrives_once_on_ti
         {
             reminders.push((wall_ms(), value));
         }
-    }
-    assert_eq!(reminders.len(), 1, "one reminder: {reminders:?}");
-    let (arrived_ms, alert) = &reminders[0];
-    assert_eq!(alert["fired"][0]["due_ms"], due_ms);
-    assert_eq!(alert["fired_count"], 1);
-    assert!(
-        *arrived_ms >= due_ms && *arrived_ms - due_ms < 5_000,
-        "arrived {} ms after its time",
-        arrived_ms - due_ms
-    );
-    cluster.restart(leader).await;
-    for id in 1..=3 {
-        cluster.stop(id).await;
     }
 }
