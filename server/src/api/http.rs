@@ -14,6 +14,7 @@
 //! | `GET /v1/cluster/status` | per shard: leader, term, every replica's role, commit and applied index |
 //! | `GET /v1/ws` | the WebSocket gateway (`api/ws.rs`, `docs/websocket.md`) |
 //! | `GET /health`, `GET /metrics` | liveness; Prometheus text |
+//! | `GET /`, `GET /cluster`, `GET /web/...` | the web page (`api/web.rs`) |
 //!
 //! The key-value, txn and membership routes need `Authorization: Bearer <operator token>`
 //! (401 otherwise). An optional `Request-Id` header makes a write idempotent across retries.
@@ -134,6 +135,7 @@ pub fn router(
         .merge(protected)
         .merge(super::calendar::routes())
         .merge(super::ical::routes())
+        .merge(super::web::routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(BODY_BYTES_MAX))

@@ -9,4 +9,6 @@ mod ical;
 pub(crate) mod json;
 pub(crate) mod native;
 #[cfg(not(madsim))]
+mod web;
+#[cfg(not(madsim))]
 pub(crate) mod ws;

@@ -1,0 +1,380 @@
+//! The web page end to end, in a real browser (headless Chromium over the DevTools protocol)
+//! against a cluster of real server processes: two people in two browser contexts, live
+//! changes over the WebSocket, the leader of their events shard killed midway, and a screenshot
+//! of every view (kept under the target directory's `tmp/web-screenshots/`).
+
+#![cfg(not(madsim))]
+
+#[path = "support/browser.rs"]
+mod browser;
+#[path = "support/process.rs"]
+mod process;
+
+use browser::{Browser, Page};
+use process::ProcessCluster;
+use serde_json::Value;
+use server::default_shards;
+use std::path::PathBuf;
+
+/// Where the screenshots go.
+fn artifacts() -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("web-screenshots");
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// Registers `name` through the page's form and waits for the calendar.
+async fn register(page: &Page, name: &str, zone: &str) {
+    page.wait_for(
+        "the register form",
+        "document.querySelector('input[name=\"new-name\"]')",
+    )
+    .await;
+    page.eval(&format!(
+        "__test.fill('input[name=\"new-name\"]', '{name}') && \
+         __test.fill('input[name=\"display-name\"]', '{name}') && \
+         __test.fill('input[name=\"new-password\"]', 'a long password') && \
+         __test.fill('input[name=\"time-zone\"]', '{zone}') && \
+         __test.submit('form[aria-labelledby=\"register-title\"]')"
+    ))
+    .await;
+    page.wait_for(
+        "the week after registering",
+        "location.hash === '#/calendar' && document.querySelector('main h1')?.textContent.startsWith('Week of')",
+    )
+    .await;
+    page.wait_for(
+        "the live connection",
+        "document.getElementById('connection').dataset.state === 'live'",
+    )
+    .await;
+}
+
+/// The current leader of the shard named `name`.
+async fn leader(cluster: &ProcessCluster, name: &str) -> u64 {
+    let client = cluster.client();
+    let status = cluster.wait_for_leaders(&client).await;
+    status
+        .shards
+        .iter()
+        .find(|shard| shard.name == name)
+        .unwrap_or_else(|| panic!("no shard {name}"))
+        .leader_id
+}
+
+fn number(value: &Value) -> i64 {
+    value
+        .as_i64()
+        .or_else(|| value.as_f64().map(|f| f as i64))
+        .unwrap_or_else(|| panic!("not a number: {value}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_people_plan_a_weekly_event_live_through_a_leader_failover() {
+    let mut cluster = ProcessCluster::start("web", 3, 3, default_shards(3), 1_000);
+    // Alice's and Bob's events live in events-a-m; the pages are served by another server,
+    // which routes to whichever server leads.
+    let events_leader = leader(&cluster, "events-a-m").await;
+    let served_by = events_leader % 3 + 1;
+    let origin = format!("http://{}", cluster.http_address(served_by));
+    let shots = artifacts();
+
+    let browser = Browser::start().await;
+    let alice = browser.page("alice", 1280, 900).await;
+    let bob = browser.page("bob", 1280, 900).await;
+
+    // Login and registration.
+    alice.goto(&format!("{origin}/")).await;
+    alice
+        .wait_for(
+            "the login view",
+            "document.querySelector('main h1')?.textContent === 'Log in'",
+        )
+        .await;
+    alice.screenshot(&shots.join("login.png"), false).await;
+    register(&alice, "alice", "Europe/Madrid").await;
+    bob.goto(&format!("{origin}/")).await;
+    register(&bob, "bob", "America/New_York").await;
+
+    // Alice plans a weekly event today at 10:00 (her time), inviting Bob, and sees whether it
+    // conflicts before saving.
+    let today = alice
+        .eval("zonedParts(Date.now(), 'Europe/Madrid').date")
+        .await;
+    let today = today.as_str().expect("a date").to_owned();
+    alice
+        .eval(&format!(
+            "location.hash = '#/event/new?date={today}&time=10:00'"
+        ))
+        .await;
+    alice
+        .wait_for(
+            "the editor",
+            "document.querySelector('main h1')?.textContent === 'New event'",
+        )
+        .await;
+    alice
+        .eval(
+            "__test.fill('input[name=\"title\"]', 'Weekly sync') && \
+             __test.fill('input[name=\"location\"]', 'Room 2') && \
+             __test.fill('select[name=\"freq\"]', 'WEEKLY') && \
+             __test.fill('select[name=\"ends\"]', 'count') && \
+             __test.fill('input[name=\"count\"]', '10') && \
+             __test.fill('input[name=\"attendees\"]', 'bob')",
+        )
+        .await;
+    let rule = alice
+        .eval("__test.find('input[name=\"rrule\"]').value")
+        .await;
+    assert_eq!(rule, "FREQ=WEEKLY;COUNT=10");
+    alice
+        .wait_for(
+            "the conflict check of alice and bob",
+            "__test.text('#conflicts')?.includes('No conflicts for alice, bob')",
+        )
+        .await;
+    alice.screenshot(&shots.join("event-new.png"), true).await;
+
+    // Bob's calendar shows the invitation without a reload, within a second of Alice's save:
+    // both pages note the time (one clock, one machine).
+    bob.eval(
+        "window.__seenAt = null; new MutationObserver(() => { \
+           if (!window.__seenAt && document.querySelector('a.occurrence.invitation')) window.__seenAt = Date.now(); \
+         }).observe(document.body, { childList: true, subtree: true }); true",
+    )
+    .await;
+    alice
+        .eval(
+            "window.__savedAt = null; window.addEventListener('hashchange', () => { \
+               if (!window.__savedAt && location.hash.startsWith('#/event/') && !location.hash.includes('new')) window.__savedAt = Date.now(); \
+             }); __test.submit('form[aria-labelledby=\"editor-title\"]')",
+        )
+        .await;
+    let id = alice
+        .wait_for(
+            "the saved event",
+            "document.querySelector('main h1')?.textContent === 'Edit: Weekly sync' && location.hash.slice('#/event/'.length)",
+        )
+        .await;
+    let id = id.as_str().expect("an event id").to_owned();
+    assert!(id.starts_with("alice."), "{id}");
+    let seen_at = number(
+        &bob.wait_for("the invitation in Bob's week", "window.__seenAt")
+            .await,
+    );
+    let saved_at = number(&alice.eval("window.__savedAt").await);
+    let latency_ms = seen_at - saved_at;
+    println!("Bob's calendar showed the invitation {latency_ms} ms after Alice's save");
+    assert!(
+        latency_ms < 1_000,
+        "Bob's calendar showed the invitation {latency_ms} ms after Alice's save"
+    );
+    let occurrence = format!("a.occurrence[data-event-id=\"{id}\"]");
+    // 10:00 in Madrid is 04:00 in New York (both zones change their clocks within weeks of
+    // each other; the page shows what the server computed).
+    let shown = bob.eval(&format!("__test.text('{occurrence}')")).await;
+    assert!(
+        shown.as_str().unwrap_or_default().contains("Weekly sync"),
+        "{shown}"
+    );
+    bob.wait_for("the pending badge", "__test.text('#pending') === '1'")
+        .await;
+    bob.screenshot(&shots.join("calendar-week.png"), false)
+        .await;
+
+    // Bob accepts this one occurrence; Alice's tally changes without a reload.
+    bob.eval(&format!("__test.click('{occurrence}')")).await;
+    bob.wait_for(
+        "Bob's view of the event",
+        "document.querySelector('button[data-focus=\"one-accepted\"]')",
+    )
+    .await;
+    bob.eval("__test.click('button[data-focus=\"one-accepted\"]')")
+        .await;
+    bob.wait_for(
+        "the answer sent",
+        "document.body.innerText.includes('Answered accepted for this occurrence.')",
+    )
+    .await;
+    bob.screenshot(&shots.join("event-invitation.png"), true)
+        .await;
+    alice
+        .wait_for(
+            "Bob's answer in Alice's tally",
+            "__test.text('#tally tr[data-attendee=\"bob\"] td:nth-child(3)')?.includes('accepted')",
+        )
+        .await;
+    alice.screenshot(&shots.join("event-tally.png"), true).await;
+
+    // The leader of their events shard dies. Both pages keep working: Alice renames the series,
+    // Bob's calendar follows, Bob declines the series, Alice's tally follows.
+    let events_leader = leader(&cluster, "events-a-m").await;
+    assert_ne!(events_leader, served_by, "the pages' server must stay up");
+    cluster.kill(events_leader);
+    alice
+        .eval(
+            "__test.fill('input[name=\"title\"]', 'Weekly sync (moved)') && \
+             __test.submit('form[aria-labelledby=\"editor-title\"]')",
+        )
+        .await;
+    alice
+        .wait_for(
+            "the renamed event",
+            "document.querySelector('main h1')?.textContent === 'Edit: Weekly sync (moved)'",
+        )
+        .await;
+    bob.eval("location.hash = '#/calendar'").await;
+    bob.wait_for(
+        "the new title in Bob's week",
+        &format!("__test.text('{occurrence}')?.includes('Weekly sync (moved)')"),
+    )
+    .await;
+    bob.eval("location.hash = '#/invitations'").await;
+    bob.wait_for(
+        "the invitation in Bob's list",
+        &format!("document.querySelector('button[data-focus=\"{id}-declined\"]')"),
+    )
+    .await;
+    bob.screenshot(&shots.join("invitations.png"), false).await;
+    bob.eval(&format!(
+        "__test.click('button[data-focus=\"{id}-declined\"]')"
+    ))
+    .await;
+    alice
+        .wait_for(
+            "Bob's refusal in Alice's tally",
+            "__test.text('#tally tr[data-attendee=\"bob\"] td:nth-child(2)') === 'declined'",
+        )
+        .await;
+
+    // The socket drops: the page says so, reconnects by itself and is live again.
+    bob.eval("location.hash = '#/calendar'").await;
+    bob.wait_for(
+        "Bob's week",
+        &format!("document.querySelector('{occurrence}')"),
+    )
+    .await;
+    bob.eval("live.socket.close(); true").await;
+    bob.wait_for(
+        "the connection shown as down",
+        "document.getElementById('connection').dataset.state === 'offline'",
+    )
+    .await;
+    bob.wait_for(
+        "the connection back",
+        "document.getElementById('connection').dataset.state === 'live'",
+    )
+    .await;
+
+    // Bob's page is away (as when closed and opened again) while Alice changes the place: when
+    // it is back it resumes from the positions it kept and is sent the change it missed.
+    bob.eval("document.getElementById('notices').replaceChildren(); live.stop(); true")
+        .await;
+    alice
+        .eval(
+            "document.getElementById('notices').replaceChildren(); \
+             __test.fill('input[name=\"location\"]', 'Room 3') && \
+             __test.submit('form[aria-labelledby=\"editor-title\"]')",
+        )
+        .await;
+    alice
+        .wait_for(
+            "the new place saved",
+            "document.getElementById('notices').innerText.includes('Saved.')",
+        )
+        .await;
+    bob.eval("live.start(); true").await;
+    bob.wait_for(
+        "the missed change, replayed",
+        "document.getElementById('notices').innerText.includes('Invitation updated: Weekly sync (moved)')",
+    )
+    .await;
+
+    // By keyboard alone: M shows the month, → the next one, W the week again.
+    bob.eval("document.activeElement.blur(); true").await;
+    bob.press("m", "KeyM", 77).await;
+    let month = bob
+        .wait_for(
+            "the month view",
+            "document.querySelector('.month') && document.querySelector('main h1').textContent",
+        )
+        .await;
+    bob.screenshot(&shots.join("calendar-month.png"), false)
+        .await;
+    bob.press("ArrowRight", "ArrowRight", 39).await;
+    bob.wait_for(
+        "the next month",
+        &format!("document.querySelector('main h1').textContent !== {month}"),
+    )
+    .await;
+    bob.press("w", "KeyW", 87).await;
+    bob.wait_for("the week view", "document.querySelector('.week')")
+        .await;
+
+    // Groups: Alice makes one and adds Bob.
+    alice.eval("location.hash = '#/groups'").await;
+    alice
+        .wait_for(
+            "the groups view",
+            "document.querySelector('input[name=\"group-id\"]')",
+        )
+        .await;
+    alice
+        .eval(
+            "__test.fill('input[name=\"group-id\"]', 'team') && \
+             __test.fill('input[name=\"group-name\"]', 'The team') && \
+             __test.submit('form[aria-labelledby=\"new-group\"]')",
+        )
+        .await;
+    alice
+        .wait_for(
+            "the group",
+            "document.querySelector('input[name=\"member\"]')",
+        )
+        .await;
+    alice
+        .eval(
+            "__test.fill('input[name=\"member\"]', 'bob') && \
+             __test.submit('form[aria-labelledby=\"add-member\"]')",
+        )
+        .await;
+    alice
+        .wait_for(
+            "Bob in the group",
+            "document.querySelector('tr[data-member=\"bob\"]')",
+        )
+        .await;
+    alice.screenshot(&shots.join("group.png"), false).await;
+    bob.wait_for(
+        "Bob told of his new group",
+        "document.getElementById('notices').innerText.includes('You are member of group team.')",
+    )
+    .await;
+
+    // The operators' page: four shards, each led, one server gone.
+    alice.goto(&format!("{origin}/cluster")).await;
+    alice
+        .wait_for(
+            "the shards",
+            "document.querySelectorAll('section.shard').length === 4 && \
+             [...document.querySelectorAll('section.shard')].every((s) => s.querySelector('strong.leader'))",
+        )
+        .await;
+    alice.screenshot(&shots.join("cluster.png"), true).await;
+
+    // A phone-sized screen.
+    bob.viewport(390, 844, true).await;
+    bob.eval("location.hash = '#/calendar/month'").await;
+    bob.wait_for("the month on a phone", "document.querySelector('.month')")
+        .await;
+    bob.screenshot(&shots.join("phone-month.png"), false).await;
+
+    let console = browser.console();
+    let errors: Vec<&String> = console
+        .iter()
+        .filter(|line| line.contains("uncaught") || line.contains("console.error"))
+        .collect();
+    assert!(errors.is_empty(), "the pages logged errors: {errors:#?}");
+    println!("screenshots in {}", shots.display());
+    cluster.launch(events_leader, false);
+}
