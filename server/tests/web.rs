@@ -351,6 +351,158 @@ async fn two_people_plan_a_weekly_event_live_through_a_leader_failover() {
     )
     .await;
 
+    // Alice moves next week's occurrence alone to 15:00 (her time): Bob's next week shows it at
+    // 09:00 (his), the others unmoved.
+    let next = alice
+        .eval(&format!("addDays('{today}', 7)"))
+        .await
+        .as_str()
+        .expect("a date")
+        .to_owned();
+    alice
+        .eval(&format!(
+            "location.hash = '#/event/{id}?occurrence={next}T10:00'"
+        ))
+        .await;
+    alice
+        .wait_for(
+            "the scope choice",
+            "__test.find('select[name=\"scope\"]').value === 'this'",
+        )
+        .await;
+    alice
+        .eval(
+            "__test.fill('input[name=\"starttime\"]', '15:00') && \
+             __test.fill('input[name=\"endtime\"]', '16:00') && \
+             __test.submit('form[aria-labelledby=\"editor-title\"]')",
+        )
+        .await;
+    alice
+        .wait_for(
+            "the series' editor again",
+            &format!("location.hash === '#/event/{id}'"),
+        )
+        .await;
+    bob.eval(&format!("location.hash = '#/calendar/week/{next}'"))
+        .await;
+    bob.wait_for(
+        "the moved occurrence in Bob's next week",
+        &format!(
+            "__test.text('a.occurrence[data-event-id=\"{id}\"][data-occurrence=\"{next}T10:00\"] .time') === '09:00'"
+        ),
+    )
+    .await;
+
+    // "This and following" from three weeks on: a new series with its own title; deleting it
+    // takes it out of Bob's calendar.
+    let later = alice
+        .eval(&format!("addDays('{today}', 21)"))
+        .await
+        .as_str()
+        .expect("a date")
+        .to_owned();
+    alice
+        .eval(&format!(
+            "location.hash = '#/event/{id}?occurrence={later}T10:00'"
+        ))
+        .await;
+    alice
+        .wait_for("the scope choice", "__test.find('select[name=\"scope\"]')")
+        .await;
+    alice
+        .eval(
+            "__test.fill('select[name=\"scope\"]', 'following') && \
+             __test.fill('input[name=\"title\"]', 'Weekly sync (later)') && \
+             __test.submit('form[aria-labelledby=\"editor-title\"]')",
+        )
+        .await;
+    let split = alice
+        .wait_for(
+            "the new series",
+            "document.querySelector('main h1')?.textContent === 'Edit: Weekly sync (later)' && location.hash.slice('#/event/'.length)",
+        )
+        .await;
+    let split = split.as_str().expect("an event id").to_owned();
+    assert_ne!(split, id);
+    bob.eval(&format!("location.hash = '#/calendar/week/{later}'"))
+        .await;
+    bob.wait_for(
+        "the new series in Bob's week",
+        &format!("__test.text('a.occurrence[data-event-id=\"{split}\"]')?.includes('(later)')"),
+    )
+    .await;
+    alice
+        .eval("__test.click('button[data-focus=\"delete\"]')")
+        .await;
+    alice
+        .wait_for(
+            "the confirmation",
+            "__test.text('button[data-focus=\"delete\"]') === 'Really delete?'",
+        )
+        .await;
+    alice
+        .eval("__test.click('button[data-focus=\"delete\"]')")
+        .await;
+    alice
+        .wait_for(
+            "the calendar after the delete",
+            "location.hash === '#/calendar'",
+        )
+        .await;
+    bob.wait_for(
+        "the deleted series gone from Bob's week",
+        &format!("!document.querySelector('a.occurrence[data-event-id=\"{split}\"]')"),
+    )
+    .await;
+
+    // Find a time: free slots of Alice and Bob, and one chosen fills the form.
+    let tomorrow = alice
+        .eval(&format!("addDays('{today}', 1)"))
+        .await
+        .as_str()
+        .expect("a date")
+        .to_owned();
+    alice
+        .eval(&format!(
+            "location.hash = '#/event/new?date={tomorrow}&time=10:00'"
+        ))
+        .await;
+    alice
+        .wait_for(
+            "the editor",
+            "document.querySelector('main h1')?.textContent === 'New event'",
+        )
+        .await;
+    alice
+        .eval(
+            "__test.fill('input[name=\"attendees\"]', 'bob') && \
+             __test.click('button[data-focus=\"find\"]')",
+        )
+        .await;
+    let slot = alice
+        .wait_for(
+            "free slots",
+            "document.querySelector('.slots button')?.textContent",
+        )
+        .await;
+    alice.eval("__test.click('.slots button')").await;
+    let chosen = alice
+        .eval("__test.find('input[name=\"startdate\"]').value + ' ' + __test.find('input[name=\"starttime\"]').value")
+        .await;
+    let chosen = chosen.as_str().expect("a start").to_owned();
+    let slot = slot.as_str().expect("a slot").to_owned();
+    assert!(
+        slot.contains(&format!(" {}–", &chosen[11..])),
+        "the slot {slot:?} set the start to {chosen:?}"
+    );
+    alice
+        .wait_for(
+            "the chosen slot checked",
+            "__test.text('#conflicts')?.includes('No conflicts for alice, bob')",
+        )
+        .await;
+    alice.screenshot(&shots.join("find-a-time.png"), true).await;
+
     // The operators' page: four shards, each led, one server gone.
     alice.goto(&format!("{origin}/cluster")).await;
     alice
