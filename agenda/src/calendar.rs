@@ -42,6 +42,10 @@ pub struct Entry {
     pub end_ms: i64,
     /// An all-day occurrence (shown by date, in the event's own zone).
     pub all_day: bool,
+    /// For an all-day occurrence, its first day in the event's own zone (where it was moved to,
+    /// if it was): a calendar shows it on that date whatever the caller's zone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub day: Option<Local>,
     /// The title (this occurrence's, if it was changed).
     pub title: String,
     /// The place.
@@ -165,6 +169,13 @@ impl<S: Store, E: Env> Agenda<S, E> {
                     start_ms: occurrence.start_ms,
                     end_ms: occurrence.end_ms,
                     all_day: occurrence.all_day,
+                    day: occurrence.all_day.then(|| {
+                        item.content
+                            .schedule
+                            .overrides
+                            .get(&occurrence.id)
+                            .map_or(occurrence.id, |moved| moved.start)
+                    }),
                     title: title.unwrap_or_else(|| item.content.title.clone()),
                     location: location.unwrap_or_else(|| item.content.location.clone()),
                     organizer: item.organizer,

@@ -507,6 +507,61 @@ fn removing_an_attendee_cancels_their_invitation_only() {
 }
 
 #[test]
+fn an_all_day_occurrence_is_listed_on_its_own_day_also_when_moved_and_seen_from_far_away() {
+    run(async {
+        let agenda = agenda();
+        // Alice is in Madrid, Nora in Honolulu, where Madrid's midnight is the afternoon before:
+        // by its instants, each of Nora's all-day occurrences starts the day before its date.
+        register(&agenda, "alice", "Europe/Madrid").await;
+        register(&agenda, "nora", "Pacific/Honolulu").await;
+        let mut schedule = weekly("2026-06-01", "2026-06-02", 3);
+        schedule.start = local("2026-06-01");
+        schedule.end = local("2026-06-02");
+        let id = agenda
+            .create_event("alice", meeting(schedule, &["nora"]))
+            .await
+            .unwrap()
+            .event
+            .id;
+        let moved = EventChange {
+            scope: Scope::This(local("2026-06-08")),
+            start: Some(local("2026-06-10")),
+            end: Some(local("2026-06-11")),
+            ..EventChange::default()
+        };
+        agenda.update_event("alice", &id, moved).await.unwrap();
+        deliver_all(&agenda).await;
+        for name in ["alice", "nora"] {
+            let entries = agenda
+                .agenda(name, JUNE_1_MS - DAY_MS, JUNE_1_MS + 30 * DAY_MS)
+                .await
+                .unwrap();
+            let days: Vec<(String, Option<String>)> = entries
+                .iter()
+                .map(|e| (e.occurrence.to_string(), e.day.map(|day| day.to_string())))
+                .collect();
+            assert_eq!(
+                days,
+                [
+                    ("2026-06-01".to_owned(), Some("2026-06-01".to_owned())),
+                    ("2026-06-08".to_owned(), Some("2026-06-10".to_owned())),
+                    ("2026-06-15".to_owned(), Some("2026-06-15".to_owned())),
+                ],
+                "{name}"
+            );
+        }
+        // A timed occurrence has no day: it is placed by its start in the caller's zone.
+        let id = alice_invites(&agenda, &[], "UTC", 1, &[]).await;
+        let entries = agenda
+            .agenda("alice", JUNE_1_MS, JUNE_1_MS + DAY_MS)
+            .await
+            .unwrap();
+        let timed = entries.iter().find(|e| e.event_id == id).unwrap();
+        assert_eq!(timed.day, None);
+    });
+}
+
+#[test]
 fn one_occurrence_moves_and_the_following_ones_split_into_a_new_series() {
     run(async {
         let agenda = agenda();

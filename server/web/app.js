@@ -148,6 +148,9 @@ function errorText(error) {
 
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
+const LETTER_KEYS = "agenda.letterKeys";
+const letterKeys = () => localStorage.getItem(LETTER_KEYS) !== "off";
+
 // ---------------------------------------------------------------------------------------------
 // Session and API
 
@@ -278,6 +281,7 @@ class Live {
     const socket = new WebSocket(`${scheme}//${location.host}/v1/ws`);
     this.socket = socket;
     this.pending = [];
+    this.authenticated = false;
     socket.onopen = () => {
       socket.send(JSON.stringify({ op: "auth", token: state.session.token }));
     };
@@ -301,10 +305,12 @@ class Live {
     };
   }
 
+  /** Sends a frame on an open socket; anything but `auth` waits for the server's `authenticated`
+   * (the subscriptions are sent again then). */
   send(frame) {
-    if (this.socket && this.socket.readyState === WebSocket.OPEN) {
-      this.socket.send(JSON.stringify(frame));
-    }
+    if (!this.socket || this.socket.readyState !== WebSocket.OPEN) return;
+    if (frame.op !== "auth" && !this.authenticated) return;
+    this.socket.send(JSON.stringify(frame));
   }
 
   /** Subscribes to one more channel while a view shows it (from now on, no resume). */
@@ -323,6 +329,7 @@ class Live {
     const mine = `user:${me()}`;
     switch (frame.op) {
       case "authenticated": {
+        this.authenticated = true;
         const subscribe = { op: "subscribe", channel: mine };
         if (this.positions) subscribe.from = this.positions;
         this.send(subscribe);
@@ -356,8 +363,12 @@ class Live {
         }
         break;
       case "error":
-        if (frame.code === "unauthorized" || frame.code === "unauthenticated") {
+        if (frame.code === "unauthorized") {
+          // The server refused the session itself (unknown, expired or revoked).
           endSession("Your session ended: log in again.");
+        } else if (!this.authenticated) {
+          // The session could not be checked yet (no leader of the users shard): try again.
+          if (this.socket) this.socket.close();
         } else if (frame.channel) {
           notify(`Live updates of ${frame.channel}: ${frame.message}`);
         }
@@ -473,7 +484,10 @@ function go(hash) {
 
 function endSession(message) {
   live.stop();
-  saveSession(null);
+  // Another tab may have logged in since: its session stays.
+  const stored = JSON.parse(localStorage.getItem(SESSION_KEY) || "null");
+  if (!stored || !state.session || stored.token === state.session.token) saveSession(null);
+  else state.session = null;
   if (message) notify(message);
   go("#/login");
 }
@@ -614,6 +628,9 @@ function loginView() {
 
 async function logIn(name, password) {
   const session = await api("POST", "/v1/sessions", { name, password }, { anonymous: true });
+  // Positions kept by an earlier login may belong to another cluster (a demo started again):
+  // a new session starts from now, and every view is fetched fresh anyway.
+  sessionStorage.removeItem(`agenda.positions.${session.user}`);
   saveSession({ token: session.token, user: session.user });
   const profile = await api("GET", "/v1/me");
   saveSession({ ...state.session, zone: profile.time_zone, display: profile.display_name });
@@ -656,7 +673,15 @@ function calendarView(mode, date) {
           h("button", { type: "button", "data-focus": "month", "aria-pressed": String(mode === "month"), onclick: () => go(`#/calendar/month/${date}`) }, "Month"),
           h("button", { type: "button", class: "primary", "data-focus": "new", onclick: () => go(`#/event/new?date=${date}`) }, "New event")),
         h("p", { class: "help", id: "calendar-keys" },
-          "Keys: ← and → previous and next, T today, W week, M month, N new event. Times in ", zone(), "."),
+          "Keys: ← and → previous and next", letterKeys() ? ", T today, W week, M month, N new event" : "",
+          ". Times in ", zone(), ". ",
+          h("label", { class: "inline" }, h("input", {
+            type: "checkbox", checked: letterKeys(), "data-focus": "letter-keys",
+            onchange: (change) => {
+              localStorage.setItem(LETTER_KEYS, change.target.checked ? "on" : "off");
+              view.refresh();
+            },
+          }), "Single-key shortcuts")),
         mode === "week" ? drawWeek(first, byDay, today) : drawMonth(first, month, byDay, today));
     },
     afterDraw(first, scrollTop) {
@@ -694,7 +719,7 @@ function placeOccurrences(occurrences, first, days) {
     if (occurrence.all_day) {
       const count = Math.max(1, Math.round((occurrence.end_ms - occurrence.start_ms) / 86400000));
       for (let i = 0; i < count; i += 1) {
-        const day = byDay.get(addDays(occurrence.occurrence.slice(0, 10), i));
+        const day = byDay.get(addDays((occurrence.day || occurrence.occurrence).slice(0, 10), i));
         if (day) day.allDay.push(occurrence);
       }
       continue;
@@ -719,7 +744,7 @@ function occurrenceLink(occurrence, extra) {
   const invitation = !occurrence.organizer;
   const time = occurrence.all_day ? "all day" : `${occurrence.start.slice(11, 16)}–${occurrence.end.slice(11, 16)}`;
   const who = invitation ? `, invitation from ${occurrence.owner}, ${occurrence.response || "needs-action"}` : "";
-  const label = `${occurrence.title}, ${dayLabel(occurrence.all_day ? occurrence.occurrence.slice(0, 10) : occurrence.start.slice(0, 10), true)}, ${time}${who}`;
+  const label = `${occurrence.title}, ${dayLabel(occurrence.all_day ? (occurrence.day || occurrence.occurrence).slice(0, 10) : occurrence.start.slice(0, 10), true)}, ${time}${who}`;
   return h("a", {
     class: `occurrence${invitation ? " invitation" : ""}`,
     href: `#/event/${occurrence.event_id}?occurrence=${encodeURIComponent(occurrence.occurrence)}`,
@@ -742,7 +767,7 @@ function drawWeek(first, byDay, today) {
   }
   grid.append(h("div", { class: "all-day-label" }, "all day"));
   for (const [date, day] of byDay) {
-    grid.append(h("div", { class: "all-day", "aria-label": `All day, ${dayLabel(date, true)}` },
+    grid.append(h("div", { class: "all-day", role: "group", "aria-label": `All day, ${dayLabel(date, true)}` },
       day.allDay.map((occurrence) => occurrenceLink(occurrence))));
   }
   const hours = h("div", { class: "hours", "aria-hidden": "true" });
@@ -819,7 +844,8 @@ function responseBadge(response) {
 
 function scheduleText(schedule) {
   const start = schedule.start.replace("T", " ");
-  const end = schedule.end.replace("T", " ");
+  // An all-day event's end is the day after its last day.
+  const end = schedule.end.length === 10 ? addDays(schedule.end, -1) : schedule.end.replace("T", " ");
   const repeat = schedule.rrule ? `, repeats ${schedule.rrule}` : "";
   return `${start} – ${end} (${schedule.zone})${repeat}`;
 }
@@ -904,16 +930,30 @@ async function drawInvitation(main, event, occurrence) {
 function downloadIcs(id) {
   return async (click) => {
     click.preventDefault();
-    const response = await fetch(`/v1/events/${encodeURIComponent(id)}.ics`, {
-      headers: { Authorization: `Bearer ${state.session.token}` },
-    });
-    if (!response.ok) return notify(`Download failed (${response.status}).`);
+    let response;
+    try {
+      response = await fetch(`/v1/events/${encodeURIComponent(id)}.ics`, {
+        headers: { Authorization: `Bearer ${state.session.token}` },
+      });
+    } catch (error) {
+      notify(`Download failed: ${error.message}`);
+      return;
+    }
+    if (response.status === 401) {
+      endSession("Your session ended: log in again.");
+      return;
+    }
+    if (!response.ok) {
+      notify(`Download failed (${response.status}).`);
+      return;
+    }
     const url = URL.createObjectURL(await response.blob());
     const link = h("a", { href: url, download: `${id}.ics` });
     document.body.append(link);
     link.click();
     link.remove();
-    URL.revokeObjectURL(url);
+    // Some browsers start the download after this handler returns.
+    setTimeout(() => URL.revokeObjectURL(url), 1000);
   };
 }
 
@@ -956,7 +996,34 @@ function parseRule(rule) {
   return parts;
 }
 
-function buildRule(form) {
+/** The parts of a rule the form has no control for (BYMONTHDAY, WKST, BYDAY with ordinals
+ * such as 2TU): kept as they are when the controls write the rule again. */
+function otherParts(parts) {
+  return Object.entries(parts)
+    .filter(([name, value]) => !["FREQ", "INTERVAL", "COUNT", "UNTIL"].includes(name)
+      && !(name === "BYDAY" && /^[A-Z,]+$/.test(value)))
+    .map(([name, value]) => `;${name}=${value}`)
+    .join("");
+}
+
+/** UNTIL as RFC 5545 wants it: a date for an all-day series; for a timed one the UTC instant
+ * of the last second of that date in the event's zone. */
+function untilValue(date, allDay, eventZone) {
+  if (allDay) return date.replaceAll("-", "");
+  const last = zonedToMs(addDays(date, 1), "00:00", eventZone) - 1000;
+  return iso(last).replace(/[-:]|\.\d+/g, "");
+}
+
+/** The date an UNTIL names, in the event's zone. */
+function untilDate(value, eventZone) {
+  if (!value) return "";
+  const date = `${value.slice(0, 4)}-${value.slice(4, 6)}-${value.slice(6, 8)}`;
+  if (value.length < 16 || !value.endsWith("Z")) return date;
+  const ms = Date.parse(`${date}T${value.slice(9, 11)}:${value.slice(11, 13)}:${value.slice(13, 15)}Z`);
+  return Number.isNaN(ms) ? date : zonedParts(ms, eventZone).date;
+}
+
+function buildRule(form, kept) {
   const freq = form.freq.value;
   if (!freq) return "";
   let rule = `FREQ=${freq}`;
@@ -967,8 +1034,10 @@ function buildRule(form) {
     if (days.length) rule += `;BYDAY=${days.join(",")}`;
   }
   if (form.ends.value === "count" && Number(form.count.value) > 0) rule += `;COUNT=${Number(form.count.value)}`;
-  if (form.ends.value === "until" && form.until.value) rule += `;UNTIL=${form.until.value.replaceAll("-", "")}T235959Z`;
-  return rule;
+  if (form.ends.value === "until" && form.until.value && validZone(form.timezone.value.trim())) {
+    rule += `;UNTIL=${untilValue(form.until.value, form.allday.checked, form.timezone.value.trim())}`;
+  }
+  return rule + kept;
 }
 
 /** The editor of a new event, or of an event the user organizes, with its tally. */
@@ -1013,7 +1082,8 @@ function drawEditor(main, view, event, occurrence, params) {
     [["never", "Never"], ["count", "After a number of times"], ["until", "On a date"]].map(([value, label]) => h("option", { value }, label)));
   ends.value = rule.COUNT ? "count" : rule.UNTIL ? "until" : "never";
   const count = h("input", { type: "number", name: "count", min: 1, value: rule.COUNT || "10" });
-  const until = h("input", { type: "date", name: "until", value: rule.UNTIL ? `${rule.UNTIL.slice(0, 4)}-${rule.UNTIL.slice(4, 6)}-${rule.UNTIL.slice(6, 8)}` : "" });
+  const until = h("input", { type: "date", name: "until", value: untilDate(rule.UNTIL, schedule ? schedule.zone : zone()) });
+  const kept = otherParts(rule);
   const rrule = h("input", { name: "rrule", value: (schedule && schedule.rrule) || "", "aria-describedby": "rrule-help" });
   const attendees = h("input", {
     name: "attendees", autocapitalize: "off", placeholder: "bob, group:team",
@@ -1041,7 +1111,7 @@ function drawEditor(main, view, event, occurrence, params) {
     h("div", { class: "row" }, field("Ends", ends), field("Times", count), field("Last date", until)),
     field("Rule (RRULE)", rrule, "Written by the controls above; may be edited directly"));
   const syncRule = () => {
-    rrule.value = buildRule(form);
+    rrule.value = buildRule(form, kept);
     days.hidden = freq.value !== "WEEKLY";
     ruleControls.querySelectorAll(".row")[1].hidden = !freq.value;
   };
@@ -1053,7 +1123,8 @@ function drawEditor(main, view, event, occurrence, params) {
     startTime.previousElementSibling.hidden = endTime.previousElementSibling.hidden = allDayBox.checked;
   };
   allDayBox.addEventListener("change", syncAllDay);
-  const syncScope = () => { ruleControls.hidden = scope.value === "this"; attendees.disabled = scope.value === "this"; };
+  // Attendees change for the whole event only (the server refuses them otherwise).
+  const syncScope = () => { ruleControls.hidden = scope.value === "this"; attendees.disabled = scope.value !== "all"; };
   scope.addEventListener("change", syncScope);
 
   /** The first occurrence's interval as the form says it, and who takes part. */
@@ -1078,13 +1149,15 @@ function drawEditor(main, view, event, occurrence, params) {
         .then((view) => view.members.map(([name]) => name))));
       const users = [...new Set([me(), ...plan.users, ...members.flat()])];
       const answer = await api("POST", "/v1/freebusy", { users, from: iso(plan.from), to: iso(plan.to) });
+      const at = zonedParts(plan.from, plan.eventZone);
+      const checked = `on ${dayLabel(at.date)} ${at.time}–${zonedParts(plan.to, plan.eventZone).time}`;
       // The event's own time is busy for its people: it is not a conflict with itself.
       const own = event ? ownInterval() : null;
       const busy = answer.users.filter((user) => user.busy.some(([from, to]) => !(own && from === own[0] && to === own[1])));
       conflicts.replaceChildren(busy.length
         ? h("div", { class: "conflicts" }, h("p", { class: "warn" }, `Conflicts${recurring || rrule.value ? " (first occurrence)" : ""}:`),
           h("ul", {}, busy.map((user) => h("li", {}, `${user.user} is busy then`))))
-        : h("p", { class: "ok" }, `No conflicts for ${users.join(", ")}${rrule.value ? " (first occurrence; saving checks every one)" : ""}.`));
+        : h("p", { class: "ok" }, `No conflicts for ${users.join(", ")} ${checked}${rrule.value ? " (first occurrence; saving checks every one)" : ""}.`));
     } catch (failure) {
       conflicts.replaceChildren(h("p", { class: "warn" }, `Conflicts not checked: ${errorText(failure)}`));
     }
@@ -1102,7 +1175,12 @@ function drawEditor(main, view, event, occurrence, params) {
     try {
       const from = zonedToMs(startDate.value, "00:00", plan.eventZone);
       const body = { users: [...new Set([me(), ...plan.users])], from: iso(from), to: iso(from + 7 * 86400000), minutes, max: 8 };
+      // The API takes one group; the members of any other are asked for as users.
       if (plan.groups.length) body.group = plan.groups[0];
+      for (const group of plan.groups.slice(1)) {
+        const members = await api("GET", `/v1/groups/${encodeURIComponent(group)}`);
+        body.users.push(...members.members.map(([name]) => name).filter((name) => !body.users.includes(name)));
+      }
       const answer = await api("POST", "/v1/find-time", body);
       if (!answer.slots.length) {
         slots.replaceChildren(h("span", { class: "warn" }, "No common free time in the next 7 days."));
@@ -1162,14 +1240,24 @@ function drawEditor(main, view, event, occurrence, params) {
         if (location.value !== (details.location || event.location)) body.location = location.value;
         if (description.value !== (details.description || event.description)) body.description = description.value;
         if (startText !== start || endText !== end) {
-          body.start = startText;
-          body.end = endText;
+          if (chosen === "all" && occurrence) {
+            // Opened from one occurrence, changed for all: the series moves by as much as this
+            // occurrence was moved (its start is the series' first occurrence's).
+            const shift = naiveMs(startText) - naiveMs(start);
+            const length = naiveMs(endText) - naiveMs(startText);
+            const seriesStart = naiveMs(schedule.start) + shift;
+            body.start = naiveText(seriesStart, allDay);
+            body.end = naiveText(seriesStart + length, allDay);
+          } else {
+            body.start = startText;
+            body.end = endText;
+          }
         }
         if (chosen !== "this") {
           const newRule = rrule.value.trim() || null;
           if (newRule !== (event.schedule.rrule || null)) body.rrule = newRule;
           const before = event.attendees.join(",");
-          if (names.join(",") !== before) body.attendees = names;
+          if (chosen === "all" && names.join(",") !== before) body.attendees = names;
         }
         answer = await api("PATCH", `/v1/events/${encodeURIComponent(event.id)}`, body);
       }
@@ -1403,7 +1491,7 @@ function clusterView() {
           status.all_shards_led ? h("span", { class: "ok" }, "every shard has a leader") : h("span", { class: "warn" }, "a shard has no leader"),
           status.unreachable && status.unreachable.length ? h("span", { class: "role-unreachable" }, `; unreachable: server ${status.unreachable.join(", ")}`) : null),
         h("div", { class: "shards" }, status.shards.map(drawShard)),
-        h("p", {}, h("a", { href: "/#/calendar" }, "Back to the agenda")));
+        h("p", {}, h("a", { href: "/#/calendar", "data-focus": "back" }, "Back to the agenda")));
     },
   };
   return view;
@@ -1437,6 +1525,10 @@ document.addEventListener("keydown", (event) => {
   if (event.defaultPrevented || event.ctrlKey || event.metaKey || event.altKey) return;
   const target = event.target;
   if (target && (target.isContentEditable || ["INPUT", "TEXTAREA", "SELECT"].includes(target.tagName))) return;
+  // On a link or button the arrows are the browser's (and assistive tools'); letters can be
+  // turned off (WCAG 2.1.4), in the calendar's toolbar.
+  if (event.key.startsWith("Arrow") && target && ["A", "BUTTON"].includes(target.tagName)) return;
+  if (event.key.length === 1 && !letterKeys()) return;
   if (state.view && state.view.key && state.view.key(event)) event.preventDefault();
 });
 
@@ -1450,10 +1542,22 @@ document.getElementById("logout").addEventListener("click", async () => {
 });
 
 window.addEventListener("hashchange", route);
+// A login or logout in another tab of this origin: this tab follows it.
+window.addEventListener("storage", (event) => {
+  if (event.key === SESSION_KEY) location.reload();
+});
 
-// The cluster page refreshes itself every second; other views follow the live changes.
-setInterval(() => {
-  if (location.pathname === "/cluster" && state.view && state.view.refresh) state.view.refresh();
+// The cluster page refreshes itself every second (one request at a time, so an older answer
+// never replaces a newer one); other views follow the live changes.
+let clusterBusy = false;
+setInterval(async () => {
+  if (clusterBusy || location.pathname !== "/cluster" || !state.view || !state.view.refresh) return;
+  clusterBusy = true;
+  try {
+    await state.view.refresh();
+  } finally {
+    clusterBusy = false;
+  }
 }, 1000);
 
 if (state.session && location.pathname !== "/cluster") {
