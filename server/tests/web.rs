@@ -64,6 +64,19 @@ fn notice(text: &str) -> String {
     format!("window.__notices.some((notice) => notice.includes({text:?}))")
 }
 
+/// Shows the week of `date` and waits until `selector` is in it.
+async fn open_week(page: &Page, date: &str, selector: &str) {
+    page.eval(&format!("location.hash = '#/calendar/week/{date}'"))
+        .await;
+    page.wait_for(
+        &format!("the week of {date} with {selector}"),
+        &format!(
+            "location.hash === '#/calendar/week/{date}' && document.querySelector({selector:?})"
+        ),
+    )
+    .await;
+}
+
 /// The current leader of the shard named `name`.
 async fn leader(cluster: &ProcessCluster, name: &str) -> u64 {
     let client = cluster.client();
@@ -152,13 +165,7 @@ async fn two_people_plan_a_weekly_event_live_through_a_leader_failover() {
     // Bob's calendar shows the invitation without a reload, within a second of Alice's save
     // (from the moment she submits): both pages note the time (one clock, one machine). Bob
     // looks at the week of Alice's date (his own may still be the day before).
-    bob.eval(&format!("location.hash = '#/calendar/week/{today}'"))
-        .await;
-    bob.wait_for(
-        "Bob's week",
-        &format!("location.hash === '#/calendar/week/{today}' && document.querySelector('.week')"),
-    )
-    .await;
+    open_week(&bob, &today, ".week").await;
     bob.eval(
         "window.__seenAt = null; new MutationObserver(() => { \
            if (!window.__seenAt && document.querySelector('a.occurrence.invitation')) window.__seenAt = Date.now(); \
@@ -228,13 +235,7 @@ async fn two_people_plan_a_weekly_event_live_through_a_leader_failover() {
 
     // The leader of their events shard dies. Both pages keep working: Alice renames the series,
     // Bob's calendar follows, Bob declines the series, Alice's tally follows.
-    bob.eval(&format!("location.hash = '#/calendar/week/{today}'"))
-        .await;
-    bob.wait_for(
-        "Bob's week",
-        &format!("document.querySelector('{occurrence}')"),
-    )
-    .await;
+    open_week(&bob, &today, &occurrence).await;
     let events_leader = leader(&cluster, "events-a-m").await;
     assert_ne!(events_leader, served_by, "the pages' server must stay up");
     cluster.kill(events_leader);
@@ -274,13 +275,7 @@ async fn two_people_plan_a_weekly_event_live_through_a_leader_failover() {
         .await;
 
     // The socket drops: the page says so, reconnects by itself and is live again.
-    bob.eval(&format!("location.hash = '#/calendar/week/{today}'"))
-        .await;
-    bob.wait_for(
-        "Bob's week",
-        &format!("document.querySelector('{occurrence}')"),
-    )
-    .await;
+    open_week(&bob, &today, &occurrence).await;
     bob.eval("live.socket.close(); true").await;
     bob.wait_for(
         "the connection shown as down",
@@ -565,13 +560,7 @@ async fn two_people_plan_a_weekly_event_live_through_a_leader_failover() {
     cluster.launch(events_leader, false);
     cluster.wait_for_leaders(&cluster.client()).await;
     bob.viewport(1280, 900, false).await;
-    bob.eval(&format!("location.hash = '#/calendar/week/{today}'"))
-        .await;
-    bob.wait_for(
-        "Bob's week",
-        &format!("document.querySelector('{occurrence}')"),
-    )
-    .await;
+    open_week(&bob, &today, &occurrence).await;
     let token = alice
         .eval("JSON.parse(localStorage.getItem('agenda.session')).token")
         .await;
