@@ -14,9 +14,10 @@ use std::io::{BufRead, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use std::sync::mpsc;
+use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
 use support::{TOKEN, TestCluster};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const PASSWORD: &str = "a long password";
 
@@ -650,4 +651,128 @@ async fn watch_prints_changes_live_and_resumes_on_another_server_after_its_own_s
         watch.0.try_wait().expect("try_wait").is_none(),
         "still watching"
     );
+}
+
+/// A server that answers every request `503 unavailable` (as a server whose shard has no
+/// leader does) and keeps the head of each request it was sent.
+async fn unavailable_server() -> (String, Arc<Mutex<Vec<String>>>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let heads = Arc::new(Mutex::new(Vec::new()));
+    let kept = heads.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut stream, _)) = listener.accept().await else {
+                return;
+            };
+            let mut request = Vec::new();
+            let mut buffer = [0u8; 4096];
+            // The head, then as much body as it announces.
+            let head = loop {
+                let Ok(read @ 1..) = stream.read(&mut buffer).await else {
+                    break None;
+                };
+                request.extend_from_slice(&buffer[..read]);
+                let text = String::from_utf8_lossy(&request).into_owned();
+                if let Some((head, body)) = text.split_once("\r\n\r\n") {
+                    let length: usize = head
+                        .lines()
+                        .find_map(|line| {
+                            line.to_ascii_lowercase()
+                                .strip_prefix("content-length:")
+                                .map(|n| n.trim().parse().unwrap_or(0))
+                        })
+                        .unwrap_or(0);
+                    if body.len() >= length {
+                        break Some(head.to_owned());
+                    }
+                }
+            };
+            let Some(head) = head else { continue };
+            kept.lock().unwrap().push(head);
+            let body = r#"{"code":"unavailable","message":"no leader answered in time"}"#;
+            let answer = format!(
+                "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = stream.write_all(answer.as_bytes()).await;
+        }
+    });
+    (url, heads)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_an_unknown_outcome_only_reads_and_idempotent_writes_go_to_the_next_server() {
+    let scratch = Scratch::new("retries");
+    let (first_url, first) = unavailable_server().await;
+    let (second_url, second) = unavailable_server().await;
+    let alice = Person {
+        name: "alice",
+        config: scratch.0.join("alice"),
+        servers: vec![first_url, second_url],
+    };
+    // A session as `login` stores it, naming both servers.
+    let file = alice.credentials();
+    std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+    let stored = serde_json::json!({
+        "user": "alice", "token": "alice.00", "servers": alice.servers, "expires_ms": 0,
+    });
+    std::fs::write(&file, stored.to_string()).unwrap();
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let sent = |heads: &Arc<Mutex<Vec<String>>>| -> Vec<String> {
+        std::mem::take(&mut *heads.lock().unwrap())
+    };
+
+    // A change without an idempotency key: the first server's 503 is the answer.
+    alice
+        .run(&["event", "update", "alice.0123456789abcdef", "--title", "X"])
+        .await
+        .failed(1, "unavailable");
+    alice
+        .run(&["rsvp", "alice.0123456789abcdef", "accepted"])
+        .await
+        .failed(1, "unavailable");
+    assert_eq!(sent(&first).len(), 2);
+    assert!(sent(&second).is_empty(), "never sent twice");
+
+    // A creation carries its idempotency key: the second server gets the same one.
+    alice
+        .run(&[
+            "event",
+            "create",
+            "--title",
+            "X",
+            "--start",
+            "2026-06-01T10:00",
+            "--end",
+            "2026-06-01T11:00",
+        ])
+        .await
+        .failed(1, "unavailable");
+    let key = |head: &str| -> String {
+        head.lines()
+            .find_map(|line| {
+                line.to_ascii_lowercase()
+                    .strip_prefix("idempotency-key:")
+                    .map(|key| key.trim().to_owned())
+            })
+            .unwrap_or_else(|| panic!("an idempotency key: {head}"))
+    };
+    let (tried_first, tried_second) = (sent(&first), sent(&second));
+    assert_eq!((tried_first.len(), tried_second.len()), (1, 1));
+    assert_eq!(key(&tried_first[0]), key(&tried_second[0]));
+    assert!(key(&tried_first[0]).len() >= 16);
+
+    // A read goes to the next server too.
+    alice
+        .run(&[
+            "agenda",
+            "--from",
+            "2026-06-01T00:00:00Z",
+            "--to",
+            "2026-06-08T00:00:00Z",
+        ])
+        .await
+        .failed(1, "unavailable");
+    assert_eq!((sent(&first).len(), sent(&second).len()), (1, 1));
 }

@@ -3,7 +3,7 @@
 //! (docs/agenda-api.md); `--json` prints the API's answer as it is.
 
 use super::ClientOptions;
-use super::client::{Call, Http, encode, random_id};
+use super::client::{Call, Http, Reply, encode, random_id};
 use super::credentials::{self, Credentials};
 use super::error::{CliError, Exit};
 use super::output::{self, Table, field, text};
@@ -296,16 +296,12 @@ impl Session {
         &self.credentials.token
     }
 
-    async fn get(&self, path: &str) -> Result<Value, CliError> {
+    async fn get(&self, path: &str) -> Result<Reply, CliError> {
         self.http.json(&Call::get(path).token(self.token())).await
     }
 
-    async fn send(&self, call: Call) -> Result<Value, CliError> {
-        let answer = self.http.send(&call.token(self.token())).await?;
-        if answer.body.is_empty() {
-            return Ok(Value::Null);
-        }
-        answer.json()
+    async fn send(&self, call: Call) -> Result<Reply, CliError> {
+        self.http.json(&call.token(self.token())).await
     }
 
     /// The user's zone (from `GET /v1/me`, asked once).
@@ -320,9 +316,9 @@ impl Session {
     }
 
     /// Prints `answer` as JSON with `--json`, else through `table`.
-    fn show(&self, answer: &Value, table: impl FnOnce(&Value)) {
+    fn show(&self, answer: &Reply, table: impl FnOnce(&Value)) {
         if self.json {
-            output::json(answer);
+            output::reply(answer);
         } else {
             table(answer);
         }
@@ -367,7 +363,7 @@ pub(super) async fn register(
         .json(&Call::write(Method::POST, "/v1/users").json(&body))
         .await?;
     if options.json {
-        output::json(&profile);
+        output::reply(&profile);
     } else {
         output::line(&format!(
             "registered {} (time zone {}); now run `login {}`",
@@ -401,7 +397,7 @@ pub(super) async fn login(options: &ClientOptions, command: LoginArgs) -> Result
     };
     credentials::store(&path, &credentials)?;
     if options.json {
-        output::json(&session);
+        output::reply(&session);
     } else {
         output::line(&format!(
             "logged in as {user} until {} UTC; session kept in {}",

@@ -220,6 +220,28 @@ impl Answer {
     }
 }
 
+/// A JSON answer, with the text the server sent (what `--json` prints, as it is).
+#[derive(Debug)]
+pub(super) struct Reply {
+    value: Value,
+    text: String,
+}
+
+impl Reply {
+    /// The answer's text, without the trailing newline if it had one.
+    pub(super) fn text(&self) -> &str {
+        self.text.trim_end()
+    }
+}
+
+impl std::ops::Deref for Reply {
+    type Target = Value;
+
+    fn deref(&self) -> &Value {
+        &self.value
+    }
+}
+
 /// Why one attempt failed.
 enum Failure {
     /// The request never left: another server may take it.
@@ -255,9 +277,18 @@ impl Http {
         }
     }
 
-    /// Sends `call` and answers its JSON body.
-    pub(super) async fn json(&self, call: &Call) -> Result<Value, CliError> {
-        self.send(call).await?.json()
+    /// Sends `call` and answers its JSON body (`null` for an empty one).
+    pub(super) async fn json(&self, call: &Call) -> Result<Reply, CliError> {
+        let answer = self.send(call).await?;
+        let value = if answer.body.is_empty() {
+            Value::Null
+        } else {
+            answer.json()?
+        };
+        Ok(Reply {
+            value,
+            text: answer.text(),
+        })
     }
 
     /// Sends `call` to the servers in turn until one answers (and, for a safe call, answers

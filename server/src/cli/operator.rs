@@ -3,7 +3,7 @@
 //! once however often it arrives, so they are retried on another server like reads.
 
 use super::ClientOptions;
-use super::client::{Call, Http, encode, random_id};
+use super::client::{Call, Http, Reply, encode, random_id};
 use super::error::{CliError, Exit};
 use super::output::{self, Table, field, text};
 use clap::{Args, Subcommand};
@@ -75,7 +75,7 @@ fn read_stdin(what: &str) -> Result<String, CliError> {
 /// Sends a write with the operator token and a request id: random, so that only this
 /// command's own attempts share it, and the servers apply it once however many arrive — so it
 /// may go to the next server after an unknown outcome.
-async fn write_once(http: &Http, token: &Token, call: Call) -> Result<Value, CliError> {
+async fn write_once(http: &Http, token: &Token, call: Call) -> Result<Reply, CliError> {
     let call = call
         .token(token.require()?)
         .header("request-id", format!("cli-{}", random_id()?))
@@ -131,7 +131,7 @@ pub(super) async fn kv(
             let call = Call::write(Method::PUT, key_path(&key)?).text(value);
             let answer = write_once(&http, token, call).await?;
             if options.json {
-                output::json(&answer);
+                output::reply(&answer);
             } else {
                 output::line(&format!(
                     "put {key} at shard {} index {}",
@@ -151,7 +151,7 @@ pub(super) async fn kv(
             let call = Call::write(Method::POST, "/v1/txn").json(&body);
             let answer = write_once(&http, token, call).await?;
             if options.json {
-                output::json(&answer);
+                output::reply(&answer);
             } else {
                 print_txn(&answer);
             }
@@ -198,7 +198,7 @@ pub(super) async fn cluster(
     let http = Http::new(options.endpoints(None)?);
     let status = http.json(&Call::get("/v1/cluster/status")).await?;
     if options.json {
-        output::json(&status);
+        output::reply(&status);
         return Ok(());
     }
     output::line(&format!(

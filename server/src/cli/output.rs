@@ -2,6 +2,7 @@
 //! stdout written so that a closed pipe (`agenda | head -1`) ends the output quietly instead of
 //! panicking as `println!` does.
 
+use super::client::Reply;
 use chrono::{DateTime, TimeZone};
 use chrono_tz::Tz;
 use serde_json::Value;
@@ -18,6 +19,13 @@ pub(super) fn line(text: &str) {
 /// Prints a JSON value on one line.
 pub(super) fn json(value: &Value) {
     line(&value.to_string());
+}
+
+/// Prints an answer as the server sent it (`--json`).
+pub(super) fn reply(reply: &Reply) {
+    if !reply.text().is_empty() {
+        line(reply.text());
+    }
 }
 
 /// A table: a header and rows of cells, printed with each column as wide as its widest cell.
