@@ -724,6 +724,19 @@ fn print_event(event: &Value) {
     );
     pair("repeats", field(schedule, "rrule"));
     pair("except", list(&schedule["exdates"]));
+    let moved: Vec<String> = schedule["overrides"]
+        .as_object()
+        .into_iter()
+        .flatten()
+        .map(|(occurrence, to)| {
+            format!(
+                "{occurrence} to {} - {}",
+                field(to, "start"),
+                field(to, "end")
+            )
+        })
+        .collect();
+    pair("moved", moved.join(", "));
     pair("location", field(event, "location"));
     pair("description", field(event, "description"));
     pair("organizer", field(event, "owner"));
