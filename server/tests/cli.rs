@@ -324,7 +324,9 @@ async fn an_event_reaches_the_agenda_and_an_invitation_is_answered_and_tallied()
         .await
         .ok();
     let tally = alice
-        .until(&["tally", &id], |ran| ran.stdout.contains("accepted"))
+        .until(&["tally", &id], |ran| {
+            ran.stdout.contains("accepted") && ran.stdout.contains("2026-06-08T10:00 declined")
+        })
         .await;
     let row = tally
         .stdout

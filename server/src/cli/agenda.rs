@@ -351,7 +351,7 @@ pub(super) async fn register(
     command: RegisterArgs,
 ) -> Result<(), CliError> {
     let password = read_password(command.password_stdin)?;
-    let http = Http::new(options.endpoints(None)?);
+    let http = Http::new(options.endpoints_without_session()?);
     let mut body = json!({"name": command.name, "password": password});
     if let Some(display_name) = &command.display_name {
         body["display_name"] = json!(display_name);
@@ -378,7 +378,7 @@ pub(super) async fn register(
 pub(super) async fn login(options: &ClientOptions, command: LoginArgs) -> Result<(), CliError> {
     let path = options.credentials_path()?;
     let password = read_password(command.password_stdin)?;
-    let http = Http::new(options.endpoints(None)?);
+    let http = Http::new(options.endpoints_without_session()?);
     let body = json!({"name": command.name, "password": password});
     let session = http
         .json(&Call::write(Method::POST, "/v1/sessions").json(&body))

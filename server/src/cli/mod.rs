@@ -327,14 +327,32 @@ impl ClientOptions {
         &self,
         stored: Option<&credentials::Credentials>,
     ) -> Result<Vec<client::Endpoint>, CliError> {
+        // An empty `AGENDA_SERVER` (or `--server ''`) names no server.
+        let given: Vec<String> = self
+            .servers
+            .iter()
+            .filter(|url| !url.trim().is_empty())
+            .cloned()
+            .collect();
         let urls: Vec<String> = match stored {
-            _ if !self.servers.is_empty() => self.servers.clone(),
+            _ if !given.is_empty() => given,
             Some(stored) if !stored.servers.is_empty() => stored.servers.clone(),
             _ => client::DEFAULT_SERVERS.map(str::to_owned).to_vec(),
         };
         urls.iter()
             .map(|url| client::Endpoint::parse(url))
             .collect()
+    }
+
+    /// The servers for a command that needs no session: those of the stored one if there is a
+    /// usable one (a missing or refused file is no error here: the command does not read the
+    /// token).
+    fn endpoints_without_session(&self) -> Result<Vec<client::Endpoint>, CliError> {
+        let stored = self
+            .credentials_path()
+            .ok()
+            .and_then(|path| credentials::load(&path).ok().flatten());
+        self.endpoints(stored.as_ref())
     }
 }
 

@@ -95,7 +95,7 @@ pub(super) async fn kv(
     token: &Token,
     command: KvCommand,
 ) -> Result<(), CliError> {
-    let http = Http::new(options.endpoints(None)?);
+    let http = Http::new(options.endpoints_without_session()?);
     match command {
         KvCommand::Get { key, stale } => {
             let mut path = key_path(&key)?;
@@ -195,7 +195,7 @@ pub(super) async fn cluster(
     command: ClusterCommand,
 ) -> Result<(), CliError> {
     let ClusterCommand::Status = command;
-    let http = Http::new(options.endpoints(None)?);
+    let http = Http::new(options.endpoints_without_session()?);
     let status = http.json(&Call::get("/v1/cluster/status")).await?;
     if options.json {
         output::reply(&status);
