@@ -325,15 +325,18 @@ impl Session {
     }
 }
 
-/// Reads a password: one line of stdin, after a prompt on stderr when stdin is a terminal
-/// (the password is echoed: the CLI keeps no terminal code of its own; pipe it in with
-/// `--password-stdin` to keep it off the screen).
+/// Reads a password: one line of stdin. On a terminal (without `--password-stdin`) it prompts
+/// on stderr first and turns the terminal's echo off while the password is typed, through
+/// `stty` (no terminal code of its own; where `stty` is missing the password is echoed).
 fn read_password(password_stdin: bool) -> Result<String, CliError> {
     let stdin = std::io::stdin();
-    if !password_stdin && stdin.is_terminal() {
+    let _quiet = if !password_stdin && stdin.is_terminal() {
         eprint!("Password: ");
         let _ = std::io::stderr().flush();
-    }
+        Some(NoEcho::start())
+    } else {
+        None
+    };
     let mut line = String::new();
     stdin
         .lock()
@@ -344,6 +347,34 @@ fn read_password(password_stdin: bool) -> Result<String, CliError> {
         return Err(CliError::usage("no password on stdin"));
     }
     Ok(password)
+}
+
+/// The terminal's echo, off from `start` until dropped.
+struct NoEcho;
+
+impl NoEcho {
+    fn start() -> NoEcho {
+        stty("-echo");
+        NoEcho
+    }
+}
+
+impl Drop for NoEcho {
+    fn drop(&mut self) {
+        stty("echo");
+        // The Enter that ended the password was not echoed either.
+        eprintln!();
+    }
+}
+
+/// Runs `stty` on the terminal that is stdin; a failure only leaves the echo as it was.
+fn stty(setting: &str) {
+    let _ = std::process::Command::new("stty")
+        .arg(setting)
+        .stdin(std::process::Stdio::inherit())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status();
 }
 
 pub(super) async fn register(
@@ -442,7 +473,7 @@ async fn resolve(
     };
     let to = match &range.to {
         Some(text) => instant(session, "--to", text).await?,
-        None => from + Days::days(7),
+        None => week_after(from),
     };
     if to <= from {
         return Err(CliError::usage("--to must be after --from"));
@@ -471,6 +502,12 @@ impl Start {
             }
         }
     }
+}
+
+/// A week later on the wall clock, so that a week over a change of daylight saving time still
+/// ends at the time of day it started.
+fn week_after(from: DateTime<Tz>) -> DateTime<Tz> {
+    local(from.timezone(), from.naive_local() + Days::days(7)).unwrap_or(from + Days::days(7))
 }
 
 fn now_in(zone: Tz) -> DateTime<Tz> {
@@ -1050,4 +1087,37 @@ pub(super) async fn find_time(
         ));
     });
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn wall(text: &str) -> NaiveDateTime {
+        NaiveDateTime::parse_from_str(text, "%Y-%m-%dT%H:%M").unwrap()
+    }
+
+    #[test]
+    fn wall_clock_times_in_gaps_and_folds_and_weeks_over_a_change_of_time() {
+        let madrid: Tz = "Europe/Madrid".parse().unwrap();
+        // 02:30 does not exist on 2026-03-29 in Madrid: the time an hour later does.
+        let gap = local(madrid, wall("2026-03-29T02:30")).unwrap();
+        assert_eq!(rfc3339(gap), "2026-03-29T03:30:00+02:00");
+        // 02:30 happens twice on 2026-10-25: the first one.
+        let fold = local(madrid, wall("2026-10-25T02:30")).unwrap();
+        assert_eq!(rfc3339(fold), "2026-10-25T02:30:00+02:00");
+        let monday = local(madrid, wall("2026-03-23T00:00")).unwrap();
+        assert_eq!(rfc3339(week_after(monday)), "2026-03-30T00:00:00+02:00");
+        let utc = local(Tz::UTC, wall("2026-06-01T00:00")).unwrap();
+        assert_eq!(rfc3339(utc), "2026-06-01T00:00:00Z");
+    }
+
+    #[test]
+    fn this_week_starts_on_monday_at_midnight() {
+        let start = Start::ThisWeek.instant(Tz::UTC);
+        assert_eq!(start.weekday(), chrono::Weekday::Mon);
+        assert_eq!(start.naive_local().time(), chrono::NaiveTime::MIN);
+        let now = now_in(Tz::UTC);
+        assert!(start <= now && now < week_after(start));
+    }
 }
