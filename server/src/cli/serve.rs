@@ -1,99 +1,14 @@
-//! The command line: `serve`, `demo` and `watch`.
+//! `serve` (one server from its configuration) and `demo` (a local cluster of child processes).
 
 use anyhow::{Context, bail};
-use clap::{Parser, Subcommand};
 use server::{ServerAddresses, ServerConfig, StartOptions, default_shards};
 use std::io::{Read, Write};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, ExitCode};
+use std::process::Child;
 use std::time::{Duration, Instant};
 
-/// An Agenda server: sharded, replicated (Raft) key-value storage for the team calendar.
-#[derive(Parser, Debug)]
-#[command(version, about)]
-struct Cli {
-    #[command(subcommand)]
-    command: Command,
-    /// Log level: error, warn, info, debug or trace.
-    #[arg(long, global = true, default_value = "info")]
-    log_level: tracing::Level,
-}
-
-#[derive(Subcommand, Debug)]
-enum Command {
-    /// Runs one server from a TOML configuration file.
-    Serve {
-        /// The configuration file (server id, addresses, peers, data directory, shard map,
-        /// timeouts, cluster secret, operator tokens).
-        #[arg(long)]
-        config: PathBuf,
-        /// Creates the data directory and bootstraps this server's shards. Only for a new
-        /// server: a directory that already holds data is refused, and without this flag a
-        /// missing directory is refused too (a server never rejoins with a blank state).
-        #[arg(long)]
-        init: bool,
-    },
-    /// Starts a local cluster: N servers as child processes on loopback, each with its own
-    /// data directory, the four default shards laid over them; prints the URLs, the cluster's
-    /// status and an example; stops everything on Ctrl-C.
-    Demo {
-        /// How many servers (3 to 12).
-        #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(3..=12))]
-        servers: u16,
-        /// The HTTP port of server 1; server i listens on this plus i - 1. Client ports are
-        /// 1000 above, peer ports 2000 above.
-        #[arg(long, default_value_t = 8081)]
-        http_port: u16,
-        /// Where the data directories go (default: a new directory under the system's
-        /// temporary directory).
-        #[arg(long)]
-        data_dir: Option<PathBuf>,
-    },
-    /// Prints the committed changes of channels live, over the WebSocket gateway, one line
-    /// each; reconnects (to the next server when one is down) and resumes by itself.
-    Watch {
-        /// The servers' WebSocket URLs (`ws://127.0.0.1:8081/v1/ws`), tried in turn.
-        #[arg(long = "server", required = true)]
-        servers: Vec<String>,
-        /// The token (`demo` prints one).
-        #[arg(long)]
-        token: String,
-        /// The channels: `kv:PREFIX` (`kv:` for every key) or `shard:ID`.
-        #[arg(required = true)]
-        channels: Vec<String>,
-    },
-}
-
-pub(crate) fn main() -> ExitCode {
-    let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_max_level(cli.log_level)
-        .with_writer(std::io::stderr)
-        .init();
-    let result = match cli.command {
-        Command::Serve { config, init } => serve(&config, init),
-        Command::Demo {
-            servers,
-            http_port,
-            data_dir,
-        } => demo(usize::from(servers), http_port, data_dir),
-        Command::Watch {
-            servers,
-            token,
-            channels,
-        } => watch(servers, token, channels),
-    };
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(error) => {
-            eprintln!("error: {error:#}");
-            ExitCode::FAILURE
-        }
-    }
-}
-
-fn serve(path: &Path, init: bool) -> anyhow::Result<()> {
+pub(super) fn serve(path: &Path, init: bool) -> anyhow::Result<()> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("reading the configuration {}", path.display()))?;
     let config: ServerConfig = toml::from_str(&text)
@@ -120,53 +35,7 @@ fn serve(path: &Path, init: bool) -> anyhow::Result<()> {
     })
 }
 
-fn watch(servers: Vec<String>, token: String, channels: Vec<String>) -> anyhow::Result<()> {
-    use gateway_client::{Event, GatewayClient, GatewayConfig};
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("starting the runtime")?;
-    runtime.block_on(async move {
-        let mut client = GatewayClient::connect(GatewayConfig::new(servers, token));
-        for channel in &channels {
-            client
-                .subscribe(channel, None)
-                .await
-                .with_context(|| format!("subscribing to {channel}"))?;
-        }
-        let signal = wait_for_signal();
-        tokio::pin!(signal);
-        loop {
-            let event = tokio::select! {
-                biased;
-                () = &mut signal => return Ok(()),
-                event = client.next_event() => event,
-            };
-            match event {
-                Some(Event::Change(change)) => {
-                    let position = change.position;
-                    let value = change.value.as_deref().unwrap_or("(deleted)");
-                    println!(
-                        "{} {}:{} {} = {value}",
-                        change.channel, position.shard, position.index, change.key
-                    );
-                }
-                Some(Event::Resync { channel, .. }) => {
-                    println!("{channel}: changes were missed; refetch (resync)");
-                }
-                Some(Event::Connected { server }) => eprintln!("connected to {server}"),
-                Some(Event::Disconnected { server, reason }) => {
-                    eprintln!("disconnected from {server}: {reason}; reconnecting");
-                }
-                Some(Event::Error { code, message }) => eprintln!("error {code}: {message}"),
-                None => return Ok(()),
-            }
-            let _ = std::io::stdout().flush();
-        }
-    })
-}
-
-async fn wait_for_signal() {
+pub(super) async fn wait_for_signal() {
     let mut terminate =
         tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
     let terminated = async {
@@ -233,7 +102,7 @@ fn write_private(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
         .with_context(|| format!("writing {}", path.display()))
 }
 
-fn random_hex() -> anyhow::Result<String> {
+pub(super) fn random_hex() -> anyhow::Result<String> {
     let mut bytes = [0u8; 16];
     getrandom_bytes(&mut bytes)?;
     Ok(bytes.iter().map(|byte| format!("{byte:02x}")).collect())
@@ -277,7 +146,11 @@ impl Drop for Children {
     }
 }
 
-fn demo(servers: usize, http_port: u16, data_dir: Option<PathBuf>) -> anyhow::Result<()> {
+pub(super) fn demo(
+    servers: usize,
+    http_port: u16,
+    data_dir: Option<PathBuf>,
+) -> anyhow::Result<()> {
     if usize::from(http_port) + servers + 2000 > usize::from(u16::MAX) {
         bail!("--http-port {http_port} leaves no room for the client and peer ports");
     }
