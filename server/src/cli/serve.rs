@@ -222,6 +222,10 @@ pub(super) fn demo(
     }
     println!("token: {token}");
     println!();
+    println!(
+        "The agenda's page: http://127.0.0.1:{http_port}/ (the cluster: http://127.0.0.1:{http_port}/cluster)"
+    );
+    println!();
     print_status(&status);
     println!();
     println!("Try it:");
