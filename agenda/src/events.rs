@@ -536,7 +536,7 @@ impl<S: Store, E: Env> Agenda<S, E> {
                 replayed: true,
             });
         }
-        tx.put_record(key, &event);
+        tx.put_record(key.clone(), &event);
         queue_invitations(&mut tx, &event);
         match tx.commit().await? {
             Some(position) => Ok(Saved {
@@ -546,6 +546,19 @@ impl<S: Store, E: Env> Agenda<S, E> {
                 position,
                 replayed: false,
             }),
+            // With a key, an event that appeared between the read and the commit is this very
+            // creation: an earlier attempt (whose answer was lost) committed meanwhile. It is
+            // answered as a replay, as if the retry had come a moment later.
+            None if idempotency_key.is_some() => match self.store.get(key.clone()).await? {
+                Some(found) => Ok(Saved {
+                    event: decode(&key, &found.value)?,
+                    truncated: None,
+                    conflicts: Vec::new(),
+                    position: (0, 0),
+                    replayed: true,
+                }),
+                None => Err(AgendaError::Contended(format!("event {}", event.id))),
+            },
             None => Err(AgendaError::Contended(format!("event {}", event.id))),
         }
     }

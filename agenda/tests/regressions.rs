@@ -444,3 +444,76 @@ fn an_event_made_again_with_its_idempotency_key_after_a_delete_never_reaches_its
         assert_eq!(invitations[0].response, Response::NeedsAction);
     });
 }
+
+/// A store in which an earlier attempt of the next transaction commits first: what a server
+/// sees when a retry with the same idempotency key reads before, and commits after, the first
+/// attempt whose answer was lost.
+struct RacedByAnEarlierAttempt {
+    inner: agenda::memory::MemStore,
+    armed: std::sync::atomic::AtomicBool,
+}
+
+impl agenda::Store for RacedByAnEarlierAttempt {
+    async fn get(
+        &self,
+        key: bytes::Bytes,
+    ) -> Result<Option<kv::Versioned>, agenda::error::StoreError> {
+        self.inner.get(key).await
+    }
+
+    async fn scan(
+        &self,
+        start: bytes::Bytes,
+        end: bytes::Bytes,
+        limit: u32,
+    ) -> Result<agenda::Scanned, agenda::error::StoreError> {
+        self.inner.scan(start, end, limit).await
+    }
+
+    async fn txn(&self, txn: kv::Txn) -> Result<agenda::Committed, agenda::error::StoreError> {
+        if self.armed.swap(false, std::sync::atomic::Ordering::SeqCst) {
+            self.inner.txn(txn.clone()).await?;
+        }
+        self.inner.txn(txn).await
+    }
+}
+
+#[test]
+fn a_creation_retried_while_its_first_attempt_commits_is_answered_contended() {
+    run(async {
+        let agenda = agenda::Agenda::new(
+            RacedByAnEarlierAttempt {
+                inner: agenda::memory::MemStore::new(),
+                armed: std::sync::atomic::AtomicBool::new(false),
+            },
+            agenda::memory::TestEnv::at(JUNE_1_MS - 30 * DAY_MS),
+            agenda::Config::for_tests(),
+        );
+        agenda
+            .register(Registration {
+                name: "alice".into(),
+                password: "alice password".into(),
+                display_name: None,
+                zone: Some("Europe/Madrid".into()),
+                working_hours: None,
+            })
+            .await
+            .expect("registration");
+        agenda
+            .store()
+            .armed
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        let retried = agenda
+            .create_event_once("alice", meeting(schedule(None), &[]), Some("req-9"))
+            .await
+            .expect("the retry is answered the event, not `contended`");
+        assert!(retried.replayed);
+        assert_eq!(retried.position, (0, 0), "the retry wrote nothing");
+        let events = agenda
+            .agenda("alice", JUNE_1_MS, JUNE_1_MS + DAY_MS)
+            .await
+            .unwrap();
+        assert_eq!(events.len(), 1, "one event: {events:?}");
+        assert_eq!(events[0].event_id, retried.event.id);
+    });
+}
