@@ -454,11 +454,12 @@ function onChanges(frames) {
 }
 
 let refreshTimer = null;
-/** Draws the current view again from fresh data, soon (changes come in bursts). */
+/** Draws the current view again from fresh data, soon (changes come in bursts); never a form
+ * with unsaved input (an editor offers to load the new version instead). */
 function refreshView() {
   clearTimeout(refreshTimer);
   refreshTimer = setTimeout(() => {
-    if (state.view && state.view.refresh) state.view.refresh();
+    if (state.view && state.view.refresh && !state.view.dirty) state.view.refresh();
   }, 100);
 }
 
@@ -508,6 +509,8 @@ function chrome(active) {
  * fresh data) and `onChanges` (decide what a live change means to it).
  */
 async function show(name, view) {
+  // A refresh asked for by the view shown before is not this one's.
+  clearTimeout(refreshTimer);
   live.unwatchAll();
   state.view = view;
   chrome(name);
