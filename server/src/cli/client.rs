@@ -19,6 +19,9 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 /// How long an answer may take once the request is sent: above the servers' request timeout
 /// (10 s by default, after which a server answers 503 itself).
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a command's requests may take in all, every server and attempt included: past
+/// it the command fails (`unavailable`) instead of trying further.
+const COMMAND_DEADLINE: Duration = Duration::from_secs(60);
 /// The largest answer read (an agenda of a year of occurrences is a few MiB).
 const ANSWER_BYTES_MAX: usize = 64 * 1024 * 1024;
 
@@ -252,15 +255,20 @@ enum Failure {
     Invalid(CliError),
 }
 
-/// The servers, tried in turn.
+/// The servers, tried in turn, until the command's deadline.
 #[derive(Clone, Debug)]
 pub(super) struct Http {
     servers: Vec<Endpoint>,
+    deadline: tokio::time::Instant,
 }
 
 impl Http {
+    /// The servers of one command: its requests share [`COMMAND_DEADLINE`] from now.
     pub(super) fn new(servers: Vec<Endpoint>) -> Http {
-        Http { servers }
+        Http {
+            servers,
+            deadline: tokio::time::Instant::now() + COMMAND_DEADLINE,
+        }
     }
 
     pub(super) fn servers(&self) -> &[Endpoint] {
@@ -292,8 +300,28 @@ impl Http {
     }
 
     /// Sends `call` to the servers in turn until one answers (and, for a safe call, answers
-    /// something other than 503); the answer whatever its status.
+    /// something other than 503), within the command's deadline; the answer whatever its
+    /// status.
     pub(super) async fn answer(&self, call: &Call) -> Result<Answer, CliError> {
+        match tokio::time::timeout_at(self.deadline, self.answer_in_turn(call)).await {
+            Ok(result) => result,
+            Err(_) => {
+                let outcome = match (call.retry, call.method == Method::GET) {
+                    (_, true) => "",
+                    (Retry::Safe, false) => "; the request may be sent again",
+                    (Retry::Unsafe, false) => {
+                        "; the change may or may not have been made: check before trying again"
+                    }
+                };
+                Err(CliError::other(
+                    "unavailable",
+                    format!("no answer within {} s{outcome}", COMMAND_DEADLINE.as_secs()),
+                ))
+            }
+        }
+    }
+
+    async fn answer_in_turn(&self, call: &Call) -> Result<Answer, CliError> {
         let mut unavailable = None;
         let mut failures = Vec::new();
         for endpoint in &self.servers {
