@@ -824,6 +824,27 @@ async fn watch_prints_changes_live_and_resumes_after_a_gap_without_a_loss_or_a_r
     );
 }
 
+/// Stops the server that a `connected to URL` line names.
+async fn stop_the_one(cluster: &mut TestCluster, connected: &str) {
+    let url = connected.trim_start_matches("connected to ");
+    let stopped = (1..=3u64)
+        .find(|id| cluster.ws_url(*id) == url)
+        .unwrap_or_else(|| panic!("connected to a server of the cluster: {url}"));
+    cluster.stop(stopped).await;
+}
+
+/// The error line an ended command printed on stderr, asserting it printed only one.
+async fn the_one_error_line(stderr: &mut Lines, patience: Duration) -> String {
+    let last = stderr
+        .wait_for(patience, |line| line.starts_with("error"))
+        .await;
+    // Everything it printed has been read once the pipe's reader saw its end.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let errors = stderr.count(|line| line.starts_with("error"));
+    assert_eq!(errors, 1, "one error line: {:#?}", stderr.seen);
+    last
+}
+
 /// Waits for a process's end, at most `patience`; its exit code.
 async fn exit_code(child: &mut Child, patience: Duration) -> i32 {
     let deadline = Instant::now() + patience;
@@ -865,22 +886,106 @@ async fn watch_ends_when_its_reader_goes_away_or_its_session_is_refused() {
         .wait_for(patience, |line| line.starts_with("connected to "))
         .await;
     alice.run(&["logout"]).await.ok();
-    let url = connected.trim_start_matches("connected to ");
-    let stopped = (1..=3u64)
-        .find(|id| cluster.ws_url(*id) == url)
-        .unwrap_or_else(|| panic!("connected to a server of the cluster: {url}"));
-    cluster.stop(stopped).await;
+    stop_the_one(&mut cluster, &connected).await;
     assert_eq!(exit_code(&mut watch.0, patience).await, 3);
-    let last = stderr
-        .wait_for(patience, |line| line.starts_with("error"))
-        .await;
-    // Everything it printed has been read once the pipe's reader saw its end.
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    let errors = stderr.count(|line| line.starts_with("error"));
-    assert_eq!(errors, 1, "one error line: {:#?}", stderr.seen);
+    let last = the_one_error_line(&mut stderr, patience).await;
     assert!(
         last.starts_with("error: unauthorized: ") || last.starts_with("error: unauthenticated: "),
         "{last}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_ends_when_its_only_channel_is_refused_on_reconnection() {
+    let mut cluster = cluster().await;
+    let scratch = Scratch::new("watch-forbidden");
+    let alice = scratch.person("alice", &cluster);
+    let bob = scratch.person("bob", &cluster);
+    alice.sign_up("UTC").await;
+    bob.sign_up("UTC").await;
+    alice
+        .run(&["group", "create", "team", "--name", "Team"])
+        .await
+        .ok();
+    alice.run(&["group", "add", "team", "bob"]).await.ok();
+    let patience = Duration::from_secs(30);
+
+    let mut watch = Running(
+        command(&bob.config, &["watch", "group:team"])
+            .spawn()
+            .unwrap(),
+    );
+    let mut stderr = Lines::read(watch.0.stderr.take().expect("stderr"));
+    let connected = stderr
+        .wait_for(patience, |line| line.starts_with("connected to "))
+        .await;
+    // bob leaves the group: the next server refuses his subscription, the watch's only one.
+    alice.run(&["group", "remove", "team", "bob"]).await.ok();
+    stop_the_one(&mut cluster, &connected).await;
+    assert_eq!(exit_code(&mut watch.0, patience).await, 4);
+    let last = the_one_error_line(&mut stderr, patience).await;
+    assert!(
+        last.starts_with("error: forbidden: group:team: ")
+            && last.ends_with("no channel is left to watch"),
+        "{last}"
+    );
+}
+
+#[test]
+fn ctrl_c_at_the_password_prompt_puts_the_terminal_back() {
+    // `script` (util-linux) gives the command a terminal; the shell after it (which survives
+    // the Ctrl-C through its trap) prints the exit code and the terminal's settings.
+    let scratch = Scratch::new("ctrl-c");
+    let shell = scratch.0.join("login.sh");
+    std::fs::write(
+        &shell,
+        format!(
+            "trap 'echo interrupted' INT\n\
+             XDG_CONFIG_HOME={} {} login alice --server http://127.0.0.1:1\n\
+             echo exit=$?\n\
+             stty -a\n",
+            scratch.0.display(),
+            env!("CARGO_BIN_EXE_server")
+        ),
+    )
+    .unwrap();
+    let mut script = Running(
+        Command::new("script")
+            .args(["-qec", &format!("sh {}", shell.display()), "/dev/null"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("script (util-linux) runs"),
+    );
+    let printed = Arc::new(Mutex::new(Vec::new()));
+    let mut stdout = script.0.stdout.take().expect("stdout");
+    let kept = printed.clone();
+    std::thread::spawn(move || {
+        let mut buffer = [0u8; 4096];
+        while let Ok(read @ 1..) = std::io::Read::read(&mut stdout, &mut buffer) {
+            kept.lock().unwrap().extend_from_slice(&buffer[..read]);
+        }
+    });
+    let text = || String::from_utf8_lossy(&printed.lock().unwrap()).into_owned();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !text().contains("Password:") {
+        assert!(Instant::now() < deadline, "no prompt: {:?}", text());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let mut stdin = script.0.stdin.take().expect("stdin");
+    stdin.write_all(b"\x03").unwrap();
+    stdin.flush().unwrap();
+    while !text().contains("speed") {
+        assert!(Instant::now() < deadline, "no settings: {:?}", text());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let text = text();
+    assert!(text.contains("exit=130"), "{text:?}");
+    let flags: Vec<&str> = text.split_whitespace().collect();
+    assert!(
+        flags.contains(&"echo") && !flags.contains(&"-echo"),
+        "the echo is back on: {text:?}"
     );
 }
 

@@ -350,9 +350,10 @@ async fn read_password(password_stdin: bool) -> Result<String, CliError> {
         // Listening before the echo goes off: a Ctrl-C from then on is ours to handle.
         let mut interrupt = signal(SignalKind::interrupt())
             .map_err(|error| CliError::other("signal", format!("listening for Ctrl-C: {error}")))?;
+        // The echo goes off before the prompt shows: what is typed after it is never echoed.
+        let quiet = NoEcho::start();
         eprint!("Password: ");
         let _ = std::io::stderr().flush();
-        let quiet = NoEcho::start();
         let reading = tokio::task::spawn_blocking(read);
         tokio::select! {
             line = reading => {
