@@ -824,6 +824,19 @@ async fn watch_prints_changes_live_and_resumes_after_a_gap_without_a_loss_or_a_r
     );
 }
 
+/// Starts `args` (a watch) and waits for its `connected to URL` line: the process, its
+/// stderr, and that line.
+async fn connected_watch(config: &Path, args: &[&str]) -> (Running, Lines, String) {
+    let mut watch = Running(command(config, args).spawn().expect("watch starts"));
+    let mut stderr = Lines::read(watch.0.stderr.take().expect("stderr"));
+    let connected = stderr
+        .wait_for(Duration::from_secs(30), |line| {
+            line.starts_with("connected to ")
+        })
+        .await;
+    (watch, stderr, connected)
+}
+
 /// Stops the server that a `connected to URL` line names.
 async fn stop_the_one(cluster: &mut TestCluster, connected: &str) {
     let url = connected.trim_start_matches("connected to ");
@@ -878,13 +891,16 @@ async fn watch_ends_when_its_reader_goes_away_or_its_session_is_refused() {
     create(&alice, "Unread").await.ok();
     assert_eq!(exit_code(&mut headless.0, patience).await, 0);
 
+    // With a token and no --server, the stored session's servers (not demo's ports).
+    let (operator, _, connected) =
+        connected_watch(&alice.config, &["watch", "--token", TOKEN, "kv:us/"]).await;
+    let url = connected.trim_start_matches("connected to ");
+    assert!(cluster.ws_urls().iter().any(|ws| ws == url), "{url}");
+    drop(operator);
+
     // A session ended elsewhere: the watch's next connection is refused, and it says so once
     // and ends (exit 3) instead of retrying for ever.
-    let mut watch = Running(command(&alice.config, &["watch"]).spawn().unwrap());
-    let mut stderr = Lines::read(watch.0.stderr.take().expect("stderr"));
-    let connected = stderr
-        .wait_for(patience, |line| line.starts_with("connected to "))
-        .await;
+    let (mut watch, mut stderr, connected) = connected_watch(&alice.config, &["watch"]).await;
     alice.run(&["logout"]).await.ok();
     stop_the_one(&mut cluster, &connected).await;
     assert_eq!(exit_code(&mut watch.0, patience).await, 3);
@@ -910,15 +926,8 @@ async fn watch_ends_when_its_only_channel_is_refused_on_reconnection() {
     alice.run(&["group", "add", "team", "bob"]).await.ok();
     let patience = Duration::from_secs(30);
 
-    let mut watch = Running(
-        command(&bob.config, &["watch", "group:team"])
-            .spawn()
-            .unwrap(),
-    );
-    let mut stderr = Lines::read(watch.0.stderr.take().expect("stderr"));
-    let connected = stderr
-        .wait_for(patience, |line| line.starts_with("connected to "))
-        .await;
+    let (mut watch, mut stderr, connected) =
+        connected_watch(&bob.config, &["watch", "group:team"]).await;
     // bob leaves the group: the next server refuses his subscription, the watch's only one.
     alice.run(&["group", "remove", "team", "bob"]).await.ok();
     stop_the_one(&mut cluster, &connected).await;
