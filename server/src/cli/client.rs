@@ -259,15 +259,22 @@ enum Failure {
 #[derive(Clone, Debug)]
 pub(super) struct Http {
     servers: Vec<Endpoint>,
+    budget: Duration,
     deadline: tokio::time::Instant,
 }
 
 impl Http {
     /// The servers of one command: its requests share [`COMMAND_DEADLINE`] from now.
     pub(super) fn new(servers: Vec<Endpoint>) -> Http {
+        Http::within(servers, COMMAND_DEADLINE)
+    }
+
+    /// The servers, for requests that share `budget` from now.
+    fn within(servers: Vec<Endpoint>, budget: Duration) -> Http {
         Http {
             servers,
-            deadline: tokio::time::Instant::now() + COMMAND_DEADLINE,
+            budget,
+            deadline: tokio::time::Instant::now() + budget,
         }
     }
 
@@ -315,7 +322,7 @@ impl Http {
                 };
                 Err(CliError::other(
                     "unavailable",
-                    format!("no answer within {} s{outcome}", COMMAND_DEADLINE.as_secs()),
+                    format!("no answer within {:?}{outcome}", self.budget),
                 ))
             }
         }
@@ -444,6 +451,32 @@ mod tests {
             let error = Endpoint::parse(bad).unwrap_err();
             assert_eq!(error.code(), "usage", "{bad}");
         }
+    }
+
+    #[tokio::test]
+    async fn a_command_gives_up_at_its_deadline_whatever_the_servers_and_attempts() {
+        // A server that takes connections and never answers: each attempt alone would wait
+        // 30 s, three of them 90 s.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((stream, _)) = listener.accept().await {
+                held.push(stream);
+            }
+        });
+        let servers = vec![Endpoint::parse(&url).unwrap(); 3];
+        let http = Http::within(servers, Duration::from_millis(300));
+        let started = std::time::Instant::now();
+        let error = http.answer(&Call::get("/v1/me")).await.unwrap_err();
+        assert!(started.elapsed() < Duration::from_secs(5));
+        assert_eq!(error.to_string(), "unavailable: no answer within 300ms");
+        let write = Call::write(Method::DELETE, "/v1/sessions/current");
+        let error = http.answer(&write).await.unwrap_err();
+        assert!(
+            error.to_string().contains("may or may not have been made"),
+            "{error}"
+        );
     }
 
     #[test]
