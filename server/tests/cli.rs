@@ -14,6 +14,7 @@ use std::io::{BufRead, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
 use support::{TOKEN, TestCluster};
@@ -180,6 +181,16 @@ impl Person {
         );
     }
 
+    /// `login` again, told every server.
+    async fn log_in(&self) {
+        let mut login = vec!["login", self.name, "--password-stdin"];
+        for server in &self.servers {
+            login.extend(["--server", server.as_str()]);
+        }
+        let password = format!("{PASSWORD}\n");
+        run_in(&self.config, &login, &password).await.ok();
+    }
+
     /// Runs `args` until `done` holds of its output (deliveries between shards are
     /// asynchronous), for at most 20 s.
     async fn until(&self, args: &[&str], done: impl Fn(&Ran) -> bool) -> Ran {
@@ -235,14 +246,27 @@ async fn a_session_is_kept_in_a_private_file_and_a_shared_one_is_refused() {
         .failed(1, "insecure_credentials");
     assert!(refused.stderr.contains("chmod 600"), "{}", refused.stderr);
 
-    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    // `logout` reads even a shared file: it ends the session and removes the file.
     let kept = std::fs::read(&file).unwrap();
     alice.run(&["logout"]).await.ok();
     assert!(!file.exists(), "logout removes the file");
     alice.run(&["agenda"]).await.failed(3, "unauthenticated");
-    // The session ended on the servers too: a copy of the old file is refused by them.
-    std::fs::write(&file, kept).unwrap();
-    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    // The session ended on the servers too: a private copy of the old file is refused by them.
+    let restore = |bytes: &[u8]| {
+        std::fs::write(&file, bytes).unwrap();
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    };
+    restore(&kept);
+    alice.run(&["agenda"]).await.failed(3, "unauthenticated");
+
+    // A new login ends the session the file held before it replaces it.
+    alice.log_in().await;
+    let first = std::fs::read(&file).unwrap();
+    alice.log_in().await;
+    let second = std::fs::read(&file).unwrap();
+    assert_ne!(first, second, "a new session");
+    alice.run(&["agenda"]).await.ok();
+    restore(&first);
     alice.run(&["agenda"]).await.failed(3, "unauthenticated");
 }
 
@@ -350,6 +374,39 @@ async fn an_event_reaches_the_agenda_and_an_invitation_is_answered_and_tallied()
         "{}",
         hers.stdout
     );
+
+    // An all-day event of Tokyo's days, seen from Madrid (where its instants start the day
+    // before, at 17:00): its own dates, not the instants.
+    alice
+        .run(&[
+            "event",
+            "create",
+            "--title",
+            "Offsite",
+            "--all-day",
+            "--start",
+            "2026-06-22",
+            "--end",
+            "2026-06-24",
+            "--time-zone",
+            "Asia/Tokyo",
+        ])
+        .await
+        .ok();
+    let days = alice
+        .run(&["agenda", "--from", "2026-06-20", "--to", "2026-06-27"])
+        .await
+        .ok();
+    let row = days
+        .stdout
+        .lines()
+        .find(|line| line.contains("Offsite"))
+        .unwrap_or_else(|| panic!("the all-day event: {}", days.stdout));
+    assert!(
+        row.starts_with("Mon 2026-06-22 (all day, 2 days)"),
+        "{}",
+        days.stdout
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -381,6 +438,14 @@ async fn every_error_is_one_line_on_stderr_with_its_exit_code() {
         .await
         .failed(2, "usage");
     alice.run(&["no-such-command"]).await.failed(2, "usage");
+    // A command without its subcommand is a usage error too, not a success.
+    alice.run(&["kv"]).await.failed(2, "usage");
+    alice.run(&["event"]).await.failed(2, "usage");
+    // A range past the last date the client can count to is refused, not a panic.
+    alice
+        .run(&["agenda", "--from", "+262142-12-31"])
+        .await
+        .failed(2, "usage");
     alice
         .run(&["agenda", "--from", "yesterday"])
         .await
@@ -494,25 +559,35 @@ async fn operators_read_and_write_keys_and_see_every_shard() {
         .ok();
     assert_eq!(got.stdout, "2\n");
 
-    let status = run(operator(&["cluster", "status"])).await.ok();
+    // Every shard led and one leader each, at one instant: an election on a busy machine may
+    // briefly leave a shard without one, so it is asked until it holds.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        let status = run(operator(&["cluster", "status"])).await.ok();
+        let settled = status
+            .stdout
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .contains("every shard led: true")
+            && status.stdout.matches(" leader ").count() == 4;
+        if settled {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "never settled: {}",
+            status.stdout
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
     let lines: Vec<&str> = status.stdout.lines().collect();
-    assert!(
-        lines[0].contains("every shard led: true"),
-        "{}",
-        status.stdout
-    );
     assert!(lines[1].starts_with("SHARD"), "{}", status.stdout);
     // Four shards of three replicas each.
     assert_eq!(lines.len(), 2 + 4 * 3, "{}", status.stdout);
     for name in ["events-a-m", "events-n-z", "groups", "users"] {
         assert!(status.stdout.contains(name), "{name}: {}", status.stdout);
     }
-    assert_eq!(
-        status.stdout.matches(" leader ").count(),
-        4,
-        "{}",
-        status.stdout
-    );
     let json = run(operator(&["cluster", "status", "--json"]))
         .await
         .ok()
@@ -602,17 +677,84 @@ impl Drop for Running {
     }
 }
 
+/// A TCP relay to one server that can be closed (its connections cut, new ones dropped at
+/// once) and opened again: what a client sees of a server that goes away and comes back.
+struct Relay {
+    url: String,
+    open: Arc<AtomicBool>,
+    connections: Arc<Mutex<Vec<tokio::task::AbortHandle>>>,
+}
+
+impl Relay {
+    async fn start(target: String) -> Relay {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let open = Arc::new(AtomicBool::new(true));
+        let connections = Arc::new(Mutex::new(Vec::new()));
+        let (accepting, kept) = (open.clone(), connections.clone());
+        tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                if !accepting.load(Ordering::SeqCst) {
+                    continue; // dropped: the connection closes at once
+                }
+                let target = target.clone();
+                let relay = tokio::spawn(async move {
+                    if let Ok(mut outbound) = tokio::net::TcpStream::connect(&target).await {
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                    }
+                });
+                kept.lock().unwrap().push(relay.abort_handle());
+            }
+        });
+        Relay {
+            url,
+            open,
+            connections,
+        }
+    }
+
+    fn close(&self) {
+        self.open.store(false, Ordering::SeqCst);
+        for connection in self.connections.lock().unwrap().drain(..) {
+            connection.abort();
+        }
+    }
+
+    fn reopen(&self) {
+        self.open.store(true, Ordering::SeqCst);
+    }
+
+    fn ws_url(&self) -> String {
+        format!("{}/v1/ws", self.url.replace("http://", "ws://"))
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn watch_prints_changes_live_and_resumes_on_another_server_after_its_own_stops() {
-    let mut cluster = cluster().await;
+async fn watch_prints_changes_live_and_resumes_after_a_gap_without_a_loss_or_a_repeat() {
+    let cluster = cluster().await;
     let scratch = Scratch::new("watch");
     let alice = scratch.person("alice", &cluster);
     alice.sign_up("UTC").await;
 
+    // The watch reaches two servers through relays, which the test cuts and restores.
+    let urls = http_urls(&cluster);
+    let relays = [
+        Relay::start(urls[0].replace("http://", "")).await,
+        Relay::start(urls[1].replace("http://", "")).await,
+    ];
     let mut watch = Running(
-        command(&alice.config, &["watch"])
-            .spawn()
-            .expect("watch starts"),
+        command(
+            &alice.config,
+            &[
+                "watch",
+                "--server",
+                &relays[0].url,
+                "--server",
+                &relays[1].url,
+            ],
+        )
+        .spawn()
+        .expect("watch starts"),
     );
     let mut stdout = Lines::read(watch.0.stdout.take().expect("stdout"));
     let mut stderr = Lines::read(watch.0.stderr.take().expect("stderr"));
@@ -630,28 +772,229 @@ async fn watch_prints_changes_live_and_resumes_on_another_server_after_its_own_s
         .await;
     assert!(first.starts_with("user:alice "), "{first}");
 
-    // Stop the server the watch is connected to: it reconnects to another one and resumes.
+    // No server takes the watch back while "Second" is made: it can only come from the
+    // resumed subscription.
+    for relay in &relays {
+        relay.close();
+    }
+    stderr
+        .wait_for(patience, |line| line.starts_with("disconnected from "))
+        .await;
+    create(&alice, "Second").await.ok();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(stdout.count(|line| line.contains("\"Second\"")), 0);
+    // Back on the other server.
+    let other = if connected.ends_with(&relays[0].ws_url()) {
+        &relays[1]
+    } else {
+        &relays[0]
+    };
+    other.reopen();
+    let reconnected = stderr
+        .wait_for(patience, |line| line.starts_with("connected to "))
+        .await;
+    assert_eq!(reconnected, format!("connected to {}", other.ws_url()));
+    stdout
+        .wait_for(patience, |line| line.contains("\"Second\""))
+        .await;
+
+    // A title cannot forge a line: its newline is printed escaped.
+    create(&alice, "Third\nuser:alice 1:1 event forged")
+        .await
+        .ok();
+    let third = stdout
+        .wait_for(patience, |line| line.contains("\"Third"))
+        .await;
+    assert!(
+        third.contains("\"Third\\nuser:alice 1:1 event forged\""),
+        "{third}"
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(stdout.count(|line| line.starts_with("user:alice 1:1 ")), 0);
+    for title in ["\"First\"", "\"Second\""] {
+        assert_eq!(
+            stdout.count(|line| line.contains(title)),
+            1,
+            "{title}: resumed after the last change seen, nothing missed or twice"
+        );
+    }
+    assert!(
+        watch.0.try_wait().expect("try_wait").is_none(),
+        "still watching"
+    );
+}
+
+/// Starts `args` (a watch) and waits for its `connected to URL` line: the process, its
+/// stderr, and that line.
+async fn connected_watch(config: &Path, args: &[&str]) -> (Running, Lines, String) {
+    let mut watch = Running(command(config, args).spawn().expect("watch starts"));
+    let mut stderr = Lines::read(watch.0.stderr.take().expect("stderr"));
+    let connected = stderr
+        .wait_for(Duration::from_secs(30), |line| {
+            line.starts_with("connected to ")
+        })
+        .await;
+    (watch, stderr, connected)
+}
+
+/// Stops the server that a `connected to URL` line names.
+async fn stop_the_one(cluster: &mut TestCluster, connected: &str) {
     let url = connected.trim_start_matches("connected to ");
     let stopped = (1..=3u64)
         .find(|id| cluster.ws_url(*id) == url)
         .unwrap_or_else(|| panic!("connected to a server of the cluster: {url}"));
     cluster.stop(stopped).await;
-    create(&alice, "Second").await.ok();
-    stdout
-        .wait_for(patience, |line| line.contains("\"Second\""))
+}
+
+/// The error line an ended command printed on stderr, asserting it printed only one.
+async fn the_one_error_line(stderr: &mut Lines, patience: Duration) -> String {
+    let last = stderr
+        .wait_for(patience, |line| line.starts_with("error"))
         .await;
-    let reconnected = stderr
+    // Everything it printed has been read once the pipe's reader saw its end.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let errors = stderr.count(|line| line.starts_with("error"));
+    assert_eq!(errors, 1, "one error line: {:#?}", stderr.seen);
+    last
+}
+
+/// Waits for a process's end, at most `patience`; its exit code.
+async fn exit_code(child: &mut Child, patience: Duration) -> i32 {
+    let deadline = Instant::now() + patience;
+    loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            return status.code().expect("an exit code, not a signal");
+        }
+        assert!(
+            Instant::now() < deadline,
+            "still running after {patience:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_ends_when_its_reader_goes_away_or_its_session_is_refused() {
+    let mut cluster = cluster().await;
+    let scratch = Scratch::new("watch-ends");
+    let alice = scratch.person("alice", &cluster);
+    alice.sign_up("UTC").await;
+    let patience = Duration::from_secs(30);
+
+    // `watch | head -1`: once the reader is gone, the next change ends the watch (exit 0).
+    let mut headless = Running(command(&alice.config, &["watch"]).spawn().unwrap());
+    drop(headless.0.stdout.take());
+    let mut stderr = Lines::read(headless.0.stderr.take().expect("stderr"));
+    stderr
         .wait_for(patience, |line| line.starts_with("connected to "))
         .await;
-    assert_ne!(reconnected, connected, "another server");
-    assert_eq!(
-        stdout.count(|line| line.contains("\"First\"")),
-        1,
-        "resumed after the last change seen: nothing twice"
-    );
+    create(&alice, "Unread").await.ok();
+    assert_eq!(exit_code(&mut headless.0, patience).await, 0);
+
+    // With a token and no --server, the stored session's servers (not demo's ports).
+    let (operator, _, connected) =
+        connected_watch(&alice.config, &["watch", "--token", TOKEN, "kv:us/"]).await;
+    let url = connected.trim_start_matches("connected to ");
+    assert!(cluster.ws_urls().iter().any(|ws| ws == url), "{url}");
+    drop(operator);
+
+    // A session ended elsewhere: the watch's next connection is refused, and it says so once
+    // and ends (exit 3) instead of retrying for ever.
+    let (mut watch, mut stderr, connected) = connected_watch(&alice.config, &["watch"]).await;
+    alice.run(&["logout"]).await.ok();
+    stop_the_one(&mut cluster, &connected).await;
+    assert_eq!(exit_code(&mut watch.0, patience).await, 3);
+    let last = the_one_error_line(&mut stderr, patience).await;
     assert!(
-        watch.0.try_wait().expect("try_wait").is_none(),
-        "still watching"
+        last.starts_with("error: unauthorized: ") || last.starts_with("error: unauthenticated: "),
+        "{last}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_ends_when_its_only_channel_is_refused_on_reconnection() {
+    let mut cluster = cluster().await;
+    let scratch = Scratch::new("watch-forbidden");
+    let alice = scratch.person("alice", &cluster);
+    let bob = scratch.person("bob", &cluster);
+    alice.sign_up("UTC").await;
+    bob.sign_up("UTC").await;
+    alice
+        .run(&["group", "create", "team", "--name", "Team"])
+        .await
+        .ok();
+    alice.run(&["group", "add", "team", "bob"]).await.ok();
+    let patience = Duration::from_secs(30);
+
+    let (mut watch, mut stderr, connected) =
+        connected_watch(&bob.config, &["watch", "group:team"]).await;
+    // bob leaves the group: the next server refuses his subscription, the watch's only one.
+    alice.run(&["group", "remove", "team", "bob"]).await.ok();
+    stop_the_one(&mut cluster, &connected).await;
+    assert_eq!(exit_code(&mut watch.0, patience).await, 4);
+    let last = the_one_error_line(&mut stderr, patience).await;
+    assert!(
+        last.starts_with("error: forbidden: group:team: ")
+            && last.ends_with("no channel is left to watch"),
+        "{last}"
+    );
+}
+
+#[test]
+fn ctrl_c_at_the_password_prompt_puts_the_terminal_back() {
+    // `script` (util-linux) gives the command a terminal; the shell after it (which survives
+    // the Ctrl-C through its trap) prints the exit code and the terminal's settings.
+    let scratch = Scratch::new("ctrl-c");
+    let shell = scratch.0.join("login.sh");
+    std::fs::write(
+        &shell,
+        format!(
+            "trap 'echo interrupted' INT\n\
+             XDG_CONFIG_HOME={} {} login alice --server http://127.0.0.1:1\n\
+             echo exit=$?\n\
+             stty -a\n",
+            scratch.0.display(),
+            env!("CARGO_BIN_EXE_server")
+        ),
+    )
+    .unwrap();
+    let mut script = Running(
+        Command::new("script")
+            .args(["-qec", &format!("sh {}", shell.display()), "/dev/null"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("script (util-linux) runs"),
+    );
+    let printed = Arc::new(Mutex::new(Vec::new()));
+    let mut stdout = script.0.stdout.take().expect("stdout");
+    let kept = printed.clone();
+    std::thread::spawn(move || {
+        let mut buffer = [0u8; 4096];
+        while let Ok(read @ 1..) = std::io::Read::read(&mut stdout, &mut buffer) {
+            kept.lock().unwrap().extend_from_slice(&buffer[..read]);
+        }
+    });
+    let text = || String::from_utf8_lossy(&printed.lock().unwrap()).into_owned();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !text().contains("Password:") {
+        assert!(Instant::now() < deadline, "no prompt: {:?}", text());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let mut stdin = script.0.stdin.take().expect("stdin");
+    stdin.write_all(b"\x03").unwrap();
+    stdin.flush().unwrap();
+    while !text().contains("speed") {
+        assert!(Instant::now() < deadline, "no settings: {:?}", text());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let text = text();
+    assert!(text.contains("exit=130"), "{text:?}");
+    let flags: Vec<&str> = text.split_whitespace().collect();
+    assert!(
+        flags.contains(&"echo") && !flags.contains(&"-echo"),
+        "the echo is back on: {text:?}"
     );
 }
 
@@ -738,19 +1081,17 @@ async fn after_an_unknown_outcome_only_reads_and_idempotent_writes_go_to_the_nex
     assert!(sent(&second).is_empty(), "never sent twice");
 
     // A creation carries its idempotency key: the second server gets the same one.
-    alice
-        .run(&[
-            "event",
-            "create",
-            "--title",
-            "X",
-            "--start",
-            "2026-06-01T10:00",
-            "--end",
-            "2026-06-01T11:00",
-        ])
-        .await
-        .failed(1, "unavailable");
+    let creation = [
+        "event",
+        "create",
+        "--title",
+        "X",
+        "--start",
+        "2026-06-01T10:00",
+        "--end",
+        "2026-06-01T11:00",
+    ];
+    let failed = alice.run(&creation).await.failed(1, "unavailable");
     let key = |head: &str| -> String {
         head.lines()
             .find_map(|line| {
@@ -764,6 +1105,53 @@ async fn after_an_unknown_outcome_only_reads_and_idempotent_writes_go_to_the_nex
     assert_eq!((tried_first.len(), tried_second.len()), (1, 1));
     assert_eq!(key(&tried_first[0]), key(&tried_second[0]));
     assert!(key(&tried_first[0]).len() >= 16);
+    // The failure names the key, and a command given it sends it: a script retries safely.
+    assert!(
+        failed.stderr.contains(&format!(
+            "(retry with --idempotency-key {})",
+            key(&tried_first[0])
+        )),
+        "{}",
+        failed.stderr
+    );
+    let again = alice
+        .run(&[&creation[..], &["--idempotency-key", "my-key-1"]].concat())
+        .await
+        .failed(1, "unavailable");
+    assert!(
+        again
+            .stderr
+            .contains("(retry with --idempotency-key my-key-1)"),
+        "{}",
+        again.stderr
+    );
+    assert_eq!(key(&sent(&first)[0]), "my-key-1");
+    assert_eq!(key(&sent(&second)[0]), "my-key-1");
+    let txn = alice
+        .run(&[
+            "kv",
+            "txn",
+            r#"{"success":[]}"#,
+            "--token",
+            "t",
+            "--request-id",
+            "my-request-1",
+        ])
+        .await
+        .failed(1, "unavailable");
+    assert!(
+        txn.stderr
+            .contains("(retry with --request-id my-request-1)"),
+        "{}",
+        txn.stderr
+    );
+    for head in sent(&first).iter().chain(&sent(&second)) {
+        assert!(
+            head.to_ascii_lowercase()
+                .contains("request-id: my-request-1"),
+            "{head}"
+        );
+    }
 
     // A read goes to the next server too.
     alice

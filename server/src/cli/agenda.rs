@@ -108,6 +108,10 @@ pub(super) struct EventCreate {
     /// A user or `group:ID` to invite; repeat, or separate with commas.
     #[arg(long = "attendee", value_delimiter = ',')]
     attendees: Vec<String>,
+    /// The idempotency key to send (default: a random one): run the command again with the
+    /// key its failure printed, and the event is made at most once.
+    #[arg(long)]
+    idempotency_key: Option<String>,
 }
 
 /// Which occurrences a change or a deletion covers.
@@ -327,21 +331,43 @@ impl Session {
 
 /// Reads a password: one line of stdin. On a terminal (without `--password-stdin`) it prompts
 /// on stderr first and turns the terminal's echo off while the password is typed, through
-/// `stty` (no terminal code of its own; where `stty` is missing the password is echoed).
-fn read_password(password_stdin: bool) -> Result<String, CliError> {
-    let stdin = std::io::stdin();
-    let _quiet = if !password_stdin && stdin.is_terminal() {
+/// `stty` (no terminal code of its own; where `stty` is missing the password is echoed). The
+/// terminal's settings are saved first (`stty -g`) and put back when the line is read, and on
+/// Ctrl-C too (the command then exits 130, as a shell reports an interrupted one).
+async fn read_password(password_stdin: bool) -> Result<String, CliError> {
+    let read = || -> Result<String, CliError> {
+        let mut line = String::new();
+        std::io::stdin()
+            .lock()
+            .read_line(&mut line)
+            .map_err(|error| {
+                CliError::usage(format!("reading the password from stdin: {error}"))
+            })?;
+        Ok(line)
+    };
+    let line = if !password_stdin && std::io::stdin().is_terminal() {
+        use tokio::signal::unix::{SignalKind, signal};
+        // Listening before the echo goes off: a Ctrl-C from then on is ours to handle.
+        let mut interrupt = signal(SignalKind::interrupt())
+            .map_err(|error| CliError::other("signal", format!("listening for Ctrl-C: {error}")))?;
+        // The echo goes off before the prompt shows: what is typed after it is never echoed.
+        let quiet = NoEcho::start();
         eprint!("Password: ");
         let _ = std::io::stderr().flush();
-        Some(NoEcho::start())
+        let reading = tokio::task::spawn_blocking(read);
+        tokio::select! {
+            line = reading => {
+                drop(quiet);
+                line.map_err(|error| CliError::other("internal", error.to_string()))??
+            }
+            _ = interrupt.recv() => {
+                drop(quiet);
+                std::process::exit(130);
+            }
+        }
     } else {
-        None
+        read()?
     };
-    let mut line = String::new();
-    stdin
-        .lock()
-        .read_line(&mut line)
-        .map_err(|error| CliError::usage(format!("reading the password from stdin: {error}")))?;
     let password = line.trim_end_matches(['\n', '\r']).to_owned();
     if password.is_empty() {
         return Err(CliError::usage("no password on stdin"));
@@ -349,39 +375,52 @@ fn read_password(password_stdin: bool) -> Result<String, CliError> {
     Ok(password)
 }
 
-/// The terminal's echo, off from `start` until dropped.
-struct NoEcho;
+/// The terminal's echo, off from `start` until dropped, when the settings saved before are
+/// put back.
+struct NoEcho {
+    saved: Option<String>,
+}
 
 impl NoEcho {
     fn start() -> NoEcho {
-        stty("-echo");
-        NoEcho
+        let saved = stty(&["-g"]).filter(|saved| !saved.is_empty());
+        stty(&["-echo"]);
+        NoEcho { saved }
     }
 }
 
 impl Drop for NoEcho {
     fn drop(&mut self) {
-        stty("echo");
+        match &self.saved {
+            Some(saved) => stty(&[saved.as_str()]),
+            None => stty(&["echo"]),
+        };
         // The Enter that ended the password was not echoed either.
         eprintln!();
     }
 }
 
-/// Runs `stty` on the terminal that is stdin; a failure only leaves the echo as it was.
-fn stty(setting: &str) {
-    let _ = std::process::Command::new("stty")
-        .arg(setting)
+/// Runs `stty` on the terminal that is stdin and answers what it printed; a failure only
+/// leaves the terminal as it was.
+fn stty(arguments: &[&str]) -> Option<String> {
+    let output = std::process::Command::new("stty")
+        .args(arguments)
         .stdin(std::process::Stdio::inherit())
-        .stdout(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())
-        .status();
+        .output()
+        .ok()?;
+    output
+        .status
+        .success()
+        .then(|| String::from_utf8_lossy(&output.stdout).trim().to_owned())
 }
 
 pub(super) async fn register(
     options: &ClientOptions,
     command: RegisterArgs,
 ) -> Result<(), CliError> {
-    let password = read_password(command.password_stdin)?;
+    let password = read_password(command.password_stdin).await?;
     let http = Http::new(options.endpoints_without_session()?);
     let mut body = json!({"name": command.name, "password": password});
     if let Some(display_name) = &command.display_name {
@@ -408,7 +447,7 @@ pub(super) async fn register(
 
 pub(super) async fn login(options: &ClientOptions, command: LoginArgs) -> Result<(), CliError> {
     let path = options.credentials_path()?;
-    let password = read_password(command.password_stdin)?;
+    let password = read_password(command.password_stdin).await?;
     let http = Http::new(options.endpoints_without_session()?);
     let body = json!({"name": command.name, "password": password});
     let session = http
@@ -426,6 +465,13 @@ pub(super) async fn login(options: &ClientOptions, command: LoginArgs) -> Result
         servers: http.servers().iter().map(|server| server.url()).collect(),
         expires_ms: session["expires_ms"].as_i64().unwrap_or(0),
     };
+    // The session this file held is ended before the file forgets it (best effort: it may
+    // have ended already, or the file may not parse), so that no forgotten token lives on.
+    if let Ok(Some(previous)) = credentials::load_to_discard(&path)
+        && previous.token != credentials.token
+    {
+        let _ = end_session(&http, &previous.token).await;
+    }
     credentials::store(&path, &credentials)?;
     if options.json {
         output::reply(&session);
@@ -441,21 +487,35 @@ pub(super) async fn login(options: &ClientOptions, command: LoginArgs) -> Result
 
 pub(super) async fn logout(options: &ClientOptions) -> Result<(), CliError> {
     let path = options.credentials_path()?;
-    let session = Session::open(options)?;
-    let call = Call::write(Method::DELETE, "/v1/sessions/current");
-    match session.send(call).await {
-        Ok(_) => {}
+    // A file that others could read is read all the same: ending its session and removing
+    // it is what to do with it.
+    let Some(stored) = credentials::load_to_discard(&path)? else {
+        return Err(CliError::new(
+            Exit::Unauthenticated,
+            "unauthenticated",
+            format!("not logged in (no {})", path.display()),
+        ));
+    };
+    let http = Http::new(options.endpoints(Some(&stored))?);
+    match end_session(&http, &stored.token).await {
+        Ok(()) => {}
         // The session had already ended (expired, revoked, a new password): forget it too.
         Err(error) if error.code() == "unauthenticated" => {}
         Err(error) => return Err(error),
     }
     credentials::remove(&path)?;
     if options.json {
-        output::json(&json!({"user": session.credentials.user, "logged_out": true}));
+        output::json(&json!({"user": stored.user, "logged_out": true}));
     } else {
-        output::line(&format!("logged out {}", session.credentials.user));
+        output::line(&format!("logged out {}", stored.user));
     }
     Ok(())
+}
+
+/// Ends the session of `token` on the servers (at once, on every one).
+async fn end_session(http: &Http, token: &str) -> Result<(), CliError> {
+    let call = Call::write(Method::DELETE, "/v1/sessions/current").token(token);
+    http.json(&call).await.map(drop)
 }
 
 /// The instants of a range, as RFC 3339 for the API.
@@ -473,7 +533,9 @@ async fn resolve(
     };
     let to = match &range.to {
         Some(text) => instant(session, "--to", text).await?,
-        None => week_after(from),
+        None => week_after(from).ok_or_else(|| {
+            CliError::usage("--from is too far in the future for a range of 7 days after it")
+        })?,
     };
     if to <= from {
         return Err(CliError::usage("--to must be after --from"));
@@ -505,9 +567,11 @@ impl Start {
 }
 
 /// A week later on the wall clock, so that a week over a change of daylight saving time still
-/// ends at the time of day it started.
-fn week_after(from: DateTime<Tz>) -> DateTime<Tz> {
-    local(from.timezone(), from.naive_local() + Days::days(7)).unwrap_or(from + Days::days(7))
+/// ends at the time of day it started; `None` past the last time chrono can hold.
+fn week_after(from: DateTime<Tz>) -> Option<DateTime<Tz>> {
+    let week = Days::days(7);
+    let wall = from.naive_local().checked_add_signed(week)?;
+    local(from.timezone(), wall).or_else(|| from.checked_add_signed(week))
 }
 
 fn now_in(zone: Tz) -> DateTime<Tz> {
@@ -522,8 +586,8 @@ fn now_in(zone: Tz) -> DateTime<Tz> {
 /// A wall-clock time of `zone` as an instant: the earlier one in a fold, the time after a gap.
 fn local(zone: Tz, wall: NaiveDateTime) -> Option<DateTime<Tz>> {
     zone.from_local_datetime(&wall).earliest().or_else(|| {
-        zone.from_local_datetime(&(wall + Days::hours(1)))
-            .earliest()
+        let later = wall.checked_add_signed(Days::hours(1))?;
+        zone.from_local_datetime(&later).earliest()
     })
 }
 
@@ -581,7 +645,7 @@ pub(super) async fn agenda(options: &ClientOptions, range: &Range) -> Result<(),
                 field(entry, "response")
             };
             table.row(vec![
-                output::span(&field(entry, "start"), &field(entry, "end")),
+                when(entry),
                 field(entry, "title"),
                 field(entry, "location"),
                 field(entry, "owner"),
@@ -592,6 +656,25 @@ pub(super) async fn agenda(options: &ClientOptions, range: &Range) -> Result<(),
         table.print_or(&format!("nothing from {from} to {to}"));
     });
     Ok(())
+}
+
+/// When an agenda entry happens: an all-day occurrence by its date in the event's own zone
+/// (`Mon 2026-06-01 (all day)`, or `(all day, 3 days)`), which a calendar shows whatever the
+/// reader's zone; a timed one as the span of its instants in the reader's zone.
+fn when(entry: &Value) -> String {
+    if entry["all_day"] != true {
+        return output::span(&field(entry, "start"), &field(entry, "end"));
+    }
+    let day = output::local_time(&field(entry, "day"));
+    let length = match (entry["start_ms"].as_i64(), entry["end_ms"].as_i64()) {
+        (Some(start), Some(end)) => (end.saturating_sub(start) as f64 / 86_400_000.0).round(),
+        _ => 1.0,
+    };
+    if length > 1.0 {
+        format!("{day} (all day, {length} days)")
+    } else {
+        format!("{day} (all day)")
+    }
 }
 
 pub(super) async fn event(options: &ClientOptions, command: EventCommand) -> Result<(), CliError> {
@@ -655,12 +738,20 @@ async fn create_event(session: &Session, create: EventCreate) -> Result<(), CliE
         ],
     );
     // The key makes the creation safe to send again: a retry after a lost answer or a 503
-    // gets the event the first attempt made (docs/agenda-api.md).
+    // gets the event the first attempt made (docs/agenda-api.md), whether the retry is this
+    // command's next server or a new command given the same key.
+    let key = match create.idempotency_key {
+        Some(key) => key,
+        None => random_id()?,
+    };
     let call = Call::write(Method::POST, "/v1/events")
         .json(&body)
-        .header("idempotency-key", random_id()?)
+        .header("idempotency-key", key.clone())
         .safe();
-    let event = session.send(call).await?;
+    let event = session
+        .send(call)
+        .await
+        .map_err(|error| error.retry_with("--idempotency-key", &key))?;
     session.show(&event, |event| {
         output::line(&format!("created {}", field(event, "id")));
         print_event(event);
@@ -1107,9 +1198,30 @@ mod tests {
         let fold = local(madrid, wall("2026-10-25T02:30")).unwrap();
         assert_eq!(rfc3339(fold), "2026-10-25T02:30:00+02:00");
         let monday = local(madrid, wall("2026-03-23T00:00")).unwrap();
-        assert_eq!(rfc3339(week_after(monday)), "2026-03-30T00:00:00+02:00");
+        assert_eq!(
+            rfc3339(week_after(monday).unwrap()),
+            "2026-03-30T00:00:00+02:00"
+        );
+        // The last day chrono holds has no week after it: no panic, `None`.
+        let last = local(Tz::UTC, wall("+262142-12-31T00:00")).unwrap();
+        assert_eq!(week_after(last), None);
         let utc = local(Tz::UTC, wall("2026-06-01T00:00")).unwrap();
         assert_eq!(rfc3339(utc), "2026-06-01T00:00:00Z");
+    }
+
+    #[test]
+    fn an_all_day_occurrence_shows_its_own_date_and_length() {
+        let one = json!({"all_day": true, "day": "2026-06-01",
+            "start": "2026-05-31T18:00:00-04:00", "end": "2026-06-01T18:00:00-04:00",
+            "start_ms": 1_780_264_800_000_i64, "end_ms": 1_780_351_200_000_i64});
+        assert_eq!(when(&one), "Mon 2026-06-01 (all day)");
+        // Three days over a change of daylight saving time: 71 hours, still three days.
+        let three = json!({"all_day": true, "day": "2026-10-24",
+            "start_ms": 0, "end_ms": 71 * 3_600_000_i64});
+        assert_eq!(when(&three), "Sat 2026-10-24 (all day, 3 days)");
+        let timed = json!({"all_day": false,
+            "start": "2026-06-01T10:00:00+02:00", "end": "2026-06-01T11:00:00+02:00"});
+        assert_eq!(when(&timed), "Mon 2026-06-01 10:00-11:00");
     }
 
     #[test]
@@ -1118,6 +1230,6 @@ mod tests {
         assert_eq!(start.weekday(), chrono::Weekday::Mon);
         assert_eq!(start.naive_local().time(), chrono::NaiveTime::MIN);
         let now = now_in(Tz::UTC);
-        assert!(start <= now && now < week_after(start));
+        assert!(start <= now && now < week_after(start).unwrap());
     }
 }

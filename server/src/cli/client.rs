@@ -19,6 +19,9 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 /// How long an answer may take once the request is sent: above the servers' request timeout
 /// (10 s by default, after which a server answers 503 itself).
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a command's requests may take in all, every server and attempt included: past
+/// it the command fails (`unavailable`) instead of trying further.
+const COMMAND_DEADLINE: Duration = Duration::from_secs(60);
 /// The largest answer read (an agenda of a year of occurrences is a few MiB).
 const ANSWER_BYTES_MAX: usize = 64 * 1024 * 1024;
 
@@ -252,15 +255,27 @@ enum Failure {
     Invalid(CliError),
 }
 
-/// The servers, tried in turn.
+/// The servers, tried in turn, until the command's deadline.
 #[derive(Clone, Debug)]
 pub(super) struct Http {
     servers: Vec<Endpoint>,
+    budget: Duration,
+    deadline: tokio::time::Instant,
 }
 
 impl Http {
+    /// The servers of one command: its requests share [`COMMAND_DEADLINE`] from now.
     pub(super) fn new(servers: Vec<Endpoint>) -> Http {
-        Http { servers }
+        Http::within(servers, COMMAND_DEADLINE)
+    }
+
+    /// The servers, for requests that share `budget` from now.
+    fn within(servers: Vec<Endpoint>, budget: Duration) -> Http {
+        Http {
+            servers,
+            budget,
+            deadline: tokio::time::Instant::now() + budget,
+        }
     }
 
     pub(super) fn servers(&self) -> &[Endpoint] {
@@ -292,8 +307,28 @@ impl Http {
     }
 
     /// Sends `call` to the servers in turn until one answers (and, for a safe call, answers
-    /// something other than 503); the answer whatever its status.
+    /// something other than 503), within the command's deadline; the answer whatever its
+    /// status.
     pub(super) async fn answer(&self, call: &Call) -> Result<Answer, CliError> {
+        match tokio::time::timeout_at(self.deadline, self.answer_in_turn(call)).await {
+            Ok(result) => result,
+            Err(_) => {
+                let outcome = match (call.retry, call.method == Method::GET) {
+                    (_, true) => "",
+                    (Retry::Safe, false) => "; the request may be sent again",
+                    (Retry::Unsafe, false) => {
+                        "; the change may or may not have been made: check before trying again"
+                    }
+                };
+                Err(CliError::other(
+                    "unavailable",
+                    format!("no answer within {:?}{outcome}", self.budget),
+                ))
+            }
+        }
+    }
+
+    async fn answer_in_turn(&self, call: &Call) -> Result<Answer, CliError> {
         let mut unavailable = None;
         let mut failures = Vec::new();
         for endpoint in &self.servers {
@@ -416,6 +451,32 @@ mod tests {
             let error = Endpoint::parse(bad).unwrap_err();
             assert_eq!(error.code(), "usage", "{bad}");
         }
+    }
+
+    #[tokio::test]
+    async fn a_command_gives_up_at_its_deadline_whatever_the_servers_and_attempts() {
+        // A server that takes connections and never answers: each attempt alone would wait
+        // 30 s, three of them 90 s.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((stream, _)) = listener.accept().await {
+                held.push(stream);
+            }
+        });
+        let servers = vec![Endpoint::parse(&url).unwrap(); 3];
+        let http = Http::within(servers, Duration::from_millis(300));
+        let started = std::time::Instant::now();
+        let error = http.answer(&Call::get("/v1/me")).await.unwrap_err();
+        assert!(started.elapsed() < Duration::from_secs(5));
+        assert_eq!(error.to_string(), "unavailable: no answer within 300ms");
+        let write = Call::write(Method::DELETE, "/v1/sessions/current");
+        let error = http.answer(&write).await.unwrap_err();
+        assert!(
+            error.to_string().contains("may or may not have been made"),
+            "{error}"
+        );
     }
 
     #[test]

@@ -2,12 +2,13 @@
 //! owner may read or write. It is written whole to a temporary file made with mode 0600 in the
 //! same directory (itself made 0700) and renamed into place, so no reader ever sees a partial
 //! file nor a moment of wider permissions. A file that its group or others may read is refused
-//! rather than used: the token in it may already have leaked, and silently tightening it would
-//! hide that.
+//! rather than used (as is one in a directory that they may write to): the token in it may
+//! already have leaked, and silently tightening it would hide that. The file is opened once
+//! and its permissions checked on the open handle.
 
 use super::error::{CliError, Exit};
 use serde::{Deserialize, Serialize};
-use std::io::Write;
+use std::io::{Read, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
@@ -48,33 +49,97 @@ pub(super) fn path(given: Option<&Path>) -> Result<PathBuf, CliError> {
 /// Reads the stored session; `None` if there is no file.
 ///
 /// # Errors
-/// The file is readable or writable by its group or others, or it does not parse.
+/// The file (or its directory) may be read or changed by its group or others, or it does
+/// not parse.
 pub(super) fn load(path: &Path) -> Result<Option<Credentials>, CliError> {
-    let metadata = match std::fs::metadata(path) {
-        Ok(metadata) => metadata,
+    read(path, Check::Private)
+}
+
+/// Reads the stored session even from a file that others may read: only for `logout`, which
+/// ends the session on the servers and removes the file — what anyone who found the file
+/// shared should do.
+pub(super) fn load_to_discard(path: &Path) -> Result<Option<Credentials>, CliError> {
+    read(path, Check::Any)
+}
+
+/// Whether a shared file is refused.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Check {
+    Private,
+    Any,
+}
+
+fn read(path: &Path, check: Check) -> Result<Option<Credentials>, CliError> {
+    // Opened once, and the permissions checked on the open file: what is read is what was
+    // checked, even if the path is replaced meanwhile.
+    let mut file = match std::fs::File::open(path) {
+        Ok(file) => file,
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(error) => return Err(file_error(path, "reading", &error)),
     };
-    let mode = metadata.permissions().mode() & 0o777;
-    if mode & 0o077 != 0 {
-        return Err(CliError::other(
-            "insecure_credentials",
-            format!(
-                "{} may be read or changed by others (mode {mode:03o}): it is not used; \
-                 run `chmod 600 {}` if nobody else could have read it, else log in again",
-                path.display(),
-                path.display()
-            ),
-        ));
+    if check == Check::Private {
+        let metadata = file
+            .metadata()
+            .map_err(|error| file_error(path, "reading", &error))?;
+        private(path, metadata.permissions().mode())?;
+        let directory = directory(path);
+        let metadata = std::fs::metadata(&directory)
+            .map_err(|error| file_error(&directory, "reading", &error))?;
+        // A sticky directory (`/tmp`) lets nobody else rename or remove the owner's file.
+        let mode = metadata.permissions().mode();
+        if mode & 0o022 != 0 && mode & 0o1000 == 0 {
+            return Err(insecure(
+                &directory,
+                mode,
+                "its group or others may replace the file in it",
+                "chmod 700",
+            ));
+        }
     }
-    let text =
-        std::fs::read_to_string(path).map_err(|error| file_error(path, "reading", &error))?;
+    let mut text = String::new();
+    file.read_to_string(&mut text)
+        .map_err(|error| file_error(path, "reading", &error))?;
     serde_json::from_str(&text).map(Some).map_err(|error| {
         CliError::other(
             "bad_credentials",
             format!("{} does not parse ({error}): log in again", path.display()),
         )
     })
+}
+
+/// Refuses a file that its group or others may read or write.
+fn private(path: &Path, mode: u32) -> Result<(), CliError> {
+    if mode & 0o077 == 0 {
+        return Ok(());
+    }
+    Err(insecure(
+        path,
+        mode,
+        "may be read or changed by others",
+        "chmod 600",
+    ))
+}
+
+fn insecure(path: &Path, mode: u32, why: &str, fix: &str) -> CliError {
+    let mode = mode & 0o777;
+    CliError::other(
+        "insecure_credentials",
+        format!(
+            "{} {why} (mode {mode:03o}): it is not used; run `{fix} {}` if nobody else could \
+             have read it, else `logout` (it ends the session and removes the file) and log in \
+             again",
+            path.display(),
+            path.display()
+        ),
+    )
+}
+
+/// The directory that holds the credentials file.
+fn directory(path: &Path) -> PathBuf {
+    match path.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => parent.to_owned(),
+        _ => PathBuf::from("."),
+    }
 }
 
 /// The stored session, which a command needs.
@@ -90,10 +155,7 @@ pub(super) fn require(path: &Path) -> Result<Credentials, CliError> {
 
 /// Writes the session (see the module's doc for how).
 pub(super) fn store(path: &Path, credentials: &Credentials) -> Result<(), CliError> {
-    let directory = match path.parent() {
-        Some(parent) if !parent.as_os_str().is_empty() => parent.to_owned(),
-        _ => PathBuf::from("."),
-    };
+    let directory = directory(path);
     std::fs::DirBuilder::new()
         .recursive(true)
         .mode(0o700)
@@ -106,6 +168,13 @@ pub(super) fn store(path: &Path, credentials: &Credentials) -> Result<(), CliErr
     let temporary = directory.join(format!(".{name}.{}.tmp", std::process::id()));
     let text = serde_json::to_string_pretty(credentials)
         .map_err(|error| CliError::other("internal", error.to_string()))?;
+    // A temporary file left by a crash of an earlier process with this id would make
+    // `create_new` fail for ever: it is nobody's now.
+    match std::fs::remove_file(&temporary) {
+        Ok(()) => {}
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+        Err(error) => return Err(file_error(&temporary, "removing", &error)),
+    }
     let written = (|| {
         let mut file = std::fs::OpenOptions::new()
             .write(true)
@@ -163,9 +232,23 @@ mod tests {
         let mode = |path: &Path| std::fs::metadata(path).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode(&path), 0o600);
         assert_eq!(mode(path.parent().unwrap()), 0o700);
-        assert_eq!(load(&path).unwrap(), Some(credentials));
+        assert_eq!(load(&path).unwrap(), Some(credentials.clone()));
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o640)).unwrap();
         assert_eq!(load(&path).unwrap_err().code(), "insecure_credentials");
+        // `logout` may still read it, to end the session.
+        assert_eq!(load_to_discard(&path).unwrap(), Some(credentials.clone()));
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        // A directory others may write to: they could swap the file.
+        let parent = path.parent().unwrap();
+        std::fs::set_permissions(parent, std::fs::Permissions::from_mode(0o770)).unwrap();
+        assert_eq!(load(&path).unwrap_err().code(), "insecure_credentials");
+        std::fs::set_permissions(parent, std::fs::Permissions::from_mode(0o700)).unwrap();
+        // A temporary file left by a crash does not stop the next login.
+        let stale = parent.join(format!(".credentials.{}.tmp", std::process::id()));
+        std::fs::write(&stale, "partial").unwrap();
+        store(&path, &credentials).unwrap();
+        assert!(!stale.exists());
+        assert_eq!(load(&path).unwrap(), Some(credentials));
         remove(&path).unwrap();
         assert_eq!(load(&path).unwrap(), None);
         std::fs::remove_dir_all(&directory).unwrap();

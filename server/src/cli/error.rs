@@ -58,6 +58,21 @@ impl CliError {
         &self.code
     }
 
+    /// For a write sent with an idempotency key or a request id whose outcome is unknown (no
+    /// answer, `unavailable`, a server error): names the key, so that the command can be run
+    /// again with it and the servers apply the write at most once. Other errors are final
+    /// and stay as they are.
+    pub(super) fn retry_with(mut self, option: &str, key: &str) -> CliError {
+        let uncertain = matches!(
+            self.code.as_str(),
+            "unavailable" | "unreachable" | "contended" | "internal"
+        ) || self.code.starts_with("http_5");
+        if uncertain {
+            self.message = format!("{} (retry with {option} {key})", self.message);
+        }
+        self
+    }
+
     /// Prints the error as one line (newlines in a message would break that: they become
     /// spaces) and gives the exit code.
     pub(super) fn report(&self) -> ExitCode {
@@ -74,5 +89,21 @@ impl CliError {
 impl std::fmt::Display for CliError {
     fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(formatter, "{}: {}", self.code, self.message)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_an_unknown_outcome_names_the_key_to_retry_with() {
+        let lost = CliError::other("unavailable", "no leader").retry_with("--request-id", "K");
+        assert_eq!(
+            lost.to_string(),
+            "unavailable: no leader (retry with --request-id K)"
+        );
+        let refused = CliError::from_api(400, "invalid", "bad start").retry_with("--x", "K");
+        assert_eq!(refused.to_string(), "invalid: bad start");
     }
 }

@@ -250,17 +250,20 @@ pub(crate) fn main() -> ExitCode {
     }
 }
 
-/// Help and version go to stdout as clap writes them; a usage error is one line on stderr.
+/// Help and version asked for go to stdout as clap writes them (exit 0); a usage error is
+/// one line on stderr (exit 2) — a missing subcommand (`server kv`) too, after the help that
+/// lists them.
 fn usage_error(error: &clap::Error) -> ExitCode {
     use clap::error::ErrorKind;
-    if matches!(
-        error.kind(),
-        ErrorKind::DisplayHelp
-            | ErrorKind::DisplayVersion
-            | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
-    ) {
-        let _ = error.print();
-        return ExitCode::SUCCESS;
+    match error.kind() {
+        ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => {
+            let _ = error.print();
+            return ExitCode::SUCCESS;
+        }
+        ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
+            return CliError::usage("a subcommand is missing (see --help)").report();
+        }
+        _ => {}
     }
     let text = error.render().to_string();
     let first = text

@@ -36,13 +36,26 @@ pub(super) enum KvCommand {
         key: String,
         /// The value (UTF-8 text), or `-` for stdin.
         value: String,
+        #[command(flatten)]
+        once: Once,
     },
     /// Runs a transaction: the JSON body of `POST /v1/txn` (`compare`, `success`,
     /// `failure`), as an argument or on stdin (`-` or nothing).
     Txn {
         /// The transaction as JSON.
         body: Option<String>,
+        #[command(flatten)]
+        once: Once,
     },
+}
+
+/// The request id of a write.
+#[derive(Args, Debug, Clone)]
+pub(super) struct Once {
+    /// The request id to send (default: a random one): run the command again with the id its
+    /// failure printed, and the servers apply the write at most once.
+    #[arg(long)]
+    request_id: Option<String>,
 }
 
 /// `cluster ...`.
@@ -72,15 +85,22 @@ fn read_stdin(what: &str) -> Result<String, CliError> {
     Ok(text)
 }
 
-/// Sends a write with the operator token and a request id: random, so that only this
-/// command's own attempts share it, and the servers apply it once however many arrive — so it
-/// may go to the next server after an unknown outcome.
-async fn write_once(http: &Http, token: &Token, call: Call) -> Result<Reply, CliError> {
+/// Sends a write with the operator token and a request id: the one given, else a random
+/// one, so that only this command's own attempts share it. The servers apply it once however
+/// many arrive, so it may go to the next server after an unknown outcome; a failure with an
+/// unknown outcome names the id to run the command again with.
+async fn write_once(http: &Http, token: &Token, once: Once, call: Call) -> Result<Reply, CliError> {
+    let id = match once.request_id {
+        Some(id) => id,
+        None => format!("cli-{}", random_id()?),
+    };
     let call = call
         .token(token.require()?)
-        .header("request-id", format!("cli-{}", random_id()?))
+        .header("request-id", id.clone())
         .safe();
-    http.json(&call).await
+    http.json(&call)
+        .await
+        .map_err(|error| error.retry_with("--request-id", &id))
 }
 
 fn key_path(key: &str) -> Result<String, CliError> {
@@ -122,14 +142,14 @@ pub(super) async fn kv(
                 output::line(&answer.text());
             }
         }
-        KvCommand::Put { key, value } => {
+        KvCommand::Put { key, value, once } => {
             let value = if value == "-" {
                 read_stdin("the value")?
             } else {
                 value
             };
             let call = Call::write(Method::PUT, key_path(&key)?).text(value);
-            let answer = write_once(&http, token, call).await?;
+            let answer = write_once(&http, token, once, call).await?;
             if options.json {
                 output::reply(&answer);
             } else {
@@ -140,7 +160,7 @@ pub(super) async fn kv(
                 ));
             }
         }
-        KvCommand::Txn { body } => {
+        KvCommand::Txn { body, once } => {
             let body = match body.as_deref() {
                 None | Some("-") => read_stdin("the transaction")?,
                 Some(text) => text.to_owned(),
@@ -149,7 +169,7 @@ pub(super) async fn kv(
                 CliError::usage(format!("the transaction is not JSON: {error}"))
             })?;
             let call = Call::write(Method::POST, "/v1/txn").json(&body);
-            let answer = write_once(&http, token, call).await?;
+            let answer = write_once(&http, token, once, call).await?;
             if options.json {
                 output::reply(&answer);
             } else {

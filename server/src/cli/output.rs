@@ -8,12 +8,37 @@ use chrono_tz::Tz;
 use serde_json::Value;
 use std::io::Write;
 
-/// Prints `text` and a newline on stdout, flushed (`watch` prints as changes come); a write
-/// that fails (the reader went away) is dropped.
+/// Prints `text` and a newline on stdout, flushed; a write that fails (the reader went away)
+/// is dropped: a command that prints once ends anyway.
 pub(super) fn line(text: &str) {
+    let _ = try_line(text);
+}
+
+/// Prints `text` and a newline on stdout, flushed (`watch` prints as changes come), and says
+/// whether it could: `watch` ends when its reader went away (`BrokenPipe`).
+pub(super) fn try_line(text: &str) -> std::io::Result<()> {
     let mut stdout = std::io::stdout().lock();
-    let _ = writeln!(stdout, "{text}");
-    let _ = stdout.flush();
+    writeln!(stdout, "{text}")?;
+    stdout.flush()
+}
+
+/// Prints a JSON value on one line (see [`try_line`]).
+pub(super) fn try_json(value: &Value) -> std::io::Result<()> {
+    try_line(&value.to_string())
+}
+
+/// `text` with its control characters escaped as Rust writes them (`\n`, `\u{1b}`): one line
+/// that drives no terminal, whatever a title or a value holds.
+pub(super) fn escape_controls(text: &str) -> String {
+    let mut escaped = String::with_capacity(text.len());
+    for c in text.chars() {
+        if c.is_control() {
+            escaped.extend(c.escape_debug());
+        } else {
+            escaped.push(c);
+        }
+    }
+    escaped
 }
 
 /// Prints a JSON value on one line.

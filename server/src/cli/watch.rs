@@ -17,14 +17,16 @@ pub(super) async fn watch(
     token: Option<String>,
     channels: Vec<String>,
 ) -> Result<(), CliError> {
-    let (token, stored) = match token {
-        Some(token) => (token, None),
+    let (token, stored, endpoints) = match token {
+        // The stored session's servers still serve when a token is given (if there is a
+        // usable session file); its token is not used.
+        Some(token) => (token, None, options.endpoints_without_session()?),
         None => {
             let stored = credentials::require(&options.credentials_path()?)?;
-            (stored.token.clone(), Some(stored))
+            let endpoints = options.endpoints(Some(&stored))?;
+            (stored.token.clone(), Some(stored), endpoints)
         }
     };
-    let endpoints = options.endpoints(stored.as_ref())?;
     if let Some(stored) = &stored {
         // A session that ended would be refused by every server, again and again: say so
         // now, in one line, instead of retrying for ever.
@@ -47,8 +49,9 @@ pub(super) async fn watch(
         if let Err(error) = client.subscribe(channel, None).await {
             return Err(subscribe_error(&mut client, channel, error).await);
         }
-        eprintln!("watching {channel}");
+        note(&format!("watching {channel}"));
     }
+    let mut watched = channels;
     let signal = super::serve::wait_for_signal();
     tokio::pin!(signal);
     loop {
@@ -57,23 +60,95 @@ pub(super) async fn watch(
             () = &mut signal => return Ok(()),
             event = client.next_event() => event,
         };
-        match event {
+        let printed = match event {
             Some(Event::Change(change)) => print_change(&change, options.json),
             Some(Event::Resync { channel, at }) => {
                 if options.json {
-                    output::json(&json!({"op": "resync", "channel": channel, "at": at}));
+                    output::try_json(&json!({"op": "resync", "channel": channel, "at": at}))
                 } else {
-                    output::line(&format!("{channel}: changes were missed; refetch (resync)"));
+                    output::try_line(&output::escape_controls(&format!(
+                        "{channel}: changes were missed; refetch (resync)"
+                    )))
                 }
             }
-            Some(Event::Connected { server }) => eprintln!("connected to {server}"),
-            Some(Event::Disconnected { server, reason }) => {
-                eprintln!("disconnected from {server}: {reason}; reconnecting");
+            Some(Event::Connected { server }) => {
+                note(&format!("connected to {server}"));
+                Ok(())
             }
-            Some(Event::Error { code, message }) => eprintln!("error {code}: {message}"),
+            Some(Event::Disconnected { server, reason }) => {
+                note(&format!(
+                    "disconnected from {server}: {reason}; reconnecting"
+                ));
+                Ok(())
+            }
+            Some(Event::Error { code, message }) => {
+                refused(&client, &mut watched, code, &message)?;
+                Ok(())
+            }
             None => return Ok(()),
+        };
+        match printed {
+            Ok(()) => {}
+            // The reader went away (`watch | head -1`): the end, as for other Unix tools.
+            Err(error) if error.kind() == std::io::ErrorKind::BrokenPipe => return Ok(()),
+            Err(error) => {
+                return Err(CliError::other(
+                    "stdout",
+                    format!("writing the changes: {error}"),
+                ));
+            }
         }
     }
+}
+
+/// A line about the connection on stderr, control characters escaped.
+fn note(text: &str) {
+    eprintln!("{}", output::escape_controls(text));
+}
+
+/// An error the gateway reported outside a request: a refused token ends the watch (the
+/// client would retry it every few seconds for ever); a refused subscription (on a
+/// reconnection: `forbidden` after the user left a group, say) drops that channel, said in
+/// one line, and ends the watch when no channel is left.
+fn refused(
+    client: &GatewayClient,
+    watched: &mut Vec<String>,
+    code: String,
+    message: &str,
+) -> Result<(), CliError> {
+    if matches!(code.as_str(), "unauthorized" | "unauthenticated") {
+        return Err(CliError::new(Exit::Unauthenticated, code, message));
+    }
+    // The client forgets a refused channel's positions as it drops it: those are the
+    // channels gone.
+    let (kept, dropped): (Vec<String>, Vec<String>) = watched
+        .drain(..)
+        .partition(|channel| client.positions(channel).is_some());
+    *watched = kept;
+    let exit = match code.as_str() {
+        "forbidden" => Exit::NotFound,
+        "unknown_channel" => Exit::Usage,
+        _ => Exit::Other,
+    };
+    let what = if dropped.is_empty() {
+        message.to_owned()
+    } else {
+        format!("{}: {message}", dropped.join(", "))
+    };
+    if watched.is_empty() {
+        return Err(CliError::new(
+            exit,
+            code,
+            format!("{what}; no channel is left to watch"),
+        ));
+    }
+    let line = if dropped.is_empty() {
+        what
+    } else {
+        format!("{what}; no longer watched")
+    };
+    note(&format!("error: {code}: {line}"));
+    Ok(())
 }
 
 /// Why a subscription failed, with the exit code its cause deserves. A refused token shows as
@@ -107,29 +182,35 @@ async fn subscribe_error(
     }
 }
 
-fn print_change(change: &Change, json: bool) {
+/// Prints a change; a failed write (the reader went away) is the caller's to handle.
+fn print_change(change: &Change, json: bool) -> std::io::Result<()> {
     let position = change.position;
     if json {
-        output::json(&json!({
+        return output::try_json(&json!({
             "channel": change.channel,
             "position": {"shard": position.shard, "index": position.index},
             "key": change.key,
             "value": change.value,
         }));
-        return;
     }
-    output::line(&format!(
+    output::try_line(&format!(
         "{} {}:{} {}",
-        change.channel,
+        output::escape_controls(&change.channel),
         position.shard,
         position.index,
         describe(&change.key, change.value.as_deref())
-    ));
+    ))
 }
 
 /// A change in words: the agenda's records by what they are (their keys say which:
-/// agenda/src/keys.rs), anything else as `key = value`.
+/// agenda/src/keys.rs), anything else as `key = value`. Control characters (a newline or an
+/// escape sequence in a title) are escaped, so that no text can forge a line or drive the
+/// terminal.
 fn describe(key: &str, value: Option<&str>) -> String {
+    output::escape_controls(&describe_raw(key, value))
+}
+
+fn describe_raw(key: &str, value: Option<&str>) -> String {
     let raw = || format!("{key} = {}", value.unwrap_or("(deleted)"));
     let record: Option<Value> = match value.map(serde_json::from_str) {
         None => None,
@@ -225,6 +306,12 @@ mod tests {
             "bob answered accepted to alice.01"
         );
         assert_eq!(describe("us/alice", Some("Alice")), "us/alice = Alice");
+        let forged = r#"{"title":"Lunch\nuser:alice 1:99 event x \"Fake\"\u001b[2J","schedule":{"start":"s"},"sequence":0}"#;
+        assert_eq!(
+            describe("ev/am/alice/e/alice.02", Some(forged)),
+            "event alice.02 \"Lunch\\nuser:alice 1:99 event x \"Fake\"\\u{1b}[2J\" at s (sequence 0)"
+        );
+        assert_eq!(describe("us/a\rb", Some("x\ty")), "us/a\\rb = x\\ty");
         assert_eq!(describe("us/alice", None), "us/alice = (deleted)");
         assert_eq!(
             describe("ev/am/alice/e/alice.01", Some("not json")),
