@@ -18,6 +18,37 @@ use serde_json::{Value, json};
 use server::default_shards;
 use std::path::PathBuf;
 
+/// axe-core (tests/vendor/README.md): the accessibility rules every view must pass.
+const AXE: &str = include_str!("vendor/axe.min.js");
+
+/// Runs axe-core over what `page` shows: a serious or critical violation (a control without a
+/// name, text without enough contrast, ARIA misused, ...) fails the test, named with the
+/// elements it was found on.
+async fn assert_accessible(page: &Page, view: &str) {
+    if page.eval("typeof axe === 'undefined'").await == Value::Bool(true) {
+        page.eval(&format!("{AXE}; true")).await;
+    }
+    let violations = page
+        .eval(
+            "axe.run(document, { resultTypes: ['violations'] }).then((results) => \
+               results.violations \
+                 .filter((v) => v.impact === 'serious' || v.impact === 'critical') \
+                 .map((v) => `${v.impact} ${v.id}: ${v.help} at ${v.nodes.slice(0, 3).map((n) => n.target.join(' ')).join(', ')}`))",
+        )
+        .await;
+    let violations = violations.as_array().cloned().unwrap_or_default();
+    assert!(
+        violations.is_empty(),
+        "[{}] {view}: accessibility violations:\n{}",
+        page.name,
+        violations
+            .iter()
+            .map(|v| v.as_str().unwrap_or_default())
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+}
+
 /// Where the screenshots go.
 fn artifacts() -> PathBuf {
     let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("web-screenshots");
@@ -119,6 +150,7 @@ async fn two_people_plan_a_weekly_event_live_through_a_leader_failover() {
         )
         .await;
     alice.screenshot(&shots.join("login.png"), false).await;
+    assert_accessible(&alice, "the login view").await;
     register(&alice, "alice", "Europe/Madrid").await;
     bob.goto(&format!("{origin}/")).await;
     register(&bob, "bob", "America/New_York").await;
@@ -161,6 +193,7 @@ async fn two_people_plan_a_weekly_event_live_through_a_leader_failover() {
         )
         .await;
     alice.screenshot(&shots.join("event-new.png"), true).await;
+    assert_accessible(&alice, "the new event").await;
 
     // Bob's calendar shows the invitation without a reload, within a second of Alice's save
     // (from the moment she submits): both pages note the time (one clock, one machine). Bob
@@ -208,6 +241,7 @@ async fn two_people_plan_a_weekly_event_live_through_a_leader_failover() {
         .await;
     bob.screenshot(&shots.join("calendar-week.png"), false)
         .await;
+    assert_accessible(&bob, "the week").await;
 
     // Bob accepts this one occurrence; Alice's tally changes without a reload.
     bob.eval(&format!("__test.click('{occurrence}')")).await;
@@ -225,6 +259,7 @@ async fn two_people_plan_a_weekly_event_live_through_a_leader_failover() {
     .await;
     bob.screenshot(&shots.join("event-invitation.png"), true)
         .await;
+    assert_accessible(&bob, "an attendee's event").await;
     alice
         .wait_for(
             "Bob's answer in Alice's tally",
@@ -232,6 +267,7 @@ async fn two_people_plan_a_weekly_event_live_through_a_leader_failover() {
         )
         .await;
     alice.screenshot(&shots.join("event-tally.png"), true).await;
+    assert_accessible(&alice, "the organizer's event").await;
 
     // The leader of their events shard dies. Both pages keep working: Alice renames the series,
     // Bob's calendar follows, Bob declines the series, Alice's tally follows.
@@ -263,6 +299,7 @@ async fn two_people_plan_a_weekly_event_live_through_a_leader_failover() {
     )
     .await;
     bob.screenshot(&shots.join("invitations.png"), false).await;
+    assert_accessible(&bob, "the invitations").await;
     bob.eval(&format!(
         "__test.click('button[data-focus=\"{id}-declined\"]')"
     ))
@@ -319,6 +356,7 @@ async fn two_people_plan_a_weekly_event_live_through_a_leader_failover() {
         .await;
     bob.screenshot(&shots.join("calendar-month.png"), false)
         .await;
+    assert_accessible(&bob, "the month").await;
     bob.press("ArrowRight", "ArrowRight", 39).await;
     bob.wait_for(
         "the next month",
@@ -363,6 +401,7 @@ async fn two_people_plan_a_weekly_event_live_through_a_leader_failover() {
         )
         .await;
     alice.screenshot(&shots.join("group.png"), false).await;
+    assert_accessible(&alice, "a group").await;
     bob.wait_for(
         "Bob told of his new group",
         &notice("You are member of group team."),
@@ -531,6 +570,7 @@ async fn two_people_plan_a_weekly_event_live_through_a_leader_failover() {
         )
         .await;
     alice.screenshot(&shots.join("find-a-time.png"), true).await;
+    assert_accessible(&alice, "find a time").await;
 
     // The operators' page: four shards, each led, one server gone.
     alice.goto(&format!("{origin}/cluster")).await;
@@ -542,6 +582,7 @@ async fn two_people_plan_a_weekly_event_live_through_a_leader_failover() {
         )
         .await;
     alice.screenshot(&shots.join("cluster.png"), true).await;
+    assert_accessible(&alice, "the cluster page").await;
 
     // A phone-sized screen.
     bob.viewport(390, 844, true).await;
@@ -549,6 +590,7 @@ async fn two_people_plan_a_weekly_event_live_through_a_leader_failover() {
     bob.wait_for("the month on a phone", "document.querySelector('.month')")
         .await;
     bob.screenshot(&shots.join("phone-month.png"), false).await;
+    assert_accessible(&bob, "the month on a phone").await;
     let overflow = bob
         .eval("document.documentElement.scrollWidth - window.innerWidth")
         .await;

@@ -747,16 +747,21 @@ function occurrenceLink(occurrence, extra) {
   const invitation = !occurrence.organizer;
   const time = occurrence.all_day ? "all day" : `${occurrence.start.slice(11, 16)}–${occurrence.end.slice(11, 16)}`;
   const who = invitation ? `, invitation from ${occurrence.owner}, ${occurrence.response || "needs-action"}` : "";
-  const label = `${occurrence.title}, ${dayLabel(occurrence.all_day ? (occurrence.day || occurrence.occurrence).slice(0, 10) : occurrence.start.slice(0, 10), true)}, ${time}${who}`;
+  const date = occurrence.all_day ? (occurrence.day || occurrence.occurrence).slice(0, 10) : occurrence.start.slice(0, 10);
+  // The name screen readers say begins with what is seen (the start and the title); the rest
+  // is text only they read.
+  const more = `, ${dayLabel(date, true)}, ${time}${who}`;
   return h("a", {
     class: `occurrence${invitation ? " invitation" : ""}`,
     href: `#/event/${occurrence.event_id}?occurrence=${encodeURIComponent(occurrence.occurrence)}`,
-    "aria-label": label,
-    title: label,
+    title: `${occurrence.title}${more}`,
     "data-focus": `occ-${occurrence.event_id}-${occurrence.occurrence}`,
     dataset: { eventId: occurrence.event_id, occurrence: occurrence.occurrence, response: occurrence.response || "" },
     ...extra,
-  }, occurrence.all_day ? null : h("span", { class: "time" }, occurrence.start.slice(11, 16)), occurrence.title);
+  },
+  occurrence.all_day ? null : [h("span", { class: "time" }, occurrence.start.slice(11, 16)), " "],
+  occurrence.title,
+  h("span", { class: "hidden-label" }, more));
 }
 
 function drawWeek(first, byDay, today) {
@@ -1510,7 +1515,8 @@ function drawShard(shard) {
     h("td", {}, String(replica.last_index)),
     h("td", {}, String(replica.keys))));
   const columns = ["Server", "Role", "Term", "Commit", "Applied", "Last", "Keys"];
-  return h("section", { class: "panel shard", dataset: { shard: shard.shard }, "aria-labelledby": `shard-${shard.shard}` },
+  // Focusable: on a narrow screen its table scrolls sideways, and a keyboard must reach that.
+  return h("section", { class: "panel shard", tabindex: "0", "data-focus": `shard-${shard.shard}`, dataset: { shard: shard.shard }, "aria-labelledby": `shard-${shard.shard}` },
     h("h2", { id: `shard-${shard.shard}` }, `Shard ${shard.shard}: ${shard.name}`),
     h("p", { class: "muted" }, `Keys from "${shard.start}" to ${shard.end ? `"${shard.end}"` : "the end"}`),
     h("p", {}, "Leader: ",
