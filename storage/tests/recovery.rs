@@ -1383,3 +1383,29 @@ fn a_search_for_a_later_record_crosses_read_windows() {
         }
     }
 }
+
+/// Rule: the search after damage considers the file's last possible offset too: a damaged length field whose
+/// only later record is the segment's seal (a header-only record that ends the file) is corruption, with the
+/// seal as its evidence.
+#[test]
+fn a_seal_that_ends_the_file_is_found_by_the_search_after_damage() {
+    let fs = build();
+    // A last segment sealed, as a rotation leaves it before the next segment exists.
+    seal_last(&fs);
+    let number = last(&fs);
+    let records = records(&fs, number);
+    let (seal, seal_bytes) = *records.last().unwrap();
+    let file_bytes = fs.read_file(&segment(number)).unwrap().len() as u64;
+    assert_eq!((seal_bytes, seal + seal_bytes), (25, file_bytes));
+    let (damaged, _) = records[records.len() - 2];
+    // 32 MiB more in the length field: the record now runs past the end of the file.
+    fs.flip_bit(&segment(number), damaged + 3, 1);
+    let (file, offset, reason) = corruption(&fs);
+    assert_eq!((file, offset), (segment(number), damaged));
+    assert!(
+        reason.contains(&format!(
+            "followed by an intact record of this segment at byte {seal}"
+        )),
+        "{reason}"
+    );
+}
