@@ -401,6 +401,37 @@ mod tests {
         assert_eq!(after, Search::NotFound);
     }
 
+    /// The budget is inclusive: look-alikes that spend all but the real record's bytes leave the search exactly at
+    /// the budget when it checks the real record, which is found.
+    #[test]
+    fn a_search_that_spends_exactly_its_budget_still_decides() {
+        let life = 0x5555_aaaa_1234_5678_u64;
+        let file_bytes = 100_000usize;
+        let mut bytes = vec![0u8; file_bytes];
+        let seal_offset = file_bytes - RECORD_HEADER_BYTES as usize;
+        let budget = SEARCH_CHECKSUM_FACTOR * file_bytes as u64;
+        let large = file_bytes as u64 - 1000;
+        let last = budget - RECORD_HEADER_BYTES - 2 * large;
+        for (start, record_bytes) in [(100usize, large), (200, large), (300, last)] {
+            let claimed = u32::try_from(record_bytes - RECORD_HEADER_BYTES).unwrap();
+            bytes[start..start + 4].copy_from_slice(&claimed.to_le_bytes());
+            bytes[start + 8..start + 16].copy_from_slice(&life.to_le_bytes());
+            bytes[start + 16] = 3;
+        }
+        let mut seal = Vec::new();
+        record::encode(&crate::Record::Seal, life, &mut seal).unwrap();
+        assert_eq!(seal.len() as u64, RECORD_HEADER_BYTES);
+        bytes[seal_offset..].copy_from_slice(&seal);
+        let (search, checksummed) = over_file(&bytes, |reader| {
+            let search = reader.find_record_of(1, life).unwrap();
+            (search, reader.bytes_checksummed)
+        });
+        assert_eq!(
+            (search, checksummed),
+            (Search::Found(seal_offset as u64), budget)
+        );
+    }
+
     #[test]
     fn file_names_parse_back() {
         assert_eq!(parse_segment_file_name(&segment_file_name(7)), Some(7));

@@ -1207,3 +1207,205 @@ fn a_tail_torn_exactly_where_the_recycled_bytes_end_is_outside_the_stale_zone() 
     );
     check_entries(&wal, ENTRIES);
 }
+
+/// Rule: a free file's name has a sequence number of exactly 20 digits, like a segment's; a file named
+/// `recycle-<short number>.wal` (copied in by hand, or by another tool) is not a free file: opening leaves it alone
+/// and never reuses it.
+#[test]
+fn only_names_with_a_twenty_digit_number_are_free_files() {
+    let fs = build();
+    let foreign = ["recycle-7.wal", "recycle-1234.wal"];
+    for name in foreign {
+        fs.write_file(&Path::new(DIR).join(name), b"not a free file of this log");
+    }
+    let wal = Wal::open(fs.clone(), config()).unwrap();
+    assert_eq!((wal.segments_recycled(), wal.segments_reused()), (0, 0));
+    check_entries(&wal, ENTRIES);
+    for name in foreign {
+        assert_eq!(
+            fs.read_file(&Path::new(DIR).join(name)).as_deref(),
+            Some(&b"not a free file of this log"[..])
+        );
+    }
+}
+
+// Segments larger than the 4 MiB through which opening reads a file (`WindowReader` in `src/segment.rs`).
+
+/// The read window of opening, in bytes.
+const WINDOW_BYTES: u64 = 4 << 20;
+
+/// A log of one segment of 150 entries of 64 KiB, one record each (about 9.6 MiB, over three read windows),
+/// synced, with the segment's number.
+fn big_log() -> (MemFs, u64) {
+    log_of(big_entries())
+}
+
+fn big_entries() -> Vec<Entry> {
+    entries_of(&[64 << 10; 150])
+}
+
+/// Entries 1, 2, … of group 1 with payloads of these sizes.
+fn entries_of(sizes: &[usize]) -> Vec<Entry> {
+    (1..)
+        .zip(sizes)
+        .map(|(index, &bytes)| Entry {
+            index,
+            term: 1,
+            payload: Bytes::from(vec![index as u8; bytes]),
+        })
+        .collect()
+}
+
+/// A log of one segment holding these entries, one record each, synced, with the segment's number.
+fn log_of(entries: Vec<Entry>) -> (MemFs, u64) {
+    let fs = MemFs::new();
+    let mut wal = Wal::open(fs.clone(), WalConfig::new(DIR)).unwrap();
+    for entry in entries {
+        wal.append(GROUP, &[entry]).unwrap();
+    }
+    wal.sync().unwrap();
+    let number = *wal.segment_numbers().last().unwrap();
+    (fs, number)
+}
+
+/// Rule: a segment larger than the read window is replayed whole, reading it 4 MiB at a time (few system calls).
+#[test]
+fn a_segment_larger_than_the_read_window_is_replayed_whole_in_few_reads() {
+    let (fs, number) = big_log();
+    let file_bytes = fs.read_file(&segment(number)).unwrap().len() as u64;
+    assert!(file_bytes > 2 * WINDOW_BYTES, "{file_bytes}");
+    let reads = fs.operation_count(FaultOperation::Read);
+    let wal = Wal::open(fs.clone(), WalConfig::new(DIR)).unwrap();
+    // At most two reads per window (a window that ends inside a record is read again from the record's start):
+    // 6 here, where a reader with a 1 MiB window would need 10 or more.
+    let windows = file_bytes.div_ceil(WINDOW_BYTES);
+    let reads = fs.operation_count(FaultOperation::Read) - reads;
+    assert!(reads <= 2 * windows, "{reads} reads for {windows} windows");
+    let report = wal.recovery_report();
+    assert_eq!(report.bytes_replayed, file_bytes);
+    assert_eq!(report.torn_tail, None);
+    assert_eq!(wal.entries(GROUP, 1..151, u64::MAX).unwrap(), big_entries());
+}
+
+/// Rule: damage is found wherever it is in a segment, past the first read window too: a record whose checksum
+/// fails with intact records after it is corruption, reported at its offset.
+#[test]
+fn a_damaged_record_past_the_first_read_window_is_corruption_at_its_offset() {
+    let (fs, number) = big_log();
+    let (offset, _) = *records(&fs, number)
+        .iter()
+        .find(|(offset, _)| *offset > WINDOW_BYTES + (WINDOW_BYTES >> 1))
+        .unwrap();
+    fs.flip_bit(&segment(number), offset + 1000, 0);
+    let (file, at, reason) = match Wal::open(fs.clone(), WalConfig::new(DIR)) {
+        Err(Error::Corruption {
+            file,
+            offset,
+            reason,
+        }) => (file, offset, reason),
+        outcome => panic!("expected corruption, got {:?}", outcome.map(|_| ())),
+    };
+    assert_eq!((file, at), (segment(number), offset));
+    assert!(reason.ends_with("with more records after it"), "{reason}");
+}
+
+/// Rule: zeros after the last record (space a crash left allocated but unwritten) are a torn tail however long
+/// they are, over several read windows; one nonzero byte at their end makes them damage, not a tail.
+#[test]
+fn a_zero_filled_tail_longer_than_the_read_window_is_torn() {
+    let (fs, number) = big_log();
+    let length = fs.read_file(&segment(number)).unwrap().len() as u64;
+    let zeros = 2 * WINDOW_BYTES + 100;
+    append_bytes(&fs, &segment(number), &vec![0; zeros as usize]);
+    let wal = Wal::open(fs.clone(), WalConfig::new(DIR)).unwrap();
+    let torn = wal
+        .recovery_report()
+        .torn_tail
+        .clone()
+        .expect("a torn tail");
+    assert_eq!(
+        (torn.offset, torn.bytes_discarded, torn.kind),
+        (length, zeros, TornTailKind::ZeroFilled)
+    );
+    assert_eq!(wal.entries(GROUP, 1..151, u64::MAX).unwrap(), big_entries());
+    drop(wal);
+
+    let (fs, number) = big_log();
+    let mut tail = vec![0; zeros as usize];
+    *tail.last_mut().unwrap() = 1;
+    append_bytes(&fs, &segment(number), &tail);
+    match Wal::open(fs.clone(), WalConfig::new(DIR)) {
+        Err(Error::Corruption { offset, reason, .. }) => {
+            assert_eq!(offset, length);
+            assert!(reason.ends_with("with more records after it"), "{reason}");
+        }
+        outcome => panic!("expected corruption, got {:?}", outcome.map(|_| ())),
+    }
+}
+
+/// Rule: the search for a record of this life after damage covers every byte offset, across read windows: a
+/// damaged length field with an intact record more than 4 MiB further, or starting at the last offset of the
+/// search's first window, is corruption, not a tail to cut.
+#[test]
+fn a_search_for_a_later_record_crosses_read_windows() {
+    // The bytes a record adds to an entry's payload of about a window (fewer for a small payload).
+    let overhead = {
+        let probe = (WINDOW_BYTES - 1000) as usize;
+        let (fs, number) = log_of(entries_of(&[probe]));
+        records(&fs, number)[1].1 - probe as u64
+    };
+    let far = 5 << 20;
+    // A record of exactly one window: the search starts one byte into it, so the next record starts at the
+    // last offset of the search's first window.
+    let edge = (WINDOW_BYTES - overhead) as usize;
+    for (payload_bytes, distance) in [(far, None), (edge, Some(WINDOW_BYTES))] {
+        let (fs, number) = log_of(entries_of(&[100, payload_bytes, 100]));
+        let records = records(&fs, number);
+        let ((big, _), (next, _)) = (records[2], records[3]);
+        match distance {
+            Some(distance) => assert_eq!(next - big, distance),
+            None => assert!(next - big > WINDOW_BYTES),
+        }
+        // 32 MiB more in the length field: the record now runs past the end of the file (within the record
+        // limit).
+        fs.flip_bit(&segment(number), big + 3, 1);
+        match Wal::open(fs.clone(), WalConfig::new(DIR)) {
+            Err(Error::Corruption { offset, reason, .. }) => {
+                assert_eq!(offset, big);
+                assert!(
+                    reason.starts_with(&format!(
+                        "a record running past the end of the file, followed by an intact record of this segment at byte {next}"
+                    )),
+                    "{reason}"
+                );
+            }
+            outcome => panic!("expected corruption, got {:?}", outcome.map(|_| ())),
+        }
+    }
+}
+
+/// Rule: the search after damage considers the file's last possible offset too: a damaged length field whose
+/// only later record is the segment's seal (a header-only record that ends the file) is corruption, with the
+/// seal as its evidence.
+#[test]
+fn a_seal_that_ends_the_file_is_found_by_the_search_after_damage() {
+    let fs = build();
+    // A last segment sealed, as a rotation leaves it before the next segment exists.
+    seal_last(&fs);
+    let number = last(&fs);
+    let records = records(&fs, number);
+    let (seal, seal_bytes) = *records.last().unwrap();
+    let file_bytes = fs.read_file(&segment(number)).unwrap().len() as u64;
+    assert_eq!((seal_bytes, seal + seal_bytes), (25, file_bytes));
+    let (damaged, _) = records[records.len() - 2];
+    // 32 MiB more in the length field: the record now runs past the end of the file.
+    fs.flip_bit(&segment(number), damaged + 3, 1);
+    let (file, offset, reason) = corruption(&fs);
+    assert_eq!((file, offset), (segment(number), damaged));
+    assert!(
+        reason.contains(&format!(
+            "followed by an intact record of this segment at byte {seal}"
+        )),
+        "{reason}"
+    );
+}
