@@ -36,6 +36,9 @@ use proptest::test_runner::{
 };
 use raft_core::testing::{Cluster, LinkFaults, NETWORK_SEED_DEFAULT};
 use raft_core::{ConfChange, ReadMode};
+// A failure prints its settings with `{:?}`, where read modes appear as bare `Safe` and
+// `LeaseBased`: in scope by those names, the printed settings paste into [`CORPUS`] as they are.
+use raft_core::ReadMode::{LeaseBased, Safe};
 
 #[derive(Clone, Debug)]
 enum Action {
@@ -112,29 +115,40 @@ struct Settings {
     /// Whether the schedule's membership changes and transfers are proposed (otherwise they
     /// are skipped).
     membership_changes: bool,
+    /// The simulated network's seed: which messages the faults hit.
+    network_seed: u64,
 }
 
 impl Settings {
     /// The settings every case had before the configuration was drawn per case: ReadIndex
-    /// reads, no automatic compaction, with membership changes. The corpus's older schedules
-    /// run with these.
-    fn before_per_case_draws(
-        faults: LinkFaults,
+    /// reads, no automatic compaction, with membership changes, the default network seed. The
+    /// corpus's older schedules run with these.
+    const fn before_per_case_draws(
+        [drop, duplicate, delay]: [u32; 3],
         append_size_bytes_max: u64,
         inflight_messages_max: usize,
         pre_vote: bool,
         check_quorum: bool,
     ) -> Settings {
         Settings {
-            faults,
+            faults: LinkFaults {
+                drop_per_million: drop,
+                duplicate_per_million: duplicate,
+                delay_per_million: delay,
+            },
             append_size_bytes_max,
             inflight_messages_max,
-            inflight_bytes_max: append_size_bytes_max.max(1 << 20),
+            inflight_bytes_max: if append_size_bytes_max > 1 << 20 {
+                append_size_bytes_max
+            } else {
+                1 << 20
+            },
             pre_vote,
             check_quorum,
-            read_mode: ReadMode::Safe,
+            read_mode: Safe,
             compact_every_entries: None,
             membership_changes: true,
+            network_seed: NETWORK_SEED_DEFAULT,
         }
     }
 }
@@ -211,14 +225,24 @@ fn settings(membership_changes: impl Strategy<Value = bool>) -> impl Strategy<Va
         any::<bool>(),
         compaction,
         membership_changes,
+        any::<u64>(),
     )
         .prop_map(
-            |(faults, limits, pre_vote, check_quorum, lease, compact_every_entries, membership)| {
+            |(
+                faults,
+                limits,
+                pre_vote,
+                check_quorum,
+                lease,
+                compact_every_entries,
+                membership,
+                network_seed,
+            )| {
                 let (append_size_bytes_max, inflight_messages_max, inflight_factor) = limits;
                 let read_mode = if lease && check_quorum {
-                    ReadMode::LeaseBased
+                    LeaseBased
                 } else {
-                    ReadMode::Safe
+                    Safe
                 };
                 Settings {
                     faults,
@@ -230,6 +254,7 @@ fn settings(membership_changes: impl Strategy<Value = bool>) -> impl Strategy<Va
                     read_mode,
                     compact_every_entries,
                     membership_changes: membership,
+                    network_seed,
                 }
             },
         )
@@ -273,7 +298,8 @@ fn run(shape: Shape, settings: &Settings, actions: &[Action]) -> Reached {
         config.read_mode = settings.read_mode;
     };
     let initial_voters: Vec<u64> = (1..=voters).collect();
-    let mut cluster = Cluster::with_config(&initial_voters, adjust);
+    let mut cluster =
+        Cluster::with_config(&initial_voters, adjust).with_network_seed(settings.network_seed);
     for id in voters + 1..=voters + joining {
         cluster.add_joining_node(id, adjust);
     }
@@ -493,7 +519,7 @@ fn check(shape: Shape, seed: u64, cases: u32) -> Vec<(Settings, Reached)> {
         Err(TestError::Fail(reason, (settings, actions))) => panic!(
             "{reason}\nshape: {shape:?}\nsettings: {settings:?}\nactions: {actions:?}\n\
              found by seed {seed} (RAFT_PROPERTY_SEED={seed} cargo test -p raft-core --test \
-             properties rotating_seed); add the schedule to CORPUS"
+             properties rotating_seed); add the shape, settings and actions to CORPUS as printed"
         ),
         Err(TestError::Abort(reason)) => panic!("seed {seed}: {reason}"),
     }
@@ -580,73 +606,55 @@ fn rotating_seed() {
 /// A schedule that once found a bug, replayed on every run before the generated cases.
 struct CorpusCase {
     shape: Shape,
-    /// Drops, duplicates and delays per million messages.
-    faults_per_million: [u32; 3],
-    /// The append size and inflight messages limits.
-    limits: (u64, usize),
-    pre_vote_and_check_quorum: (bool, bool),
+    /// The settings as a failure prints them (`settings: Settings { .. }`).
+    settings: Settings,
     /// The actions as a failure prints them (`{actions:?}` without the brackets).
     actions: &'static str,
 }
 
 /// Schedules that found bugs, in the order they were found, with the settings they failed
-/// with (the rest as [`Settings::before_per_case_draws`]). The first three predate the drawn
-/// settings (they ran with pre-vote, check-quorum and unlimited inflight appends).
+/// with. The first eight predate the settings drawn per case: [`Settings::before_per_case_draws`]
+/// gives them the settings they ran with (the first three ran with pre-vote, check-quorum and
+/// unlimited inflight appends). A new failure pastes its printed shape, settings and actions.
 const CORPUS: &[CorpusCase] = &[
     CorpusCase {
         shape: Shape::Five,
-        faults_per_million: [0, 0, 0],
-        limits: (1 << 20, 256),
-        pre_vote_and_check_quorum: (true, true),
+        settings: Settings::before_per_case_draws([0, 0, 0], 1 << 20, 256, true, true),
         actions: "TickAll(1), TickAll(1), Crash(2), Heal, CrashMidReady(5), Restart(2), TickAll(1), TickAll(1), TickAll(1), TickAll(1), CrashMidReady(3), TickAll(1), TickAll(1), TickAll(1), TickAll(1), Restart(1), TickAll(1), TickAll(1), TickAll(1), TickAll(1), TickAll(1), TickAll(1), TickAll(1), TickAll(1), Partition([4]), TickAll(1), TickAll(1), TickAll(1), TickAll(1), TickAll(1), TickAll(1), TickAll(1)",
     },
     CorpusCase {
         shape: Shape::Three,
-        faults_per_million: [0, 0, 0],
-        limits: (1 << 20, 256),
-        pre_vote_and_check_quorum: (true, true),
+        settings: Settings::before_per_case_draws([0, 0, 0], 1 << 20, 256, true, true),
         actions: "TickAll(3), TickAll(3), TickAll(1), Crash(3), TickAll(2), Partition([1]), Restart(3), TickAll(1), TickAll(3), Crash(2), TickAll(2), Heal, TickAll(1), TickAll(1), TickAll(1), TickAll(1), TickAll(1), TickAll(1), TickAll(1), TickAll(1), TickAll(1), TickAll(1), TickAll(1)",
     },
     CorpusCase {
         shape: Shape::Five,
-        faults_per_million: [138375, 5643, 98260],
-        limits: (1 << 20, 256),
-        pre_vote_and_check_quorum: (true, true),
+        settings: Settings::before_per_case_draws([138375, 5643, 98260], 1 << 20, 256, true, true),
         actions: "CrashMidReady(2), TickAll(3), Tick(3), TickAll(1), TickAll(3), Crash(4), TickAll(3), TickAll(1), TickAll(1), TickAll(3), TickAll(1), ProposeAtLeader, TickAll(2), TickAll(1), ProposeAtLeader, TickAll(2), TickAll(2), TickAll(2), ProposeAtLeader, TickAll(3), TickAll(3), DeliverAll, ProposeAtLeader, TickAll(1), Tick(2), Propose(2), TickAll(1), TickAll(3), Restart(2), Partition([5]), TickAll(2), Crash(3), Restart(3), ProposeAtLeader, TickAll(3), Tick(1), Propose(2), Partition([2]), Tick(2), TickAll(3), TickAll(3), Tick(1), Tick(1), TickAll(2), TickAll(3)",
     },
     CorpusCase {
         shape: Shape::ThreePlusTwoJoining,
-        faults_per_million: [17340, 19241, 113275],
-        limits: (1, 2),
-        pre_vote_and_check_quorum: (false, true),
+        settings: Settings::before_per_case_draws([17340, 19241, 113275], 1, 2, false, true),
         actions: "TickAll(1), TickAll(1), Crash(4), TickAll(3), TickAll(3), TickAll(1), AddVoter(4), TickAll(1), ProposeAtLeader, DeliverAll, TickAll(3), TickAll(3), Remove(4), Propose(2), TickAll(3), TickAll(2), ProposeAtLeader, Remove(2), Tick(2), ProposeAtLeader, ProposeAtLeader, Read(2), TickAll(3), AddLearner(4), ProposeAtLeader, Process(2), Tick(1), Process(1), TickAll(3), TickAll(3), ProposeAtLeader, ProposeAtLeader, TickAll(2), TickAll(1), Remove(1), TickAll(2), TickAll(2), ProposeAtLeader, Partition([3]), TickAll(3)",
     },
     CorpusCase {
         shape: Shape::ThreePlusTwoJoining,
-        faults_per_million: [37199, 0, 0],
-        limits: (1, 1),
-        pre_vote_and_check_quorum: (false, false),
+        settings: Settings::before_per_case_draws([37199, 0, 0], 1, 1, false, false),
         actions: "TickAll(3), TickAll(3), Propose(2), Transfer(2), TickAll(3), TickAll(3), Remove(3), TickAll(2), Remove(2), Crash(1), TickAll(1), Crash(2)",
     },
     CorpusCase {
         shape: Shape::ThreePlusTwoJoining,
-        faults_per_million: [33477, 37199, 37813],
-        limits: (64, 2),
-        pre_vote_and_check_quorum: (true, false),
+        settings: Settings::before_per_case_draws([33477, 37199, 37813], 64, 2, true, false),
         actions: "TickAll(1), TickAll(2), TickAll(2), TickAll(1), TickAll(3), Remove(2), TickAll(2), TickAll(1), TickAll(2), TickAll(2), AddLearner(2), TickAll(1), TickAll(1), DeliverAll, Tick(1), TickAll(1), AddLearner(1), TickAll(1), TickAll(2), TickAll(1), Propose(2), TickAll(3), Tick(1), TickAll(1), TickAll(1), TickAll(1), TickAll(1), TickAll(1), CrashMidReady(4), TickAll(1), TickAll(1), TickAll(3), TickAll(1), TickAll(1), TickAll(1), TickAll(1), TickAll(1), TickAll(1), Transfer(3), TickAll(1), TickAll(2), TickAll(3), TickAll(1), TickAll(1), Remove(3), Tick(1), TickAll(2), TickAll(1), ProposeAtLeader, CrashMidReady(1), TickAll(1), TickAll(1), Process(1)",
     },
     CorpusCase {
         shape: Shape::ThreePlusTwoJoining,
-        faults_per_million: [47778, 48527, 0],
-        limits: (1048576, 1),
-        pre_vote_and_check_quorum: (false, true),
+        settings: Settings::before_per_case_draws([47778, 48527, 0], 1048576, 1, false, true),
         actions: "TickAll(3), Partition([1, 3]), TickAll(3), Partition([3]), TickAll(1), TickAll(2), TickAll(1), Heal, TickAll(2), TickAll(3), TickAll(3), Remove(2), Restart(1), TickAll(2), Remove(1), TickAll(2), AddVoter(4), TickAll(1), TickAll(1), TickAll(1), TickAll(1), TickAll(1), TickAll(1), TickAll(1), TickAll(1), TickAll(1), TickAll(3), TickAll(3), TickAll(1), TickAll(1), TickAll(2), TickAll(1), TickAll(2), TickAll(1), Remove(3), TickAll(1), TickAll(3), AddVoter(1), TickAll(1)",
     },
     CorpusCase {
         shape: Shape::ThreePlusTwoJoining,
-        faults_per_million: [1, 0, 46006],
-        limits: (1, 2),
-        pre_vote_and_check_quorum: (false, false),
+        settings: Settings::before_per_case_draws([1, 0, 46006], 1, 2, false, false),
         actions: "TickAll(3), TickAll(2), TickAll(2), Remove(3), TickAll(1), TickAll(1), Remove(2), TickAll(2), AddVoter(4), Crash(3), Partition([1, 4]), TickAll(1), TickAll(2), TickAll(1), TickAll(1), TickAll(1), TickAll(1), TickAll(1), TickAll(2), Remove(1), TickAll(1), TickAll(2), TickAll(1), AddVoter(2)",
     },
 ];
@@ -705,22 +713,7 @@ fn corpus_schedules_keep_every_invariant() {
     for case in CORPUS {
         let actions = parse_actions(case.actions);
         assert!(!actions.is_empty());
-        let [drop, duplicate, delay] = case.faults_per_million;
-        let faults = LinkFaults {
-            drop_per_million: drop,
-            duplicate_per_million: duplicate,
-            delay_per_million: delay,
-        };
-        let (append_size_bytes_max, inflight_messages_max) = case.limits;
-        let (pre_vote, check_quorum) = case.pre_vote_and_check_quorum;
-        let settings = Settings::before_per_case_draws(
-            faults,
-            append_size_bytes_max,
-            inflight_messages_max,
-            pre_vote,
-            check_quorum,
-        );
-        run(case.shape, &settings, &actions);
+        run(case.shape, &case.settings, &actions);
     }
 }
 
@@ -736,6 +729,38 @@ fn the_corpus_parser_reads_what_a_failure_prints() {
     let printed = format!("{actions:?}");
     let parsed = parse_actions(printed.trim_start_matches('[').trim_end_matches(']'));
     assert_eq!(format!("{parsed:?}"), printed);
+}
+
+/// Settings as a failure prints them compile, unchanged, into a [`CorpusCase`]: the value an
+/// expression in the printed form builds prints as that expression.
+#[test]
+fn printed_settings_paste_into_the_corpus_as_they_are() {
+    macro_rules! pasted {
+        ($settings:expr) => {
+            ($settings, stringify!($settings))
+        };
+    }
+    let (settings, source) = pasted!(Settings {
+        faults: LinkFaults {
+            drop_per_million: 1,
+            duplicate_per_million: 0,
+            delay_per_million: 46006
+        },
+        append_size_bytes_max: 64,
+        inflight_messages_max: 2,
+        inflight_bytes_max: 256,
+        pre_vote: true,
+        check_quorum: true,
+        read_mode: LeaseBased,
+        compact_every_entries: Some(4),
+        membership_changes: false,
+        network_seed: 7
+    });
+    let without_spaces = |text: &str| text.replace(char::is_whitespace, "");
+    assert_eq!(
+        without_spaces(&format!("{settings:?}")),
+        without_spaces(source)
+    );
 }
 
 /// Ticks, proposals at the leader, crashes and restarts over a lossy network.

@@ -9,7 +9,8 @@
 //! - [`unsynced_sectors_that_persist_out_of_order_recover_or_stop_the_replica`]: crashes in which unsynced
 //!   sectors persist independently ([`Crash::Sectors`]): recovery either lands on a prefix as above or reports
 //!   `Corruption` at a record followed by unsynced bytes, on a disk whose synced bytes alone recover; the test
-//!   measures how often (about 3% of these crashes; storage/README.md says why stopping is the safe answer).
+//!   measures how often (16 of 948 crashes, 1.7%, with the fixed seed; storage/README.md says why
+//!   stopping is the safe answer).
 
 use std::collections::BTreeMap;
 

@@ -1409,3 +1409,105 @@ fn a_seal_that_ends_the_file_is_found_by_the_search_after_damage() {
         "{reason}"
     );
 }
+
+/// A file system that reports one file as `extra` bytes longer than it is, as a file looks that shrinks
+/// between the length asked and the read (another process truncating it): reads get only what it holds.
+struct Shrinking {
+    inner: MemFs,
+    path: PathBuf,
+    extra: u64,
+}
+
+struct ShrinkingFile {
+    inner: storage::MemFile,
+    extra: u64,
+}
+
+impl storage::FileSystem for Shrinking {
+    type File = ShrinkingFile;
+
+    fn create_dir_all(&self, dir: &Path) -> std::io::Result<()> {
+        self.inner.create_dir_all(dir)
+    }
+    fn list(&self, dir: &Path) -> std::io::Result<Vec<String>> {
+        self.inner.list(dir)
+    }
+    fn create(&self, path: &Path) -> std::io::Result<ShrinkingFile> {
+        let inner = self.inner.create(path)?;
+        Ok(ShrinkingFile { inner, extra: 0 })
+    }
+    fn open(&self, path: &Path) -> std::io::Result<ShrinkingFile> {
+        let extra = if path == self.path { self.extra } else { 0 };
+        let inner = self.inner.open(path)?;
+        Ok(ShrinkingFile { inner, extra })
+    }
+    fn remove(&self, path: &Path) -> std::io::Result<()> {
+        self.inner.remove(path)
+    }
+    fn rename(&self, from: &Path, to: &Path) -> std::io::Result<()> {
+        self.inner.rename(from, to)
+    }
+    fn sync_dir(&self, dir: &Path) -> std::io::Result<()> {
+        self.inner.sync_dir(dir)
+    }
+    fn random_u64(&self) -> u64 {
+        self.inner.random_u64()
+    }
+}
+
+impl storage::File for ShrinkingFile {
+    fn len(&self) -> std::io::Result<u64> {
+        Ok(self.inner.len()? + self.extra)
+    }
+    fn read_at(&self, offset: u64, buffer: &mut [u8]) -> std::io::Result<usize> {
+        self.inner.read_at(offset, buffer)
+    }
+    fn write_at(&mut self, offset: u64, data: &[u8]) -> std::io::Result<()> {
+        self.inner.write_at(offset, data)
+    }
+    fn set_len(&mut self, length: u64) -> std::io::Result<()> {
+        self.inner.set_len(length)
+    }
+    fn sync_data(&mut self) -> std::io::Result<()> {
+        self.inner.sync_data()
+    }
+}
+
+/// Rule: the segment reader trusts the bytes a read returns, not the length asked before it: a last segment
+/// that shrinks while it is opened (its reads end before its reported length) is not taken for a log with a
+/// zero-filled torn tail to cut; the opening stops with `Corruption` where its bytes end, since something
+/// other than this WAL is changing its files.
+#[test]
+fn a_segment_that_shrinks_while_it_is_opened_is_corruption_where_its_bytes_end() {
+    let fs = build();
+    let number = last(&fs);
+    let (offset, length) = *records(&fs, number).last().unwrap();
+    assert_eq!(
+        fs.read_file(&segment(number)).unwrap().len() as u64,
+        offset + length,
+        "the last segment ends with its last record"
+    );
+    let shrinking = Shrinking {
+        inner: fs.clone(),
+        path: segment(number),
+        extra: 4096,
+    };
+    match Wal::open(shrinking, config()) {
+        Err(Error::Corruption {
+            file,
+            offset: at,
+            reason,
+        }) => {
+            assert_eq!((file, at), (segment(number), offset + length));
+            assert_eq!(reason, "the file shrank during recovery");
+        }
+        outcome => panic!("expected corruption, got {:?}", outcome.map(|_| ())),
+    }
+    // Nothing was cut: every record is still there for an opening that sees the file as it is.
+    let wal = Wal::open(fs.clone(), config()).unwrap();
+    assert_eq!(wal.recovery_report().torn_tail, None);
+    assert_eq!(
+        wal.entries(GROUP, 1..ENTRIES + 1, u64::MAX).unwrap().len() as u64,
+        ENTRIES
+    );
+}
