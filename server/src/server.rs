@@ -417,6 +417,14 @@ where
         crate::agenda::ServerEnv::new(options.wall_clock.clone()),
         agenda::Config::default(),
     ));
+    // The agenda's requests over the native port's gateway sessions go through the HTTP
+    // handlers, which the simulator's servers do not have.
+    #[cfg(not(madsim))]
+    let agenda_calls = Some(crate::api::http::agenda_calls(
+        &service, &gateway, &agenda, &shutdown,
+    ));
+    #[cfg(madsim)]
+    let agenda_calls = None;
     // Under the simulator nothing more is added to `tasks` (no HTTP).
     #[cfg_attr(madsim, allow(unused_mut))]
     let mut tasks = vec![
@@ -425,6 +433,7 @@ where
             service.clone(),
             gateway.clone(),
             agenda.clone(),
+            agenda_calls,
             shutdown.clone(),
         )),
         tokio::spawn(gateway.clone().run_dispatcher(shutdown.clone())),

@@ -758,6 +758,126 @@ async fn a_reminder_due_during_a_failover_of_its_events_shard_arrives_once_on_ti
     }
 }
 
+/// One connection for everything (docs/websocket.md, "Agenda requests"): an agenda session
+/// sends the agenda's calls over its socket and they are answered as over HTTP, with the same
+/// checks; a write's reply carries the position of the notification it causes, which arrives on
+/// the same socket. Key-value requests stay refused, and an operator token sends no agenda call.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agenda_session_sends_its_requests_over_the_socket() {
+    let cluster = TestCluster::start(3, default_shards(3)).await;
+    cluster.wait_for_leaders().await;
+    let api = Api {
+        address: http_address(&cluster, 1),
+    };
+    let alice = api.user("alice", "UTC").await;
+    let bob = api.user("bob", "UTC").await;
+    let event = json!({"title": "Bob's", "start": "2026-06-01T09:00:00Z", "end": "2026-06-01T09:30:00Z", "time_zone": "UTC"});
+    let (status, bobs) = api.call("POST", "/v1/events", Some(&bob), event).await;
+    assert_eq!(status, 201, "{bobs}");
+    let bobs_path = format!("/v1/events/{}", bobs["id"].as_str().expect("an id"));
+
+    let mut socket = agenda_socket(&cluster, 2, &alice, "alice").await;
+    let answers = subscribe_all(&mut socket, &["user:alice"]).await;
+    assert_eq!(answers[0].1, "subscribed");
+    let requests = [
+        json!({"op": "request", "id": 1, "method": "agenda", "call": "POST /v1/events",
+               "body": {"title": "Planning", "start": "2026-06-01T10:00:00Z",
+                        "end": "2026-06-01T11:00:00Z", "time_zone": "UTC"}}),
+        json!({"op": "request", "id": 2, "method": "agenda", "call": format!("GET {bobs_path}")}),
+        json!({"op": "request", "id": 3, "method": "agenda", "call": "POST /v1/events",
+               "body": {"title": "Backwards", "start": "2026-06-01T11:00:00Z",
+                        "end": "2026-06-01T10:00:00Z"}}),
+        json!({"op": "request", "id": 4, "method": "agenda", "call": "GET /v1/me"}),
+        json!({"op": "request", "id": 5, "method": "agenda", "call": "GET /v1/nowhere"}),
+        json!({"op": "request", "id": 6, "method": "agenda", "call": "BREW /v1/me"}),
+        json!({"op": "request", "id": 7, "method": "get", "key": "us/alice"}),
+    ];
+    for request in requests {
+        send(&mut socket, request).await;
+    }
+    // Every request answered once, by id; the creation's notification with the reply's position.
+    let mut answered = std::collections::BTreeMap::new();
+    let mut notified = Vec::new();
+    while answered.len() < 7 || notified.is_empty() {
+        let frame = receive(&mut socket, Duration::from_secs(10))
+            .await
+            .unwrap_or_else(|| panic!("answers so far: {answered:?}, notified: {notified:?}"));
+        match (frame["op"].as_str(), frame["id"].as_u64()) {
+            (Some("reply" | "error"), Some(id)) => {
+                assert!(answered.insert(id, frame).is_none(), "answered twice");
+            }
+            (Some("change"), _) => notified.push(frame),
+            _ => {}
+        }
+    }
+    let created = &answered[&1];
+    assert_eq!(
+        (created["op"].as_str(), created["status"].as_u64()),
+        (Some("reply"), Some(201)),
+        "{created}"
+    );
+    assert_eq!(created["body"]["title"], "Planning");
+    let id = created["body"]["id"].as_str().expect("an id");
+    let position = &created["body"]["position"];
+    assert!(
+        notified.iter().any(|change| &change["position"] == position
+            && change["key"].as_str().is_some_and(|key| key.contains(id))),
+        "a notification at {position}: {notified:?}"
+    );
+    // The same checks as over HTTP: Bob's event is not Alice's to read; a bad range is refused.
+    for (id, status, code) in [
+        (2, 404, "not_found"),
+        (3, 400, "invalid"),
+        (5, 404, "not_found"),
+    ] {
+        let answer = &answered[&id];
+        assert_eq!(answer["op"], "error", "{answer}");
+        assert_eq!(answer["status"], status, "{answer}");
+        assert_eq!(answer["code"], code, "{answer}");
+    }
+    assert_eq!(answered[&4]["status"], 200);
+    assert_eq!(answered[&4]["body"]["name"], "alice");
+    assert_eq!(answered[&6]["code"], "malformed", "{}", answered[&6]);
+    assert_eq!(answered[&7]["code"], "forbidden", "{}", answered[&7]);
+    // Over HTTP, the event the socket created is there.
+    let (status, read) = api
+        .call(
+            "GET",
+            &format!("/v1/events/{id}"),
+            Some(&alice),
+            Value::Null,
+        )
+        .await;
+    assert_eq!((status, read["title"].as_str()), (200, Some("Planning")));
+
+    // An operator token's connection sends key-value requests, not agenda calls.
+    let (mut operator, _) = tokio_tungstenite::connect_async(cluster.ws_url(3))
+        .await
+        .expect("connect");
+    send(
+        &mut operator,
+        json!({"op": "auth", "token": support::TOKEN}),
+    )
+    .await;
+    let answer = receive(&mut operator, Duration::from_secs(10))
+        .await
+        .expect("an answer");
+    assert_eq!(answer["op"], "authenticated", "{answer}");
+    send(
+        &mut operator,
+        json!({"op": "request", "id": 1, "method": "agenda", "call": "GET /v1/me"}),
+    )
+    .await;
+    let answer = receive(&mut operator, Duration::from_secs(10))
+        .await
+        .expect("an answer");
+    assert_eq!(
+        (answer["op"].as_str(), answer["code"].as_str()),
+        (Some("error"), Some("forbidden")),
+        "{answer}"
+    );
+}
+
 /// Milliseconds since the Unix epoch, by the wall clock alerts follow.
 fn wall_ms() -> i64 {
     std::time::SystemTime::now()

@@ -6,6 +6,9 @@
 
 mod support;
 
+#[path = "support/api.rs"]
+mod api;
+
 use client::{Request, Response};
 use futures_util::{SinkExt, StreamExt};
 use gateway_client::{Change, Event, GatewayClient, GatewayConfig, GatewayError, Position};
@@ -792,6 +795,22 @@ async fn the_gateway_protocol_also_runs_over_the_native_port() {
     assert_eq!(gateway.receive().await["code"], "malformed");
     gateway.write(&42_u64).await;
     assert_eq!(gateway.receive().await["code"], "malformed");
+    // An agenda session on the native port sends the agenda's requests, as over a WebSocket.
+    let api = api::Api {
+        address: cluster.configs[0].me().http.expect("HTTP is on"),
+    };
+    let carol = api.user("carol", "UTC").await;
+    let mut agenda = NativeGateway::open(&cluster, 3).await;
+    agenda.send(json!({"op": "auth", "token": carol})).await;
+    assert_eq!(agenda.receive().await["user"], "carol");
+    let call = json!({"op": "request", "id": 1, "method": "agenda", "call": "GET /v1/me"});
+    agenda.send(call).await;
+    let reply = agenda.receive().await;
+    assert_eq!(
+        (&reply["op"], &reply["status"], &reply["body"]["name"]),
+        (&json!("reply"), &json!(200), &json!("carol")),
+        "{reply}"
+    );
     // A connection that never authenticates is closed at the first ping interval, with the
     // reason in a last message.
     let mut silent = NativeGateway::open(&cluster, 1).await;

@@ -23,7 +23,7 @@
 
 use super::json::{self, text};
 use crate::auth::prefix_end;
-use crate::gateway::Gateway;
+use crate::gateway::{AgendaAnswer, AgendaCall, AgendaCalls, Gateway};
 use crate::metrics::Metrics;
 use crate::service::{Service, compare_and_swap};
 use axum::body::Bytes as Body;
@@ -122,8 +122,11 @@ pub fn router(
             service.clone(),
             require_token,
         ));
+    let calls = agenda_calls(&service, &gateway, &agenda, &shutdown);
+    let websockets = super::ws::WebSockets::new(service.clone(), gateway, agenda.clone(), shutdown)
+        .with_agenda_calls(calls);
     let state = AppState {
-        websockets: super::ws::WebSockets::new(service.clone(), gateway, agenda.clone(), shutdown),
+        websockets,
         service,
         agenda,
     };
@@ -140,6 +143,96 @@ pub fn router(
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(BODY_BYTES_MAX))
         .with_state(state)
+}
+
+/// The largest answer an agenda request over a connection gets, in bytes (the agenda's
+/// answers are bounded well below it; a frame of this size is still a frame the queue holds).
+const AGENDA_ANSWER_BYTES_MAX: usize = 8 * 1024 * 1024;
+
+/// The agenda's routes (and iCalendar's) as a connection calls them: requests over `/v1/ws`
+/// and the native port's gateway sessions go through the very handlers HTTP requests do, with
+/// the connection's agenda session as the bearer token.
+pub(crate) fn agenda_calls(
+    service: &Service,
+    gateway: &Gateway,
+    agenda: &Arc<crate::agenda::ServerAgenda>,
+    shutdown: &CancellationToken,
+) -> AgendaCalls {
+    // The agenda's handlers use the service and the agenda only; this state's WebSockets (its
+    // own connection slots, unused) only completes the type.
+    let state = AppState {
+        websockets: super::ws::WebSockets::new(
+            service.clone(),
+            gateway.clone(),
+            agenda.clone(),
+            shutdown.clone(),
+        ),
+        service: service.clone(),
+        agenda: agenda.clone(),
+    };
+    let routes: Router = Router::new()
+        .merge(super::calendar::routes())
+        .merge(super::ical::routes())
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(BODY_BYTES_MAX))
+        .with_state(state);
+    AgendaCalls::new(move |call| answer_agenda_call(routes.clone(), call))
+}
+
+async fn answer_agenda_call(routes: Router, call: AgendaCall) -> AgendaAnswer {
+    use tower::ServiceExt;
+    let refused = |status: StatusCode, code: &str, message: String| AgendaAnswer {
+        status: status.as_u16(),
+        body: json!({"code": code, "message": message}),
+    };
+    let mut request = axum::http::Request::builder()
+        .method(call.method.as_str())
+        .uri(call.path.as_str())
+        .header(header::AUTHORIZATION, format!("Bearer {}", call.token));
+    let body = match call.body {
+        Some(body) => {
+            request = request.header(header::CONTENT_TYPE, "application/json");
+            axum::body::Body::from(body.to_string())
+        }
+        None => axum::body::Body::empty(),
+    };
+    let request = match request.body(body) {
+        Ok(request) => request,
+        Err(error) => {
+            let message = format!("not a request of the agenda's API: {error}");
+            return refused(StatusCode::BAD_REQUEST, "bad_request", message);
+        }
+    };
+    let response = match routes.oneshot(request).await {
+        Ok(response) => response,
+        Err(never) => match never {},
+    };
+    let status = response.status();
+    let is_json = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .is_some_and(|value| value.starts_with("application/json"));
+    let bytes = match axum::body::to_bytes(response.into_body(), AGENDA_ANSWER_BYTES_MAX).await {
+        Ok(bytes) => bytes,
+        Err(_) => {
+            let message = format!("the answer is larger than {AGENDA_ANSWER_BYTES_MAX} bytes");
+            return refused(StatusCode::INTERNAL_SERVER_ERROR, "too_large", message);
+        }
+    };
+    let body = if bytes.is_empty() {
+        Json_::Null
+    } else if is_json {
+        serde_json::from_slice(&bytes)
+            .unwrap_or_else(|_| Json_::String(String::from_utf8_lossy(&bytes).into_owned()))
+    } else {
+        Json_::String(String::from_utf8_lossy(&bytes).into_owned())
+    };
+    AgendaAnswer {
+        status: status.as_u16(),
+        body,
+    }
 }
 
 async fn require_token(

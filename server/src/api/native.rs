@@ -5,7 +5,7 @@
 //! use it).
 
 use crate::agenda::ServerAgenda;
-use crate::gateway::{CloseReason, Gateway, Outgoing, Session};
+use crate::gateway::{AgendaCalls, CloseReason, Gateway, Outgoing, Session};
 use crate::metrics::Metrics;
 use crate::service::Service;
 use bytes::BytesMut;
@@ -42,6 +42,7 @@ pub(crate) async fn serve(
     service: Service,
     gateway: Gateway,
     agenda: Arc<ServerAgenda>,
+    agenda_calls: Option<AgendaCalls>,
     shutdown: CancellationToken,
 ) {
     let connections_max = service.config_limits().client_connections_max;
@@ -65,9 +66,10 @@ pub(crate) async fn serve(
         let service = service.clone();
         let gateway = gateway.clone();
         let agenda = agenda.clone();
+        let agenda_calls = agenda_calls.clone();
         let shutdown = shutdown.clone();
         tokio::spawn(async move {
-            serve_connection(stream, service, gateway, agenda, shutdown).await;
+            serve_connection(stream, service, gateway, agenda, agenda_calls, shutdown).await;
             drop(permit);
         });
     }
@@ -78,6 +80,7 @@ async fn serve_connection(
     service: Service,
     gateway: Gateway,
     agenda: Arc<ServerAgenda>,
+    agenda_calls: Option<AgendaCalls>,
     shutdown: CancellationToken,
 ) {
     let _ = stream.set_nodelay(true);
@@ -120,7 +123,10 @@ async fn serve_connection(
                 if encode(&welcome, &mut buffer)
                     && write_and_flush(&mut writer, &buffer).await.is_ok()
                 {
-                    let session = Session::new(gateway, service).with_agenda(agenda);
+                    let mut session = Session::new(gateway, service).with_agenda(agenda);
+                    if let Some(calls) = agenda_calls {
+                        session = session.with_agenda_calls(calls);
+                    }
                     serve_gateway(frames, writer, session, shutdown).await;
                 }
                 return;

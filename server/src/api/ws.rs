@@ -5,7 +5,7 @@
 
 use super::http::ConnectionSlot;
 use crate::gateway::session::MESSAGE_BYTES_MAX;
-use crate::gateway::{CloseReason, Gateway, Outgoing, Session};
+use crate::gateway::{AgendaCalls, CloseReason, Gateway, Outgoing, Session};
 use crate::metrics::Metrics;
 use crate::service::Service;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
@@ -39,6 +39,8 @@ pub(crate) struct WebSockets {
     service: Service,
     gateway: Gateway,
     agenda: Arc<crate::agenda::ServerAgenda>,
+    /// The agenda's API for agenda sessions' requests.
+    agenda_calls: Option<AgendaCalls>,
     slots: Arc<Semaphore>,
     shutdown: CancellationToken,
 }
@@ -55,9 +57,16 @@ impl WebSockets {
             service,
             gateway,
             agenda,
+            agenda_calls: None,
             slots,
             shutdown,
         }
+    }
+
+    /// Connections whose agenda sessions send the agenda's requests to `calls`.
+    pub(crate) fn with_agenda_calls(mut self, calls: AgendaCalls) -> Self {
+        self.agenda_calls = Some(calls);
+        self
     }
 }
 
@@ -123,6 +132,9 @@ async fn serve(mut socket: WebSocket, websockets: WebSockets, _slot: OwnedSemaph
     let metrics = websockets.service.metrics().clone();
     let mut session = Session::new(websockets.gateway.clone(), websockets.service.clone())
         .with_agenda(websockets.agenda.clone());
+    if let Some(calls) = websockets.agenda_calls.clone() {
+        session = session.with_agenda_calls(calls);
+    }
     let outbox = session.outbox().clone();
     let idle_timeout = Duration::from_millis(limits.idle_timeout_ms);
     let write_timeout = Duration::from_millis(limits.write_timeout_ms);

@@ -120,6 +120,16 @@ pub fn error(code: &str, message: &str, context: &ErrorContext) -> Bytes {
     to_bytes(&frame)
 }
 
+/// An error frame that answers an agenda request, with the HTTP status the agenda's API
+/// answered: `{"op":"error","id":N,"code":C,"message":M,"status":S}`.
+pub fn error_with_status(code: &str, message: &str, status: u16, context: &ErrorContext) -> Bytes {
+    let mut frame = json!({"op": "error", "code": code, "message": message, "status": status});
+    if let Some(id) = context.id {
+        frame["id"] = json!(id);
+    }
+    to_bytes(&frame)
+}
+
 /// `{"op":"reply","id":N, ...fields}`.
 pub fn reply(id: u64, fields: Value) -> Bytes {
     let mut frame = json!({"op": "reply", "id": id});

@@ -21,6 +21,8 @@ use client::{Consistency, Request, Response};
 use kv::{OpResult, Versioned, Write, WriteResult};
 use serde::Deserialize;
 use serde_json::{Value, json};
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -36,6 +38,8 @@ pub struct Session {
     /// The agenda, for its sessions and its channels (none: operator tokens and `kv:`/`shard:`
     /// channels only).
     agenda: Option<Arc<ServerAgenda>>,
+    /// The agenda's API for an agenda session's requests (none: this connection takes none).
+    agenda_calls: Option<AgendaCalls>,
     id: SubscriberId,
     outbox: Outbox,
     permissions: Option<Arc<Permissions>>,
@@ -50,6 +54,8 @@ pub struct Session {
 struct Shared {
     /// The agenda user an agenda session token named, once checked.
     user: Option<String>,
+    /// That session token: the connection's agenda requests carry it, as HTTP's carry theirs.
+    token: Option<String>,
     /// An agenda session token is being checked.
     authenticating: bool,
     /// Wrong tokens sent so far; the connection closes at [`AUTH_FAILURES_MAX`].
@@ -150,6 +156,7 @@ impl Session {
             gateway,
             service,
             agenda: None,
+            agenda_calls: None,
             outbox,
             permissions: None,
             shared: Arc::default(),
@@ -160,6 +167,13 @@ impl Session {
     /// A session that also takes the agenda's session tokens and its channels.
     pub fn with_agenda(mut self, agenda: Arc<ServerAgenda>) -> Session {
         self.agenda = Some(agenda);
+        self
+    }
+
+    /// A session whose agenda sessions may also send the agenda's requests, answered by
+    /// `calls` (the server's HTTP handlers).
+    pub fn with_agenda_calls(mut self, calls: AgendaCalls) -> Session {
+        self.agenda_calls = Some(calls);
         self
     }
 
@@ -321,6 +335,7 @@ impl Session {
                         let mut shared = shared.lock().expect("session lock");
                         shared.authenticating = false;
                         shared.user = Some(user);
+                        shared.token = Some(token);
                     }
                     push_frame(&outbox, &metrics, frame);
                 }
@@ -457,11 +472,12 @@ impl Session {
         };
         let with_context = |refusal| (refusal, context.clone());
         let permissions = self.permissions().map_err(with_context)?;
-        if self.shared().user.is_some() {
-            let refusal = refuse(
-                "forbidden",
-                "an agenda session sends no key-value requests (the HTTP API is the agenda's)",
-            );
+        let token = self.shared().token.clone();
+        if let Some(token) = token {
+            return self.agenda_request(id, token, &value, context);
+        }
+        if value.get("method").and_then(Value::as_str) == Some("agenda") {
+            let refusal = refuse("forbidden", "agenda requests need an agenda session");
             return Err(with_context(refusal));
         }
         let call: Call = parse(value).map_err(with_context)?;
@@ -490,6 +506,140 @@ impl Session {
             push_frame(&outbox, &metrics, frame);
         });
         Ok(())
+    }
+}
+
+impl Session {
+    /// An agenda session's request: `{"op":"request","id":N,"method":"agenda","call":"POST
+    /// /v1/events","body":{...}}`, one call of the agenda's HTTP API as that session, answered
+    /// `{"op":"reply","id":N,"status":S,"body":B}`, or an error frame with the answer's code,
+    /// message and status.
+    fn agenda_request(
+        &mut self,
+        id: u64,
+        token: String,
+        value: &Value,
+        context: ErrorContext,
+    ) -> Result<(), (Refusal, ErrorContext)> {
+        let with_context = |refusal| (refusal, context.clone());
+        if value.get("method").and_then(Value::as_str) != Some("agenda") {
+            let refusal = refuse(
+                "forbidden",
+                "an agenda session sends `agenda` requests (calls of the agenda's API), not \
+                 key-value ones",
+            );
+            return Err(with_context(refusal));
+        }
+        let Some(calls) = self.agenda_calls.clone() else {
+            let refusal = refuse("forbidden", "this connection takes no agenda requests");
+            return Err(with_context(refusal));
+        };
+        let call = value
+            .get("call")
+            .and_then(Value::as_str)
+            .and_then(parse_agenda_call)
+            .ok_or_else(|| {
+                with_context(refuse(
+                    "malformed",
+                    "an agenda request's `call` is a method and a path of the agenda's API, \
+                     as \"GET /v1/agenda?from=...&to=...\"",
+                ))
+            })?;
+        let body = value.get("body").filter(|body| !body.is_null()).cloned();
+        let max = self.gateway.limits().requests_per_connection_max;
+        if self.requests_in_flight.load(Ordering::Relaxed) >= max {
+            let message = format!("at most {max} requests in flight per connection");
+            return Err(with_context(refuse("too_many_requests", message)));
+        }
+        Metrics::add(&self.gateway.metrics().counters.ws_requests, 1);
+        self.requests_in_flight.fetch_add(1, Ordering::Relaxed);
+        let in_flight = self.requests_in_flight.clone();
+        let outbox = self.outbox.clone();
+        let metrics = self.gateway.metrics().clone();
+        let (method, path) = call;
+        tokio::spawn(async move {
+            let answer = calls
+                .call(AgendaCall {
+                    method,
+                    path,
+                    body,
+                    token,
+                })
+                .await;
+            let frame = if (200..300).contains(&answer.status) {
+                frames::reply(id, json!({"status": answer.status, "body": answer.body}))
+            } else {
+                let code = answer.body["code"].as_str().unwrap_or("error");
+                let message = answer.body["message"].as_str().unwrap_or_default();
+                frames::error_with_status(code, message, answer.status, &context)
+            };
+            in_flight.fetch_sub(1, Ordering::Relaxed);
+            push_frame(&outbox, &metrics, frame);
+        });
+        Ok(())
+    }
+}
+
+/// `"METHOD /v1/..."` as its method and path (with its query), if it is one: a method the
+/// agenda's API takes, and a path under `/v1/` without spaces or control characters.
+fn parse_agenda_call(call: &str) -> Option<(String, String)> {
+    let (method, path) = call.split_once(' ')?;
+    let known = ["GET", "POST", "PUT", "PATCH", "DELETE"].contains(&method);
+    let clean =
+        path.starts_with("/v1/") && !path.chars().any(|c| c.is_whitespace() || c.is_control());
+    (known && clean && path.len() <= 2048).then(|| (method.to_owned(), path.to_owned()))
+}
+
+/// One call of the agenda's HTTP API from a connection.
+#[derive(Debug)]
+pub struct AgendaCall {
+    /// `GET`, `POST`, `PUT`, `PATCH` or `DELETE`.
+    pub method: String,
+    /// The path under `/v1/`, with its query.
+    pub path: String,
+    /// The JSON body, if any.
+    pub body: Option<Value>,
+    /// The connection's agenda session token, sent as the bearer token.
+    pub token: String,
+}
+
+/// What a call answered: the HTTP status and the body (JSON, or text as a JSON string; null
+/// when empty).
+#[derive(Debug)]
+pub struct AgendaAnswer {
+    /// The HTTP status.
+    pub status: u16,
+    /// The answer's body.
+    pub body: Value,
+}
+
+/// The agenda's API as a connection calls it: the server's HTTP handlers (`api::http`), so
+/// that a request over a connection is checked and answered exactly as over HTTP. The
+/// simulator's servers have none (no HTTP): their connections take no agenda requests.
+#[derive(Clone)]
+pub struct AgendaCalls(Arc<dyn Fn(AgendaCall) -> AnswerFuture + Send + Sync>);
+
+/// An answer on its way.
+type AnswerFuture = Pin<Box<dyn Future<Output = AgendaAnswer> + Send>>;
+
+impl AgendaCalls {
+    /// Calls made by `answer`.
+    pub fn new<F>(answer: impl Fn(AgendaCall) -> F + Send + Sync + 'static) -> AgendaCalls
+    where
+        F: Future<Output = AgendaAnswer> + Send + 'static,
+    {
+        AgendaCalls(Arc::new(move |call| Box::pin(answer(call))))
+    }
+
+    /// Makes one call.
+    pub async fn call(&self, call: AgendaCall) -> AgendaAnswer {
+        (self.0)(call).await
+    }
+}
+
+impl std::fmt::Debug for AgendaCalls {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter.write_str("AgendaCalls")
     }
 }
 
