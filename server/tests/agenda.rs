@@ -850,6 +850,77 @@ async fn an_agenda_session_sends_its_requests_over_the_socket() {
         .await;
     assert_eq!((status, read["title"].as_str()), (200, Some("Planning")));
 
+    // What HTTP takes besides JSON: an idempotency key (a retried creation happens once), a
+    // text body with its type (an import), a text answer (an `.ics` file), an empty one.
+    let created_once = json!({"title": "Once", "start": "2026-06-02T10:00:00Z",
+                              "end": "2026-06-02T11:00:00Z", "time_zone": "UTC"});
+    let ics = "BEGIN:VCALENDAR\r\nVERSION:2.0\r\nPRODID:-//test//EN\r\nBEGIN:VEVENT\r\n\
+               UID:imported@example.com\r\nDTSTAMP:20260101T000000Z\r\n\
+               DTSTART:20260603T100000Z\r\nDTEND:20260603T110000Z\r\nSUMMARY:Imported\r\n\
+               END:VEVENT\r\nEND:VCALENDAR\r\n";
+    let requests = [
+        json!({"op": "request", "id": 11, "method": "agenda", "call": "POST /v1/events",
+               "idempotency_key": "once-1", "body": created_once}),
+        json!({"op": "request", "id": 12, "method": "agenda", "call": "POST /v1/events",
+               "idempotency_key": "once-1", "body": created_once}),
+        json!({"op": "request", "id": 13, "method": "agenda", "call": "POST /v1/events/import",
+               "content_type": "text/calendar", "body": ics}),
+        json!({"op": "request", "id": 14, "method": "agenda", "call": format!("GET /v1/events/{id}.ics")}),
+    ];
+    let answered = requests_answered(&mut socket, &requests).await;
+    assert_eq!(answered[&11]["status"], 201, "{}", answered[&11]);
+    assert_eq!(answered[&12]["body"]["replayed"], true, "{}", answered[&12]);
+    assert_eq!(answered[&11]["body"]["id"], answered[&12]["body"]["id"]);
+    assert_eq!(answered[&13]["status"], 201, "{}", answered[&13]);
+    assert_eq!(
+        answered[&13]["body"]["created"].as_array().map(Vec::len),
+        Some(1)
+    );
+    let exported = answered[&14]["body"]
+        .as_str()
+        .expect("the .ics file as text");
+    assert!(exported.starts_with("BEGIN:VCALENDAR") && exported.contains("SUMMARY:Planning"));
+
+    // An answer larger than a connection carries is refused with a reason (HTTP still gives
+    // it): eight daily events with the longest titles and places, a year of them.
+    let long = "é".repeat(200);
+    for day in 0..8 {
+        let daily = json!({"title": long, "location": long, "rrule": "FREQ=DAILY",
+                           "start": format!("2026-01-01T0{day}:00:00Z"),
+                           "end": format!("2026-01-01T0{day}:30:00Z"), "time_zone": "UTC"});
+        let (status, created) = api.call("POST", "/v1/events", Some(&alice), daily).await;
+        assert_eq!(status, 201, "{created}");
+    }
+    let year = "/v1/agenda?from=2026-01-01T00:00:00Z&to=2027-01-01T00:00:00Z";
+    let (status, agenda) = api.call("GET", year, Some(&alice), Value::Null).await;
+    assert_eq!(status, 200);
+    assert!(agenda.to_string().len() > server::gateway::AGENDA_ANSWER_BYTES_MAX);
+    let requests =
+        [json!({"op": "request", "id": 15, "method": "agenda", "call": format!("GET {year}")})];
+    let answered = requests_answered(&mut socket, &requests).await;
+    assert_eq!(
+        answered[&15]["code"], "answer_too_large",
+        "{}",
+        answered[&15]
+    );
+
+    // Each request checks the session anew, as over HTTP: after a logout (sent over the socket,
+    // answered 204 with no body) the next one is refused, while the connection stays.
+    let requests = [
+        json!({"op": "request", "id": 21, "method": "agenda", "call": "DELETE /v1/sessions/current"}),
+    ];
+    let answered = requests_answered(&mut socket, &requests).await;
+    assert_eq!(
+        (&answered[&21]["status"], &answered[&21]["body"]),
+        (&json!(204), &Value::Null)
+    );
+    let requests = [json!({"op": "request", "id": 22, "method": "agenda", "call": "GET /v1/me"})];
+    let answered = requests_answered(&mut socket, &requests).await;
+    assert_eq!(
+        (&answered[&22]["status"], &answered[&22]["code"]),
+        (&json!(401), &json!("unauthenticated"))
+    );
+
     // An operator token's connection sends key-value requests, not agenda calls.
     let (mut operator, _) = tokio_tungstenite::connect_async(cluster.ws_url(3))
         .await
@@ -876,6 +947,26 @@ async fn an_agenda_session_sends_its_requests_over_the_socket() {
         (Some("error"), Some("forbidden")),
         "{answer}"
     );
+}
+
+/// Sends `requests` and returns each one's answer (reply or error) by id, skipping other frames.
+async fn requests_answered(
+    socket: &mut Socket,
+    requests: &[Value],
+) -> std::collections::BTreeMap<u64, Value> {
+    for request in requests {
+        send(socket, request.clone()).await;
+    }
+    let mut answered = std::collections::BTreeMap::new();
+    while answered.len() < requests.len() {
+        let frame = receive(socket, Duration::from_secs(10))
+            .await
+            .unwrap_or_else(|| panic!("answers so far: {answered:?}"));
+        if let (Some("reply" | "error"), Some(id)) = (frame["op"].as_str(), frame["id"].as_u64()) {
+            assert!(answered.insert(id, frame).is_none(), "answered twice");
+        }
+    }
+    answered
 }
 
 /// Milliseconds since the Unix epoch, by the wall clock alerts follow.

@@ -23,7 +23,9 @@
 
 use super::json::{self, text};
 use crate::auth::prefix_end;
-use crate::gateway::{AgendaAnswer, AgendaCall, AgendaCalls, Gateway};
+use crate::gateway::{
+    AGENDA_ANSWER_BYTES_MAX, AgendaAnswer, AgendaCall, AgendaCalls, AnswerBody, Gateway,
+};
 use crate::metrics::Metrics;
 use crate::service::{Service, compare_and_swap};
 use axum::body::Bytes as Body;
@@ -145,10 +147,6 @@ pub fn router(
         .with_state(state)
 }
 
-/// The largest answer an agenda request over a connection gets, in bytes (the agenda's
-/// answers are bounded well below it; a frame of this size is still a frame the queue holds).
-const AGENDA_ANSWER_BYTES_MAX: usize = 8 * 1024 * 1024;
-
 /// The agenda's routes (and iCalendar's) as a connection calls them: requests over `/v1/ws`
 /// and the native port's gateway sessions go through the very handlers HTTP requests do, with
 /// the connection's agenda session as the bearer token.
@@ -184,18 +182,30 @@ async fn answer_agenda_call(routes: Router, call: AgendaCall) -> AgendaAnswer {
     use tower::ServiceExt;
     let refused = |status: StatusCode, code: &str, message: String| AgendaAnswer {
         status: status.as_u16(),
-        body: json!({"code": code, "message": message}),
+        body: AnswerBody::Json(Bytes::from(
+            json!({"code": code, "message": message}).to_string(),
+        )),
+        overloaded: false,
     };
     let mut request = axum::http::Request::builder()
         .method(call.method.as_str())
         .uri(call.path.as_str())
         .header(header::AUTHORIZATION, format!("Bearer {}", call.token));
-    let body = match call.body {
-        Some(body) => {
-            request = request.header(header::CONTENT_TYPE, "application/json");
+    if let Some(key) = &call.idempotency_key {
+        request = request.header("idempotency-key", key.as_str());
+    }
+    let body = match (call.body, call.content_type) {
+        (None, _) => axum::body::Body::empty(),
+        // A body of another type travels as a string, sent as it is.
+        (Some(Json_::String(text)), Some(content_type)) => {
+            request = request.header(header::CONTENT_TYPE, content_type);
+            axum::body::Body::from(text)
+        }
+        (Some(body), content_type) => {
+            let content_type = content_type.unwrap_or_else(|| "application/json".to_owned());
+            request = request.header(header::CONTENT_TYPE, content_type);
             axum::body::Body::from(body.to_string())
         }
-        None => axum::body::Body::empty(),
     };
     let request = match request.body(body) {
         Ok(request) => request,
@@ -214,24 +224,29 @@ async fn answer_agenda_call(routes: Router, call: AgendaCall) -> AgendaAnswer {
         .get(header::CONTENT_TYPE)
         .and_then(|value| value.to_str().ok())
         .is_some_and(|value| value.starts_with("application/json"));
-    let bytes = match axum::body::to_bytes(response.into_body(), AGENDA_ANSWER_BYTES_MAX).await {
-        Ok(bytes) => bytes,
-        Err(_) => {
-            let message = format!("the answer is larger than {AGENDA_ANSWER_BYTES_MAX} bytes");
-            return refused(StatusCode::INTERNAL_SERVER_ERROR, "too_large", message);
-        }
+    let Ok(bytes) = axum::body::to_bytes(response.into_body(), AGENDA_ANSWER_BYTES_MAX).await
+    else {
+        let message = format!(
+            "the answer is larger than {AGENDA_ANSWER_BYTES_MAX} bytes, the most a connection \
+             carries: ask for less (a shorter range), or over HTTP"
+        );
+        return refused(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "answer_too_large",
+            message,
+        );
     };
     let body = if bytes.is_empty() {
-        Json_::Null
-    } else if is_json {
-        serde_json::from_slice(&bytes)
-            .unwrap_or_else(|_| Json_::String(String::from_utf8_lossy(&bytes).into_owned()))
+        AnswerBody::Empty
+    } else if is_json && serde_json::from_slice::<serde::de::IgnoredAny>(&bytes).is_ok() {
+        AnswerBody::Json(bytes)
     } else {
-        Json_::String(String::from_utf8_lossy(&bytes).into_owned())
+        AnswerBody::Text(String::from_utf8_lossy(&bytes).into_owned())
     };
     AgendaAnswer {
         status: status.as_u16(),
         body,
+        overloaded: false,
     }
 }
 

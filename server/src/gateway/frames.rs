@@ -1,6 +1,7 @@
 //! The JSON text frames the gateway sends, encoded once: a change frame is shared (a
 //! reference-counted `Bytes`) by every connection subscribed to its channel.
 
+use super::session::AnswerBody;
 use bytes::Bytes;
 use client::ShardId;
 use kv::Change;
@@ -120,14 +121,57 @@ pub fn error(code: &str, message: &str, context: &ErrorContext) -> Bytes {
     to_bytes(&frame)
 }
 
-/// An error frame that answers an agenda request, with the HTTP status the agenda's API
-/// answered: `{"op":"error","id":N,"code":C,"message":M,"status":S}`.
-pub fn error_with_status(code: &str, message: &str, status: u16, context: &ErrorContext) -> Bytes {
-    let mut frame = json!({"op": "error", "code": code, "message": message, "status": status});
-    if let Some(id) = context.id {
-        frame["id"] = json!(id);
+/// The answer to an agenda request: a success as `{"op":"reply","id":N,"status":S,"body":B}`
+/// (a JSON body placed as the handler wrote it, a text body as a JSON string, none as `null`);
+/// a refusal as `{"op":"error","id":N,"code":C,"message":M,"status":S}`, with the code and
+/// message of the API's error body (or, for a body that is not one, a code for the status and
+/// the text).
+pub fn agenda_answer(id: u64, status: u16, body: &AnswerBody) -> Bytes {
+    if (200..300).contains(&status) {
+        let mut frame =
+            format!(r#"{{"op":"reply","id":{id},"status":{status},"body":"#).into_bytes();
+        match body {
+            AnswerBody::Empty => frame.extend_from_slice(b"null"),
+            AnswerBody::Json(json) => frame.extend_from_slice(json),
+            AnswerBody::Text(text) => frame.extend(to_bytes(text)),
+        }
+        frame.push(b'}');
+        return Bytes::from(frame);
     }
-    to_bytes(&frame)
+    #[derive(Deserialize)]
+    struct ApiError {
+        code: String,
+        message: String,
+    }
+    let (code, message) = match body {
+        AnswerBody::Json(json) => match serde_json::from_slice::<ApiError>(json) {
+            Ok(error) => (error.code, error.message),
+            Err(_) => (
+                status_code(status).to_owned(),
+                String::from_utf8_lossy(json).into_owned(),
+            ),
+        },
+        AnswerBody::Text(text) => (status_code(status).to_owned(), text.clone()),
+        AnswerBody::Empty => (status_code(status).to_owned(), String::new()),
+    };
+    to_bytes(&json!({"op": "error", "id": id, "code": code, "message": message, "status": status}))
+}
+
+/// The error code of an HTTP status whose answer did not say one.
+fn status_code(status: u16) -> &'static str {
+    match status {
+        401 => "unauthenticated",
+        403 => "forbidden",
+        404 => "not_found",
+        405 => "method_not_allowed",
+        409 => "conflict",
+        413 => "too_large",
+        415 => "unsupported_media_type",
+        429 => "too_many_requests",
+        503 => "unavailable",
+        400..500 => "bad_request",
+        _ => "internal",
+    }
 }
 
 /// `{"op":"reply","id":N, ...fields}`.

@@ -29,7 +29,9 @@ pub use channel::{CHANNEL_BYTES_MAX, Channel, ChannelError};
 pub use frames::{Position, Positions};
 pub use history::{Event, Gone, History};
 pub use outbox::{CloseReason, Outbox, Outgoing, Pushed};
-pub use session::{AgendaAnswer, AgendaCall, AgendaCalls, Session};
+pub use session::{
+    AGENDA_ANSWER_BYTES_MAX, AgendaAnswer, AgendaCall, AgendaCalls, AnswerBody, Session,
+};
 
 use crate::config::GatewayLimits;
 use crate::metrics::Metrics;

@@ -25,6 +25,8 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
 
 /// The largest text message a client may send, in bytes: a value at its limit plus room for
 /// the JSON around it. Larger messages are answered with a `too_large` error.
@@ -47,6 +49,9 @@ pub struct Session {
     /// authorization) share with it.
     shared: Arc<Mutex<Shared>>,
     requests_in_flight: Arc<AtomicUsize>,
+    /// Cancelled when the connection ends: its requests still running stop (their answers
+    /// would go nowhere, and the next connection gets its own limit).
+    requests_cancel: CancellationToken,
 }
 
 /// A session's state that its spawned tasks change too.
@@ -55,7 +60,7 @@ struct Shared {
     /// The agenda user an agenda session token named, once checked.
     user: Option<String>,
     /// That session token: the connection's agenda requests carry it, as HTTP's carry theirs.
-    token: Option<String>,
+    token: Option<SessionToken>,
     /// An agenda session token is being checked.
     authenticating: bool,
     /// Wrong tokens sent so far; the connection closes at [`AUTH_FAILURES_MAX`].
@@ -161,6 +166,7 @@ impl Session {
             permissions: None,
             shared: Arc::default(),
             requests_in_flight: Arc::new(AtomicUsize::new(0)),
+            requests_cancel: CancellationToken::new(),
         }
     }
 
@@ -294,6 +300,7 @@ fn count_refusal(metrics: &Metrics, code: &str) {
             "forbidden" => &counters.ws_forbidden,
             "unauthenticated" => &counters.ws_unauthenticated,
             "too_large" => &counters.ws_oversized,
+            "too_many_requests" => &counters.ws_requests_refused,
             "unauthorized" => return, // counted by the service
             "unavailable" => return,  // not the client's fault
             _ => &counters.ws_malformed,
@@ -335,7 +342,7 @@ impl Session {
                         let mut shared = shared.lock().expect("session lock");
                         shared.authenticating = false;
                         shared.user = Some(user);
-                        shared.token = Some(token);
+                        shared.token = Some(SessionToken(token));
                     }
                     push_frame(&outbox, &metrics, frame);
                 }
@@ -473,7 +480,7 @@ impl Session {
         let with_context = |refusal| (refusal, context.clone());
         let permissions = self.permissions().map_err(with_context)?;
         let token = self.shared().token.clone();
-        if let Some(token) = token {
+        if let Some(SessionToken(token)) = token {
             return self.agenda_request(id, token, &value, context);
         }
         if value.get("method").and_then(Value::as_str) == Some("agenda") {
@@ -481,29 +488,50 @@ impl Session {
             return Err(with_context(refusal));
         }
         let call: Call = parse(value).map_err(with_context)?;
-        let max = self.gateway.limits().requests_per_connection_max;
-        if self.requests_in_flight.load(Ordering::Relaxed) >= max {
-            let message = format!("at most {max} requests in flight per connection");
-            return Err(with_context(refuse("too_many_requests", message)));
-        }
-        Metrics::add(&self.gateway.metrics().counters.ws_requests, 1);
-        self.requests_in_flight.fetch_add(1, Ordering::Relaxed);
-        let in_flight = self.requests_in_flight.clone();
         let service = self.service.clone();
-        let outbox = self.outbox.clone();
         let metrics = self.gateway.metrics().clone();
-        tokio::spawn(async move {
-            let frame = match run_call(&service, &permissions, call).await {
+        let reply_context = context.clone();
+        self.spawn_request(async move {
+            match run_call(&service, &permissions, call).await {
                 Ok(fields) => frames::reply(id, fields),
                 Err(refusal) => {
                     if refusal.code == "forbidden" {
                         Metrics::add(&metrics.counters.ws_forbidden, 1);
                     }
-                    frames::error(refusal.code, &refusal.message, &context)
+                    frames::error(refusal.code, &refusal.message, &reply_context)
                 }
+            }
+        })
+        .map_err(with_context)
+    }
+
+    /// Runs a request within the connection's limit of requests in flight, until its answer
+    /// (queued to the client) or the connection's end.
+    fn spawn_request(
+        &self,
+        answer: impl Future<Output = Bytes> + Send + 'static,
+    ) -> Result<(), Refusal> {
+        let max = self.gateway.limits().requests_per_connection_max;
+        if self.requests_in_flight.load(Ordering::Relaxed) >= max {
+            let message = format!("at most {max} requests in flight per connection");
+            return Err(refuse("too_many_requests", message));
+        }
+        Metrics::add(&self.gateway.metrics().counters.ws_requests, 1);
+        self.requests_in_flight.fetch_add(1, Ordering::Relaxed);
+        let in_flight = self.requests_in_flight.clone();
+        let outbox = self.outbox.clone();
+        let metrics = self.gateway.metrics().clone();
+        let cancel = self.requests_cancel.clone();
+        tokio::spawn(async move {
+            let frame = tokio::select! {
+                biased;
+                () = cancel.cancelled() => None,
+                frame = answer => Some(frame),
             };
             in_flight.fetch_sub(1, Ordering::Relaxed);
-            push_frame(&outbox, &metrics, frame);
+            if let Some(frame) = frame {
+                push_frame(&outbox, &metrics, frame);
+            }
         });
         Ok(())
     }
@@ -513,7 +541,7 @@ impl Session {
     /// An agenda session's request: `{"op":"request","id":N,"method":"agenda","call":"POST
     /// /v1/events","body":{...}}`, one call of the agenda's HTTP API as that session, answered
     /// `{"op":"reply","id":N,"status":S,"body":B}`, or an error frame with the answer's code,
-    /// message and status.
+    /// message and status (docs/websocket.md, "Agenda requests").
     fn agenda_request(
         &mut self,
         id: u64,
@@ -534,50 +562,49 @@ impl Session {
             let refusal = refuse("forbidden", "this connection takes no agenda requests");
             return Err(with_context(refusal));
         };
-        let call = value
-            .get("call")
-            .and_then(Value::as_str)
-            .and_then(parse_agenda_call)
-            .ok_or_else(|| {
-                with_context(refuse(
-                    "malformed",
-                    "an agenda request's `call` is a method and a path of the agenda's API, \
-                     as \"GET /v1/agenda?from=...&to=...\"",
-                ))
-            })?;
-        let body = value.get("body").filter(|body| !body.is_null()).cloned();
-        let max = self.gateway.limits().requests_per_connection_max;
-        if self.requests_in_flight.load(Ordering::Relaxed) >= max {
-            let message = format!("at most {max} requests in flight per connection");
-            return Err(with_context(refuse("too_many_requests", message)));
-        }
-        Metrics::add(&self.gateway.metrics().counters.ws_requests, 1);
-        self.requests_in_flight.fetch_add(1, Ordering::Relaxed);
-        let in_flight = self.requests_in_flight.clone();
-        let outbox = self.outbox.clone();
+        let AgendaRequest {
+            call,
+            body,
+            content_type,
+            idempotency_key,
+        } = parse(value.clone()).map_err(with_context)?;
+        let (method, path) = parse_agenda_call(&call).ok_or_else(|| {
+            with_context(refuse(
+                "malformed",
+                "an agenda request's `call` is a method and a path of the agenda's API, as \
+                 \"GET /v1/agenda?from=...&to=...\"",
+            ))
+        })?;
+        let call = AgendaCall {
+            method,
+            path,
+            body: body.filter(|body| !body.is_null()),
+            content_type,
+            idempotency_key,
+            token,
+        };
         let metrics = self.gateway.metrics().clone();
-        let (method, path) = call;
-        tokio::spawn(async move {
-            let answer = calls
-                .call(AgendaCall {
-                    method,
-                    path,
-                    body,
-                    token,
-                })
-                .await;
-            let frame = if (200..300).contains(&answer.status) {
-                frames::reply(id, json!({"status": answer.status, "body": answer.body}))
-            } else {
-                let code = answer.body["code"].as_str().unwrap_or("error");
-                let message = answer.body["message"].as_str().unwrap_or_default();
-                frames::error_with_status(code, message, answer.status, &context)
-            };
-            in_flight.fetch_sub(1, Ordering::Relaxed);
-            push_frame(&outbox, &metrics, frame);
-        });
-        Ok(())
+        self.spawn_request(async move {
+            let answer = calls.call(call).await;
+            if answer.status == 503 && answer.overloaded {
+                Metrics::add(&metrics.counters.ws_requests_refused, 1);
+            }
+            frames::agenda_answer(id, answer.status, &answer.body)
+        })
+        .map_err(with_context)
     }
+}
+
+/// The fields of an agenda request.
+#[derive(Deserialize)]
+struct AgendaRequest {
+    call: String,
+    body: Option<Value>,
+    /// The body's type when it is not JSON (`text/calendar` for an import): `body` is then a
+    /// string, sent as it is.
+    content_type: Option<String>,
+    /// HTTP's `Idempotency-Key`: a creation retried with it happens once.
+    idempotency_key: Option<String>,
 }
 
 /// `"METHOD /v1/..."` as its method and path (with its query), if it is one: a method the
@@ -591,36 +618,87 @@ fn parse_agenda_call(call: &str) -> Option<(String, String)> {
 }
 
 /// One call of the agenda's HTTP API from a connection.
-#[derive(Debug)]
 pub struct AgendaCall {
     /// `GET`, `POST`, `PUT`, `PATCH` or `DELETE`.
     pub method: String,
     /// The path under `/v1/`, with its query.
     pub path: String,
-    /// The JSON body, if any.
+    /// The body, if any: JSON, or with a `content_type` a string sent as it is.
     pub body: Option<Value>,
+    /// The body's type when it is not JSON.
+    pub content_type: Option<String>,
+    /// HTTP's `Idempotency-Key`.
+    pub idempotency_key: Option<String>,
     /// The connection's agenda session token, sent as the bearer token.
     pub token: String,
 }
 
-/// What a call answered: the HTTP status and the body (JSON, or text as a JSON string; null
-/// when empty).
+impl std::fmt::Debug for AgendaCall {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the token: a debug print must not leak a live credential into a log.
+        formatter
+            .debug_struct("AgendaCall")
+            .field("method", &self.method)
+            .field("path", &self.path)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A session token kept by a connection; its debug print hides it.
+#[derive(Clone)]
+struct SessionToken(String);
+
+impl std::fmt::Debug for SessionToken {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter.write_str("SessionToken(..)")
+    }
+}
+
+/// The largest answer an agenda request over a connection gets, in bytes: half of the native
+/// port's frame limit, so that every door carries it. A larger answer (a long range of a busy
+/// calendar) is refused as `answer_too_large`: ask for a shorter range, or over HTTP.
+pub const AGENDA_ANSWER_BYTES_MAX: usize = 2 * 1024 * 1024;
+
+/// What a call answered.
 #[derive(Debug)]
 pub struct AgendaAnswer {
     /// The HTTP status.
     pub status: u16,
     /// The answer's body.
-    pub body: Value,
+    pub body: AnswerBody,
+    /// Refused because the server runs as many agenda requests from connections as it may.
+    pub overloaded: bool,
+}
+
+/// An answer's body as the handlers wrote it: JSON bytes are passed on without being parsed
+/// and written again.
+#[derive(Debug)]
+pub enum AnswerBody {
+    /// No body.
+    Empty,
+    /// A JSON document (checked to be one).
+    Json(Bytes),
+    /// Any other body (an `.ics` file), as text.
+    Text(String),
 }
 
 /// The agenda's API as a connection calls it: the server's HTTP handlers (`api::http`), so
-/// that a request over a connection is checked and answered exactly as over HTTP. The
-/// simulator's servers have none (no HTTP): their connections take no agenda requests.
+/// that a request over a connection is checked and answered exactly as over HTTP. At most
+/// [`AGENDA_CALLS_MAX`] run at once (across the connections of a port: each connection's own
+/// limit resets with a new connection); more are refused `unavailable`. The simulator's
+/// servers have none (no HTTP): their connections take no agenda requests.
 #[derive(Clone)]
-pub struct AgendaCalls(Arc<dyn Fn(AgendaCall) -> AnswerFuture + Send + Sync>);
+pub struct AgendaCalls {
+    answer: Arc<dyn Fn(AgendaCall) -> AnswerFuture + Send + Sync>,
+    running: Arc<Semaphore>,
+}
 
 /// An answer on its way.
 type AnswerFuture = Pin<Box<dyn Future<Output = AgendaAnswer> + Send>>;
+
+/// Agenda requests from connections running at once, per server port (HTTP serves at most 512
+/// connections, each one request at a time).
+pub const AGENDA_CALLS_MAX: usize = 256;
 
 impl AgendaCalls {
     /// Calls made by `answer`.
@@ -628,12 +706,29 @@ impl AgendaCalls {
     where
         F: Future<Output = AgendaAnswer> + Send + 'static,
     {
-        AgendaCalls(Arc::new(move |call| Box::pin(answer(call))))
+        AgendaCalls {
+            answer: Arc::new(move |call| Box::pin(answer(call))),
+            running: Arc::new(Semaphore::new(AGENDA_CALLS_MAX)),
+        }
     }
 
-    /// Makes one call.
+    /// Makes one call, unless [`AGENDA_CALLS_MAX`] are running.
     pub async fn call(&self, call: AgendaCall) -> AgendaAnswer {
-        (self.0)(call).await
+        let Ok(_running) = self.running.clone().try_acquire_owned() else {
+            let body = json!({
+                "code": "unavailable",
+                "message": format!(
+                    "this server runs {AGENDA_CALLS_MAX} agenda requests from connections at \
+                     once; try again"
+                ),
+            });
+            return AgendaAnswer {
+                status: 503,
+                body: AnswerBody::Json(Bytes::from(body.to_string())),
+                overloaded: true,
+            };
+        };
+        (self.answer)(call).await
     }
 }
 
@@ -712,6 +807,7 @@ impl Subscription {
 
 impl Drop for Session {
     fn drop(&mut self) {
+        self.requests_cancel.cancel();
         let mut shared = self.shared.lock().expect("session lock");
         shared.closed = true;
         self.gateway.remove(self.id, &shared.channels);
@@ -947,4 +1043,87 @@ async fn write_through(
 
 fn unexpected(response: &Response) -> Refusal {
     refuse("internal", format!("unexpected answer: {response:?}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn call() -> AgendaCall {
+        AgendaCall {
+            method: "GET".into(),
+            path: "/v1/me".into(),
+            body: None,
+            content_type: None,
+            idempotency_key: None,
+            token: "alice.0123".into(),
+        }
+    }
+
+    /// At most `AGENDA_CALLS_MAX` agenda requests run at once; one more is refused
+    /// `unavailable` at once (not queued), and runs again once one has ended.
+    #[tokio::test]
+    async fn agenda_calls_beyond_the_limit_are_refused_until_one_ends() {
+        let gate = Arc::new(Semaphore::new(0));
+        let calls = {
+            let gate = gate.clone();
+            AgendaCalls::new(move |_| {
+                let gate = gate.clone();
+                async move {
+                    let _passed = gate.acquire().await.expect("open");
+                    AgendaAnswer {
+                        status: 200,
+                        body: AnswerBody::Empty,
+                        overloaded: false,
+                    }
+                }
+            })
+        };
+        let running: Vec<_> = (0..AGENDA_CALLS_MAX)
+            .map(|_| {
+                let calls = calls.clone();
+                tokio::spawn(async move { calls.call(call()).await })
+            })
+            .collect();
+        while calls.running.available_permits() > 0 {
+            tokio::task::yield_now().await;
+        }
+        let refused = calls.call(call()).await;
+        assert_eq!((refused.status, refused.overloaded), (503, true));
+        assert!(matches!(&refused.body, AnswerBody::Json(body)
+            if serde_json::from_slice::<Value>(body).unwrap()["code"] == "unavailable"));
+        gate.add_permits(AGENDA_CALLS_MAX + 1);
+        for answer in running {
+            assert_eq!(answer.await.expect("ran").status, 200);
+        }
+        assert_eq!(calls.call(call()).await.status, 200);
+    }
+
+    #[test]
+    fn a_call_is_a_known_method_and_a_clean_path_under_v1() {
+        assert_eq!(
+            parse_agenda_call("GET /v1/agenda?from=a&to=b"),
+            Some(("GET".into(), "/v1/agenda?from=a&to=b".into()))
+        );
+        for refused in [
+            "GET",
+            "get /v1/me",
+            "BREW /v1/me",
+            "GET /v2/me",
+            "GET http://elsewhere/v1/me",
+            "GET /v1/me HTTP/1.1",
+            "GET /v1/me\r\nX-Injected: 1",
+            "GET  /v1/me",
+        ] {
+            assert_eq!(parse_agenda_call(refused), None, "{refused:?}");
+        }
+        let long = format!("GET /v1/{}", "a".repeat(2048));
+        assert_eq!(parse_agenda_call(&long), None);
+    }
+
+    #[test]
+    fn a_debug_print_never_shows_a_session_token() {
+        let printed = format!("{:?} {:?}", call(), SessionToken("alice.0123".into()));
+        assert!(!printed.contains("0123"), "{printed}");
+    }
 }
