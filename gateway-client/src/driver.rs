@@ -34,6 +34,8 @@ pub(crate) struct Driver {
     partial: BTreeMap<String, Vec<Change>>,
 }
 
+/// The socket's read buffer, in bytes (the server's is the same size).
+const READ_BUFFER_BYTES: usize = 4 * 1024;
 /// Why a connection ended.
 type Ending = String;
 
@@ -97,7 +99,13 @@ impl Driver {
     async fn connect(&mut self, server: &str) -> Result<Socket, Ending> {
         self.partial.clear();
         let timeout = self.config.connect_timeout;
-        let connecting = tokio_tungstenite::connect_async(server);
+        // A small read buffer: tungstenite's default (128 KiB) is zero-filled before every read,
+        // a cost paid per frame; notifications are a few hundred bytes, and the buffer grows
+        // for a larger message when one comes.
+        let socket_config = tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default()
+            .read_buffer_size(READ_BUFFER_BYTES);
+        let connecting =
+            tokio_tungstenite::connect_async_with_config(server, Some(socket_config), true);
         let (mut socket, _) = tokio::time::timeout(timeout, connecting)
             .await
             .map_err(|_| "connect timeout".to_owned())?

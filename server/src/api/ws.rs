@@ -142,10 +142,14 @@ async fn serve(mut socket: WebSocket, websockets: WebSockets, _slot: OwnedSemaph
     ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     ping.reset();
     let mut last_heard = Instant::now();
+    // Made once: a fresh one per turn would lock the token's list of waiters twice per frame,
+    // on a list every connection shares.
+    let shutting_down = websockets.shutdown.cancelled();
+    tokio::pin!(shutting_down);
     let ending = loop {
         let step = tokio::select! {
             biased;
-            () = websockets.shutdown.cancelled() => Err(Some(CloseReason::Shutdown.as_str())),
+            () = &mut shutting_down => Err(Some(CloseReason::Shutdown.as_str())),
             batch = outbox.take() => match batch {
                 Ok(batch) => deliver(&mut socket, batch, write_timeout, &metrics).await,
                 Err(reason) => Err(Some(reason.as_str())),
