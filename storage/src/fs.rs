@@ -1096,6 +1096,80 @@ mod tests {
         }
     }
 
+    /// What the recovery code relies on, checked on the real file system and on `MemFs` alike:
+    /// names listed in order, `create` refusing an existing name, reads that stop at the end
+    /// of the file (also from an offset), writes past the end, truncation, rename, removal,
+    /// and life ids that differ from one call to the next.
+    #[test]
+    fn both_file_systems_keep_the_contract_the_wal_relies_on() {
+        fn check(fs: &impl FileSystem, dir: &Path) {
+            fs.create_dir_all(&dir.join("nested")).unwrap();
+            fs.create_dir_all(dir).unwrap();
+            for name in ["b", "a"] {
+                fs.create(&dir.join(name)).unwrap();
+            }
+            assert_eq!(fs.list(dir).unwrap(), ["a", "b"]);
+            assert!(
+                fs.create(&dir.join("a")).is_err(),
+                "create refuses an existing name"
+            );
+            assert_eq!(
+                fs.open(&dir.join("missing"))
+                    .err()
+                    .map(|error| error.kind()),
+                Some(io::ErrorKind::NotFound)
+            );
+
+            let mut file = fs.open(&dir.join("a")).unwrap();
+            file.write_at(0, b"hello").unwrap();
+            file.write_at(10, b"x").unwrap();
+            assert_eq!(file.len().unwrap(), 11);
+            let mut buffer = [7u8; 20];
+            assert_eq!(file.read_at(0, &mut buffer).unwrap(), 11);
+            assert_eq!(&buffer[..11], b"hello\0\0\0\0\0x");
+            assert_eq!(file.read_at(3, &mut buffer).unwrap(), 8);
+            assert_eq!(&buffer[..8], b"lo\0\0\0\0\0x");
+            assert_eq!(file.read_at(11, &mut buffer).unwrap(), 0);
+            file.set_len(4).unwrap();
+            assert_eq!(file.len().unwrap(), 4);
+            file.sync_data().unwrap();
+            drop(file);
+
+            fs.rename(&dir.join("a"), &dir.join("c")).unwrap();
+            fs.remove(&dir.join("b")).unwrap();
+            fs.sync_dir(dir).unwrap();
+            assert_eq!(fs.list(dir).unwrap(), ["c"]);
+            assert!(fs.remove(&dir.join("b")).is_err(), "b is gone");
+            let mut buffer = [0u8; 8];
+            let file = fs.open(&dir.join("c")).unwrap();
+            assert_eq!(file.read_at(0, &mut buffer).unwrap(), 4);
+            assert_eq!(&buffer[..4], b"hell");
+            assert_ne!(fs.random_u64(), fs.random_u64());
+        }
+        check(&MemFs::new(), Path::new("/contract"));
+        let dir = std::env::temp_dir().join(format!("storage-contract-{}", std::process::id()));
+        check(&StdFs, &dir);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// `is_empty` is the file's length compared with zero, on either file system.
+    #[test]
+    fn a_file_is_empty_until_a_byte_is_written() {
+        fn check(fs: &impl FileSystem, dir: &Path) {
+            fs.create_dir_all(dir).unwrap();
+            let mut file = fs.create(&dir.join("f")).unwrap();
+            assert!(file.is_empty().unwrap());
+            file.write_at(0, b"x").unwrap();
+            assert!(!file.is_empty().unwrap());
+            file.set_len(0).unwrap();
+            assert!(file.is_empty().unwrap());
+        }
+        check(&MemFs::new(), Path::new("/d"));
+        let dir = std::env::temp_dir().join(format!("storage-is-empty-{}", std::process::id()));
+        check(&StdFs, &dir);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
     #[test]
     fn the_random_numbers_follow_the_seed() {
         let draw = |fs: &MemFs| (0..3).map(|_| fs.random_u64()).collect::<Vec<_>>();
