@@ -468,3 +468,82 @@ fn segments_are_recycled_on_the_real_file_system_without_truncation() {
     }
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// The bytes of the only segment of a fresh log (limit `limit`) after `payloads` were appended to
+/// group 1, one entry each, and synced.
+fn segment_bytes_after(limit: u64, payloads: &[usize]) -> u64 {
+    let fs = MemFs::new();
+    let mut wal = Wal::open(fs.clone(), config(limit)).unwrap();
+    for (index, bytes) in (1..).zip(payloads) {
+        let entry = Entry {
+            index,
+            term: 1,
+            payload: Bytes::from(vec![1; *bytes]),
+        };
+        wal.append(1, &[entry]).unwrap();
+    }
+    wal.sync().unwrap();
+    assert_eq!(wal.segment_numbers(), [1]);
+    let path = Path::new(DIR).join(storage::segment_file_name(1));
+    fs.read_file(&path).unwrap().len() as u64
+}
+
+/// Rule: the segment size limit is inclusive: a record that ends exactly at the limit stays in the
+/// segment, and only the next one starts a new segment.
+#[test]
+fn a_record_that_ends_exactly_at_the_segment_limit_stays_in_its_segment() {
+    let roomy = 1 << 20;
+    let (first, second) = (100, 1000);
+    let limit = segment_bytes_after(roomy, &[first, second]);
+    assert!(limit >= storage::SEGMENT_SIZE_BYTES_MIN);
+    assert_eq!(segment_bytes_after(limit, &[first, second]), limit);
+
+    let fs = MemFs::new();
+    let mut wal = Wal::open(fs.clone(), config(limit)).unwrap();
+    for (index, bytes) in [(1, first), (2, second)] {
+        let entry = Entry {
+            index,
+            term: 1,
+            payload: Bytes::from(vec![1; bytes]),
+        };
+        wal.append(1, &[entry]).unwrap();
+        assert_eq!(wal.segment_numbers(), [1], "entry {index} fits");
+    }
+    wal.append(1, &entries(3..=3, 1)).unwrap();
+    assert_eq!(
+        wal.segment_numbers(),
+        [1, 2],
+        "the next record starts a segment"
+    );
+}
+
+/// Rule: a record too large for a segment that holds no record yet is written there, not after an
+/// empty rotation: the first record of a fresh log never leaves a segment of only a checkpoint.
+#[test]
+fn a_first_record_larger_than_the_limit_is_written_in_the_segment_it_finds() {
+    let fs = MemFs::new();
+    let mut wal = Wal::open(fs.clone(), config(1024)).unwrap();
+    let big = Entry {
+        index: 1,
+        term: 1,
+        payload: Bytes::from(vec![7; 5000]),
+    };
+    wal.append(1, std::slice::from_ref(&big)).unwrap();
+    assert_eq!(wal.segment_numbers(), [1]);
+    wal.sync().unwrap();
+    let wal = reopen(&fs, config(1024));
+    assert_eq!(wal.entries(1, 1..2, u64::MAX).unwrap(), vec![big]);
+}
+
+/// Rule: `groups` lists every group with a record in the log, in order, also after a reopening.
+#[test]
+fn the_groups_of_the_log_are_listed_in_order() {
+    let fs = MemFs::new();
+    let mut wal = Wal::open(fs.clone(), config(4096)).unwrap();
+    assert_eq!(wal.groups(), Vec::<u64>::new());
+    wal.append(9, &entries(1..=2, 1)).unwrap();
+    wal.append(3, &entries(1..=1, 1)).unwrap();
+    assert_eq!(wal.groups(), [3, 9]);
+    wal.sync().unwrap();
+    assert_eq!(reopen(&fs, config(4096)).groups(), [3, 9]);
+}
