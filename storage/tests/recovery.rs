@@ -1511,3 +1511,89 @@ fn a_segment_that_shrinks_while_it_is_opened_is_corruption_where_its_bytes_end()
         ENTRIES
     );
 }
+
+/// Rule: a free file is reused only for a segment numbered after the one its header names (free files come
+/// only from older segments); one whose header names the very segment about to start is deleted instead.
+#[test]
+fn a_free_file_naming_the_segment_about_to_start_is_deleted_not_reused() {
+    let fs = build();
+    // The opening starts the segment after the last one: a free file claims to be that segment already.
+    let next = last(&fs) + 1;
+    let mut bytes = SegmentHeader {
+        number: next,
+        recycled_bytes: 0,
+        life: 77,
+    }
+    .encode()
+    .to_vec();
+    bytes.extend_from_slice(&[0; 512]);
+    fs.write_file(&Path::new(DIR).join(recycled_file_name(1)), &bytes);
+    assert_eq!(free_files(&fs), 1);
+    let wal = Wal::open(fs.clone(), config()).unwrap();
+    assert_eq!(wal.segments_reused(), 0);
+    assert_eq!(free_files(&fs), 0, "deleted");
+    assert_eq!(wal.index_last(GROUP), ENTRIES);
+    assert_ne!(life(&fs, next), 77);
+}
+
+/// A file system whose random numbers come from a script first (then from the `MemFs`).
+#[derive(Clone)]
+struct ScriptedRandom {
+    inner: MemFs,
+    script: std::sync::Arc<std::sync::Mutex<std::collections::VecDeque<u64>>>,
+}
+
+impl storage::FileSystem for ScriptedRandom {
+    type File = storage::MemFile;
+
+    fn create_dir_all(&self, dir: &Path) -> std::io::Result<()> {
+        self.inner.create_dir_all(dir)
+    }
+    fn list(&self, dir: &Path) -> std::io::Result<Vec<String>> {
+        self.inner.list(dir)
+    }
+    fn create(&self, path: &Path) -> std::io::Result<storage::MemFile> {
+        self.inner.create(path)
+    }
+    fn open(&self, path: &Path) -> std::io::Result<storage::MemFile> {
+        self.inner.open(path)
+    }
+    fn remove(&self, path: &Path) -> std::io::Result<()> {
+        self.inner.remove(path)
+    }
+    fn rename(&self, from: &Path, to: &Path) -> std::io::Result<()> {
+        self.inner.rename(from, to)
+    }
+    fn sync_dir(&self, dir: &Path) -> std::io::Result<()> {
+        self.inner.sync_dir(dir)
+    }
+    fn random_u64(&self) -> u64 {
+        let scripted = self.script.lock().unwrap().pop_front();
+        scripted.unwrap_or_else(|| self.inner.random_u64())
+    }
+}
+
+/// Rule: a segment's life id is drawn again while it is 0 or the life its recycled file had before, so
+/// that no stale record of the file's previous life can pass for one of the new life.
+#[test]
+fn a_segment_never_takes_the_previous_life_of_its_recycled_file_nor_zero() {
+    let fs = MemFs::new();
+    free_filler_segments(&fs);
+    let free: Vec<String> = {
+        use storage::FileSystem;
+        let mut names = fs.list(Path::new(DIR)).unwrap();
+        names.retain(|name| name.starts_with("recycle-"));
+        names
+    };
+    // The opening starts its segment in the oldest free file, whose header holds its previous life.
+    let oldest = fs.read_file(&Path::new(DIR).join(&free[0])).unwrap();
+    let previous = SegmentHeader::read(&oldest).expect("a header").life;
+    let scripted = ScriptedRandom {
+        inner: fs.clone(),
+        script: std::sync::Arc::new(std::sync::Mutex::new([previous, 0, 4242].into())),
+    };
+    let wal = Wal::open(scripted, config()).unwrap();
+    assert_eq!(wal.segments_reused(), 1);
+    let started = *wal.segment_numbers().last().unwrap();
+    assert_eq!(life(&fs, started), 4242);
+}
