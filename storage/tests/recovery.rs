@@ -1597,3 +1597,69 @@ fn a_segment_never_takes_the_previous_life_of_its_recycled_file_nor_zero() {
     let started = *wal.segment_numbers().last().unwrap();
     assert_eq!(life(&fs, started), 4242);
 }
+
+/// The first entry index of an append record of segment `number` at `offset`.
+fn append_index(fs: &MemFs, number: u64, (offset, length): (u64, u64)) -> u64 {
+    let bytes = fs.read_file(&segment(number)).unwrap();
+    match decode(
+        &bytes[offset as usize..(offset + length) as usize],
+        life(fs, number),
+    ) {
+        Ok((Record::Append { index_first, .. }, _)) => index_first,
+        other => panic!("not an append: {:?}", other.map(|(record, _)| record)),
+    }
+}
+
+/// Rule: an entry read back from the disk comes from the record the index placed it in: an intact record of
+/// this life found there that holds other entries (the file changed under the log) is corruption, not data.
+#[test]
+fn a_record_read_back_that_is_not_the_expected_append_is_corruption() {
+    use storage::{File, FileSystem};
+    let fs = build();
+    let number = last(&fs);
+    let wal = Wal::open(fs.clone(), config()).unwrap();
+    let appends = &records(&fs, number)[1..3];
+    let (first, second) = (appends[0], appends[1]);
+    assert_eq!(first.1, second.1, "two records of the same length");
+    let index = append_index(&fs, number, first);
+    assert_eq!(append_index(&fs, number, second), index + 1);
+    // The second record's bytes in place of the first, through the file the log has open.
+    let bytes = fs.read_file(&segment(number)).unwrap();
+    let copy = &bytes[second.0 as usize..(second.0 + second.1) as usize];
+    fs.open(&segment(number))
+        .unwrap()
+        .write_at(first.0, copy)
+        .unwrap();
+    match wal.entries(GROUP, index..index + 1, u64::MAX) {
+        Err(Error::Corruption { offset, reason, .. }) => {
+            assert_eq!(offset, first.0);
+            assert!(reason.contains("not the expected append"), "{reason}");
+        }
+        other => panic!("expected corruption, got {other:?}"),
+    }
+}
+
+/// Rule: a record cut short on the disk under an open log (the file shrank) is corruption when read back,
+/// with that reason, not a record decoded from bytes that are not there.
+#[test]
+fn a_record_cut_short_under_the_log_is_corruption_when_read_back() {
+    use storage::{File, FileSystem};
+    let fs = build();
+    let number = last(&fs);
+    let wal = Wal::open(fs.clone(), config()).unwrap();
+    let (offset, length) = records(&fs, number)[1];
+    let index = append_index(&fs, number, (offset, length));
+    fs.open(&segment(number))
+        .unwrap()
+        .set_len(offset + length / 2)
+        .unwrap();
+    match wal.entries(GROUP, index..index + 1, u64::MAX) {
+        Err(Error::Corruption {
+            offset: at, reason, ..
+        }) => {
+            assert_eq!(at, offset);
+            assert_eq!(reason, "the file ends inside a record");
+        }
+        other => panic!("expected corruption, got {other:?}"),
+    }
+}

@@ -119,7 +119,20 @@ fn reads_stop_at_the_byte_limit_but_return_at_least_one_entry() {
     assert_eq!(wal.entries(1, 1..11, 0).unwrap().len(), 1);
     assert_eq!(wal.entries(1, 1..11, 250).unwrap().len(), 2);
     assert_eq!(wal.entries(1, 4..11, 450).unwrap(), big[3..7].to_vec());
+    // The limit is inclusive: payloads adding up to exactly the limit are all returned.
+    assert_eq!(wal.entries(1, 1..11, 200).unwrap().len(), 2);
+    // A range that ends inside one record (entries 1 to 5 were one append) stops there.
+    assert_eq!(wal.entries(1, 2..4, u64::MAX).unwrap(), big[1..3].to_vec());
     assert_eq!(wal.term(1, 10).unwrap(), 1);
+    // Past the end, the error names the last index asked for and the log's last.
+    assert!(matches!(
+        wal.entries(1, 1..12, u64::MAX),
+        Err(Error::Unavailable {
+            group: 1,
+            index: 11,
+            index_last: 10
+        })
+    ));
 }
 
 #[test]
