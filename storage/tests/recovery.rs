@@ -1663,3 +1663,52 @@ fn a_record_cut_short_under_the_log_is_corruption_when_read_back() {
         other => panic!("expected corruption, got {other:?}"),
     }
 }
+
+/// Rule: the record read back must hold every entry the index placed in it: an append of this life with the
+/// right first index but fewer entries (the file changed under the log) is corruption, not a short read.
+#[test]
+fn a_record_read_back_with_fewer_entries_than_its_span_is_corruption() {
+    use storage::{EntryRef, File, FileSystem};
+    let fs = MemFs::new();
+    let mut wal = Wal::open(fs.clone(), config()).unwrap();
+    let three: Vec<Entry> = (1..=3)
+        .map(|index| Entry {
+            index,
+            term: 1,
+            payload: payload(index),
+        })
+        .collect();
+    wal.append(GROUP, &three).unwrap();
+    wal.sync().unwrap();
+    let number = last(&fs);
+    let (offset, _) = records(&fs, number)[1];
+    assert_eq!(append_index(&fs, number, records(&fs, number)[1]), 1);
+    // The same append with its last entry missing, written over it: shorter, so it ends inside the old one.
+    let two: Vec<EntryRef<'_>> = three[..2]
+        .iter()
+        .map(|entry| EntryRef {
+            term: entry.term,
+            payload: &entry.payload,
+        })
+        .collect();
+    let mut bytes = Vec::new();
+    let shorter = Record::Append {
+        group: GROUP,
+        index_first: 1,
+        entries: two,
+    };
+    encode(&shorter, life(&fs, number), &mut bytes).unwrap();
+    fs.open(&segment(number))
+        .unwrap()
+        .write_at(offset, &bytes)
+        .unwrap();
+    match wal.entries(GROUP, 1..4, u64::MAX) {
+        Err(Error::Corruption {
+            offset: at, reason, ..
+        }) => {
+            assert_eq!(at, offset);
+            assert!(reason.contains("not the expected append"), "{reason}");
+        }
+        other => panic!("expected corruption, got {other:?}"),
+    }
+}
