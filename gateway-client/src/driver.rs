@@ -104,6 +104,7 @@ impl Driver {
         // for a larger message when one comes.
         let socket_config = tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default()
             .read_buffer_size(READ_BUFFER_BYTES);
+        // `true`: TCP_NODELAY, so that a request or a pong leaves at once.
         let connecting =
             tokio_tungstenite::connect_async_with_config(server, Some(socket_config), true);
         let (mut socket, _) = tokio::time::timeout(timeout, connecting)

@@ -517,7 +517,7 @@ fn check(shape: Shape, seed: u64, cases: u32) -> Vec<(Settings, Reached)> {
     match result {
         Ok(()) => reached.into_inner(),
         Err(TestError::Fail(reason, (settings, actions))) => panic!(
-            "{reason}\nshape: {shape:?}\nsettings: {settings:?}\nactions: {actions:?}\n\
+            "{reason}\nshape: Shape::{shape:?}\nsettings: {settings:?}\nactions: {actions:?}\n\
              found by seed {seed} (RAFT_PROPERTY_SEED={seed} cargo test -p raft-core --test \
              properties rotating_seed); add the shape, settings and actions to CORPUS as printed"
         ),

@@ -132,7 +132,7 @@ counters! {
     ws_notifications: "Change frames queued to WebSocket subscribers (replays included).",
     ws_resyncs: "Resync frames sent (what a subscriber missed was no longer in the history).",
     ws_requests: "Requests received over WebSocket connections.",
-    ws_requests_refused: "Requests over WebSocket connections refused unrun: too many in flight on the connection, or agenda requests on the server.",
+    ws_requests_refused: "Requests over WebSocket connections refused: too many in flight on the connection, or too many agenda requests running or agenda answers queued on the server.",
 }
 
 /// Gauges the node loop refreshes.

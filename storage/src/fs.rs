@@ -1148,6 +1148,7 @@ mod tests {
         }
         check(&MemFs::new(), Path::new("/contract"));
         let dir = std::env::temp_dir().join(format!("storage-contract-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
         check(&StdFs, &dir);
         std::fs::remove_dir_all(&dir).unwrap();
     }
@@ -1166,6 +1167,7 @@ mod tests {
         }
         check(&MemFs::new(), Path::new("/d"));
         let dir = std::env::temp_dir().join(format!("storage-is-empty-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
         check(&StdFs, &dir);
         std::fs::remove_dir_all(&dir).unwrap();
     }

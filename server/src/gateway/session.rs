@@ -518,17 +518,18 @@ impl Session {
         }
         Metrics::add(&self.gateway.metrics().counters.ws_requests, 1);
         self.requests_in_flight.fetch_add(1, Ordering::Relaxed);
-        let in_flight = self.requests_in_flight.clone();
+        // Counted out when the task ends, however it ends (answered, stopped, or a panic).
+        let in_flight = InFlight(self.requests_in_flight.clone());
         let outbox = self.outbox.clone();
         let metrics = self.gateway.metrics().clone();
         let cancel = self.requests_cancel.clone();
         tokio::spawn(async move {
+            let _in_flight = in_flight;
             let frame = tokio::select! {
                 biased;
                 () = cancel.cancelled() => None,
                 frame = answer => Some(frame),
             };
-            in_flight.fetch_sub(1, Ordering::Relaxed);
             if let Some(frame) = frame {
                 push_frame(&outbox, &metrics, frame);
             }
@@ -589,10 +590,46 @@ impl Session {
             if answer.status == 503 && answer.overloaded {
                 Metrics::add(&metrics.counters.ws_requests_refused, 1);
             }
-            frames::agenda_answer(id, answer.status, &answer.body)
+            let frame = frames::agenda_answer(id, answer.status, &answer.body);
+            if frame.len() > AGENDA_FRAME_BYTES_MAX {
+                // A text answer's escapes can make its frame several times the answer.
+                let message = format!(
+                    "the answer takes more than {AGENDA_FRAME_BYTES_MAX} bytes as a frame, the most \
+                     a connection carries: ask for less, or over HTTP"
+                );
+                let body = refusal_body("answer_too_large", &message);
+                return frames::agenda_answer(id, 500, &body);
+            }
+            match calls.hold(frame) {
+                Some(frame) => frame,
+                None => {
+                    Metrics::add(&metrics.counters.ws_requests_refused, 1);
+                    let message = format!(
+                        "this server holds {AGENDA_ANSWERS_QUEUED_BYTES_MAX} bytes of agenda \
+                         answers not yet written to their connections; try again"
+                    );
+                    frames::agenda_answer(id, 503, &refusal_body("unavailable", &message))
+                }
+            }
         })
         .map_err(with_context)
     }
+}
+
+/// A request in flight on a connection, counted out when dropped.
+struct InFlight(Arc<AtomicUsize>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// An error body as the API writes one.
+fn refusal_body(code: &str, message: &str) -> AnswerBody {
+    AnswerBody::Json(Bytes::from(
+        json!({"code": code, "message": message}).to_string(),
+    ))
 }
 
 /// The fields of an agenda request.
@@ -659,6 +696,15 @@ impl std::fmt::Debug for SessionToken {
 /// calendar) is refused as `answer_too_large`: ask for a shorter range, or over HTTP.
 pub const AGENDA_ANSWER_BYTES_MAX: usize = 2 * 1024 * 1024;
 
+/// The largest frame an agenda answer may take (its JSON escapes included): below the native
+/// port's 4 MiB frame limit.
+pub const AGENDA_FRAME_BYTES_MAX: usize = 3 * 1024 * 1024;
+
+/// The bytes of agenda answers a port holds until the connections' writers have written them:
+/// a connection's queue counts frames, not bytes, so large answers to slow readers are bounded
+/// here; beyond it an answer is replaced by `unavailable` (503).
+pub const AGENDA_ANSWERS_QUEUED_BYTES_MAX: usize = 64 * 1024 * 1024;
+
 /// What a call answered.
 #[derive(Debug)]
 pub struct AgendaAnswer {
@@ -691,6 +737,8 @@ pub enum AnswerBody {
 pub struct AgendaCalls {
     answer: Arc<dyn Fn(AgendaCall) -> AnswerFuture + Send + Sync>,
     running: Arc<Semaphore>,
+    /// Bytes of answers queued and not yet written ([`AGENDA_ANSWERS_QUEUED_BYTES_MAX`]).
+    queued: Arc<Semaphore>,
 }
 
 /// An answer on its way.
@@ -709,7 +757,19 @@ impl AgendaCalls {
         AgendaCalls {
             answer: Arc::new(move |call| Box::pin(answer(call))),
             running: Arc::new(Semaphore::new(AGENDA_CALLS_MAX)),
+            queued: Arc::new(Semaphore::new(AGENDA_ANSWERS_QUEUED_BYTES_MAX)),
         }
+    }
+
+    /// The answer's frame, holding its bytes against [`AGENDA_ANSWERS_QUEUED_BYTES_MAX`] until the
+    /// last copy of it is dropped (once written); `None` when the budget is spent.
+    pub fn hold(&self, frame: Bytes) -> Option<Bytes> {
+        let bytes = u32::try_from(frame.len()).ok()?;
+        let permit = self.queued.clone().try_acquire_many_owned(bytes).ok()?;
+        Some(Bytes::from_owner(Held {
+            frame,
+            _permit: permit,
+        }))
     }
 
     /// Makes one call, unless [`AGENDA_CALLS_MAX`] are running.
@@ -729,6 +789,18 @@ impl AgendaCalls {
             };
         };
         (self.answer)(call).await
+    }
+}
+
+/// A frame and the budget it holds.
+struct Held {
+    frame: Bytes,
+    _permit: tokio::sync::OwnedSemaphorePermit,
+}
+
+impl AsRef<[u8]> for Held {
+    fn as_ref(&self) -> &[u8] {
+        &self.frame
     }
 }
 
@@ -1097,6 +1169,50 @@ mod tests {
             assert_eq!(answer.await.expect("ran").status, 200);
         }
         assert_eq!(calls.call(call()).await.status, 200);
+    }
+
+    /// Answers hold their bytes against the port's budget until the last copy of their frame is
+    /// dropped (written): past the budget the next one is refused, and a written one gives its
+    /// bytes back.
+    #[test]
+    fn queued_answers_hold_their_bytes_until_written() {
+        let calls = AgendaCalls::new(|_| async {
+            AgendaAnswer {
+                status: 200,
+                body: AnswerBody::Empty,
+                overloaded: false,
+            }
+        });
+        let half = Bytes::from(vec![b' '; AGENDA_ANSWERS_QUEUED_BYTES_MAX / 2]);
+        let first = calls.hold(half.clone()).expect("room");
+        let second = calls.hold(half.clone()).expect("room");
+        assert_eq!(&first[..], &half[..]);
+        assert!(
+            calls.hold(Bytes::from_static(b"x")).is_none(),
+            "the budget is spent"
+        );
+        let shared = second.clone();
+        drop(second);
+        assert!(
+            calls.hold(Bytes::from_static(b"x")).is_none(),
+            "a copy still holds it"
+        );
+        drop(shared);
+        assert!(calls.hold(Bytes::from_static(b"x")).is_some());
+        drop(first);
+    }
+
+    /// A request counted in flight is counted out however its task ends, a panic included.
+    #[test]
+    fn a_request_in_flight_is_counted_out_when_its_task_ends() {
+        let count = Arc::new(AtomicUsize::new(1));
+        let guard = InFlight(count.clone());
+        let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || {
+            let _guard = guard;
+            panic!("a handler's bug");
+        }));
+        assert!(panicked.is_err());
+        assert_eq!(count.load(Ordering::Relaxed), 0);
     }
 
     #[test]
