@@ -1,6 +1,11 @@
 //! The recovery decision table of `Wal::open`, one damaged log per row, each with its expected outcome.
 
+#[path = "support/altered_fs.rs"]
+mod altered_fs;
+
 use std::path::{Path, PathBuf};
+
+use altered_fs::{AlteredFs, Length};
 
 use bytes::Bytes;
 use storage::{
@@ -1410,69 +1415,6 @@ fn a_seal_that_ends_the_file_is_found_by_the_search_after_damage() {
     );
 }
 
-/// A file system that reports one file as `extra` bytes longer than it is, as a file looks that shrinks
-/// between the length asked and the read (another process truncating it): reads get only what it holds.
-struct Shrinking {
-    inner: MemFs,
-    path: PathBuf,
-    extra: u64,
-}
-
-struct ShrinkingFile {
-    inner: storage::MemFile,
-    extra: u64,
-}
-
-impl storage::FileSystem for Shrinking {
-    type File = ShrinkingFile;
-
-    fn create_dir_all(&self, dir: &Path) -> std::io::Result<()> {
-        self.inner.create_dir_all(dir)
-    }
-    fn list(&self, dir: &Path) -> std::io::Result<Vec<String>> {
-        self.inner.list(dir)
-    }
-    fn create(&self, path: &Path) -> std::io::Result<ShrinkingFile> {
-        let inner = self.inner.create(path)?;
-        Ok(ShrinkingFile { inner, extra: 0 })
-    }
-    fn open(&self, path: &Path) -> std::io::Result<ShrinkingFile> {
-        let extra = if path == self.path { self.extra } else { 0 };
-        let inner = self.inner.open(path)?;
-        Ok(ShrinkingFile { inner, extra })
-    }
-    fn remove(&self, path: &Path) -> std::io::Result<()> {
-        self.inner.remove(path)
-    }
-    fn rename(&self, from: &Path, to: &Path) -> std::io::Result<()> {
-        self.inner.rename(from, to)
-    }
-    fn sync_dir(&self, dir: &Path) -> std::io::Result<()> {
-        self.inner.sync_dir(dir)
-    }
-    fn random_u64(&self) -> u64 {
-        self.inner.random_u64()
-    }
-}
-
-impl storage::File for ShrinkingFile {
-    fn len(&self) -> std::io::Result<u64> {
-        Ok(self.inner.len()? + self.extra)
-    }
-    fn read_at(&self, offset: u64, buffer: &mut [u8]) -> std::io::Result<usize> {
-        self.inner.read_at(offset, buffer)
-    }
-    fn write_at(&mut self, offset: u64, data: &[u8]) -> std::io::Result<()> {
-        self.inner.write_at(offset, data)
-    }
-    fn set_len(&mut self, length: u64) -> std::io::Result<()> {
-        self.inner.set_len(length)
-    }
-    fn sync_data(&mut self) -> std::io::Result<()> {
-        self.inner.sync_data()
-    }
-}
-
 /// Rule: the segment reader trusts the bytes a read returns, not the length asked before it: a last segment
 /// that shrinks while it is opened (its reads end before its reported length) is not taken for a log with a
 /// zero-filled torn tail to cut; the opening stops with `Corruption` where its bytes end, since something
@@ -1487,11 +1429,8 @@ fn a_segment_that_shrinks_while_it_is_opened_is_corruption_where_its_bytes_end()
         offset + length,
         "the last segment ends with its last record"
     );
-    let shrinking = Shrinking {
-        inner: fs.clone(),
-        path: segment(number),
-        extra: 4096,
-    };
+    // As a file looks that shrinks between its length and a read (another process truncating it).
+    let shrinking = AlteredFs::new(fs.clone()).reporting(segment(number), Length::Longer(4096));
     match Wal::open(shrinking, config()) {
         Err(Error::Corruption {
             file,
@@ -1536,43 +1475,6 @@ fn a_free_file_naming_the_segment_about_to_start_is_deleted_not_reused() {
     assert_ne!(life(&fs, next), 77);
 }
 
-/// A file system whose random numbers come from a script first (then from the `MemFs`).
-#[derive(Clone)]
-struct ScriptedRandom {
-    inner: MemFs,
-    script: std::sync::Arc<std::sync::Mutex<std::collections::VecDeque<u64>>>,
-}
-
-impl storage::FileSystem for ScriptedRandom {
-    type File = storage::MemFile;
-
-    fn create_dir_all(&self, dir: &Path) -> std::io::Result<()> {
-        self.inner.create_dir_all(dir)
-    }
-    fn list(&self, dir: &Path) -> std::io::Result<Vec<String>> {
-        self.inner.list(dir)
-    }
-    fn create(&self, path: &Path) -> std::io::Result<storage::MemFile> {
-        self.inner.create(path)
-    }
-    fn open(&self, path: &Path) -> std::io::Result<storage::MemFile> {
-        self.inner.open(path)
-    }
-    fn remove(&self, path: &Path) -> std::io::Result<()> {
-        self.inner.remove(path)
-    }
-    fn rename(&self, from: &Path, to: &Path) -> std::io::Result<()> {
-        self.inner.rename(from, to)
-    }
-    fn sync_dir(&self, dir: &Path) -> std::io::Result<()> {
-        self.inner.sync_dir(dir)
-    }
-    fn random_u64(&self) -> u64 {
-        let scripted = self.script.lock().unwrap().pop_front();
-        scripted.unwrap_or_else(|| self.inner.random_u64())
-    }
-}
-
 /// Rule: a segment's life id is drawn again while it is 0 or the life its recycled file had before, so
 /// that no stale record of the file's previous life can pass for one of the new life.
 #[test]
@@ -1588,10 +1490,7 @@ fn a_segment_never_takes_the_previous_life_of_its_recycled_file_nor_zero() {
     // The opening starts its segment in the oldest free file, whose header holds its previous life.
     let oldest = fs.read_file(&Path::new(DIR).join(&free[0])).unwrap();
     let previous = SegmentHeader::read(&oldest).expect("a header").life;
-    let scripted = ScriptedRandom {
-        inner: fs.clone(),
-        script: std::sync::Arc::new(std::sync::Mutex::new([previous, 0, 4242].into())),
-    };
+    let scripted = AlteredFs::new(fs.clone()).scripted([previous, 0, 4242]);
     let wal = Wal::open(scripted, config()).unwrap();
     assert_eq!(wal.segments_reused(), 1);
     let started = *wal.segment_numbers().last().unwrap();

@@ -3,13 +3,16 @@
 //! and a save that cannot clear its temporary name. Each story was written for a mutant that survived
 //! cargo-mutants (see MUTANTS.md).
 
-use std::io;
+#[path = "support/altered_fs.rs"]
+mod altered_fs;
+
 use std::path::{Path, PathBuf};
 
+use altered_fs::{AlteredFs, Length};
 use bytes::Bytes;
 use storage::{
-    Error, FaultError, FaultOperation, File, FileSystem, MemFile, MemFs, SNAPSHOT_BYTES_MAX,
-    Snapshot, SnapshotLoad, SnapshotStore,
+    Error, FaultError, FaultOperation, FileSystem, MemFs, SNAPSHOT_BYTES_MAX, Snapshot,
+    SnapshotLoad, SnapshotStore,
 };
 
 const DIR: &str = "/snapshots";
@@ -30,87 +33,14 @@ fn path(group: u64, index: u64) -> PathBuf {
     Path::new(DIR).join(format!("snapshot-{group:020}-{index:020}.snap"))
 }
 
-/// A file system that reports one file as `length` bytes long, whatever it holds, so that the size limit's edges
-/// can be reached without gigabytes of data. Everything else, reads included, goes to the `MemFs`.
-struct Oversized {
-    inner: MemFs,
-    path: PathBuf,
-    length: u64,
-}
-
-struct OversizedFile {
-    inner: MemFile,
-    length: Option<u64>,
-}
-
-impl FileSystem for Oversized {
-    type File = OversizedFile;
-
-    fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
-        self.inner.create_dir_all(dir)
-    }
-    fn list(&self, dir: &Path) -> io::Result<Vec<String>> {
-        self.inner.list(dir)
-    }
-    fn create(&self, path: &Path) -> io::Result<OversizedFile> {
-        self.inner.create(path).map(|inner| OversizedFile {
-            inner,
-            length: None,
-        })
-    }
-    fn open(&self, path: &Path) -> io::Result<OversizedFile> {
-        let length = (path == self.path).then_some(self.length);
-        self.inner
-            .open(path)
-            .map(|inner| OversizedFile { inner, length })
-    }
-    fn remove(&self, path: &Path) -> io::Result<()> {
-        self.inner.remove(path)
-    }
-    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
-        self.inner.rename(from, to)
-    }
-    fn sync_dir(&self, dir: &Path) -> io::Result<()> {
-        self.inner.sync_dir(dir)
-    }
-    fn random_u64(&self) -> u64 {
-        self.inner.random_u64()
-    }
-}
-
-impl File for OversizedFile {
-    fn len(&self) -> io::Result<u64> {
-        match self.length {
-            Some(length) => Ok(length),
-            None => self.inner.len(),
-        }
-    }
-    fn read_at(&self, offset: u64, buffer: &mut [u8]) -> io::Result<usize> {
-        self.inner.read_at(offset, buffer)
-    }
-    fn write_at(&mut self, offset: u64, data: &[u8]) -> io::Result<()> {
-        self.inner.write_at(offset, data)
-    }
-    fn set_len(&mut self, length: u64) -> io::Result<()> {
-        self.inner.set_len(length)
-    }
-    fn sync_data(&mut self) -> io::Result<()> {
-        self.inner.sync_data()
-    }
-}
-
-/// A store over `Oversized` holding snapshots 10 and 20 of group 1, file 20 reported as `length` bytes long.
+/// A store over an `AlteredFs` holding snapshots 10 and 20 of group 1, file 20 reported as `length` bytes long.
 /// Returns the store and the `MemFs` under it.
-fn store_with_file_20_of_length(length: u64) -> (SnapshotStore<Oversized>, MemFs) {
+fn store_with_file_20_of_length(length: u64) -> (SnapshotStore<AlteredFs>, MemFs) {
     let fs = MemFs::new();
     let store = SnapshotStore::open(fs.clone(), DIR).unwrap();
     store.save(&snapshot(1, 10)).unwrap();
     store.save(&snapshot(1, 20)).unwrap();
-    let oversized = Oversized {
-        inner: fs.clone(),
-        path: path(1, 20),
-        length,
-    };
+    let oversized = AlteredFs::new(fs.clone()).reporting(path(1, 20), Length::Exactly(length));
     (SnapshotStore::open(oversized, DIR).unwrap(), fs)
 }
 
